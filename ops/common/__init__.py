@@ -1,0 +1,18 @@
+"""Building blocks shared by every op: dispatch, argument checks, torch.library registration."""
+from .args import as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype
+from .dispatch import has_triton, interpret_mode, use_triton
+from .library import LIBRARY, op_name
+
+__all__ = [
+    "LIBRARY",
+    "as_tuple",
+    "check_floating",
+    "check_positive",
+    "check_rank",
+    "check_same_device",
+    "check_same_dtype",
+    "has_triton",
+    "interpret_mode",
+    "op_name",
+    "use_triton",
+]

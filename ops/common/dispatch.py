@@ -1,0 +1,40 @@
+"""Where an op runs: Triton kernels on CUDA (or on CPU under ``TRITON_INTERPRET=1``), else the reference."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+__all__ = ["has_triton", "interpret_mode", "use_triton"]
+
+
+@functools.cache
+def has_triton() -> bool:
+    """True when the ``triton`` package can be imported (CPU-only torch builds lack it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpret_mode() -> bool:
+    """True when Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``).
+
+    Triton reads the variable when a ``@triton.jit`` function is defined, so set it before
+    importing any kernel module (the test suite's conftest does).
+    """
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
+def use_triton(*tensors: torch.Tensor | None) -> bool:
+    """Decide the path for a call: the Triton kernels or the plain-PyTorch reference.
+
+    CUDA tensors take the kernels; CPU tensors take them only in interpreter mode; any other
+    device (MPS, XPU, meta) runs the reference. ``FOVEAL_FORCE_REFERENCE=1`` forces the
+    reference everywhere (for A/B checks).
+    """
+    if os.environ.get("FOVEAL_FORCE_REFERENCE", "0") == "1" or not has_triton():
+        return False
+    devices = {t.device.type for t in tensors if t is not None}
+    if devices == {"cuda"}:
+        return True
+    return devices == {"cpu"} and interpret_mode()

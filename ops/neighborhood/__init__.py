@@ -1,0 +1,134 @@
+"""Neighborhood attention (NA / GNA) with NATTEN's semantics, heads-last layout.
+
+``neighborhood_attention(q, k, v, kernel_size, ...)`` takes ``[B, *spatial, H, D]`` with 1-3
+spatial axes; ``na1d`` / ``na2d`` / ``na3d`` are thin aliases that also check the rank.
+CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the Triton kernels in
+``kernels.py``; anything else runs ``reference.py``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..common import op_name, use_triton
+from .checks import NAParams, check_na_args
+from .reference import (neighborhood_attention_reference, neighborhood_attention_reference_backward,
+                        neighborhood_mask)
+
+__all__ = ["na1d", "na2d", "na3d", "neighborhood_attention", "neighborhood_attention_reference",
+           "neighborhood_mask"]
+
+
+def _kernel_covers(q: torch.Tensor, p: NAParams, has_extra: bool) -> bool:
+    return (q.dim() == 4 and p.dilation == (1,) and p.stride == (1,) and p.is_causal == (False,)
+            and not has_extra)
+
+
+@torch.library.custom_op(op_name("na_forward"), mutates_args=())
+def _na_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_size: list[int],
+                dilation: list[int], stride: list[int], is_causal: list[bool], scale: float,
+                additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    p = NAParams(tuple(kernel_size), tuple(dilation), tuple(stride), tuple(is_causal), scale)
+    if use_triton(query, key, value):
+        if not _kernel_covers(query, p, additional_keys is not None):
+            raise ValueError("the Triton neighborhood-attention kernel covers 1-D, dilation 1, stride 1, "
+                             "non-causal windows without additional keys so far; set "
+                             "FOVEAL_FORCE_REFERENCE=1 to run other settings on the reference")
+        from .kernels import na1d_forward
+        return na1d_forward(query, key, value, p.kernel_size[0], scale)
+    return neighborhood_attention_reference(query, key, value, p.kernel_size, p.dilation, p.stride,
+                                            p.is_causal, scale, additional_keys, additional_values)
+
+
+@_na_forward.register_fake
+def _(query, key, value, kernel_size, dilation, stride, is_causal, scale, additional_keys,
+      additional_values):
+    out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+    lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    return out, query.new_empty(query.shape[:-1], dtype=lse_dtype)
+
+
+@torch.library.custom_op(op_name("na_backward"), mutates_args=())
+def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: torch.Tensor,
+                 key: torch.Tensor, value: torch.Tensor, kernel_size: list[int], dilation: list[int],
+                 stride: list[int], is_causal: list[bool], scale: float,
+                 additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
+                 ) -> list[torch.Tensor]:
+    # The fused backward kernels come with the full NA op; until then gradients are exact but
+    # computed by the plain-PyTorch reference on every device.
+    grads = neighborhood_attention_reference_backward(
+        grad_out, grad_lse, query, key, value, tuple(kernel_size), tuple(dilation), tuple(stride),
+        tuple(is_causal), scale, additional_keys, additional_values)
+    return [g for g in grads if g is not None]
+
+
+@_na_backward.register_fake
+def _(grad_out, grad_lse, query, key, value, kernel_size, dilation, stride, is_causal, scale,
+      additional_keys, additional_values):
+    tensors = [query, key, value] + [t for t in (additional_keys, additional_values) if t is not None]
+    return [torch.empty_like(t) for t in tensors]
+
+
+def _setup_context(ctx, inputs, output):
+    (query, key, value, kernel_size, dilation, stride, is_causal, scale, extra_k, extra_v) = inputs
+    ctx.save_for_backward(query, key, value, extra_k, extra_v)
+    ctx.params = (kernel_size, dilation, stride, is_causal, scale)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    query, key, value, extra_k, extra_v = ctx.saved_tensors
+    grads = _na_backward(grad_out.contiguous(), grad_lse, query, key, value, *ctx.params, extra_k, extra_v)
+    dq, dk, dv, *dextra = grads
+    dek, dev = dextra if dextra else (None, None)
+    return dq, dk, dv, None, None, None, None, None, dek, dev
+
+
+_na_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def neighborhood_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kernel_size: int | tuple[int, ...],
+    dilation: int | tuple[int, ...] = 1,
+    stride: int | tuple[int, ...] = 1,
+    is_causal: bool | tuple[bool, ...] = False,
+    scale: float | None = None,
+    additional_keys: torch.Tensor | None = None,
+    additional_values: torch.Tensor | None = None,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Neighborhood attention over 1-3 spatial axes (NATTEN semantics).
+
+    Args:
+        query: [B, *spatial, H, D]. key: [B, *spatial, Hkv, D]. value: [B, *spatial, Hkv, Dv],
+            H a multiple of Hkv.
+        kernel_size, dilation, stride, is_causal: an int/bool or one value per spatial axis.
+        scale: softmax scale, default D ** -0.5.
+        additional_keys / additional_values: [B, N_extra, Hkv, D] / [B, N_extra, Hkv, Dv],
+            attended by every query in the same softmax.
+        return_lse: also return the natural-log sum-exp [B, *spatial, H] in float32.
+    Returns:
+        output [B, *spatial, H, Dv] (and lse when ``return_lse``).
+    """
+    p = check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                      additional_keys, additional_values)
+    out, lse = _na_forward(query, key, value, list(p.kernel_size), list(p.dilation), list(p.stride),
+                           list(p.is_causal), p.scale, additional_keys, additional_values)
+    return (out, lse) if return_lse else out
+
+
+def _aliased(rank: int):
+    def na(query, key, value, kernel_size, dilation=1, stride=1, is_causal=False, scale=None,
+           additional_keys=None, additional_values=None, return_lse=False):
+        check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                      additional_keys, additional_values, rank=rank)
+        return neighborhood_attention(query, key, value, kernel_size, dilation, stride, is_causal,
+                                      scale, additional_keys, additional_values, return_lse)
+    na.__name__ = na.__qualname__ = f"na{rank}d"
+    na.__doc__ = f"{rank}-D neighborhood attention: ``neighborhood_attention`` on [B, *{rank} axes, H, D]."
+    return na
+
+
+na1d, na2d, na3d = _aliased(1), _aliased(2), _aliased(3)

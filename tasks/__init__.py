@@ -1,0 +1,1 @@
+"""foveal.tasks: Lightning tasks, data, the foveal CLI and the benchmark runner."""

@@ -1,0 +1,38 @@
+"""``foveal bench <suite>``: op and model benchmarks against their peers, as a table and JSON."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .runner import SUITES, Case, format_table, register_suite, run_suite, write_json
+from . import suites  # noqa: F401  (registers the suites)
+
+__all__ = ["Case", "SUITES", "main", "register_suite", "run_suite"]
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="foveal bench", description="Benchmark ops and models against their peers.")
+    parser.add_argument("suite", nargs="+", help=f"suites to run: {', '.join(sorted(SUITES))} (or 'all')")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                        help="default bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON records")
+    parser.add_argument("--warmup-ms", type=float, default=25.0)
+    parser.add_argument("--rep-ms", type=float, default=100.0)
+    parser.add_argument("--only", nargs="*", default=None, help="peers to keep (foveal always runs)")
+    parser.add_argument("--no-json", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype or ("bf16" if device == "cuda" else "fp32")]
+    names = sorted(SUITES) if args.suite == ["all"] else args.suite
+    for name in names:
+        if name not in SUITES:
+            parser.error(f"unknown suite {name!r}; choose from {', '.join(sorted(SUITES))}")
+    for name in names:
+        record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only)
+        print(format_table(record))
+        if not args.no_json:
+            print(f"wrote {write_json(record, args.out)}")

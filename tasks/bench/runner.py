@@ -1,0 +1,145 @@
+"""The benchmark runner behind ``foveal bench``: time named cases, print a table, write JSON.
+
+A suite is a function ``(device, dtype) -> list[Case]`` registered with ``@register_suite``.
+Each case holds one or more implementations (foveal and its peers) as zero-argument callables
+built on already-allocated inputs. On CUDA a call is timed with ``triton.testing.do_bench``
+(median, after warm-up); on CPU with a wall-clock median.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+SUITES: dict[str, Callable[[str, torch.dtype], list["Case"]]] = {}
+
+
+@dataclass
+class Case:
+    """One benchmark problem with the implementations to compare on it.
+
+    ``impls`` maps a name ("foveal", "sdpa-cudnn", ...) to a zero-argument callable; one that
+    cannot run here is given as a string saying why. ``flops`` / ``bytes`` are the work the
+    problem needs (not what an implementation happens to do), for TFLOP/s and GB/s.
+    """
+    name: str
+    shapes: dict
+    impls: dict[str, Callable[[], object] | str]
+    flops: float = 0.0
+    bytes: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+
+def register_suite(name: str):
+    def deco(fn):
+        SUITES[name] = fn
+        return fn
+    return deco
+
+
+def _time_ms(fn: Callable[[], object], device: str, warmup_ms: float, rep_ms: float) -> float:
+    if device == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()  # warm-up (allocations, first-call dispatch)
+    times, start_all = [], time.perf_counter()
+    while len(times) < 3 or (time.perf_counter() - start_all) * 1e3 < rep_ms and len(times) < 50:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def environment(device: str) -> dict:
+    info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(), "command": "foveal bench " + " ".join(sys.argv[2:])}
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    info["device_name"] = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    return info
+
+
+def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25, rep_ms: float = 100,
+              only: list[str] | None = None) -> dict:
+    """Run every case of suite ``name``; return the JSON-ready record."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
+    cases = SUITES[name](device, dtype)
+    rows = []
+    for case in tqdm(cases, desc=f"bench {name}", unit="case", leave=False, disable=None):
+        for impl, fn in case.impls.items():
+            if only and impl not in only and impl != "foveal":
+                continue
+            row = {"case": case.name, "impl": impl, "shapes": case.shapes, "dtype": str(dtype).removeprefix("torch."),
+                   **case.notes}
+            if isinstance(fn, str):
+                row.update(median_ms=None, skipped=fn)
+            else:
+                try:
+                    ms = _time_ms(fn, device, warmup_ms, rep_ms)
+                except Exception as exc:  # a peer that fails here is reported, not fatal
+                    row.update(median_ms=None, skipped=f"{type(exc).__name__}: {exc}"[:300])
+                else:
+                    row["median_ms"] = ms
+                    if case.flops:
+                        row["tflops"] = case.flops / (ms * 1e-3) / 1e12
+                    if case.bytes:
+                        row["gbps"] = case.bytes / (ms * 1e-3) / 1e9
+            rows.append(row)
+            if device == "cuda":
+                torch.cuda.empty_cache()
+    return {"suite": name, "environment": environment(device), "results": rows}
+
+
+def format_table(record: dict) -> str:
+    header = f"{'case':<34} {'impl':<22} {'ms':>9} {'TFLOP/s':>9} {'GB/s':>9}  foveal speedup"
+    lines = [header, "-" * len(header)]
+    foveal_ms = {r["case"]: r["median_ms"] for r in record["results"] if r["impl"] == "foveal"}
+    for r in record["results"]:
+        ms = r.get("median_ms")
+        if ms is None:
+            lines.append(f"{r['case']:<34} {r['impl']:<22} {'-':>9}  skipped: {r['skipped'][:60]}")
+            continue
+        ref = foveal_ms.get(r["case"])
+        ratio = f"{ms / ref:6.2f}x" if ref and r["impl"] != "foveal" else ""
+        tf = f"{r['tflops']:9.3g}" if "tflops" in r else f"{'':>9}"
+        gb = f"{r['gbps']:9.3g}" if "gbps" in r else f"{'':>9}"
+        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb}  {ratio}")
+    env = record["environment"]
+    lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}]")
+    return "\n".join(lines)
+
+
+def write_json(record: dict, out_dir: str | os.PathLike) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = record["environment"]
+    tag = "cpu" if env["device"] == "cpu" else env["device_name"].replace(" ", "-").lower()
+    path = out_dir / f"{record['suite']}-{tag}-{env['date'][:10]}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

@@ -1,0 +1,44 @@
+"""Peer implementations that several suites time against: dense SDPA backends and FlexAttention."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: SDPBackend) -> Callable[[], torch.Tensor]:
+    """Dense attention over all tokens with one SDPA backend. Inputs are [B, N, H, D] (heads last)."""
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+
+    def run():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(qt, kt, vt)
+    return run
+
+
+def dense_peers(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, device: str) -> dict[str, Callable | str]:
+    """cuDNN and flash SDPA on CUDA; the math backend on CPU."""
+    flat = [t.flatten(1, -3) for t in (q, k, v)]
+    if device != "cuda":
+        return {"sdpa-math (dense)": sdpa(*flat, SDPBackend.MATH)}
+    return {"sdpa-cudnn (dense)": sdpa(*flat, SDPBackend.CUDNN_ATTENTION),
+            "sdpa-flash (dense)": sdpa(*flat, SDPBackend.FLASH_ATTENTION)}
+
+
+def flex_peer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_mod, device: str,
+              block_size: int = 128) -> Callable | str:
+    """Compiled FlexAttention with a block mask built once (cached), as users run it.
+
+    ``q/k/v`` are [B, N, H, D] in the token order the mask_mod expects.
+    """
+    if device != "cuda":
+        return "FlexAttention is compiled for CUDA only here"
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    n = q.shape[1]
+    block_mask = create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=block_size)
+    flex = torch.compile(flex_attention, dynamic=False)
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    return lambda: flex(qt, kt, vt, block_mask=block_mask)

@@ -1,0 +1,40 @@
+"""Our NA reference against NATTEN's flex backend (a peer implementation) on random settings."""
+import random
+
+import pytest
+import torch
+
+from ops.neighborhood.reference import neighborhood_attention_reference
+from tests.ops.helpers import assert_close, fresh_generator, randn
+
+natten = pytest.importorskip("natten")
+
+
+def _random_setting(rng: random.Random, rank: int):
+    shape = tuple(rng.randint(5, 12 if rank < 3 else 7) for _ in range(rank))
+    kernel, dilation, stride, causal = [], [], [], []
+    for length in shape:
+        d = rng.choice([1, 1, 2])
+        k = rng.randint(2, length // d)
+        kernel.append(k)
+        dilation.append(d)
+        stride.append(rng.randint(1, k))
+        causal.append(rng.random() < 0.3)
+    return shape, tuple(kernel), tuple(dilation), tuple(stride), tuple(causal)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("trial", range(4))
+def test_reference_matches_natten(rank, trial):
+    gen, seed = fresh_generator()
+    rng = random.Random(seed)
+    shape, kernel, dilation, stride, causal = _random_setting(rng, rank)
+    q, k, v = (randn(1, *shape, 2, 8, dtype=torch.float32, device="cpu", gen=gen) for _ in range(3))
+    fn = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}[rank]
+    theirs = fn(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, is_causal=causal,
+                backend="flex-fna", torch_compile=False)
+    ours, _ = neighborhood_attention_reference(q.double(), k.double(), v.double(), kernel, dilation,
+                                               stride, causal, 8 ** -0.5)
+    assert_close(theirs, ours, torch.float32,
+                 f"natten vs reference shape={shape} k={kernel} d={dilation} s={stride} c={causal}", seed)
+

@@ -1,0 +1,36 @@
+"""The foveal command and the bench runner, end to end on the CPU."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tasks.bench import SUITES, main as bench_main
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "tasks.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("fit", "validate", "test", "predict", "bench"):
+        assert f"\n  {command} " in out
+
+
+def test_bench_na1d_writes_a_complete_record(tmp_path, capsys, monkeypatch):
+    from tasks.bench.suites import na1d
+
+    monkeypatch.setattr(na1d, "CPU_CASES", [(1, 64, 2, 16, 7)])   # the interpreter is slow
+    bench_main(["na1d", "--device", "cpu", "--out", str(tmp_path), "--rep-ms", "1"])
+    files = list(tmp_path.glob("na1d-cpu-*.json"))
+    assert len(files) == 1
+    record = json.loads(files[0].read_text())
+    env = record["environment"]
+    assert {"device_name", "torch", "triton", "git_commit", "date", "command"} <= env.keys()
+    foveal = [r for r in record["results"] if r["impl"] == "foveal"]
+    assert foveal and all(r["median_ms"] > 0 and r["tflops"] > 0 for r in foveal)
+    assert any(r["impl"].startswith("sdpa") and r["median_ms"] > 0 for r in record["results"])
+    assert "foveal speedup" in capsys.readouterr().out
+
+
+def test_unknown_suite_is_rejected():
+    with pytest.raises(SystemExit):
+        bench_main(["no-such-suite"])
+    assert "na1d" in SUITES

@@ -1,0 +1,1 @@
+"""foveal.zoo: timm models built on foveal.ops, and diffusers hooks."""
