@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rep-ms", type=float, default=100.0)
     parser.add_argument("--only", nargs="*", default=None, help="peers to keep (foveal always runs)")
     parser.add_argument("--no-json", action="store_true", help="print the table only")
+    parser.add_argument("--model", nargs="*", default=None, help="model names or globs (models suite)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (models suite)")
+    parser.add_argument("--img-size", type=int, default=None, help="input resolution (models suite)")
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype or ("bf16" if device == "cuda" else "fp32")]
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SUITES:
             parser.error(f"unknown suite {name!r}; choose from {', '.join(sorted(SUITES))}")
     for name in names:
-        record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only)
+        record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only,
+                           model=args.model, batch_size=args.batch_size, img_size=args.img_size)
         print(format_table(record))
         if not args.no_json:
             print(f"wrote {write_json(record, args.out)}")

@@ -1,6 +1,8 @@
 """The benchmark runner behind ``foveal bench``: time named cases, print a table, write JSON.
 
-A suite is a function ``(device, dtype) -> list[Case]`` registered with ``@register_suite``.
+A suite is a function ``(device, dtype, **options) -> list[Case]`` registered with
+``@register_suite``; ``options`` are the CLI's suite options (``model``, ``batch_size``,
+``img_size``), ``None`` where not given, for the suite to default.
 Each case holds one or more implementations (foveal and its peers) as zero-argument callables
 built on already-allocated inputs. On CUDA a call is timed with ``triton.testing.do_bench``
 (median, after warm-up); on CPU with a wall-clock median.
@@ -31,13 +33,15 @@ class Case:
 
     ``impls`` maps a name ("foveal", "sdpa-cudnn", ...) to a zero-argument callable; one that
     cannot run here is given as a string saying why. ``flops`` / ``bytes`` are the work the
-    problem needs (not what an implementation happens to do), for TFLOP/s and GB/s.
+    problem needs (not what an implementation happens to do), for TFLOP/s and GB/s; ``items``
+    the images per call, for images/s. On CUDA every row also gets the call's peak memory.
     """
     name: str
     shapes: dict
     impls: dict[str, Callable[[], object] | str]
     flops: float = 0.0
     bytes: float = 0.0
+    items: float = 0.0  # images (or samples) per call, for throughput
     notes: dict = field(default_factory=dict)
 
 
@@ -60,6 +64,19 @@ def _time_ms(fn: Callable[[], object], device: str, warmup_ms: float, rep_ms: fl
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def _memory(fn: Callable[[], object]) -> dict:
+    """Peak device memory of one call, and the part of it above what was allocated before
+    (the workspace an implementation needs beyond its inputs), in GiB."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del result
+    return {"peak_mem_gib": peak / 2**30, "extra_mem_gib": (peak - before) / 2**30}
 
 
 def _git_commit() -> str | None:
@@ -85,11 +102,11 @@ def environment(device: str) -> dict:
 
 
 def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25, rep_ms: float = 100,
-              only: list[str] | None = None) -> dict:
+              only: list[str] | None = None, **options) -> dict:
     """Run every case of suite ``name``; return the JSON-ready record."""
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
-    cases = SUITES[name](device, dtype)
+    cases = SUITES[name](device, dtype, **options)
     rows = []
     for case in tqdm(cases, desc=f"bench {name}", unit="case", leave=False, disable=None):
         for impl, fn in case.impls.items():
@@ -110,14 +127,19 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
                         row["tflops"] = case.flops / (ms * 1e-3) / 1e12
                     if case.bytes:
                         row["gbps"] = case.bytes / (ms * 1e-3) / 1e9
+                    if case.items:
+                        row["items_per_s"] = case.items / (ms * 1e-3)
             rows.append(row)
+                if device == "cuda":
+                    row.update(_memory(fn))
             if device == "cuda":
                 torch.cuda.empty_cache()
     return {"suite": name, "environment": environment(device), "results": rows}
 
 
 def format_table(record: dict) -> str:
-    header = f"{'case':<34} {'impl':<22} {'ms':>9} {'TFLOP/s':>9} {'GB/s':>9}  foveal speedup"
+    header = (f"{'case':<34} {'impl':<22} {'ms':>9} {'TFLOP/s':>9} {'GB/s':>9} {'img/s':>9} "
+              f"{'peak GiB':>8}  foveal speedup")
     lines = [header, "-" * len(header)]
     foveal_ms = {r["case"]: r["median_ms"] for r in record["results"] if r["impl"] == "foveal"}
     for r in record["results"]:
@@ -129,7 +151,9 @@ def format_table(record: dict) -> str:
         ratio = f"{ms / ref:6.2f}x" if ref and r["impl"] != "foveal" else ""
         tf = f"{r['tflops']:9.3g}" if "tflops" in r else f"{'':>9}"
         gb = f"{r['gbps']:9.3g}" if "gbps" in r else f"{'':>9}"
-        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb}  {ratio}")
+        ips = f"{r['items_per_s']:9.0f}" if "items_per_s" in r else f"{'':>9}"
+        mem = f"{r['peak_mem_gib']:8.2f}" if "peak_mem_gib" in r else f"{'':>8}"
+        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb} {ips} {mem}  {ratio}")
     env = record["environment"]
     lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}]")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ def _window_mask(length: int, kernel: int):
 
 
 @register_suite("na1d")
-def na1d_suite(device: str, dtype: torch.dtype) -> list[Case]:
+def na1d_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
     cases = []
     for batch, length, heads, dim, kernel in GPU_CASES if device == "cuda" else CPU_CASES:
         gen = torch.Generator(device=device).manual_seed(0)
