@@ -129,9 +129,9 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
                         row["gbps"] = case.bytes / (ms * 1e-3) / 1e9
                     if case.items:
                         row["items_per_s"] = case.items / (ms * 1e-3)
+                    if device == "cuda":
+                        row.update(_memory(fn))
             rows.append(row)
-                if device == "cuda":
-                    row.update(_memory(fn))
             if device == "cuda":
                 torch.cuda.empty_cache()
     return {"suite": name, "environment": environment(device), "results": rows}
