@@ -34,3 +34,13 @@ def test_unknown_suite_is_rejected():
     with pytest.raises(SystemExit):
         bench_main(["no-such-suite"])
     assert "na1d" in SUITES
+
+
+def test_models_suite_times_inference_and_training(tmp_path):
+    from tasks.bench import run_suite
+
+    record = run_suite("models", "cpu", __import__("torch").float32, rep_ms=1, model=["resnet18"],
+                       batch_size=2, img_size=32)
+    modes = {(r["mode"], r["impl"]) for r in record["results"] if r["median_ms"]}
+    assert modes == {("infer", "timm"), ("train", "timm")}
+    assert all(r["items_per_s"] > 0 for r in record["results"])

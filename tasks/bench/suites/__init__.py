@@ -1,2 +1,2 @@
 """Benchmark suites; importing this package registers every suite with the runner."""
-from . import na1d  # noqa: F401
+from . import models, na1d  # noqa: F401

@@ -1,0 +1,90 @@
+"""``foveal bench models --model NAME ...``: backbone throughput, foveal kernels vs the plain path.
+
+For each model: images/s for inference and for one training step (forward, backward, SGD
+update) with bf16 autocast and channels-last on CUDA (fp32 on CPU), ``use_kernels=True``
+("foveal") against ``use_kernels=False`` (the plain-PyTorch path). timm models without a
+``use_kernels`` switch (convnext_tiny, swin_tiny_patch4_window7_224, ...) run as peers. The
+runner adds each call's peak memory on CUDA.
+"""
+from __future__ import annotations
+
+import fnmatch
+
+import timm
+import torch
+
+import zoo  # noqa: F401  (registers the zoo models)
+
+from ..runner import Case, register_suite
+
+DEFAULT_MODELS = ["van_b0"]
+
+
+def _expand(patterns: list[str]) -> list[str]:
+    names = []
+    for pattern in patterns:
+        matches = timm.list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches:
+            raise ValueError(f"--model {pattern!r} matches no registered model")
+        names += [m for m in matches if m not in names]
+    return names
+
+
+def _build(name: str, device: str, use_kernels: bool | None) -> torch.nn.Module:
+    kwargs = {} if use_kernels is None else {"use_kernels": use_kernels}
+    model = timm.create_model(name, pretrained=False, **kwargs).to(device)
+    return model.to(memory_format=torch.channels_last)
+
+
+def _infer(model, x, autocast_dtype):
+    model.eval()
+
+    def run():
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=autocast_dtype,
+                                                    enabled=autocast_dtype is not None):
+            return model(x)
+    return run
+
+
+def _train_step(model, x, target, autocast_dtype):
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = loss_fn(model(x), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+    return run
+
+
+def _supports_kernels(name: str) -> bool:
+    """Zoo models take ``use_kernels``; other timm models run as peers."""
+    return timm.models.model_entrypoint(name).__module__.startswith("zoo.")
+
+
+@register_suite("models")
+def models_suite(device: str, dtype: torch.dtype, model: list[str] | None = None,
+                 batch_size: int | None = None, img_size: int | None = None, **options) -> list[Case]:
+    names = _expand(model or DEFAULT_MODELS)
+    batch = batch_size or (128 if device == "cuda" else 4)
+    size = img_size or (224 if device == "cuda" else 64)
+    autocast_dtype = dtype if device == "cuda" and dtype != torch.float32 else None
+    gen = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, 3, size, size, device=device, generator=gen).to(memory_format=torch.channels_last)
+    target = torch.randint(0, 1000, (batch,), device=device, generator=gen)
+    cases = []
+    for name in names:
+        variants = {"foveal": True, "plain (use_kernels=False)": False} if _supports_kernels(name) else {"timm": None}
+        for mode in ("infer", "train"):
+            impls = {}
+            for label, flag in variants.items():
+                net = _build(name, device, flag)
+                impls[label] = _infer(net, x, autocast_dtype) if mode == "infer" else _train_step(net, x, target, autocast_dtype)
+            cases.append(Case(name=f"{name} {mode} {size}px b{batch}", impls=impls, items=batch,
+                              shapes={"input": [batch, 3, size, size]},
+                              notes={"model": name, "mode": mode}))
+    return cases
