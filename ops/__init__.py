@@ -3,6 +3,8 @@
 Each op lives in its own folder (``ops/<op>/``) with its public function, a plain-PyTorch
 reference and its Triton kernels. Depends only on torch and triton.
 """
+from .lka import depthwise_conv2d, large_kernel_attention, separable_large_kernel_attention
 from .neighborhood import na1d, na2d, na3d, neighborhood_attention
+from .routing import routing_attention
 
-__all__ = ["na1d", "na2d", "na3d", "neighborhood_attention"]
+__all__ = ["na1d", "na2d", "na3d", "neighborhood_attention", "routing_attention"]

@@ -1,0 +1,344 @@
+"""Index-driven block-sparse attention on 2-D token maps: one Triton core, forward and backward.
+
+The map is ``[B, Y, X, C]`` (any strides), ``C = heads * head_dim``. It is cut into tiles of
+``tile_h x tile_w`` tokens, numbered row-major (``tiles_x`` per row). Query tile ``i`` of batch
+``b`` attends to the concatenated tokens of KV tiles ``kv_index[b, i, :]`` (repeats allowed: a
+tile listed twice is attended twice, as a gathered copy would be). Token addresses are computed
+in-kernel from tile ids, so selected keys/values are never copied. A 1-D sequence is the case
+``Y = 1, tile_h = 1``.
+
+Packing: the routed tiles' tokens form one flat list ``n = entry * T + t``; each KV step loads
+``BLOCK_N`` tokens of that list whatever the tile size, so 4-token tiles do not pad to 16.
+The backward computes dQ per query tile like the forward, and dK/dV per KV tile from the
+inverse lists (CSR of "which query tiles routed here", built with argsort/bincount), so every
+gradient element is written by exactly one program: no atomics.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .dispatch import interpret_mode
+
+__all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward", "inverse_index"]
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x):
+    """Memory offset (within one batch item) of token ``t`` of tile ``tile``."""
+    y = (tile // tiles_x) * tile_h + t // tile_w
+    x = (tile % tiles_x) * tile_w + t % tile_w
+    return y * s_y + x * s_x
+
+
+@triton.jit
+def _bs_fwd_kernel(
+    Q, K, V, O, LSE, IDX,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+    so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    H, tiles_x, tile_h, tile_w, T, NK, q_split, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    tile = pid // q_split
+    chunk = pid % q_split
+    b = pid_bh // H
+    h = pid_bh % H
+
+    offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_valid = offs_m < T
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < HEAD_DIM
+    ch = h * HEAD_DIM + offs_d
+
+    q_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sq_y, sq_x)
+    q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c,
+                mask=m_valid[:, None] & d_valid[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    n_total = NK * T
+    idx_base = IDX + b * si_b + tile * si_q
+    for start in range(0, n_total, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        n_valid = offs_n < n_total
+        kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
+        t = offs_n % T
+        k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
+        v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
+        kv_mask = n_valid[:, None] & d_valid[None, :]
+        k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # log2 domain
+        s = tl.where(n_valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    acc = acc / l_i[:, None]
+    o_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, so_y, so_x)
+    tl.store(O + b * so_b + o_off[:, None] + ch[None, :] * so_c, acc.to(O.dtype.element_ty),
+             mask=m_valid[:, None] & d_valid[None, :])
+    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
+    tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
+
+
+@triton.jit
+def _bs_bwd_dq_kernel(
+    Q, K, V, DO, DQ, LSE, DELTA, IDX,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    tile = pid // q_split
+    chunk = pid % q_split
+    b = pid_bh // H
+    h = pid_bh % H
+
+    offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_valid = offs_m < T
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < HEAD_DIM
+    ch = h * HEAD_DIM + offs_d
+    qmask = m_valid[:, None] & d_valid[None, :]
+
+    q_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sq_y, sq_x)
+    q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c, mask=qmask, other=0.0)
+    o_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, so_y, so_x)
+    do = tl.load(DO + b * so_b + o_off[:, None] + ch[None, :] * so_c, mask=qmask, other=0.0)
+    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
+    lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+
+    qk_scale = sm_scale * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    n_total = NK * T
+    idx_base = IDX + b * si_b + tile * si_q
+    for start in range(0, n_total, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        n_valid = offs_n < n_total
+        kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
+        t = offs_n % T
+        k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
+        v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
+        kv_mask = n_valid[:, None] & d_valid[None, :]
+        k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        p = tl.exp2(s - lse[:, None])
+        p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k)
+
+    g_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sg_y, sg_x)
+    tl.store(DQ + b * sg_b + g_off[:, None] + ch[None, :] * sg_c, (dq * sm_scale).to(DQ.dtype.element_ty),
+             mask=qmask)
+
+
+@triton.jit
+def _bs_bwd_dkv_kernel(
+    Q, K, V, DO, DK, DV, LSE, DELTA, SRC, PTR,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+    so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
+    sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
+    H, tiles_x, tile_h, tile_w, T, kv_split, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    tile = pid // kv_split
+    chunk = pid % kv_split
+    b = pid_bh // H
+    h = pid_bh % H
+
+    offs_n = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_valid = offs_n < T
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < HEAD_DIM
+    ch = h * HEAD_DIM + offs_d
+    kvmask = n_valid[:, None] & d_valid[None, :]
+
+    k_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sk_y, sk_x)
+    v_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sv_y, sv_x)
+    k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kvmask, other=0.0)
+    v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kvmask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+
+    qk_scale = sm_scale * 1.4426950408889634
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    begin = tl.load(PTR + b * sp_b + tile)
+    end = tl.load(PTR + b * sp_b + tile + 1)
+    m_total = (end - begin) * T
+    for start in range(0, m_total, BLOCK_M):
+        offs_m = start + tl.arange(0, BLOCK_M)
+        m_valid = offs_m < m_total
+        q_tile = tl.load(SRC + b * ss_b + begin + offs_m // T, mask=m_valid, other=0)
+        t = offs_m % T
+        qmask = m_valid[:, None] & d_valid[None, :]
+        q_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sq_y, sq_x)
+        o_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, so_y, so_x)
+        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
+        q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c, mask=qmask, other=0.0)
+        do = tl.load(DO + b * so_b + o_off[:, None] + ch[None, :] * so_c, mask=qmask, other=0.0)
+        lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N]
+        p = tl.exp2(s - lse[:, None])
+        p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+        dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+
+    dk_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdk_y, sdk_x)
+    dv_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdv_y, sdv_x)
+    tl.store(DK + b * sdk_b + dk_off[:, None] + ch[None, :] * sdk_c, (dk * sm_scale).to(DK.dtype.element_ty),
+             mask=kvmask)
+    tl.store(DV + b * sdv_b + dv_off[:, None] + ch[None, :] * sdv_c, dv.to(DV.dtype.element_ty), mask=kvmask)
+
+
+def _blocks(tokens: int, head_dim: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): query rows cover one tile (or a chunk of a big one)."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    if interpret_mode():
+        return 16, 16, block_d, 4
+    block_m = min(64, max(16, triton.next_power_of_2(tokens)))
+    return block_m, 64, block_d, 4
+
+
+def _upcast(t: torch.Tensor) -> bool:
+    return interpret_mode() and t.dtype == torch.bfloat16
+
+
+def _s4(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def _lse_strides(lse: torch.Tensor) -> tuple[int, int, int, int]:
+    return lse.stride(0), lse.stride(1), lse.stride(2), lse.stride(3)
+
+
+def block_sparse_attention_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int],
+    num_heads: int, scale: float, out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward of tile-sparse attention.
+
+    Args:
+        q, k, v: [B, Y, X, C] (any strides), C = num_heads * head_dim, Y/X multiples of ``tile``.
+        kv_index: [B, NQ, NK] integer KV tile ids per query tile (NQ = number of tiles).
+        tile: (tile_h, tile_w). scale: softmax scale.
+        out / lse: optional preallocated [B, Y, X, C] / [B, Y, X, H] float32 buffers.
+    Returns:
+        out [B, Y, X, C] in q's dtype and the natural-log LSE [B, Y, X, H] (float32).
+    """
+    B, Y, X, C = q.shape
+    th, tw = tile
+    tiles_x = X // tw
+    nq, nk = kv_index.shape[1], kv_index.shape[2]
+    head_dim = C // num_heads
+    T = th * tw
+    idx = kv_index.to(torch.int32).contiguous()
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if lse is None:
+        lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
+    bm, bn, bd, warps = _blocks(T, head_dim)
+    q_split = triton.cdiv(T, bm)
+    grid = (nq * q_split, B * num_heads)
+    _bs_fwd_kernel[grid](
+        q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
+        idx.stride(0), idx.stride(1),
+        num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
+        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q),
+        num_warps=warps, num_stages=2)
+    return out, lse
+
+
+def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CSR of the routing's inverse: for each KV tile, the query tiles that list it.
+
+    Returns ``src`` [B, NQ*NK] (query tile ids grouped by KV tile; a query tile appears once per
+    listing) and ``ptr`` [B, num_kv_tiles + 1] (group bounds), both int32.
+    """
+    B, nq, nk = kv_index.shape
+    flat = kv_index.reshape(B, nq * nk).long()
+    order = torch.argsort(flat, dim=1, stable=True)
+    src = (order // nk).to(torch.int32)
+    counts = torch.zeros(B, num_kv_tiles, dtype=torch.int64, device=flat.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat))
+    ptr = torch.zeros(B, num_kv_tiles + 1, dtype=torch.int32, device=flat.device)
+    ptr[:, 1:] = counts.cumsum(1).to(torch.int32)
+    return src.contiguous(), ptr
+
+
+def block_sparse_attention_backward(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+    lse: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int], num_heads: int, scale: float,
+    dq: torch.Tensor | None = None, dk: torch.Tensor | None = None, dv: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
+    B, Y, X, C = q.shape
+    th, tw = tile
+    tiles_x = X // tw
+    n_tiles = (Y // th) * tiles_x
+    nq, nk = kv_index.shape[1], kv_index.shape[2]
+    head_dim = C // num_heads
+    T = th * tw
+    idx = kv_index.to(torch.int32).contiguous()
+    lse = lse.contiguous()
+    delta = (grad_out.float() * out.float()).view(B, Y, X, num_heads, head_dim).sum(-1)
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    bm, bn, bd, warps = _blocks(T, head_dim)
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q),
+                  num_warps=warps, num_stages=2)
+    q_split = triton.cdiv(T, bm)
+    _bs_bwd_dq_kernel[(nq * q_split, B * num_heads)](
+        q, k, v, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out), *_s4(dq),
+        *_lse_strides(lse), idx.stride(0), idx.stride(1),
+        num_heads, tiles_x, th, tw, T, nk, q_split, scale, **common)
+    src, ptr = inverse_index(kv_index, n_tiles)
+    # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
+    kv_block = min(64, max(16, triton.next_power_of_2(T))) if not interpret_mode() else 16
+    kv_split = triton.cdiv(T, kv_block)
+    common.update(BLOCK_M=bn if not interpret_mode() else 16, BLOCK_N=kv_block)
+    _bs_bwd_dkv_kernel[(n_tiles * kv_split, B * num_heads)](
+        q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out),
+        *_s4(dk), *_s4(dv), *_lse_strides(lse), src.stride(0), ptr.stride(0),
+        num_heads, tiles_x, th, tw, T, kv_split, scale, **common)
+    return dq, dk, dv

@@ -1,0 +1,151 @@
+"""Bi-level routing attention (BiFormer's BRA) with a fused, gather-free Triton kernel.
+
+``routing_attention(q, k, v, num_regions, topk, ...)`` on ``[B, H, W, C]`` maps: region-level
+routing in plain PyTorch (region means, affinity, top-k), then token-level attention of each
+region to the tokens of its routed regions through the index-driven block-sparse core in
+``ops/common/block_sparse.py``, which reads keys/values by address (no gathered copies).
+CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the kernels; anything else
+runs ``reference.py`` (the official gather algorithm).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..common import (as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype,
+                      op_name, use_triton)
+from .reference import region_routing, routing_attention_reference
+
+__all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
+
+
+@torch.library.custom_op(op_name("bra_forward"), mutates_args=())
+def _bra_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
+                 regions: list[int], num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(q, k, v):
+        from ..common.block_sparse import block_sparse_attention_forward
+        tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
+        return block_sparse_attention_forward(q, k, v, indices, tile, num_heads, scale)
+    return routing_attention_reference(q, k, v, indices, tuple(regions), num_heads, scale, return_lse=True)
+
+
+@_bra_forward.register_fake
+def _(q, k, v, indices, regions, num_heads, scale):
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return torch.empty_like(q), q.new_empty((*q.shape[:3], num_heads), dtype=lse_dtype)
+
+
+@torch.library.custom_op(op_name("bra_backward"), mutates_args=())
+def _bra_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                  lse: torch.Tensor, indices: torch.Tensor, regions: list[int], num_heads: int,
+                  scale: float) -> list[torch.Tensor]:
+    if use_triton(q, k, v):
+        from ..common.block_sparse import block_sparse_attention_backward
+        tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
+        return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        ref = routing_attention_reference(*leaves, indices, tuple(regions), num_heads, scale)
+        return list(torch.autograd.grad(ref, leaves, grad_out))
+
+
+@_bra_backward.register_fake
+def _(grad_out, q, k, v, out, lse, indices, regions, num_heads, scale):
+    return [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, indices, regions, num_heads, scale = inputs
+    ctx.save_for_backward(q, k, v, indices, *output)
+    ctx.params = (regions, num_heads, scale)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, indices, out, lse = ctx.saved_tensors
+    dq, dk, dv = _bra_backward(grad_out, q, k, v, out, lse, indices, *ctx.params)
+    return dq, dk, dv, None, None, None, None
+
+
+_bra_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check(q, k, v, regions, topk, num_heads, routing_indices):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_rank(t, name, (4,), "[B, H, W, C]")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    check_floating(q, "q")
+    check_same_dtype(q=q, k=k, v=v)
+    check_same_device(q=q, k=k, v=v)
+    ny, nx = regions
+    if ny < 1 or nx < 1:
+        raise ValueError(f"num_regions must be positive, got {regions}")
+    if ny > q.shape[1] or nx > q.shape[2]:
+        raise ValueError(f"num_regions {regions} exceeds the map size {tuple(q.shape[1:3])}")
+    C = q.shape[-1]
+    if C % num_heads:
+        raise ValueError(f"num_heads ({num_heads}) must divide the channel count C={C}")
+    if routing_indices is None:
+        if not 1 <= topk <= ny * nx:
+            raise ValueError(f"topk must be in [1, num_regions^2 = {ny * nx}], got {topk}")
+        return
+    R = ny * nx
+    if routing_indices.dim() != 3 or routing_indices.shape[:2] != (q.shape[0], R):
+        raise ValueError(f"routing_indices must be [B, R={R}, topk], got {tuple(routing_indices.shape)}")
+    if routing_indices.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"routing_indices must be int32 or int64, got {routing_indices.dtype}")
+    if routing_indices.device != q.device:
+        raise ValueError("routing_indices must be on q's device")
+    if routing_indices.numel() and (routing_indices.min() < 0 or routing_indices.max() >= R):
+        raise ValueError(f"routing_indices must lie in [0, {R})")
+
+
+def routing_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_regions: int | tuple[int, int],
+    topk: int,
+    scale: float | None = None,
+    num_heads: int | None = None,
+    routing_indices: torch.Tensor | None = None,
+    return_indices: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Bi-level routing attention (BiFormer) on [B, H, W, C] maps.
+
+    The map is split into ``num_regions`` x ``num_regions`` regions (BiFormer's ``n_win``).
+    Each region's queries attend to the tokens of the ``topk`` regions whose mean key best
+    matches the region's mean query (routing over all channels, no gradient), per head.
+
+    Args:
+        q, k, v: [B, H, W, C], C = num_heads * head_dim; any strides (channel slices of one
+            qkv projection are read in place). H/W not divisible by ``num_regions`` are
+            zero-padded right/bottom and the output cropped (BiFormer's ``auto_pad``).
+        num_regions: regions per side, int or (rows, cols).
+        topk: routed regions per query region, 1..num_regions^2.
+        scale: softmax scale, default head_dim ** -0.5 (BiFormer uses C ** -0.5).
+        num_heads: default C // 32 (BiFormer's 32-channel heads).
+        routing_indices: optional [B, R, topk] region ids to use instead of the routing.
+        return_indices: also return the int64 routing indices [B, R, topk], R = rows*cols.
+    Returns:
+        out [B, H, W, C] (and the routing indices).
+    """
+    regions = as_tuple(num_regions, 2, "num_regions")
+    if num_heads is None:
+        if q.shape[-1] % 32:
+            raise ValueError(f"num_heads defaults to C // 32, but C={q.shape[-1]} is not a multiple of 32; "
+                             "pass num_heads")
+        num_heads = q.shape[-1] // 32
+    check_positive((num_heads,), "num_heads")
+    _check(q, k, v, regions, topk, num_heads, routing_indices)
+    scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else float(scale)
+    H, W = q.shape[1:3]
+    pad_b, pad_r = (-H) % regions[0], (-W) % regions[1]
+    if pad_b or pad_r:
+        q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
+    indices = routing_indices if routing_indices is not None else region_routing(q, k, regions, topk, scale)
+    out, _ = _bra_forward(q, k, v, indices, list(regions), num_heads, scale)
+    if pad_b or pad_r:
+        out = out[:, :H, :W]
+    return (out, indices) if return_indices else out
