@@ -80,6 +80,8 @@ def _memory(fn: Callable[[], object]) -> dict:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("FOVEAL_GIT_COMMIT"):  # set when the tree was copied without .git (remote GPU runs)
+        return os.environ["FOVEAL_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()
