@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..common import (as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype,
                       op_name, use_triton)
-from .reference import region_routing, routing_attention_reference
+from .reference import region_routing, routing_attention_reference, routing_attention_reference_backward
 
 __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
 
@@ -43,10 +43,7 @@ def _bra_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         from ..common.block_sparse import block_sparse_attention_backward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
-        ref = routing_attention_reference(*leaves, indices, tuple(regions), num_heads, scale)
-        return list(torch.autograd.grad(ref, leaves, grad_out))
+    return list(routing_attention_reference_backward(grad_out, q, k, v, indices, tuple(regions), num_heads, scale))
 
 
 @_bra_backward.register_fake

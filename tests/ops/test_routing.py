@@ -1,0 +1,172 @@
+"""Bi-level routing attention: the fused block-sparse kernel vs the fp64 gather reference.
+
+Forward and gradients of q, k, v; random routings with repeated regions, every query routed
+to the same boundary region, the op's own routing; tiles of 4, 12, 16 and 64 tokens (packing,
+non-power-of-two tiles, query tiles split across programs); odd sizes with padding; NaN-
+poisoned output buffers; non-contiguous inputs read in place.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ops
+from ops.common.block_sparse import (block_sparse_attention_backward, block_sparse_attention_forward,
+                                     inverse_index)
+from ops.routing import region_routing, routing_attention_reference
+
+from .helpers import assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+
+
+def _routing(kind: str, B: int, R: int, topk: int, gen: torch.Generator) -> torch.Tensor:
+    if kind == "random_repeats":  # regions may repeat within one list, as a gather would allow
+        return torch.randint(0, R, (B, R, topk), generator=gen)
+    if kind == "boundary":  # every query region routes to the last region (and the first)
+        idx = torch.full((B, R, topk), R - 1)
+        idx[..., 0] = 0
+        return idx
+    return torch.stack([torch.randperm(R, generator=gen)[:topk] for _ in range(B * R)]).view(B, R, topk)
+
+
+def _reference64(q, k, v, idx, regions, heads, scale, grad):
+    leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
+    out, lse = routing_attention_reference(*leaves, idx, regions, heads, scale, return_lse=True)
+    grads = torch.autograd.grad(out, leaves, grad.double())
+    return out, lse, grads
+
+
+# (B, Y, X, C, heads, regions, topk, routing): tiles of 16, 4 (packed KV blocks), 12 (not a power
+# of two) and 32 tokens (query tile split over programs; 16-row blocks under the interpreter)
+CASES = [(1, 8, 8, 32, 1, (2, 2), 2, "random_repeats"), (1, 4, 8, 64, 2, (2, 4), 3, "random_repeats"),
+         (1, 8, 9, 32, 1, (2, 3), 3, "boundary"), (1, 8, 8, 32, 1, (1, 2), 2, "random_repeats")]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[1:3])) + f"-r{c[5][0]}x{c[5][1]}-k{c[6]}-{c[7]}")
+def test_kernel_forward_backward_vs_fp64(device, dtype, case):
+    B, Y, X, C, heads, regions, topk, kind = case
+    gen, seed = fresh_generator()
+    q, k, v, g = (randn(B, Y, X, C, dtype=dtype, device=device, gen=gen) for _ in range(4))
+    R = regions[0] * regions[1]
+    idx = _routing(kind, B, R, topk, gen).to(device)
+    tile = (Y // regions[0], X // regions[1])
+    scale = 0.7 * (C // heads) ** -0.5
+    out, lse = block_sparse_attention_forward(
+        q, k, v, idx, tile, heads, scale, out=poisoned(B, Y, X, C, dtype=dtype, device=device),
+        lse=poisoned(B, Y, X, heads, dtype=torch.float32, device=device))
+    ref, ref_lse, (dq_ref, dk_ref, dv_ref) = _reference64(q, k, v, idx, regions, heads, scale, g)
+    assert_close(out, ref, dtype, f"out {case} {kind}", seed)
+    assert_close(lse, ref_lse, torch.float32 if dtype == torch.float32 else dtype, f"lse {case} {kind}", seed)
+    dq, dk, dv = block_sparse_attention_backward(
+        g, q, k, v, out, lse, idx, tile, heads, scale,
+        *(poisoned(B, Y, X, C, dtype=dtype, device=device) for _ in range(3)))
+    assert_close(dq, dq_ref, dtype, f"dq {case} {kind}", seed)
+    assert_close(dk, dk_ref, dtype, f"dk {case} {kind}", seed)
+    assert_close(dv, dv_ref, dtype, f"dv {case} {kind}", seed)
+
+
+@pytest.mark.kernel
+def test_public_op_routed_padded_noncontiguous(device):
+    """routing_attention end to end: its own routing, a map not divisible by the regions
+    (zero-padded right/bottom, cropped), q/k/v as channel slices of one qkv tensor, autograd."""
+    gen, seed = fresh_generator()
+    B, Y, X, C, heads, n, topk = 1, 7, 9, 64, 2, (2, 3), 2
+    qkv = randn(B, Y, X, 3 * C, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    q, k, v = qkv.split(C, dim=-1)
+    out, idx = ops.routing_attention(q, k, v, n, topk, num_heads=heads, return_indices=True)
+    assert idx.shape == (B, 6, topk) and idx.dtype == torch.int64
+    g = randn(B, Y, X, C, dtype=torch.float32, device=device, gen=gen)
+    out.backward(g)
+
+    qkv64 = qkv.detach().double().requires_grad_(True)
+    padded = F.pad(qkv64, (0, 0, 0, 0, 0, 1))  # to 8 x 9: regions of 4 x 3
+    q64, k64, v64 = padded.split(C, dim=-1)
+    idx64 = region_routing(q64, k64, n, topk, (C // heads) ** -0.5)
+    assert torch.equal(idx64.sort(-1).values, idx.cpu().sort(-1).values), f"routing differs, seed={seed}"
+    ref = routing_attention_reference(q64, k64, v64, idx64, n, heads, (C // heads) ** -0.5)[:, :Y, :X]
+    ref.backward(g.double())
+    assert_close(out, ref, torch.float32, "out (padded, strided)", seed)
+    assert_close(qkv.grad, qkv64.grad, torch.float32, "d qkv (padded, strided)", seed)
+
+
+def test_reference_matches_dense_masked_attention():
+    """Second oracle for the reference: dense attention with a region mask (distinct regions)."""
+    gen, seed = fresh_generator()
+    B, Y, X, C, heads, regions, topk = 2, 4, 6, 16, 2, (2, 3), 3
+    q, k, v = (randn(B, Y, X, C, dtype=torch.float64, device="cpu", gen=gen) for _ in range(3))
+    idx = _routing("distinct", B, 6, topk, gen)
+    out = routing_attention_reference(q, k, v, idx, regions, heads, 0.5)
+    region_of = (torch.arange(Y)[:, None] // 2 * 3 + torch.arange(X)[None, :] // 2).reshape(-1)  # token -> region
+    allowed = torch.zeros(B, Y * X, Y * X, dtype=torch.bool)
+    for b in range(B):
+        allowed[b] = (region_of[None, :, None] == idx[b][region_of][:, None, :]).any(-1)
+    qh, kh, vh = (t.reshape(B, Y * X, heads, C // heads).transpose(1, 2) for t in (q, k, v))
+    dense = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=allowed[:, None], scale=0.5)
+    dense = dense.transpose(1, 2).reshape(B, Y, X, C)
+    assert_close(out, dense, torch.float64, "reference vs dense mask", seed)
+
+
+def test_reference_gradcheck():
+    gen, _ = fresh_generator()
+    q, k, v = (randn(1, 2, 4, 4, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True) for _ in range(3))
+    idx = _routing("random_repeats", 1, 2, 2, gen)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: routing_attention_reference(a, b, c, idx, (1, 2), 2, 0.4), (q, k, v))
+
+
+def test_inverse_index_lists_every_routing():
+    gen, _ = fresh_generator()
+    idx = torch.randint(0, 6, (2, 6, 3), generator=gen)
+    src, ptr = inverse_index(idx, 6)
+    for b in range(2):
+        for r in range(6):
+            got = sorted(src[b, ptr[b, r]:ptr[b, r + 1]].tolist())
+            want = sorted(i for i in range(6) for j in range(3) if idx[b, i, j] == r)
+            assert got == want
+
+
+def test_cpu_reference_path_and_routing_shape():
+    """Off the kernel path (FOVEAL_FORCE_REFERENCE) the op runs the reference, with gradients."""
+    gen, _ = fresh_generator()
+    q, k, v = (randn(2, 6, 6, 64, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True) for _ in range(3))
+    import os
+    old = os.environ.get("FOVEAL_FORCE_REFERENCE")
+    os.environ["FOVEAL_FORCE_REFERENCE"] = "1"
+    try:
+        out, idx = ops.routing_attention(q, k, v, 3, 4, return_indices=True)
+        out.sum().backward()
+    finally:
+        os.environ.pop("FOVEAL_FORCE_REFERENCE") if old is None else os.environ.__setitem__("FOVEAL_FORCE_REFERENCE", old)
+    ref = routing_attention_reference(q, k, v, idx, (3, 3), 2, 32 ** -0.5)
+    assert idx.shape == (2, 9, 4)
+    assert torch.allclose(out, ref) and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("call, err, match", [
+    (lambda q: ops.routing_attention(q[0], q, q, 2, 1), ValueError, "q must have 4 dimensions"),
+    (lambda q: ops.routing_attention(q, q[..., :32], q, 2, 1), ValueError, "same shape"),
+    (lambda q: ops.routing_attention(q, q, q, 2, 5), ValueError, "topk"),
+    (lambda q: ops.routing_attention(q, q, q, 9, 1), ValueError, "num_regions"),
+    (lambda q: ops.routing_attention(q, q, q, 2, 1, num_heads=3), ValueError, "num_heads"),
+    (lambda q: ops.routing_attention(q.long(), q.long(), q.long(), 2, 1), TypeError, "float"),
+    (lambda q: ops.routing_attention(q, q, q, 2, 1, routing_indices=torch.full((1, 4, 1), 4)), ValueError, "lie in"),
+    (lambda q: ops.routing_attention(q, q, q, 2, 1, routing_indices=torch.zeros(1, 3, 1, dtype=torch.long)),
+     ValueError, "routing_indices must be"),
+])
+def test_bad_input_errors(call, err, match):
+    q = torch.randn(1, 8, 8, 64)
+    with pytest.raises(err, match=match):
+        call(q)
+
+
+def test_reference_backward_matches_autograd():
+    gen, seed = fresh_generator()
+    q, k, v, g = (randn(2, 4, 6, 16, dtype=torch.float64, device="cpu", gen=gen) for _ in range(4))
+    idx = _routing("random_repeats", 2, 6, 4, gen)
+    _, _, want = _reference64(q, k, v, idx, (2, 3), 2, 0.3, g)
+    from ops.routing.reference import routing_attention_reference_backward
+    got = routing_attention_reference_backward(g, q, k, v, idx, (2, 3), 2, 0.3)
+    for name, a, b in zip("qkv", got, want):
+        assert_close(a, b, torch.float64, f"d{name}", seed)
