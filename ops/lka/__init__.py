@@ -1,0 +1,244 @@
+"""Large kernel attention (VAN) and its separable, dilated family (LSKA / BEVANet), NCHW maps.
+
+- ``large_kernel_attention(x, conv0_weight, conv0_bias, spatial_weight, spatial_bias,
+  conv1_weight, conv1_bias)``: VAN's LKA, ``x * conv1(dw7x7_d3(dw5x5(x)))``.
+- ``separable_large_kernel_attention(x, dw_weights, dw_biases, dilations, conv1_weight,
+  conv1_bias)``: any chain of same-padded depthwise convs (e.g. LSKA's 1x5, 5x1, 1xK' d3,
+  K'x1 d3 with K' = 7 for kernel 23, 11 for kernel 35), then the 1x1 and the gate.
+- ``depthwise_conv2d(x, weight, bias=None, dilation=1)``: one same-padded depthwise conv
+  (BEVANet's SDLSKA branches: dw5x5, 1xK' and K'x1 with dilation 3).
+
+All take [B, C, H, W] in any memory format (channels-last included); the result keeps x's
+format. CUDA tensors (or CPU under ``TRITON_INTERPRET=1``) run the Triton kernels in
+``kernels.py`` for forward and backward; float64 and other devices run ``reference.py``.
+Weights in another float dtype (e.g. fp32 parameters under bf16 autocast) are cast to x's dtype.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..common import check_same_device, op_name, use_triton
+from .checks import check_depthwise, check_input, check_pointwise
+from .reference import depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference
+
+__all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_attention",
+           "large_kernel_attention_reference", "lka_chain_reference", "separable_large_kernel_attention",
+           "lska_kernel_sizes"]
+
+
+def _kernels_apply(x: torch.Tensor) -> bool:
+    return x.dtype != torch.float64 and use_triton(x)
+
+
+# ----------------------------------------------------------------------- chain: dw... -> 1x1 -> gate
+
+@torch.library.custom_op(op_name("lka_chain_forward"), mutates_args=())
+def _chain_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                   dilations: list[int], conv1_weight: torch.Tensor, conv1_bias: torch.Tensor) -> torch.Tensor:
+    if not _kernels_apply(x):
+        return lka_chain_reference(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    from .kernels import dw_conv, dw_conv_pw_gate
+    a = x
+    for w, b, d in zip(weights[:-1], biases[:-1], dilations[:-1]):
+        a = dw_conv(a, w, b, d)
+    return dw_conv_pw_gate(a, weights[-1], biases[-1], dilations[-1], conv1_weight, conv1_bias, x)
+
+
+@_chain_forward.register_fake
+def _(x, weights, biases, dilations, conv1_weight, conv1_bias):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op(op_name("lka_chain_backward"), mutates_args=())
+def _chain_backward(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Tensor],
+                    biases: list[torch.Tensor], dilations: list[int], conv1_weight: torch.Tensor,
+                    conv1_bias: torch.Tensor) -> list[torch.Tensor]:
+    """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]."""
+    if not _kernels_apply(x):
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in (x, *weights, *biases, conv1_weight, conv1_bias)]
+            n = len(weights)
+            out = lka_chain_reference(leaves[0], leaves[1:1 + n], leaves[1 + n:1 + 2 * n], dilations,
+                                      leaves[-2], leaves[-1])
+            return list(torch.autograd.grad(out, leaves, grad))
+    from .kernels import dw_conv, dw_conv_weight_grad, pw_gate_backward
+    # Recompute the chain's intermediates (channels-last so the 1x1 weight grad is one matmul).
+    acts = [x]
+    for w, b, d in zip(weights, biases, dilations):
+        acts.append(dw_conv(acts[-1], w, b, d, out=torch.empty_like(x, memory_format=torch.channels_last)))
+    s = acts.pop()
+    dx, dt, dcur = pw_gate_backward(s, conv1_weight, conv1_bias, x, grad)
+    c = x.shape[1]
+    dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
+    dw1 = (dt2.t().float() @ s.permute(0, 2, 3, 1).reshape(-1, c).float()).reshape(conv1_weight.shape)
+    db1 = dt2.float().sum(0)
+    dws, dbs = [], []
+    for i in reversed(range(len(weights))):
+        w, d = weights[i], dilations[i]
+        dw, db = dw_conv_weight_grad(dcur, acts[i], tuple(w.shape[-2:]), d)
+        dws.append(dw.to(w.dtype))
+        dbs.append(db.to(biases[i].dtype))
+        if i > 0:
+            dcur = dw_conv(dcur, w, None, d, flip=True,
+                           out=torch.empty_like(x, memory_format=torch.channels_last))
+        else:  # the conv path's input gradient joins the gate's: dx = g * t + dconv^T(dcur)
+            dx = dw_conv(dcur, w, None, d, flip=True, residual=dx, out=dx)
+    return [dx, *reversed(dws), *reversed(dbs), dw1.to(conv1_weight.dtype), db1.to(conv1_bias.dtype)]
+
+
+@_chain_backward.register_fake
+def _(grad, x, weights, biases, dilations, conv1_weight, conv1_bias):
+    return [torch.empty_like(t) for t in (x, *weights, *biases, conv1_weight, conv1_bias)]
+
+
+def _chain_setup(ctx, inputs, output):
+    x, weights, biases, dilations, conv1_weight, conv1_bias = inputs
+    ctx.n = len(weights)
+    ctx.dilations = dilations
+    ctx.save_for_backward(x, *weights, *biases, conv1_weight, conv1_bias)
+
+
+def _chain_bwd(ctx, grad):
+    saved = ctx.saved_tensors
+    n = ctx.n
+    x, weights, biases, w1, b1 = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n]), saved[-2], saved[-1]
+    g = _chain_backward(grad, x, weights, biases, ctx.dilations, w1, b1)
+    return g[0], list(g[1:1 + n]), list(g[1 + n:1 + 2 * n]), None, g[-2], g[-1]
+
+
+_chain_forward.register_autograd(_chain_bwd, setup_context=_chain_setup)
+
+
+def separable_large_kernel_attention(
+    x: torch.Tensor,
+    dw_weights: Sequence[torch.Tensor],
+    dw_biases: Sequence[torch.Tensor],
+    dilations: Sequence[int],
+    conv1_weight: torch.Tensor,
+    conv1_bias: torch.Tensor,
+) -> torch.Tensor:
+    """``x * conv1(dw_n(...dw_1(x)))`` with same-padded depthwise convs of any odd kernel shape.
+
+    Args:
+        x: [B, C, H, W].
+        dw_weights: depthwise kernels [C, 1, kh_i, kw_i] (odd sizes), applied in order.
+        dw_biases: [C] each. dilations: one int per conv.
+        conv1_weight: [C, C, 1, 1]. conv1_bias: [C].
+    Returns:
+        [B, C, H, W], same memory format as x.
+    """
+    check_input(x)
+    if not (len(dw_weights) == len(dw_biases) == len(dilations)) or len(dw_weights) == 0:
+        raise ValueError("dw_weights, dw_biases and dilations must be non-empty and of equal length, got "
+                         f"{len(dw_weights)}, {len(dw_biases)}, {len(dilations)}")
+    for i, (w, b, d) in enumerate(zip(dw_weights, dw_biases, dilations)):
+        if b is None:
+            raise ValueError(f"dw_biases[{i}] must be a tensor [C]; pass zeros for a bias-free conv")
+        check_depthwise(x, w, b, d, f"dw[{i}]")
+    check_pointwise(x, conv1_weight, conv1_bias)
+    dt = x.dtype
+    return _chain_forward(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
+                          [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
+
+
+def large_kernel_attention(
+    x: torch.Tensor,
+    conv0_weight: torch.Tensor,
+    conv0_bias: torch.Tensor,
+    spatial_weight: torch.Tensor,
+    spatial_bias: torch.Tensor,
+    conv1_weight: torch.Tensor,
+    conv1_bias: torch.Tensor,
+) -> torch.Tensor:
+    """VAN's large kernel attention: ``x * conv1(conv_spatial(conv0(x)))``.
+
+    Args:
+        x: [B, C, H, W] (NCHW or channels-last).
+        conv0_weight: [C, 1, 5, 5] (depthwise, pad 2). conv0_bias: [C].
+        spatial_weight: [C, 1, 7, 7] (depthwise, dilation 3, pad 9). spatial_bias: [C].
+        conv1_weight: [C, C, 1, 1]. conv1_bias: [C].
+    Returns:
+        [B, C, H, W], same memory format as x.
+    """
+    check_input(x)
+    for name, w, k in (("conv0_weight", conv0_weight, 5), ("spatial_weight", spatial_weight, 7)):
+        if isinstance(w, torch.Tensor) and tuple(w.shape[-2:]) != (k, k):
+            raise ValueError(f"{name} must be a {k}x{k} depthwise kernel [C, 1, {k}, {k}], got {tuple(w.shape)}")
+    return separable_large_kernel_attention(x, [conv0_weight, spatial_weight], [conv0_bias, spatial_bias],
+                                            [1, 3], conv1_weight, conv1_bias)
+
+
+def lska_kernel_sizes(kernel: int) -> list[tuple[tuple[int, int], int]]:
+    """LSKA's decomposition of a ``kernel x kernel`` receptive field (kernel 23 or 35): the
+    ``((kh, kw), dilation)`` of its four strip convs: 1xk0, k0x1, then 1xK' and K'x1 with dilation 3."""
+    table = {23: (5, 7), 35: (5, 11)}
+    if kernel not in table:
+        raise ValueError(f"kernel must be one of {sorted(table)} (the LSKA sizes), got {kernel}")
+    k0, k1 = table[kernel]
+    return [((1, k0), 1), ((k0, 1), 1), ((1, k1), 3), ((k1, 1), 3)]
+
+
+# ----------------------------------------------------------------------- single depthwise conv
+
+@torch.library.custom_op(op_name("depthwise_conv2d_forward"), mutates_args=())
+def _dw_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+    if not _kernels_apply(x):
+        return depthwise_conv2d_reference(x, weight, bias, dilation)
+    from .kernels import dw_conv
+    return dw_conv(x, weight, bias, dilation)
+
+
+@_dw_forward.register_fake
+def _(x, weight, bias, dilation):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op(op_name("depthwise_conv2d_backward"), mutates_args=())
+def _dw_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                 dilation: int) -> list[torch.Tensor]:
+    """Returns [dx, dweight, dbias]."""
+    if not _kernels_apply(x):
+        with torch.enable_grad():
+            xl, wl = x.detach().requires_grad_(), weight.detach().requires_grad_()
+            bl = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
+            out = depthwise_conv2d_reference(xl, wl, bl, dilation)
+            return list(torch.autograd.grad(out, (xl, wl, bl), grad))
+    from .kernels import dw_conv, dw_conv_weight_grad
+    dx = dw_conv(grad, weight, None, dilation, flip=True)
+    dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation)
+    return [dx, dw.to(weight.dtype), db.to(weight.dtype)]
+
+
+@_dw_backward.register_fake
+def _(grad, x, weight, dilation):
+    return [torch.empty_like(x), torch.empty_like(weight), weight.new_empty(weight.shape[0])]
+
+
+def _dw_setup(ctx, inputs, output):
+    x, weight, bias, dilation = inputs
+    ctx.dilation = dilation
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight)
+
+
+def _dw_bwd(ctx, grad):
+    x, weight = ctx.saved_tensors
+    dx, dw, db = _dw_backward(grad, x, weight, ctx.dilation)
+    return dx, dw, db if ctx.has_bias else None, None
+
+
+_dw_forward.register_autograd(_dw_bwd, setup_context=_dw_setup)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     dilation: int = 1) -> torch.Tensor:
+    """Same-padded depthwise conv: [B, C, H, W] * [C, 1, kh, kw] (odd) + [C] -> [B, C, H, W].
+
+    Padding is ``dilation * (k - 1) / 2`` per axis, i.e. ``nn.Conv2d(C, C, (kh, kw),
+    padding=..., dilation=dilation, groups=C)``; fused Triton forward and backward.
+    """
+    check_input(x)
+    check_depthwise(x, weight, bias, dilation, "")  # names: weight, bias
+    return _dw_forward(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), int(dilation))

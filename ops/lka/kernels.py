@@ -1,0 +1,358 @@
+"""Triton kernels for large kernel attention (LKA) and its separable family.
+
+Design (by the arithmetic, per element of a [B, C, H, W] map):
+- LKA's depthwise 5x5 and dilated 7x7 are 25 + 49 = 74 MACs on CUDA cores. A one-kernel
+  version must recompute the 5x5 over an 18-pixel halo (a 16x16 tile needs 34x34 5x5 outputs,
+  4.5x recompute: ~160 MACs/element), which on an H200 costs more time in FMA throughput than
+  the extra read+write of one intermediate map costs in bandwidth. So the chain is two kernels:
+  ``_dw_conv_kernel`` (one depthwise conv, intermediate written in the input dtype) and
+  ``_dw_pw_gate_kernel`` (last depthwise conv + 1x1 on tensor cores via ``tl.dot`` over the
+  channel dimension + bias + gating multiply, the attention map never reaches memory).
+- Every depthwise conv, forward or backward, goes through ONE core, ``_dw_tap_sum``: a
+  [pixels, channels] tile accumulated tap by tap in fp32 from strided loads (NCHW and
+  channels-last both work by strides). The input gradient of a same-padded depthwise conv is
+  the same conv with the kernel flipped (``FLIP``), so the backward reuses the forward kernels.
+- Weight/bias gradients (``_dw_wgrad_kernel``): each program walks a strided subset of pixel
+  tiles and keeps per-tap partial sums in registers, writes one [taps + 1, C] partial; a small
+  torch sum over programs finishes (no atomics on hot addresses).
+- ``_pw_gate_bwd_kernel``: from the pre-1x1 map s, the input x and the output gradient g it
+  writes dx = g * t (t = W1 s + b1, recomputed), dt = g * x and ds = W1^T dt; the 1x1 weight
+  gradient dt^T s is one tensor-core matmul in torch.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..common import interpret_mode
+
+__all__ = ["dw_conv", "dw_conv_pw_gate", "dw_conv_weight_grad", "pw_gate_backward"]
+
+
+@triton.jit
+def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
+                KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """sum_{kh,kw} w[c, kh, kw] * x[c, h - PH + kh*DIL, w - PW + kw*DIL] (zero outside) -> fp32 [P, C]."""
+    PH: tl.constexpr = DIL * (KH - 1) // 2
+    PW: tl.constexpr = DIL * (KW - 1) // 2
+    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    for kh in tl.static_range(KH):
+        hh = offs_h - PH + kh * DIL
+        h_ok = p_mask & (hh >= 0) & (hh < H)
+        for kw in tl.static_range(KW):
+            ww = offs_w - PW + kw * DIL
+            m = h_ok & (ww >= 0) & (ww < W)
+            xv = tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
+                         mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+            if FLIP:
+                tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
+            else:
+                tap = kh * KW + kw
+            wv = tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)
+            acc += xv * wv[None, :]
+    return acc
+
+
+@triton.jit
+def _dw_conv_kernel(
+    X, Wt, Bias, R, Y,
+    sxb, sxc, sxh, sxw,
+    srb, src, srh, srw,
+    syb, syc, syh, syw,
+    C, H, W, n_ptiles,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """y = depthwise_conv(x) (+ bias) (+ r), one [BLOCK_P pixels, BLOCK_C channels] tile per program."""
+    pid = tl.program_id(0)
+    b = pid // n_ptiles
+    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p_mask = offs_p < H * W
+    c_mask = offs_c < C
+    offs_h = offs_p // W
+    offs_w = offs_p % W
+    acc = _dw_tap_sum(X + b * sxb, sxc, sxh, sxw, Wt, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
+                      KH, KW, DIL, FLIP, BLOCK_P, BLOCK_C)
+    if HAS_BIAS:
+        acc += tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+    m = p_mask[:, None] & c_mask[None, :]
+    if HAS_RES:
+        acc += tl.load(R + b * srb + offs_h[:, None] * srh + offs_w[:, None] * srw + offs_c[None, :] * src,
+                       mask=m, other=0.0).to(tl.float32)
+    tl.store(Y + b * syb + offs_h[:, None] * syh + offs_w[:, None] * syw + offs_c[None, :] * syc,
+             acc.to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _dw_pw_gate_kernel(
+    A, Wd, Bd, W1, B1, X, OUT,
+    sab, sac, sah, saw,
+    sxb, sxc, sxh, sxw,
+    sob, soc, soh, sow,
+    C, H, W, n_ptiles,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+):
+    """out = x * (W1 @ (depthwise_conv(a) + bd) + b1): the last conv of the chain, the 1x1 and the gate."""
+    pid = tl.program_id(0)
+    b = pid // n_ptiles
+    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_ci = tl.arange(0, BLOCK_CI)
+    p_mask = offs_p < H * W
+    ci_mask = offs_ci < C
+    offs_h = offs_p // W
+    offs_w = offs_p % W
+    s = _dw_tap_sum(A + b * sab, sac, sah, saw, Wd, offs_h, offs_w, offs_ci, p_mask, ci_mask, H, W,
+                    KH, KW, DIL, False, BLOCK_P, BLOCK_CI)
+    s += tl.load(Bd + offs_ci, mask=ci_mask, other=0.0).to(tl.float32)[None, :]
+    if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
+        s_op = s
+    else:
+        s_op = s.to(X.dtype.element_ty)
+    for co0 in range(0, C, BLOCK_CO):
+        offs_co = co0 + tl.arange(0, BLOCK_CO)
+        co_mask = offs_co < C
+        # w1t[ci, co] = W1[co, ci]
+        w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
+                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s_op.dtype)
+        t = tl.dot(s_op, w1t, input_precision=PRECISION)
+        t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+        m = p_mask[:, None] & co_mask[None, :]
+        u = tl.load(X + b * sxb + offs_h[:, None] * sxh + offs_w[:, None] * sxw + offs_co[None, :] * sxc,
+                    mask=m, other=0.0).to(tl.float32)
+        tl.store(OUT + b * sob + offs_h[:, None] * soh + offs_w[:, None] * sow + offs_co[None, :] * soc,
+                 (u * t).to(OUT.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _pw_gate_bwd_kernel(
+    S, W1, B1, X, G, DX, DT, DS,
+    ssb, ssc, ssh, ssw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgc, sgh, sgw,
+    sdxb, sdxc, sdxh, sdxw,
+    stb, stc, sth, stw,
+    sdsb, sdsc, sdsh, sdsw,
+    C, H, W, n_ptiles,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+):
+    """Backward of out = x * (W1 s + b1): dx = g * t, dt = g * x, ds = W1^T dt."""
+    pid = tl.program_id(0)
+    b = pid // n_ptiles
+    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_ci = tl.arange(0, BLOCK_CI)
+    p_mask = offs_p < H * W
+    ci_mask = offs_ci < C
+    offs_h = offs_p // W
+    offs_w = offs_p % W
+    mi = p_mask[:, None] & ci_mask[None, :]
+    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
+                mask=mi, other=0.0)
+    if UPCAST:
+        s = s.to(tl.float32)
+    ds = tl.zeros([BLOCK_P, BLOCK_CI], dtype=tl.float32)
+    for co0 in range(0, C, BLOCK_CO):
+        offs_co = co0 + tl.arange(0, BLOCK_CO)
+        co_mask = offs_co < C
+        m = p_mask[:, None] & co_mask[None, :]
+        w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
+                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s.dtype)  # [CI, CO]
+        t = tl.dot(s, w1t, input_precision=PRECISION)
+        t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+        pix = offs_h[:, None] * sxh + offs_w[:, None] * sxw
+        u = tl.load(X + b * sxb + pix + offs_co[None, :] * sxc, mask=m, other=0.0).to(tl.float32)
+        g = tl.load(G + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_co[None, :] * sgc,
+                    mask=m, other=0.0).to(tl.float32)
+        tl.store(DX + b * sdxb + offs_h[:, None] * sdxh + offs_w[:, None] * sdxw + offs_co[None, :] * sdxc,
+                 (g * t).to(DX.dtype.element_ty), mask=m)
+        dt = (g * u).to(s.dtype)
+        tl.store(DT + b * stb + offs_h[:, None] * sth + offs_w[:, None] * stw + offs_co[None, :] * stc,
+                 dt.to(DT.dtype.element_ty), mask=m)
+        ds += tl.dot(dt, tl.trans(w1t), input_precision=PRECISION)
+    tl.store(DS + b * sdsb + offs_h[:, None] * sdsh + offs_w[:, None] * sdsw + offs_ci[None, :] * sdsc,
+             ds.to(DS.dtype.element_ty), mask=mi)
+
+
+@triton.jit
+def _dw_wgrad_kernel(
+    DY, X, PART,
+    sgb, sgc, sgh, sgw,
+    sxb, sxc, sxh, sxw,
+    C, H, W, n_ptiles, total_tiles, NSPLIT,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TAPS_P2: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """PART[split, tap, c] = sum over this split's pixels of dy[c, p] * x[c, p + offset(tap)];
+    row KH*KW holds sum dy (the bias gradient)."""
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    taps = tl.arange(0, TAPS_P2)
+    PH: tl.constexpr = DIL * (KH - 1) // 2
+    PW: tl.constexpr = DIL * (KW - 1) // 2
+    acc = tl.zeros([TAPS_P2, BLOCK_C], dtype=tl.float32)
+    for tile in range(split, total_tiles, NSPLIT):
+        b = tile // n_ptiles
+        offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+        p_mask = offs_p < H * W
+        offs_h = offs_p // W
+        offs_w = offs_p % W
+        dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
+                     mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+        acc += tl.where(taps[:, None] == KH * KW, tl.sum(dy, axis=0)[None, :], 0.0)
+        x_base = X + b * sxb
+        for kh in tl.static_range(KH):
+            hh = offs_h - PH + kh * DIL
+            h_ok = p_mask & (hh >= 0) & (hh < H)
+            for kw in tl.static_range(KW):
+                ww = offs_w - PW + kw * DIL
+                m = h_ok & (ww >= 0) & (ww < W)
+                xv = tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
+                             mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+                part = tl.sum(dy * xv, axis=0)
+                acc += tl.where(taps[:, None] == kh * KW + kw, part[None, :], 0.0)
+    out = PART + split * (TAPS_P2 * C) + taps[:, None] * C + offs_c[None, :]
+    tl.store(out, acc, mask=(taps[:, None] <= KH * KW) & c_mask[None, :])
+
+
+# ----------------------------------------------------------------------------------- launchers
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+# Under the interpreter every Triton op costs the same whatever its block size, so the blocks
+# are as large as the (small) test problem: few programs, fast tests.
+def _interp_pixel_block(hw: int) -> int:
+    return min(256, max(16, triton.next_power_of_2(hw)))
+
+
+def _pixel_block(channels_block: int, hw: int) -> int:
+    if interpret_mode():
+        return _interp_pixel_block(hw)
+    return max(16, min(128, 4096 // channels_block))
+
+
+def _channel_block(c: int) -> int:
+    return min(64, max(16, triton.next_power_of_2(c)))
+
+
+def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
+    upcast = dtype == torch.float32 or (interpret_mode() and dtype == torch.bfloat16)
+    return upcast, "ieee" if upcast else "tf32"
+
+
+def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
+            flip: bool = False, residual: torch.Tensor | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """Same-padded depthwise conv. x [B, C, H, W] (any strides), weight [C, 1, kh, kw] odd, bias [C].
+
+    ``flip`` convolves with the spatially flipped kernel (the input gradient of the conv);
+    ``residual`` [B, C, H, W] is added to the result. ``out`` may be preallocated (any strides).
+    """
+    bsz, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    weight = weight.reshape(c, kh * kw).contiguous()
+    if out is None:
+        out = torch.empty_like(x)
+    block_c = _channel_block(c)
+    block_p = _pixel_block(block_c, h * w)
+    n_ptiles = triton.cdiv(h * w, block_p)
+    res = residual if residual is not None else out
+    _dw_conv_kernel[(bsz * n_ptiles, triton.cdiv(c, block_c))](
+        x, weight, bias if bias is not None else weight, res, out,
+        *_strides(x), *_strides(res), *_strides(out),
+        c, h, w, n_ptiles,
+        KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
+    )
+    return out
+
+
+def _pw_blocks(c: int, hw: int) -> tuple[int, int, int]:
+    block_ci = max(16, triton.next_power_of_2(c))
+    block_co = min(64, block_ci)
+    block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, 8192 // block_ci))
+    return block_p, block_ci, block_co
+
+
+def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int,
+                    conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """out = x * conv1x1(dw_conv(a, weight, bias, dilation)). a, x, out: [B, C, H, W] (any strides)."""
+    bsz, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    weight = weight.reshape(c, kh * kw).contiguous()
+    w1 = conv1_weight.reshape(c, c).contiguous()
+    if out is None:
+        out = torch.empty_like(x)
+    block_p, block_ci, block_co = _pw_blocks(c, h * w)
+    upcast, precision = _dot_precision(x.dtype)
+    n_ptiles = triton.cdiv(h * w, block_p)
+    _dw_pw_gate_kernel[(bsz * n_ptiles,)](
+        a, weight, bias, w1, conv1_bias, x, out,
+        *_strides(a), *_strides(x), *_strides(out),
+        c, h, w, n_ptiles,
+        KH=kh, KW=kw, DIL=dilation, UPCAST=upcast, PRECISION=precision,
+        BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=4 if block_ci <= 128 else 8,
+    )
+    return out
+
+
+def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor,
+                     x: torch.Tensor, grad: torch.Tensor, dx: torch.Tensor | None = None,
+                     dt: torch.Tensor | None = None, ds: torch.Tensor | None = None):
+    """Backward of out = x * (W1 s + b1). Returns (dx = g*t, dt = g*x, ds = W1^T dt), [B, C, H, W] each.
+
+    ``dt`` is allocated channels-last so ``dt^T s`` (the 1x1 weight gradient) is a plain matmul.
+    """
+    bsz, c, h, w = x.shape
+    w1 = conv1_weight.reshape(c, c).contiguous()
+    dx = torch.empty_like(x) if dx is None else dx
+    dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
+    ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
+    block_p, block_ci, block_co = _pw_blocks(c, h * w)
+    upcast, precision = _dot_precision(x.dtype)
+    n_ptiles = triton.cdiv(h * w, block_p)
+    _pw_gate_bwd_kernel[(bsz * n_ptiles,)](
+        s, w1, conv1_bias, x, grad, dx, dt, ds,
+        *_strides(s), *_strides(x), *_strides(grad), *_strides(dx), *_strides(dt), *_strides(ds),
+        c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
+        BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=4 if block_ci <= 128 else 8,
+    )
+    return dx, dt, ds
+
+
+def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int],
+                        dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of a same-padded depthwise conv's weight [C, 1, kh, kw] and bias [C], in fp32.
+
+    grad: dL/dy [B, C, H, W]; x: the conv's input. Per-program partials, then a torch sum.
+    """
+    bsz, c, h, w = x.shape
+    kh, kw = kernel_size
+    taps_p2 = triton.next_power_of_2(kh * kw + 1)
+    block_c = min(32, max(16, triton.next_power_of_2(c)))
+    block_p = _interp_pixel_block(h * w) // 2 if interpret_mode() else 64
+    n_ptiles = triton.cdiv(h * w, block_p)
+    total = bsz * n_ptiles
+    n_cblocks = triton.cdiv(c, block_c)
+    if interpret_mode():
+        nsplit = min(total, 2)  # still exercises the split reduction
+    else:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        nsplit = max(1, min(total, 4 * sms // n_cblocks))
+    part = torch.empty(nsplit, taps_p2, c, device=x.device, dtype=torch.float32)
+    _dw_wgrad_kernel[(nsplit, n_cblocks)](
+        grad, x, part, *_strides(grad), *_strides(x),
+        c, h, w, n_ptiles, total, nsplit,
+        KH=kh, KW=kw, DIL=dilation, TAPS_P2=taps_p2, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
+    )
+    red = part.sum(0)
+    return red[: kh * kw].t().contiguous().reshape(c, 1, kh, kw), red[kh * kw].clone()
