@@ -18,9 +18,9 @@ __all__ = ["na1d", "na2d", "na3d", "neighborhood_attention", "neighborhood_atten
            "neighborhood_mask"]
 
 
-def _kernel_covers(q: torch.Tensor, p: NAParams, has_extra: bool) -> bool:
-    return (q.dim() == 4 and p.dilation == (1,) and p.stride == (1,) and p.is_causal == (False,)
-            and not has_extra)
+def _triton_path(*tensors: torch.Tensor | None) -> bool:
+    """The fused kernels run fp16/bf16/fp32; float64 (gradcheck, oracles) takes the reference."""
+    return use_triton(*tensors) and tensors[0].dtype != torch.float64
 
 
 @torch.library.custom_op(op_name("na_forward"), mutates_args=())
@@ -29,13 +29,10 @@ def _na_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ker
                 additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = NAParams(tuple(kernel_size), tuple(dilation), tuple(stride), tuple(is_causal), scale)
-    if use_triton(query, key, value):
-        if not _kernel_covers(query, p, additional_keys is not None):
-            raise ValueError("the Triton neighborhood-attention kernel covers 1-D, dilation 1, stride 1, "
-                             "non-causal windows without additional keys so far; set "
-                             "FOVEAL_FORCE_REFERENCE=1 to run other settings on the reference")
-        from .kernels import na1d_forward
-        return na1d_forward(query, key, value, p.kernel_size[0], scale)
+    if _triton_path(query, key, value, additional_keys, additional_values):
+        from .kernels import na_forward
+        return na_forward(query, key, value, p.kernel_size, p.dilation, p.stride, p.is_causal, scale,
+                          additional_keys, additional_values)
     return neighborhood_attention_reference(query, key, value, p.kernel_size, p.dilation, p.stride,
                                             p.is_causal, scale, additional_keys, additional_values)
 
@@ -50,12 +47,16 @@ def _(query, key, value, kernel_size, dilation, stride, is_causal, scale, additi
 
 @torch.library.custom_op(op_name("na_backward"), mutates_args=())
 def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: torch.Tensor,
-                 key: torch.Tensor, value: torch.Tensor, kernel_size: list[int], dilation: list[int],
+                 key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                 kernel_size: list[int], dilation: list[int],
                  stride: list[int], is_causal: list[bool], scale: float,
                  additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
                  ) -> list[torch.Tensor]:
-    # The fused backward kernels come with the full NA op; until then gradients are exact but
-    # computed by the plain-PyTorch reference on every device.
+    if _triton_path(query, key, value, additional_keys, additional_values):
+        from .kernels import na_backward
+        return list(na_backward(grad_out, grad_lse, query, key, value, out, lse, tuple(kernel_size),
+                                tuple(dilation), tuple(stride), tuple(is_causal), scale,
+                                additional_keys, additional_values))
     grads = neighborhood_attention_reference_backward(
         grad_out, grad_lse, query, key, value, tuple(kernel_size), tuple(dilation), tuple(stride),
         tuple(is_causal), scale, additional_keys, additional_values)
@@ -63,7 +64,7 @@ def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: t
 
 
 @_na_backward.register_fake
-def _(grad_out, grad_lse, query, key, value, kernel_size, dilation, stride, is_causal, scale,
+def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, dilation, stride, is_causal, scale,
       additional_keys, additional_values):
     tensors = [query, key, value] + [t for t in (additional_keys, additional_values) if t is not None]
     return [torch.empty_like(t) for t in tensors]
@@ -71,13 +72,15 @@ def _(grad_out, grad_lse, query, key, value, kernel_size, dilation, stride, is_c
 
 def _setup_context(ctx, inputs, output):
     (query, key, value, kernel_size, dilation, stride, is_causal, scale, extra_k, extra_v) = inputs
-    ctx.save_for_backward(query, key, value, extra_k, extra_v)
+    out, lse = output
+    ctx.save_for_backward(query, key, value, extra_k, extra_v, out, lse)
     ctx.params = (kernel_size, dilation, stride, is_causal, scale)
 
 
 def _backward(ctx, grad_out, grad_lse):
-    query, key, value, extra_k, extra_v = ctx.saved_tensors
-    grads = _na_backward(grad_out.contiguous(), grad_lse, query, key, value, *ctx.params, extra_k, extra_v)
+    query, key, value, extra_k, extra_v, out, lse = ctx.saved_tensors
+    grads = _na_backward(grad_out.contiguous(), grad_lse, query, key, value, out, lse, *ctx.params,
+                         extra_k, extra_v)
     dq, dk, dv, *dextra = grads
     dek, dev = dextra if dextra else (None, None)
     return dq, dk, dv, None, None, None, None, None, dek, dev

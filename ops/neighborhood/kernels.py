@@ -1,11 +1,27 @@
-"""Triton kernels for neighborhood attention.
+"""Fused Triton kernels for neighborhood attention, forward and backward, 1-D/2-D/3-D.
 
-Forward, 1-D, stride 1, dilation 1, non-causal: each program owns ``BLOCK_M`` consecutive
-queries of one (batch, head) and streams only the key blocks that their clamped windows
-cover, with an online softmax; the attention matrix never exists in memory. Masks are
-computed in-kernel from indices. Outputs: O [B, L, H, Dv] and the natural-log LSE [B, L, H].
+Every rank runs the same kernels: the spatial rank is padded to 3 with leading size-1 axes
+(kernel 1, dilation 1, stride 1), tensors stay heads-last ``[B, *spatial, H, D]`` and are
+indexed through their strides (no permute copies).
+
+Tiling. A program owns a query *box* (a spatial block of ``BM0 x BM1 x BM2`` tokens) inside
+one dilation group per axis: group-local index ``j`` is memory index ``g + d * j``, so NA in
+a group is plain NA on a shorter axis. The box's keys are the union of its queries' windows,
+a box per axis because window bounds are monotone in the query index; the kernel walks that
+union in key boxes starting exactly at its low corner, masks per element with the per-axis
+window bounds (``_axis_bounds``, NATTEN's rules) and keeps an online softmax in exp2. The
+attention matrix never exists in memory. Additional keys/values are dense key blocks in the
+same softmax; grouped-query attention maps query head ``h`` to key head ``h // group``.
+
+Backward (FlashAttention-2 style): ``delta = rowsum(dO * O) - dLSE`` (one fused elementwise
+pass), a dQ kernel per query box, and a dK/dV kernel per key box that visits the query boxes
+whose windows can contain it (the inverse neighbourhood, contiguous per axis) for every query
+head of its GQA group, so no atomics are needed. Extra-KV gradients have their own small
+kernel over all queries.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -16,123 +32,687 @@ from ..common import interpret_mode
 LOG2E = 1.4426950408889634
 
 
-def _configs():
-    if interpret_mode():  # one small config: autotuning under the interpreter only costs time
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3),
-                             (64, 32, 4, 3), (128, 128, 8, 2)]
-    ]
-
-
-@triton.autotune(configs=_configs(), key=["L", "KERNEL", "HEAD_DIM", "HEAD_DIM_V", "DTYPE_KEY"])
+# ----------------------------------------------------------------------------------------------
+# shared jit helpers
+# ----------------------------------------------------------------------------------------------
 @triton.jit
-def _na1d_fwd_kernel(
-    Q, K, V, O, LSE,
-    sq_b, sq_l, sq_h,
-    sk_b, sk_l, sk_h,
-    sv_b, sv_l, sv_h,
-    so_b, so_l, so_h,
-    sl_b, sl_l, sl_h,
-    H, KV_GROUP, L, qk_scale,
-    KERNEL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DTYPE_KEY: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+def _axis_bounds(i, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
+    """Inclusive group-local key range [lo, hi] of group-local query ``i`` on one axis.
+
+    Queries form runs of ``S`` sharing their leader's window (centre, right-centre for even
+    strides, the last query on causal axes), clamped to the group of length ``Lg``.
+    """
+    first = (i // S) * S
+    if CAUSAL:
+        leader = tl.minimum(first + (S - 1), Lg - 1)
+        lo = tl.maximum(leader - (K - 1), 0)
+        hi = i
+    else:
+        leader = tl.minimum(first + S // 2, Lg - 1)
+        lo = tl.minimum(tl.maximum(leader - K // 2, 0), Lg - K)
+        hi = lo + (K - 1)
+    return lo, hi
+
+
+@triton.jit
+def _group_len(L, g, D: tl.constexpr):
+    return (L - g + (D - 1)) // D
+
+
+@triton.jit
+def _split(pid, T, D: tl.constexpr):
+    """Program index -> (rest, dilation group, tile index) on one axis (tile index fastest)."""
+    u = pid % (D * T)
+    return pid // (D * T), u // T, u % T
+
+
+@triton.jit
+def _box_rows(B1: tl.constexpr, B2: tl.constexpr, BLOCK: tl.constexpr):
+    """Row r of a flattened B0 x B1 x B2 box -> its (r0, r1, r2) offsets."""
+    r = tl.arange(0, BLOCK)
+    return r // (B1 * B2), (r // B2) % B1, r % B2
+
+
+@triton.jit
+def _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2):
+    """[M, N] bool: key (j0, j1, j2) [N] inside the windows [lo, hi] of the queries [M]."""
+    return ((j0[None, :] >= lo0[:, None]) & (j0[None, :] <= hi0[:, None])
+            & (j1[None, :] >= lo1[:, None]) & (j1[None, :] <= hi1[:, None])
+            & (j2[None, :] >= lo2[:, None]) & (j2[None, :] <= hi2[:, None]))
+
+
+@triton.jit
+def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION: tl.constexpr):
+    """One key block of the online softmax (log2 domain). kt: [D, N], v: [N, Dv]."""
+    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+    s = tl.where(mask, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet stay at zero
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION: tl.constexpr):
+    """dQ += dS K for one key block. kt: [D, N], vt: [Dv, N]; lse2 in log2 units."""
+    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+    p = tl.where(mask, tl.exp2(s - lse2[:, None]), 0.0)
+    dp = tl.dot(do, vt, input_precision=PRECISION)
+    ds = p * (dp - delta[:, None])
+    return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+
+
+@triton.jit
+def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, PRECISION: tl.constexpr):
+    """dK += dS^T Q, dV += P^T dO for one query block. k: [N, D], v: [N, Dv], q: [M, D],
+    do: [M, Dv]; mask_t: [N, M]."""
+    st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+    pt = tl.where(mask_t, tl.exp2(st - lse2[None, :]), 0.0)
+    dv = dv + tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+    dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+    dst = pt * (dpt - delta[None, :])
+    return dk + tl.dot(dst.to(q.dtype), q, input_precision=PRECISION), dv
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------------
+def _configs(kind: str):
+    if interpret_mode():  # one config: autotuning under the interpreter only costs time
+        return [triton.Config({}, num_warps=4, num_stages=1)]
+    stages = [(4, 2), (4, 3), (8, 2), (8, 3)] if kind == "fwd" else [(4, 1), (4, 2), (8, 1), (8, 2)]
+    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in stages]
+
+
+_TUNE_KEY = ["L0", "L1", "L2", "N_EXTRA", "K0", "K1", "K2", "D0", "D1", "D2", "S0", "S1", "S2",
+             "C0", "C1", "C2", "HEAD_DIM", "HEAD_DIM_V", "BM0", "BM1", "BM2", "BN0", "BN1", "BN2",
+             "DTYPE_KEY"]
+
+
+@triton.autotune(configs=_configs("fwd"), key=_TUNE_KEY)
+@triton.jit
+def _na_fwd_kernel(
+    Q, K, V, EK, EV, O, LSE,
+    sq_b, sq_0, sq_1, sq_2, sq_h,
+    sk_b, sk_0, sk_1, sk_2, sk_h,
+    sv_b, sv_0, sv_1, sv_2, sv_h,
+    sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
+    so_b, so_0, so_1, so_2, so_h,
+    sl_b, sl_0, sl_1, sl_2, sl_h,
+    H, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, qk_scale,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
+    BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
+    BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // KV_GROUP
+    pid, g2, t2 = _split(pid, T2, D2)
+    pid, g1, t1 = _split(pid, T1, D1)
+    pid, g0, t0 = _split(pid, T0, D0)
+    Lg0 = _group_len(L0, g0, D0)
+    Lg1 = _group_len(L1, g1, D1)
+    Lg2 = _group_len(L2, g2, D2)
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # query box (group-local indices), its rows' windows and the union of those windows
+    r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
+    i0 = t0 * BM0 + r0
+    i1 = t1 * BM1 + r1
+    i2 = t2 * BM2 + r2
+    q_valid = (i0 < Lg0) & (i1 < Lg1) & (i2 < Lg2)
+    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+    u_lo0, _ = _axis_bounds(tl.minimum(t0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
+    u_lo1, _ = _axis_bounds(tl.minimum(t1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
+    u_lo2, _ = _axis_bounds(tl.minimum(t2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
+    _, u_hi0 = _axis_bounds(tl.minimum(t0 * BM0 + BM0 - 1, Lg0 - 1), Lg0, K0, S0, C0)
+    _, u_hi1 = _axis_bounds(tl.minimum(t1 * BM1 + BM1 - 1, Lg1 - 1), Lg1, K1, S1, C1)
+    _, u_hi2 = _axis_bounds(tl.minimum(t2 * BM2 + BM2 - 1, Lg2 - 1), Lg2, K2, S2, C2)
+
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    m_valid = offs_m < L
-
-    q_ptrs = Q + b * sq_b + h * sq_h + offs_m[:, None] * sq_l + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=m_valid[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    q_tok = (g0 + D0 * i0) * sq_0 + (g1 + D1 * i1) * sq_1 + (g2 + D2 * i2) * sq_2
+    q = tl.load(Q + b * sq_b + h * sq_h + q_tok[:, None] + offs_d[None, :],
+                mask=q_valid[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:  # the interpreter's tl.dot is wrong on bf16 operands
         q = q.to(tl.float32)
-
-    # Window of query i: [start_i, start_i + KERNEL), start_i = clamp(i - KERNEL // 2, 0, L - KERNEL).
-    win_start = tl.minimum(tl.maximum(offs_m - KERNEL // 2, 0), L - KERNEL)
-    first_q = pid_m * BLOCK_M
-    last_q = tl.minimum(first_q + BLOCK_M, L) - 1
-    kv_lo = tl.minimum(tl.maximum(first_q - KERNEL // 2, 0), L - KERNEL)
-    kv_hi = tl.minimum(tl.maximum(last_q - KERNEL // 2, 0), L - KERNEL) + KERNEL
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-
+    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    for start_n in range(kv_lo, kv_hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_valid = offs_n < kv_hi
-        k = tl.load(k_base + offs_n[None, :] * sk_l + offs_d[:, None],
-                    mask=n_valid[None, :] & (offs_d[:, None] < HEAD_DIM), other=0.0)
-        v = tl.load(v_base + offs_n[:, None] * sv_l + offs_dv[None, :],
-                    mask=n_valid[:, None] & (offs_dv[None, :] < HEAD_DIM_V), other=0.0)
+    for n0 in range(u_lo0, u_hi0 + 1, BN0):
+        j0 = n0 + c0
+        for n1 in range(u_lo1, u_hi1 + 1, BN1):
+            j1 = n1 + c1
+            for n2 in range(u_lo2, u_hi2 + 1, BN2):
+                j2 = n2 + c2
+                kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
+                k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
+                v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+                kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None],
+                             mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+                v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :],
+                            mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
+                if UPCAST:
+                    kt = kt.to(tl.float32)
+                    v = v.to(tl.float32)
+                mask = _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2)
+                acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
+
+    offs_e = tl.arange(0, BLOCK_N)
+    for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
+        ej = e + offs_e
+        e_ok = ej < N_EXTRA
+        kt = tl.load(EK + b * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
+                     mask=e_ok[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(EV + b * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
+                    mask=e_ok[:, None] & dv_ok[None, :], other=0.0)
         if UPCAST:
-            k = k.to(tl.float32)
+            kt = kt.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, k, input_precision=PRECISION) * qk_scale          # log2 domain
-        inside = (offs_n[None, :] >= win_start[:, None]) & (offs_n[None, :] < win_start[:, None] + KERNEL)
-        s = tl.where(inside & n_valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        mask = (i0[:, None] >= 0) & e_ok[None, :]   # every query sees every extra key
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
 
     acc = acc / l_i[:, None]
-    o_ptrs = O + b * so_b + h * so_h + offs_m[:, None] * so_l + offs_dv[None, :]
-    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=m_valid[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
-    lse = (m_i + tl.log2(l_i)) / 1.4426950408889634                     # back to natural log
-    tl.store(LSE + b * sl_b + h * sl_h + offs_m * sl_l, lse, mask=m_valid)
+    o_tok = (g0 + D0 * i0) * so_0 + (g1 + D1 * i1) * so_1 + (g2 + D2 * i2) * so_2
+    tl.store(O + b * so_b + h * so_h + o_tok[:, None] + offs_dv[None, :], acc.to(O.dtype.element_ty),
+             mask=q_valid[:, None] & dv_ok[None, :])
+    l_tok = (g0 + D0 * i0) * sl_0 + (g1 + D1 * i1) * sl_1 + (g2 + D2 * i2) * sl_2
+    tl.store(LSE + b * sl_b + h * sl_h + l_tok, (m_i + tl.log2(l_i)) / 1.4426950408889634, mask=q_valid)
 
 
+# ----------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------
+@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY)
+@triton.jit
+def _na_bwd_dq_kernel(
+    Q, K, V, EK, EV, DO, LSE, DELTA, DQ,
+    sq_b, sq_0, sq_1, sq_2, sq_h,
+    sk_b, sk_0, sk_1, sk_2, sk_h,
+    sv_b, sv_0, sv_1, sv_2, sv_h,
+    sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
+    sdo_b, sdo_0, sdo_1, sdo_2, sdo_h,
+    sl_b, sl_0, sl_1, sl_2, sl_h,
+    sdq_b, sdq_0, sdq_1, sdq_2, sdq_h,
+    H, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, qk_scale, scale,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
+    BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """dQ per query box; LSE and DELTA share one stride set ([B, *spatial, H] fp32)."""
+    BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
+    BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // KV_GROUP
+    pid, g2, t2 = _split(pid, T2, D2)
+    pid, g1, t1 = _split(pid, T1, D1)
+    pid, g0, t0 = _split(pid, T0, D0)
+    Lg0 = _group_len(L0, g0, D0)
+    Lg1 = _group_len(L1, g1, D1)
+    Lg2 = _group_len(L2, g2, D2)
+
+    r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
+    i0 = t0 * BM0 + r0
+    i1 = t1 * BM1 + r1
+    i2 = t2 * BM2 + r2
+    q_valid = (i0 < Lg0) & (i1 < Lg1) & (i2 < Lg2)
+    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+    u_lo0, _ = _axis_bounds(tl.minimum(t0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
+    u_lo1, _ = _axis_bounds(tl.minimum(t1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
+    u_lo2, _ = _axis_bounds(tl.minimum(t2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
+    _, u_hi0 = _axis_bounds(tl.minimum(t0 * BM0 + BM0 - 1, Lg0 - 1), Lg0, K0, S0, C0)
+    _, u_hi1 = _axis_bounds(tl.minimum(t1 * BM1 + BM1 - 1, Lg1 - 1), Lg1, K1, S1, C1)
+    _, u_hi2 = _axis_bounds(tl.minimum(t2 * BM2 + BM2 - 1, Lg2 - 1), Lg2, K2, S2, C2)
+
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    p0 = g0 + D0 * i0
+    p1 = g1 + D1 * i1
+    p2 = g2 + D2 * i2
+    q = tl.load(Q + b * sq_b + h * sq_h + (p0 * sq_0 + p1 * sq_1 + p2 * sq_2)[:, None] + offs_d[None, :],
+                mask=q_valid[:, None] & d_ok[None, :], other=0.0)
+    do = tl.load(DO + b * sdo_b + h * sdo_h + (p0 * sdo_0 + p1 * sdo_1 + p2 * sdo_2)[:, None]
+                 + offs_dv[None, :], mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
+    l_off = b * sl_b + h * sl_h + p0 * sl_0 + p1 * sl_1 + p2 * sl_2
+    lse2 = tl.load(LSE + l_off, mask=q_valid, other=0.0) * 1.4426950408889634
+    delta = tl.load(DELTA + l_off, mask=q_valid, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
+    k_base = K + b * sk_b + hk * sk_h
+    v_base = V + b * sv_b + hk * sv_h
+    for n0 in range(u_lo0, u_hi0 + 1, BN0):
+        j0 = n0 + c0
+        for n1 in range(u_lo1, u_hi1 + 1, BN1):
+            j1 = n1 + c1
+            for n2 in range(u_lo2, u_hi2 + 1, BN2):
+                j2 = n2 + c2
+                kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
+                k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
+                v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+                kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None],
+                             mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+                vt = tl.load(v_base + v_tok[None, :] + offs_dv[:, None],
+                             mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
+                if UPCAST:
+                    kt = kt.to(tl.float32)
+                    vt = vt.to(tl.float32)
+                mask = _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2) & q_valid[:, None]
+                dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
+
+    offs_e = tl.arange(0, BLOCK_N)
+    for e in range(0, N_EXTRA, BLOCK_N):
+        ej = e + offs_e
+        e_ok = ej < N_EXTRA
+        kt = tl.load(EK + b * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
+                     mask=e_ok[None, :] & d_ok[:, None], other=0.0)
+        vt = tl.load(EV + b * sev_b + hk * sev_h + ej[None, :] * sev_n + offs_dv[:, None],
+                     mask=e_ok[None, :] & dv_ok[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        mask = q_valid[:, None] & e_ok[None, :]
+        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
+
+    dq_tok = p0 * sdq_0 + p1 * sdq_1 + p2 * sdq_2
+    tl.store(DQ + b * sdq_b + h * sdq_h + dq_tok[:, None] + offs_d[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=q_valid[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _query_range(jf, jl, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
+    """Contiguous group-local query range whose windows meet keys [jf, jl] on one axis.
+
+    A window always holds its leader, which is within S-1 of the query, so |i - j| <= K + S;
+    the loops then tighten both ends with the exact (monotone) bounds. Needs jf <= Lg - 1.
+    """
+    first = tl.maximum(jf - (K + S), 0)
+    _, hi = _axis_bounds(first, Lg, K, S, CAUSAL)
+    while hi < jf:
+        first += 1
+        _, hi = _axis_bounds(first, Lg, K, S, CAUSAL)
+    last = tl.minimum(jl + (K + S), Lg - 1)
+    lo, _ = _axis_bounds(last, Lg, K, S, CAUSAL)
+    while lo > jl:
+        last -= 1
+        lo, _ = _axis_bounds(last, Lg, K, S, CAUSAL)
+    return first, last
+
+
+@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY)
+@triton.jit
+def _na_bwd_dkv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    sq_b, sq_0, sq_1, sq_2, sq_h,
+    sk_b, sk_0, sk_1, sk_2, sk_h,
+    sv_b, sv_0, sv_1, sv_2, sv_h,
+    sdo_b, sdo_0, sdo_1, sdo_2, sdo_h,
+    sl_b, sl_0, sl_1, sl_2, sl_h,
+    sdk_b, sdk_0, sdk_1, sdk_2, sdk_h,
+    sdv_b, sdv_0, sdv_1, sdv_2, sdv_h,
+    HKV, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, qk_scale, scale,
+    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+    S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
+    BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
+    of its inverse neighbourhood, for every query head of its GQA group."""
+    BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
+    BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HKV
+    hk = pid_bh % HKV
+    pid, g2, t2 = _split(pid, T2, D2)
+    pid, g1, t1 = _split(pid, T1, D1)
+    pid, g0, t0 = _split(pid, T0, D0)
+    Lg0 = _group_len(L0, g0, D0)
+    Lg1 = _group_len(L1, g1, D1)
+    Lg2 = _group_len(L2, g2, D2)
+
+    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
+    j0 = t0 * BN0 + c0
+    j1 = t1 * BN1 + c1
+    j2 = t2 * BN2 + c2
+    kv_ok = (j0 < Lg0) & (j1 < Lg1) & (j2 < Lg2)
+    qa0, qb0 = _query_range(tl.minimum(t0 * BN0, Lg0 - 1), tl.minimum(t0 * BN0 + BN0 - 1, Lg0 - 1), Lg0, K0, S0, C0)
+    qa1, qb1 = _query_range(tl.minimum(t1 * BN1, Lg1 - 1), tl.minimum(t1 * BN1 + BN1 - 1, Lg1 - 1), Lg1, K1, S1, C1)
+    qa2, qb2 = _query_range(tl.minimum(t2 * BN2, Lg2 - 1), tl.minimum(t2 * BN2 + BN2 - 1, Lg2 - 1), Lg2, K2, S2, C2)
+
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    p0 = g0 + D0 * j0
+    p1 = g1 + D1 * j1
+    p2 = g2 + D2 * j2
+    k = tl.load(K + b * sk_b + hk * sk_h + (p0 * sk_0 + p1 * sk_1 + p2 * sk_2)[:, None] + offs_d[None, :],
+                mask=kv_ok[:, None] & d_ok[None, :], other=0.0)
+    v = tl.load(V + b * sv_b + hk * sv_h + (p0 * sv_0 + p1 * sv_1 + p2 * sv_2)[:, None] + offs_dv[None, :],
+                mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
+    for hq in range(hk * KV_GROUP, hk * KV_GROUP + KV_GROUP):
+        for m0 in range(qa0, qb0 + 1, BM0):
+            i0 = m0 + r0
+            for m1 in range(qa1, qb1 + 1, BM1):
+                i1 = m1 + r1
+                for m2 in range(qa2, qb2 + 1, BM2):
+                    i2 = m2 + r2
+                    q_ok = (i0 <= qb0) & (i1 <= qb1) & (i2 <= qb2)
+                    x0 = g0 + D0 * i0
+                    x1 = g1 + D1 * i1
+                    x2 = g2 + D2 * i2
+                    q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None]
+                                + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+                    do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+                                 + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
+                    l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
+                    lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
+                    delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
+                    if UPCAST:
+                        q = q.to(tl.float32)
+                        do = do.to(tl.float32)
+                    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+                    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+                    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+                    mask = tl.trans(_win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2)) & q_ok[None, :]
+                    dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+
+    kv_mask = kv_ok[:, None]
+    tl.store(DK + b * sdk_b + hk * sdk_h + (p0 * sdk_0 + p1 * sdk_1 + p2 * sdk_2)[:, None] + offs_d[None, :],
+             (dk * scale).to(DK.dtype.element_ty), mask=kv_mask & d_ok[None, :])
+    tl.store(DV + b * sdv_b + hk * sdv_h + (p0 * sdv_0 + p1 * sdv_1 + p2 * sdv_2)[:, None] + offs_dv[None, :],
+             dv.to(DV.dtype.element_ty), mask=kv_mask & dv_ok[None, :])
+
+
+@triton.jit
+def _na_bwd_extra_kv_kernel(
+    Q, EK, EV, DO, LSE, DELTA, DEK, DEV,
+    sq_b, sq_0, sq_1, sq_2, sq_h,
+    sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
+    sdo_b, sdo_0, sdo_1, sdo_2, sdo_h,
+    sl_b, sl_0, sl_1, sl_2, sl_h,
+    sdek_b, sdek_n, sdek_h, sdev_b, sdev_n, sdev_h,
+    HKV, KV_GROUP, L1, L2, N_TOKENS, N_EXTRA, qk_scale, scale,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """dK, dV of the additional keys: every query attends them, so a key block visits all
+    query tokens (row-major over the padded 3-D grid) of every query head of its group."""
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HKV
+    hk = pid_bh % HKV
+    ej = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    e_ok = ej < N_EXTRA
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DIM_V
+    k = tl.load(EK + b * sek_b + hk * sek_h + ej[:, None] * sek_n + offs_d[None, :],
+                mask=e_ok[:, None] & d_ok[None, :], other=0.0)
+    v = tl.load(EV + b * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
+                mask=e_ok[:, None] & dv_ok[None, :], other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    rows = tl.arange(0, BLOCK_M)
+    for hq in range(hk * KV_GROUP, hk * KV_GROUP + KV_GROUP):
+        for start in range(0, N_TOKENS, BLOCK_M):
+            t = start + rows
+            q_ok = t < N_TOKENS
+            x0 = t // (L1 * L2)
+            x1 = (t // L2) % L1
+            x2 = t % L2
+            q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None]
+                        + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+            do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+                         + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
+            l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
+            lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
+            delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
+            if UPCAST:
+                q = q.to(tl.float32)
+                do = do.to(tl.float32)
+            mask = e_ok[:, None] & q_ok[None, :]
+            dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+    tl.store(DEK + b * sdek_b + hk * sdek_h + ej[:, None] * sdek_n + offs_d[None, :],
+             (dk * scale).to(DEK.dtype.element_ty), mask=e_ok[:, None] & d_ok[None, :])
+    tl.store(DEV + b * sdev_b + hk * sdev_h + ej[:, None] * sdev_n + offs_dv[None, :],
+             dv.to(DEV.dtype.element_ty), mask=e_ok[:, None] & dv_ok[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
 def _block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def na1d_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
-                 scale: float, out: torch.Tensor | None = None,
-                 lse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the 1-D forward kernel. q: [B, L, H, D]; k: [B, L, Hkv, D]; v: [B, L, Hkv, Dv].
+def _pad3(t: torch.Tensor) -> torch.Tensor:
+    """[B, *spatial, H, D] with 1-3 spatial axes -> a view with exactly 3 (leading size-1 axes);
+    only the last dim must be contiguous."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    while t.dim() < 6:
+        t = t.unsqueeze(1)
+    return t
 
-    Inputs may be strided (only the head dim must be contiguous). ``out`` [B, L, H, Dv] and
-    ``lse`` [B, L, H] (float32) may be given preallocated (tests pass NaN-filled buffers to
-    prove every element is written). Returns (O, LSE).
+
+def _pad_params(rank: int, values, fill):
+    return (fill,) * (3 - rank) + tuple(values)
+
+
+def box_shape(group_lengths: tuple[int, int, int], rows: int) -> tuple[int, int, int]:
+    """A power-of-two box of ``rows`` tokens over 3 axes: doubled round-robin from the last
+    axis, each axis capped at its (power-of-two rounded) group length, then the last axis
+    takes what is left so ``tl.dot`` always gets >= ``rows`` rows."""
+    f = [1, 1, 1]
+    caps = [triton.next_power_of_2(max(1, n)) for n in group_lengths]
+    grew = True
+    while math.prod(f) < rows and grew:
+        grew = False
+        for a in (2, 1, 0):
+            if math.prod(f) < rows and f[a] < caps[a]:
+                f[a] *= 2
+                grew = True
+    while math.prod(f) < rows:
+        f[2] *= 2
+    return tuple(f)
+
+
+def _tiles(spatial, rank, kernel, dilation, rows_m, rows_n):
+    """Padded per-axis settings, group lengths and the query / key boxes."""
+    shape = _pad_params(rank, spatial, 1)
+    dil = _pad_params(rank, dilation, 1)
+    glen = tuple(-(-n // d) for n, d in zip(shape, dil))
+    return shape, dil, glen, box_shape(glen, rows_m), box_shape(glen, rows_n)
+
+
+def _rows(head_dim: int, kind: str) -> tuple[int, int]:
+    if interpret_mode():
+        return 16, 16
+    if kind == "fwd":
+        return (128, 64) if head_dim <= 128 else (64, 32)
+    return (64, 64) if head_dim <= 64 else (64, 32)
+
+
+def _precision(dtype: torch.dtype) -> tuple[bool, str]:
+    upcast = interpret_mode() and dtype == torch.bfloat16
+    return upcast, ("ieee" if dtype in (torch.float32, torch.float64) or upcast else "tf32")
+
+
+def _window_meta(kernel_size, stride, is_causal, rank):
+    k = _pad_params(rank, kernel_size, 1)
+    s = _pad_params(rank, stride, 1)
+    c = _pad_params(rank, [bool(x) for x in is_causal], False)
+    return dict(K0=k[0], K1=k[1], K2=k[2], S0=s[0], S1=s[1], S2=s[2], C0=c[0], C1=c[1], C2=c[2])
+
+
+def _s5(t):
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4)
+
+
+def _extra_strides(ek, ev):
+    if ek is None:
+        return (0,) * 6
+    return ek.stride(0), ek.stride(1), ek.stride(2), ev.stride(0), ev.stride(1), ev.stride(2)
+
+
+def _lse_view(lse: torch.Tensor) -> torch.Tensor:
+    while lse.dim() < 5:
+        lse = lse.unsqueeze(1)
+    return lse
+
+
+def _extra(t):
+    if t is None:
+        return None
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, dilation, stride,
+               is_causal, scale: float, additional_keys: torch.Tensor | None = None,
+               additional_values: torch.Tensor | None = None, out: torch.Tensor | None = None,
+               lse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward kernel on validated arguments (per-axis tuples).
+
+    q: [B, *spatial, H, D]; k: [B, *spatial, Hkv, D]; v: [B, *spatial, Hkv, Dv]; extra keys /
+    values [B, N_extra, Hkv, D / Dv]. Inputs may be strided (last dim contiguous). ``out``
+    [B, *spatial, H, Dv] and ``lse`` [B, *spatial, H] (float32) may be preallocated (tests pass
+    NaN-filled buffers). Returns (O, LSE in natural log).
     """
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    batch, length, heads, head_dim = q.shape
+    rank = q.dim() - 3
+    batch, *spatial, heads, head_dim = q.shape
     head_dim_v = v.shape[-1]
     if out is None:
-        out = torch.empty(batch, length, heads, head_dim_v, device=q.device, dtype=q.dtype)
+        out = q.new_empty(*q.shape[:-1], head_dim_v)
     if lse is None:
-        lse = torch.empty(batch, length, heads, device=q.device, dtype=torch.float32)
-    upcast = interpret_mode() and q.dtype == torch.bfloat16
-    precision = "ieee" if q.dtype in (torch.float32, torch.float64) or upcast else "tf32"
-
-    def grid(meta):
-        return (triton.cdiv(length, meta["BLOCK_M"]), batch * heads)
-
-    _na1d_fwd_kernel[grid](
-        q, k, v, out, lse,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        lse.stride(0), lse.stride(1), lse.stride(2),
-        heads, heads // k.shape[2], length, scale * LOG2E,
-        KERNEL=kernel_size, HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v,
-        BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(q.dtype),
-        UPCAST=upcast, PRECISION=precision,
+        lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    ek, ev = _extra(additional_keys), _extra(additional_values)
+    q3, k3, v3, o3, l3 = _pad3(q), _pad3(k), _pad3(v), _pad3(out), _lse_view(lse)
+    assert o3.data_ptr() == out.data_ptr() and l3.data_ptr() == lse.data_ptr()
+    rows_m, rows_n = _rows(head_dim, "fwd")
+    shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    tiles = [-(-g // m) for g, m in zip(glen, bm)]
+    upcast, precision = _precision(q.dtype)
+    n_extra = 0 if ek is None else ek.shape[1]
+    grid = (math.prod(d * t for d, t in zip(dil, tiles)), batch * heads)
+    _na_fwd_kernel[grid](
+        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, l3,
+        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(l3),
+        heads, heads // k.shape[-2], *shape, n_extra, *tiles, scale * LOG2E,
+        D0=dil[0], D1=dil[1], D2=dil[2], **_window_meta(kernel_size, stride, is_causal, rank),
+        HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
+        BM0=bm[0], BM1=bm[1], BM2=bm[2], BN0=bn[0], BN1=bn[1], BN2=bn[2],
+        DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision,
     )
     return out, lse
+
+
+def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
+    """1-D, dilation 1, stride 1, non-causal forward (kept for the 1-D tests and bench)."""
+    return na_forward(q, k, v, (kernel_size,), (1,), (1,), (False,), scale, out=out, lse=lse)
+
+
+def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kernel_size, dilation, stride,
+                is_causal, scale: float, additional_keys: torch.Tensor | None = None,
+                additional_values: torch.Tensor | None = None,
+                grads: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...]:
+    """Gradients (dq, dk, dv[, d_extra_k, d_extra_v]) of (out, lse) with the fused kernels.
+
+    ``grads`` may hold preallocated gradient buffers in that order (tests poison them).
+    """
+    rank = q.dim() - 3
+    batch, *spatial, heads, head_dim = q.shape
+    kv_heads, head_dim_v = k.shape[-2], v.shape[-1]
+    ek, ev = _extra(additional_keys), _extra(additional_values)
+    # delta = rowsum(dO * O) - dLSE: the dLSE term enters dS = P (dP - delta) the same way.
+    delta = (grad_out.float() * out.float()).sum(-1)
+    if grad_lse is not None:
+        delta = delta - grad_lse.float()
+    if grads is None:
+        grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
+                      for t in (q, k, v, ek, ev) if t is not None)
+    dq, dk, dv = grads[:3]
+    q3, k3, v3, do3 = _pad3(q), _pad3(k), _pad3(v), _pad3(grad_out)
+    dq3, dk3, dv3 = _pad3(dq), _pad3(dk), _pad3(dv)
+    delta, lse = delta.contiguous(), lse.float().contiguous()   # one stride set for both
+    l3, delta3 = _lse_view(lse), _lse_view(delta)
+    upcast, precision = _precision(q.dtype)
+    n_extra = 0 if ek is None else ek.shape[1]
+    common = dict(**_window_meta(kernel_size, stride, is_causal, rank),
+                  HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
+                  BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision)
+
+    rows_m, rows_n = _rows(max(head_dim, head_dim_v), "bwd")
+    shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
+    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
+    box = dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2],
+               BN0=bn[0], BN1=bn[1], BN2=bn[2])
+    _na_bwd_dq_kernel[(math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)](
+        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, do3, l3, delta3, dq3,
+        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_s5(dq3),
+        heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **box, **common)
+    _na_bwd_dkv_kernel[(math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)](
+        q3, k3, v3, do3, l3, delta3, dk3, dv3,
+        *_s5(q3), *_s5(k3), *_s5(v3), *_s5(do3), *_s5(l3), *_s5(dk3), *_s5(dv3),
+        kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale, **box, **common)
+    if ek is not None:
+        dek, dev = grads[3], grads[4]
+        _na_bwd_extra_kv_kernel[(triton.cdiv(n_extra, rows_n), batch * kv_heads)](
+            q3, ek, ev, do3, l3, delta3, dek, dev,
+            *_s5(q3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_extra_strides(dek, dev),
+            kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra,
+            scale * LOG2E, scale, HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
+            BLOCK_DV=_block(head_dim_v), BLOCK_M=rows_m, BLOCK_N=rows_n, UPCAST=upcast, PRECISION=precision)
+    return tuple(grads)

@@ -1,0 +1,210 @@
+"""Neighborhood attention 1-D/2-D/3-D: fused Triton forward and backward vs the fp64 reference,
+dense equivalence, the reference's gradcheck, and one test per argument rule."""
+import random
+
+import pytest
+import torch
+
+import ops
+from ops.common import interpret_mode
+from ops.neighborhood.reference import (neighborhood_attention_reference,
+                                        neighborhood_attention_reference_backward)
+from tests.ops.helpers import assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+
+# Interpreter-sized shapes (every kernel program is emulated in Python); bigger on the GPU.
+MAX_LEN = {1: 40, 2: 9, 3: 5} if interpret_mode() else {1: 300, 2: 40, 3: 14}
+
+
+def _random_case(rng: random.Random, rank: int) -> dict:
+    shape = tuple(rng.randint(3, MAX_LEN[rank]) for _ in range(rank))
+    kernel, dilation, stride, causal = [], [], [], []
+    for length in shape:
+        d = rng.choice([1, 1, 2]) if length >= 4 else 1
+        k = rng.randint(1 if rank > 1 else 2, max(1, min(length // d, 9)))
+        kernel.append(k)
+        dilation.append(d)
+        stride.append(rng.randint(1, k))
+        causal.append(rng.random() < 0.3)
+    heads = rng.choice([1, 2, 4])
+    return dict(shape=shape, kernel=tuple(kernel), dilation=tuple(dilation), stride=tuple(stride),
+                causal=tuple(causal), batch=rng.randint(1, 2), heads=heads,
+                kv_heads=rng.choice([h for h in (1, 2, 4) if heads % h == 0]),
+                dim=rng.choice([16, 32]), dim_v=rng.choice([16, 32]),
+                extra=rng.choice([0, 0, 5]))
+
+
+def _inputs(c: dict, dtype, device, gen):
+    b, shape = c["batch"], c["shape"]
+    q = randn(b, *shape, c["heads"], c["dim"], dtype=dtype, device=device, gen=gen)
+    k = randn(b, *shape, c["kv_heads"], c["dim"], dtype=dtype, device=device, gen=gen)
+    v = randn(b, *shape, c["kv_heads"], c["dim_v"], dtype=dtype, device=device, gen=gen)
+    ek = ev = None
+    if c["extra"]:
+        ek = randn(b, c["extra"], c["kv_heads"], c["dim"], dtype=dtype, device=device, gen=gen)
+        ev = randn(b, c["extra"], c["kv_heads"], c["dim_v"], dtype=dtype, device=device, gen=gen)
+    return q, k, v, ek, ev
+
+
+def _d(t):
+    return None if t is None else t.double()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_kernels_match_fp64_reference(rank, dtype, device):
+    """Random window settings: forward (O, LSE) and all gradients, into NaN-poisoned buffers."""
+    from ops.neighborhood.kernels import na_backward, na_forward
+
+    gen, seed = fresh_generator()
+    c = _random_case(random.Random(seed), rank)
+    q, k, v, ek, ev = _inputs(c, dtype, device, gen)
+    win = (c["kernel"], c["dilation"], c["stride"], c["causal"])
+    scale = c["dim"] ** -0.5
+    out = poisoned(*q.shape[:-1], c["dim_v"], dtype=dtype, device=device)
+    lse = poisoned(*q.shape[:-1], dtype=torch.float32, device=device)
+    na_forward(q, k, v, *win, scale, ek, ev, out=out, lse=lse)
+    ref_out, ref_lse = neighborhood_attention_reference(_d(q), _d(k), _d(v), *win, scale, _d(ek), _d(ev))
+    assert_close(out, ref_out, dtype, f"output {c}", seed)
+    assert_close(lse, ref_lse, torch.float32 if dtype == torch.float32 else dtype, f"lse {c}", seed)
+
+    grad_out = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    grad_lse = randn(*lse.shape, dtype=torch.float32, device=device, gen=gen)
+    bufs = tuple(poisoned(*t.shape, dtype=dtype, device=device) for t in (q, k, v, ek, ev) if t is not None)
+    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *win, scale, ek, ev, grads=bufs)
+    ref = neighborhood_attention_reference_backward(_d(grad_out), grad_lse.double(), _d(q), _d(k), _d(v),
+                                                    *win, scale, _d(ek), _d(ev))
+    for name, g, r in zip(("dq", "dk", "dv", "d_extra_k", "d_extra_v"), grads, ref):
+        assert_close(g, r, dtype, f"{name} {c}", seed)
+
+
+@pytest.mark.kernel
+def test_public_op_autograd_on_strided_inputs(device):
+    """Packed (non-contiguous) qkv through the registered op: output, lse and autograd grads."""
+    gen, seed = fresh_generator()
+    shape, win = (6, 7), dict(kernel_size=(3, 4), dilation=(2, 1), stride=(1, 2), is_causal=(False, True))
+    qkv = randn(1, *shape, 3, 2, 16, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    q, k, v = qkv.unbind(-3)
+    out, lse = ops.na2d(q, k, v, **win, return_lse=True)
+    w_out, w_lse = (randn(*t.shape, dtype=torch.float32, device=device, gen=gen) for t in (out, lse))
+    ((out * w_out).sum() + (lse * w_lse).sum()).backward()
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    r_out, r_lse = neighborhood_attention_reference(qd, kd, vd, (3, 4), (2, 1), (1, 2), (False, True), 0.25)
+    ((r_out * w_out.double()).sum() + (r_lse * w_lse.double()).sum()).backward()
+    assert_close(out, r_out, torch.float32, "strided output", seed)
+    assert_close(lse, r_lse, torch.float32, "strided lse", seed)
+    assert_close(qkv.grad, torch.stack([qd.grad, kd.grad, vd.grad], dim=-3), torch.float32, "qkv grad", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("rank", [2, 3])
+def test_full_window_equals_dense_attention(rank, device):
+    gen, seed = fresh_generator()
+    shape = (5, 6) if rank == 2 else (3, 4, 3)
+    q, k, v = (randn(1, *shape, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(3))
+    out = ops.neighborhood_attention(q, k, v, kernel_size=shape)
+    flat = [t.flatten(1, -3).transpose(1, 2).double() for t in (q, k, v)]
+    dense = torch.nn.functional.scaled_dot_product_attention(*flat).transpose(1, 2).reshape(out.shape)
+    assert_close(out, dense, torch.float32, "kernel = input size", seed)
+
+
+def test_reference_gradcheck_all_features():
+    gen, _ = fresh_generator()
+    q = randn(1, 4, 5, 2, 4, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True)
+    k, v = (randn(1, 4, 5, 1, 4, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True) for _ in range(2))
+    ek, ev = (randn(1, 2, 1, 4, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True) for _ in range(2))
+
+    def f(q, k, v, ek, ev):  # GQA, stride, dilation, a causal axis, extra KV, and the lse output
+        return neighborhood_attention_reference(q, k, v, (2, 3), (1, 1), (2, 2), (True, False), 0.3, ek, ev)
+    assert torch.autograd.gradcheck(f, (q, k, v, ek, ev))
+
+
+def test_reference_backward_matches_autograd():
+    """The manual backward formulas (used by the op on the reference path) equal autograd."""
+    gen, seed = fresh_generator()
+    args = ((3, 4), (2, 1), (1, 3), (False, True), 0.3)
+    q = randn(1, 7, 6, 2, 8, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True)
+    k, v = (randn(1, 7, 6, 2, 8, dtype=torch.float64, device="cpu", gen=gen, requires_grad=True) for _ in range(2))
+    out, lse = neighborhood_attention_reference(q, k, v, *args)
+    go, gl = torch.randn_like(out), torch.randn_like(lse)
+    auto = torch.autograd.grad((out * go).sum() + (lse * gl).sum(), (q, k, v))
+    manual = neighborhood_attention_reference_backward(go, gl, q.detach(), k.detach(), v.detach(), *args)
+    for a, m in zip(auto, manual):
+        assert_close(m, a, torch.float64, "manual backward", seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument rules: one test each (they fail before any kernel runs)
+# ---------------------------------------------------------------------------------------------
+def _qkv2d(shape=(8, 9), heads=2, dim=16, dtype=torch.float32):
+    return tuple(torch.randn(1, *shape, heads, dim, dtype=dtype) for _ in range(3))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kernel_size=(9, 3)), r"kernel_size \(9\) must be <= the input length \(8\) on axis 0"),
+    (dict(kernel_size=(3, 5), dilation=(1, 2)), r"kernel_size \* dilation \(5 \* 2\) must be <= the input length \(9\) on axis 1"),
+    (dict(kernel_size=3, stride=(1, 4)), r"stride \(4\) must be <= kernel_size \(3\) on axis 1"),
+    (dict(kernel_size=(0, 3)), r"kernel_size must be >= 1"),
+    (dict(kernel_size=3, dilation=(1, 0)), r"dilation must be >= 1"),
+    (dict(kernel_size=3, stride=0), r"stride must be >= 1"),
+    (dict(kernel_size=(3, 3, 3)), r"kernel_size has 3 entries but the input has 2 spatial"),
+    (dict(kernel_size=3, is_causal=(True,)), r"is_causal has 1 entries but the input has 2 spatial"),
+    (dict(kernel_size=3, scale=-1.0), r"scale must be a positive number"),
+])
+def test_window_rules(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ops.na2d(*_qkv2d(), **kwargs)
+
+
+def test_wrong_rank():
+    q = torch.randn(1, 4, 4, 4, 4, 2, 16)
+    with pytest.raises(ValueError, match="query must have 4 or 5 or 6 dimensions"):
+        ops.neighborhood_attention(q, q, q, kernel_size=3)
+    with pytest.raises(ValueError, match="query must have 3 spatial axes"):
+        ops.na3d(*_qkv2d(), kernel_size=3)
+
+
+def test_qkv_shape_mismatch():
+    q, k, v = _qkv2d()
+    with pytest.raises(ValueError, match="query and key must share batch, spatial shape and head_dim"):
+        ops.na2d(q, k[:, :7], v[:, :7], kernel_size=3)
+    with pytest.raises(ValueError, match="key and value must match in all but the last"):
+        ops.na2d(q, k, v[:, :, :5], kernel_size=3)
+    with pytest.raises(ValueError, match=r"query heads \(2\) must be a multiple of key/value heads \(3\)"):
+        k3 = torch.randn(1, 8, 9, 3, 16)
+        ops.na2d(q, k3, k3, kernel_size=3)
+
+
+def test_dtype_mismatch():
+    q, k, v = _qkv2d()
+    with pytest.raises(TypeError, match=r"one dtype, got query=torch.float32, key=torch.float32, value=torch.float16"):
+        ops.na2d(q, k, v.half(), kernel_size=3)
+    with pytest.raises(TypeError, match="query must be float16, bfloat16, float32 or float64"):
+        ops.na2d(q.int(), k, v, kernel_size=3)
+
+
+def test_device_mismatch():
+    q, k, v = _qkv2d()
+    with pytest.raises(ValueError, match=r"one device, got query on cpu, key on cpu, value on meta"):
+        ops.na2d(q, k, v.to("meta"), kernel_size=3)
+
+
+def test_unsupported_head_dim():
+    with pytest.raises(ValueError, match="query/key head_dim must be a multiple of 8 and at most 256"):
+        ops.na2d(*_qkv2d(dim=20), kernel_size=3)
+    with pytest.raises(ValueError, match="query/key head_dim must be a multiple of 8 and at most 256"):
+        ops.na2d(*_qkv2d(shape=(3, 3), dim=264), kernel_size=3)
+    q, k, _ = _qkv2d()
+    with pytest.raises(ValueError, match="value head_dim must be a multiple of 8"):
+        ops.na2d(q, k, torch.randn(1, 8, 9, 2, 12), kernel_size=3)
+
+
+def test_additional_kv_rules():
+    q, k, v = _qkv2d()
+    ek = torch.randn(1, 4, 2, 16)
+    with pytest.raises(ValueError, match="additional_keys and additional_values must be given together"):
+        ops.na2d(q, k, v, kernel_size=3, additional_keys=ek)
+    with pytest.raises(ValueError, match="additional_keys must be"):
+        ops.na2d(q, k, v, kernel_size=3, additional_keys=ek[..., :8], additional_values=ek)
+    with pytest.raises(ValueError, match="additional_values must be"):
+        ops.na2d(q, k, v, kernel_size=3, additional_keys=ek, additional_values=ek[:, :3])
