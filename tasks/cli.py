@@ -9,6 +9,7 @@ COMMANDS = {
     "test": "evaluate on the test set (LightningCLI)",
     "predict": "run inference (LightningCLI)",
     "bench": "time ops/models against their peers; prints a table and writes JSON",
+    "weights": "official checkpoints: list | convert SRC --model NAME --out DST.safetensors | verify FILE",
 }
 
 
@@ -30,6 +31,7 @@ def lightning_cli(args: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_sys = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -39,8 +41,12 @@ def main(argv: list[str] | None = None) -> None:
         from .bench import main as bench_main
 
         bench_main(rest)
+    elif command == "weights":
+        from .weights import main as weights_main
+
+        weights_main(rest)
     elif command in ("fit", "validate", "test", "predict"):
-        lightning_cli(argv)
+        lightning_cli(None if from_sys else argv)   # LightningCLI reads sys.argv itself
     else:
         print(_usage(), file=sys.stderr)
         raise SystemExit(f"foveal: unknown command {command!r}")

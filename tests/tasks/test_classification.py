@@ -1,0 +1,96 @@
+"""Classification through `foveal fit`: the quickstart learns, DDP on CPU, every config parses."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import yaml
+
+import zoo  # noqa: F401
+from tasks.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+MODEL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "classification").glob("*.yaml"))
+TRAINER_CONFIGS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
+# short runs of the quickstart: a few steps, small batches, no warm-up
+SHORT = ["--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "3",
+         "--model.init_args.warmup_epochs", "0", "--data.init_args.batch_size", "32"]
+
+
+@pytest.fixture(autouse=True)
+def _argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["foveal"])   # LightningCLI warns when pytest's argv is present
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads(path.read_text())["fit"]["metrics"]
+
+
+@pytest.mark.slow
+def test_quickstart_learns(tmp_path, monkeypatch):
+    """A shortened quickstart (2 x 12 steps, van_b0 on digits) is far above chance (0.1)."""
+    monkeypatch.chdir(tmp_path)   # the config writes runs/quickstart/... relative to the cwd
+    main(["fit", "-c", str(QUICKSTART), *SHORT, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "12",
+          "--model.init_args.lr", "3e-3"])
+    metrics = _metrics(tmp_path / "runs/quickstart/metrics.json")
+    assert metrics["val/acc"] >= 0.4, metrics
+    assert 0 < metrics["val/acc"] <= metrics["val/acc_top5"] <= 1
+    assert (tmp_path / "runs/quickstart/checkpoints/last.ckpt").is_file()
+    # validate and predict reuse the checkpoint
+    ckpt = str(tmp_path / "runs/quickstart/checkpoints/last.ckpt")
+    main(["validate", "-c", str(QUICKSTART), "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
+    record = json.loads((tmp_path / "runs/quickstart/metrics.json").read_text())
+    assert abs(record["validate"]["metrics"]["val/acc"] - metrics["val/acc"]) < 0.05
+    main(["predict", "-c", str(QUICKSTART), "--ckpt_path", ckpt, "--trainer.enable_progress_bar", "false"])
+    rows = (tmp_path / "runs/quickstart/predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 360 and len(json.loads(rows[0])["top_classes"]) == 5
+
+
+def _fit_subprocess(tmp_path: Path, *extra: str) -> dict:
+    cmd = [sys.executable, "-m", "tasks.cli", "fit", "-c", str(QUICKSTART), *SHORT, "--trainer.max_epochs", "1",
+           "--trainer.limit_train_batches", "2", "--data.init_args.img_size", "32", *extra]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads((tmp_path / "runs/quickstart/metrics.json").read_text())["fit"]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gives_the_same_metric_keys(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "ddp").mkdir()
+    one = _fit_subprocess(tmp_path / "one")
+    ddp = _fit_subprocess(tmp_path / "ddp", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    assert ddp["devices"] == 2 and ddp["strategy"] == "DDPStrategy" and one["devices"] == 1
+    assert set(ddp["metrics"]) == set(one["metrics"]) >= {"val/acc", "val/acc_top5", "val/loss", "train/loss_epoch"}
+
+
+def _print_config(capsys, *configs: Path) -> dict:
+    args = ["fit"] + [a for c in configs for a in ("-c", str(c))] + ["--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None), f"{configs}: exit {exit_info.value.code}"
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_names_an_existing_model(config, capsys):
+    parsed = _print_config(capsys, config)
+    name = parsed["model"]["init_args"]["model_name"]
+    assert timm.is_model(name), f"{config.name}: model {name!r} is not registered (import zoo)"
+    if config.parent.name == "classification":
+        assert config.stem == f"{name}_in1k"
+        assert parsed["model"]["init_args"]["drop_path_rate"] > 0
+
+
+@pytest.mark.parametrize("trainer", TRAINER_CONFIGS, ids=lambda p: p.name)
+def test_trainer_config_composes(trainer, capsys):
+    parsed = _print_config(capsys, MODEL_CONFIGS[-1], trainer)
+    expected = yaml.safe_load(trainer.read_text())["trainer"]
+    for key in ("accelerator", "devices", "precision", "num_nodes"):
+        if key in expected:
+            assert parsed["trainer"][key] == expected[key], (trainer.name, key)
