@@ -42,7 +42,7 @@ def _bs_fwd_kernel(
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, q_split, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -81,13 +81,13 @@ def _bs_fwd_kernel(
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # log2 domain
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
         s = tl.where(n_valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
 
     acc = acc / l_i[:, None]
@@ -105,7 +105,7 @@ def _bs_bwd_dq_kernel(
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -149,12 +149,12 @@ def _bs_bwd_dq_kernel(
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
         p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
-        dp = tl.dot(do, tl.trans(v))
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k)
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
     g_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sg_y, sg_x)
     tl.store(DQ + b * sg_b + g_off[:, None] + ch[None, :] * sg_c, (dq * sm_scale).to(DQ.dtype.element_ty),
@@ -169,7 +169,7 @@ def _bs_bwd_dkv_kernel(
     sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
     H, tiles_x, tile_h, tile_w, T, kv_split, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -215,13 +215,13 @@ def _bs_bwd_dkv_kernel(
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N]
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
         p = tl.exp2(s - lse[:, None])
         p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-        dp = tl.dot(do, tl.trans(v))
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
 
     dk_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdk_y, sdk_x)
     dv_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdv_y, sdv_x)
@@ -241,6 +241,11 @@ def _blocks(tokens: int, head_dim: int) -> tuple[int, int, int, int]:
 
 def _upcast(t: torch.Tensor) -> bool:
     return interpret_mode() and t.dtype == torch.bfloat16
+
+
+def _precision(t: torch.Tensor) -> str:
+    """fp32 inputs (and the interpreter's bf16 upcast) get IEEE dots, not TF32."""
+    return "ieee" if t.dtype == torch.float32 or _upcast(t) else "tf32"
 
 
 def _s4(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -283,7 +288,7 @@ def block_sparse_attention_forward(
         q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
         idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q),
+        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q), PRECISION=_precision(q),
         num_warps=warps, num_stages=2)
     return out, lse
 
@@ -325,7 +330,7 @@ def block_sparse_attention_backward(
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
     bm, bn, bd, warps = _blocks(T, head_dim)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q),
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q), PRECISION=_precision(q),
                   num_warps=warps, num_stages=2)
     q_split = triton.cdiv(T, bm)
     _bs_bwd_dq_kernel[(nq * q_split, B * num_heads)](

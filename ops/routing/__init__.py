@@ -22,7 +22,7 @@ __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
 @torch.library.custom_op(op_name("bra_forward"), mutates_args=())
 def _bra_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
                  regions: list[int], num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    if use_triton(q, k, v):
+    if use_triton(q, k, v) and q.dtype != torch.float64:  # fp64 runs the reference
         from ..common.block_sparse import block_sparse_attention_forward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return block_sparse_attention_forward(q, k, v, indices, tile, num_heads, scale)
@@ -39,7 +39,7 @@ def _(q, k, v, indices, regions, num_heads, scale):
 def _bra_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                   lse: torch.Tensor, indices: torch.Tensor, regions: list[int], num_heads: int,
                   scale: float) -> list[torch.Tensor]:
-    if use_triton(q, k, v):
+    if use_triton(q, k, v) and q.dtype != torch.float64:
         from ..common.block_sparse import block_sparse_attention_backward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
