@@ -33,8 +33,9 @@ def _na_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ker
         from .kernels import na_forward
         return na_forward(query, key, value, p.kernel_size, p.dilation, p.stride, p.is_causal, scale,
                           additional_keys, additional_values)
-    return neighborhood_attention_reference(query, key, value, p.kernel_size, p.dilation, p.stride,
-                                            p.is_causal, scale, additional_keys, additional_values)
+    out, lse = neighborhood_attention_reference(query, key, value, p.kernel_size, p.dilation, p.stride,
+                                                p.is_causal, scale, additional_keys, additional_values)
+    return out.contiguous(), lse.contiguous()   # the fake impl promises contiguous outputs
 
 
 @_na_forward.register_fake
@@ -60,14 +61,14 @@ def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: t
     grads = neighborhood_attention_reference_backward(
         grad_out, grad_lse, query, key, value, tuple(kernel_size), tuple(dilation), tuple(stride),
         tuple(is_causal), scale, additional_keys, additional_values)
-    return [g for g in grads if g is not None]
+    return [g.contiguous() for g in grads if g is not None]
 
 
 @_na_backward.register_fake
 def _(grad_out, grad_lse, query, key, value, out, lse, kernel_size, dilation, stride, is_causal, scale,
       additional_keys, additional_values):
     tensors = [query, key, value] + [t for t in (additional_keys, additional_values) if t is not None]
-    return [torch.empty_like(t) for t in tensors]
+    return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors]
 
 
 def _setup_context(ctx, inputs, output):
