@@ -35,6 +35,18 @@ def _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x):
     return y * s_y + x * s_x
 
 
+def _stream_configs(name: str) -> list:
+    """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV)."""
+    if interpret_mode():  # one small config: autotuning under the interpreter only costs time
+        return [triton.Config({name: 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({name: b}, num_warps=w, num_stages=st)
+            for b, w, st in [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]]
+
+
+_TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
+
+
+@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_fwd_kernel(
     Q, K, V, O, LSE, IDX,
@@ -98,6 +110,7 @@ def _bs_fwd_kernel(
     tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
 
 
+@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_bwd_dq_kernel(
     Q, K, V, DO, DQ, LSE, DELTA, IDX,
@@ -161,6 +174,7 @@ def _bs_bwd_dq_kernel(
              mask=qmask)
 
 
+@triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
 @triton.jit
 def _bs_bwd_dkv_kernel(
     Q, K, V, DO, DK, DV, LSE, DELTA, SRC, PTR,
@@ -230,13 +244,13 @@ def _bs_bwd_dkv_kernel(
     tl.store(DV + b * sdv_b + dv_off[:, None] + ch[None, :] * sdv_c, dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
-def _blocks(tokens: int, head_dim: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): query rows cover one tile (or a chunk of a big one)."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    if interpret_mode():
-        return 16, 16, block_d, 4
-    block_m = min(64, max(16, triton.next_power_of_2(tokens)))
-    return block_m, 64, block_d, 4
+def _tile_block(tokens: int) -> int:
+    """Rows of the fixed-side block: one tile, or a chunk of a big tile (>= 16 for tl.dot)."""
+    return 16 if interpret_mode() else min(64, max(16, triton.next_power_of_2(tokens)))
+
+
+def _block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
 
 
 def _upcast(t: torch.Tensor) -> bool:
@@ -281,15 +295,14 @@ def block_sparse_attention_forward(
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
-    bm, bn, bd, warps = _blocks(T, head_dim)
+    bm = _tile_block(T)
     q_split = triton.cdiv(T, bm)
     grid = (nq * q_split, B * num_heads)
     _bs_fwd_kernel[grid](
         q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
         idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q), PRECISION=_precision(q),
-        num_warps=warps, num_stages=2)
+        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q))
     return out, lse
 
 
@@ -329,21 +342,18 @@ def block_sparse_attention_backward(
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    bm, bn, bd, warps = _blocks(T, head_dim)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=bd, BLOCK_M=bm, BLOCK_N=bn, UPCAST=_upcast(q), PRECISION=_precision(q),
-                  num_warps=warps, num_stages=2)
-    q_split = triton.cdiv(T, bm)
+    block = _tile_block(T)
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
+    q_split = triton.cdiv(T, block)
     _bs_bwd_dq_kernel[(nq * q_split, B * num_heads)](
         q, k, v, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out), *_s4(dq),
         *_lse_strides(lse), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, q_split, scale, **common)
+        num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(kv_index, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
-    kv_block = min(64, max(16, triton.next_power_of_2(T))) if not interpret_mode() else 16
-    kv_split = triton.cdiv(T, kv_block)
-    common.update(BLOCK_M=bn if not interpret_mode() else 16, BLOCK_N=kv_block)
+    kv_split = triton.cdiv(T, block)
     _bs_bwd_dkv_kernel[(n_tiles * kv_split, B * num_heads)](
         q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out),
         *_s4(dk), *_s4(dv), *_lse_strides(lse), src.stride(0), ptr.stride(0),
-        num_heads, tiles_x, th, tw, T, kv_split, scale, **common)
+        num_heads, tiles_x, th, tw, T, kv_split, scale, BLOCK_N=block, **common)
     return dq, dk, dv
