@@ -170,3 +170,15 @@ def test_reference_backward_matches_autograd():
     got = routing_attention_reference_backward(g, q, k, v, idx, (2, 3), 2, 0.3)
     for name, a, b in zip("qkv", got, want):
         assert_close(a, b, torch.float64, f"d{name}", seed)
+
+
+def test_torch_compile_fullgraph():
+    """The registered ops trace without graph breaks (forward and backward)."""
+    gen, seed = fresh_generator()
+    q, k, v = (randn(1, 8, 8, 64, dtype=torch.float32, device="cpu", gen=gen, requires_grad=True) for _ in range(3))
+    fn = torch.compile(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2), fullgraph=True, backend="aot_eager")
+    out = fn(q, k, v)
+    out.sum().backward()
+    ref = ops.routing_attention(q.detach(), k.detach(), v.detach(), 2, 2)
+    assert_close(out, ref.double(), torch.float32, "compiled out", seed)
+    assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
