@@ -29,6 +29,7 @@ __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_atten
 
 
 def _kernels_apply(x: torch.Tensor) -> bool:
+    """The Triton path: CUDA (or CPU under the interpreter), and a dtype tl.dot supports."""
     return x.dtype != torch.float64 and use_triton(x)
 
 
@@ -56,13 +57,7 @@ def _chain_backward(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Ten
                     biases: list[torch.Tensor], dilations: list[int], conv1_weight: torch.Tensor,
                     conv1_bias: torch.Tensor) -> list[torch.Tensor]:
     """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]."""
-    if not _kernels_apply(x):
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (x, *weights, *biases, conv1_weight, conv1_bias)]
-            n = len(weights)
-            out = lka_chain_reference(leaves[0], leaves[1:1 + n], leaves[1 + n:1 + 2 * n], dilations,
-                                      leaves[-2], leaves[-1])
-            return list(torch.autograd.grad(out, leaves, grad))
+    # Only reached on the kernel path: the public functions call the reference directly otherwise.
     from .kernels import dw_conv, dw_conv_weight_grad, pw_gate_backward
     # Recompute the chain's intermediates (channels-last so the 1x1 weight grad is one matmul).
     acts = [x]
@@ -139,6 +134,9 @@ def separable_large_kernel_attention(
         check_depthwise(x, w, b, d, f"dw[{i}]")
     check_pointwise(x, conv1_weight, conv1_bias)
     dt = x.dtype
+    if not _kernels_apply(x):  # plain autograd through the reference (float64, CPU, other devices)
+        return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
+                                   list(dilations), conv1_weight.to(dt), conv1_bias.to(dt))
     return _chain_forward(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
                           [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
 
@@ -199,12 +197,6 @@ def _(x, weight, bias, dilation):
 def _dw_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                  dilation: int) -> list[torch.Tensor]:
     """Returns [dx, dweight, dbias]."""
-    if not _kernels_apply(x):
-        with torch.enable_grad():
-            xl, wl = x.detach().requires_grad_(), weight.detach().requires_grad_()
-            bl = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device, requires_grad=True)
-            out = depthwise_conv2d_reference(xl, wl, bl, dilation)
-            return list(torch.autograd.grad(out, (xl, wl, bl), grad))
     from .kernels import dw_conv, dw_conv_weight_grad
     dx = dw_conv(grad, weight, None, dilation, flip=True)
     dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation)
@@ -241,4 +233,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     check_input(x)
     check_depthwise(x, weight, bias, dilation, "")  # names: weight, bias
-    return _dw_forward(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), int(dilation))
+    weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
+    if not _kernels_apply(x):
+        return depthwise_conv2d_reference(x, weight, bias, dilation)
+    return _dw_forward(x, weight, bias, int(dilation))

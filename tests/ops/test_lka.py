@@ -1,0 +1,178 @@
+"""Large kernel attention and its separable family: Triton kernels vs the fp64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ops
+from ops.lka import (depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference,
+                     lska_kernel_sizes)
+from ops.lka.kernels import dw_conv, dw_conv_pw_gate, dw_conv_weight_grad, pw_gate_backward
+
+from .helpers import TOLERANCE, assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def _lka_inputs(b, c, h, w, dtype, device, gen, fmt=torch.contiguous_format, requires_grad=False):
+    x = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
+    shapes = [(c, 1, 5, 5), (c,), (c, 1, 7, 7), (c,), (c, c, 1, 1), (c,)]
+    scales = [0.2, 1.0, 0.15, 1.0, c ** -0.5, 1.0]
+    weights = [(randn(*s, dtype=torch.float32, device="cpu", gen=gen) * k).to(device=device, dtype=dtype)
+               for s, k in zip(shapes, scales)]
+    if requires_grad:
+        x.requires_grad_()
+        for t in weights:
+            t.requires_grad_()
+    return x, weights
+
+
+def _fp64(ts):
+    return [t.detach().double().requires_grad_(t.requires_grad) for t in ts]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+def test_lka_forward_kernels(device, dtype, layout):
+    """The two forward kernels (dw5x5 -> intermediate; dw7x7d3 + 1x1 + gate), odd sizes, NaN-poisoned outputs."""
+    gen, seed = fresh_generator()
+    b, c, h, w = (2, 20, 13, 11) if device == "cpu" else (3, 72, 29, 37)
+    x, (w0, b0, ws, bs, w1, b1) = _lka_inputs(b, c, h, w, dtype, device, gen, LAYOUTS[layout])
+    a = dw_conv(x, w0, b0, 1, out=poisoned(b, c, h, w, dtype=dtype, device=device).contiguous(
+        memory_format=LAYOUTS[layout]))
+    a_ref = depthwise_conv2d_reference(x.double(), w0.double(), b0.double(), 1)
+    assert_close(a, a_ref, dtype, f"dw5x5 {layout}", seed)
+    out = dw_conv_pw_gate(a, ws, bs, 3, w1, b1, x, out=poisoned(b, c, h, w, dtype=dtype, device=device))
+    ref = large_kernel_attention_reference(*_fp64([x, w0, b0, ws, bs, w1, b1]))
+    assert_close(out, ref, dtype, f"lka forward {layout}", seed)
+    # the public op keeps x's memory format
+    y = ops.large_kernel_attention(x, w0, b0, ws, bs, w1, b1)
+    assert y.is_contiguous(memory_format=LAYOUTS[layout])
+    assert_close(y, ref, dtype, f"ops.large_kernel_attention {layout}", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", [("nchw", torch.float32), ("channels_last", torch.float16)], ids=str)
+def test_lka_backward(device, case):
+    """Gradients of x and of every weight and bias through the Triton backward kernels."""
+    layout, dtype = case
+    gen, seed = fresh_generator()
+    b, c, h, w = (2, 18, 11, 13) if device == "cpu" else (2, 96, 23, 31)
+    x, params = _lka_inputs(b, c, h, w, dtype, device, gen, LAYOUTS[layout], requires_grad=True)
+    out = ops.large_kernel_attention(x, *params)
+    grad = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    grads = torch.autograd.grad(out, [x, *params], grad)
+    leaves = _fp64([x, *params])
+    ref = large_kernel_attention_reference(*leaves)
+    ref_grads = torch.autograd.grad(ref, leaves, grad.double())
+    names = ["x", "conv0_weight", "conv0_bias", "spatial_weight", "spatial_bias", "conv1_weight", "conv1_bias"]
+    for name, g, r in zip(names, grads, ref_grads):
+        assert g.dtype == dtype
+        assert_close(g, r, dtype, f"grad {name} ({layout})", seed)
+
+
+@pytest.mark.kernel
+def test_pw_gate_backward_and_wgrad_poisoned(device):
+    """The backward kernels write every element of their (NaN-poisoned) outputs."""
+    gen, seed = fresh_generator()
+    dtype, (b, c, h, w) = torch.float32, (2, 24, 9, 7)
+    s, x, g = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen) for _ in range(3))
+    w1 = randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5
+    b1 = randn(c, dtype=dtype, device=device, gen=gen)
+    bufs = [poisoned(b, c, h, w, dtype=dtype, device=device) for _ in range(3)]
+    dx, dt, ds = pw_gate_backward(s, w1, b1, x, g, *bufs)
+    t = torch.einsum("oi,bihw->bohw", w1.double().reshape(c, c), s.double()) + b1.double()[:, None, None]
+    assert_close(dx, g.double() * t, dtype, "dx = g * t", seed)
+    assert_close(dt, g.double() * x.double(), dtype, "dt = g * x", seed)
+    assert_close(ds, torch.einsum("oi,bohw->bihw", w1.double().reshape(c, c), g.double() * x.double()),
+                 dtype, "ds = W1^T dt", seed)
+    wt = randn(c, 1, 1, 5, dtype=dtype, device=device, gen=gen)
+    xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
+    bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
+    ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, 3), (wl, bl), g.double())
+    dw, db = dw_conv_weight_grad(g, x, (1, 5), 3)
+    assert_close(dw, ref[0], dtype, "depthwise weight grad 1x5 d3", seed)
+    assert_close(db, ref[1], dtype, "depthwise bias grad", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("shape_dil", [((1, 7), 3), ((11, 1), 3), ((3, 3), 2)], ids=str)
+def test_depthwise_conv2d(device, shape_dil):
+    """The single depthwise conv (BEVANet's strip branches) forward and backward, non-contiguous x."""
+    (kh, kw), dil = shape_dil
+    gen, seed = fresh_generator()
+    dtype, (b, c, h, w) = torch.float32, (2, 17, 10, 15)
+    x = randn(b, c, w, h, dtype=dtype, device=device, gen=gen).transpose(2, 3).requires_grad_()  # strided
+    weight = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen, requires_grad=True)
+    bias = randn(c, dtype=dtype, device=device, gen=gen, requires_grad=True)
+    out = ops.depthwise_conv2d(x, weight, bias, dilation=dil)
+    leaves = _fp64([x, weight, bias])
+    ref = depthwise_conv2d_reference(*leaves, dil)
+    assert_close(out, ref, dtype, f"depthwise {kh}x{kw} d{dil}", seed)
+    grad = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    for name, g, r in zip(("x", "weight", "bias"), torch.autograd.grad(out, [x, weight, bias], grad),
+                          torch.autograd.grad(ref, leaves, grad.double())):
+        assert_close(g, r, dtype, f"depthwise {kh}x{kw} grad {name}", seed)
+
+
+@pytest.mark.kernel
+def test_separable_lska_chain(device):
+    """LSKA (kernel 23: 1x5, 5x1, 1x7 d3, 7x1 d3) through the shared kernels, forward and backward."""
+    gen, seed = fresh_generator()
+    dtype, (b, c, h, w) = torch.float32, (1, 16, 12, 9)
+    x = randn(b, c, h, w, dtype=dtype, device=device, gen=gen, requires_grad=True)
+    spec = lska_kernel_sizes(23)
+    assert [k for k, _ in spec] == [(1, 5), (5, 1), (1, 7), (7, 1)] and [d for _, d in spec] == [1, 1, 3, 3]
+    ws = [randn(c, 1, *k, dtype=dtype, device=device, gen=gen, requires_grad=True) for k, _ in spec]
+    bs = [randn(c, dtype=dtype, device=device, gen=gen, requires_grad=True) for _ in spec]
+    w1 = (randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5).requires_grad_()
+    b1 = randn(c, dtype=dtype, device=device, gen=gen, requires_grad=True)
+    dils = [d for _, d in spec]
+    out = ops.separable_large_kernel_attention(x, ws, bs, dils, w1, b1)
+    leaves = _fp64([x, *ws, *bs, w1, b1])
+    ref = lka_chain_reference(leaves[0], leaves[1:5], leaves[5:9], dils, leaves[9], leaves[10])
+    assert_close(out, ref, dtype, "lska forward", seed)
+    grad = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    grads = torch.autograd.grad(out, [x, *ws, *bs, w1, b1], grad)
+    for i, (g, r) in enumerate(zip(grads, torch.autograd.grad(ref, leaves, grad.double()))):
+        assert_close(g, r, dtype, f"lska grad of input #{i}", seed)
+
+
+def test_reference_gradcheck():
+    """The fp64 reference (the oracle) has correct gradients."""
+    gen = torch.Generator().manual_seed(0)
+    c = 3
+    x = torch.randn(1, c, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    params = [torch.randn(*s, dtype=torch.float64, generator=gen, requires_grad=True)
+              for s in [(c, 1, 5, 5), (c,), (c, 1, 7, 7), (c,), (c, c, 1, 1), (c,)]]
+    assert torch.autograd.gradcheck(large_kernel_attention_reference, (x, *params), fast_mode=True)
+    w = torch.randn(c, 1, 1, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: depthwise_conv2d_reference(x, w, None, 2), (x, w), fast_mode=True)
+
+
+def test_bad_arguments():
+    x = torch.randn(1, 4, 8, 8)
+    w5, w7, b = torch.randn(4, 1, 5, 5), torch.randn(4, 1, 7, 7), torch.randn(4)
+    w1 = torch.randn(4, 4, 1, 1)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        ops.large_kernel_attention(x[0], w5, b, w7, b, w1, b)
+    with pytest.raises(TypeError, match="x must be float"):
+        ops.large_kernel_attention(x.long(), w5, b, w7, b, w1, b)
+    with pytest.raises(ValueError, match="conv0_weight must be a 5x5"):
+        ops.large_kernel_attention(x, w7, b, w7, b, w1, b)
+    with pytest.raises(ValueError, match=r"dw\[1\]_weight must be a depthwise kernel"):
+        ops.large_kernel_attention(x, w5, b, torch.randn(5, 1, 7, 7), b, w1, b)
+    with pytest.raises(ValueError, match="conv1_weight must be a 1x1 conv"):
+        ops.large_kernel_attention(x, w5, b, w7, b, torch.randn(4, 4, 3, 3), b)
+    with pytest.raises(ValueError, match="conv1_bias must have shape"):
+        ops.large_kernel_attention(x, w5, b, w7, b, w1, torch.randn(5))
+    with pytest.raises(ValueError, match="weight must have odd kernel sizes"):
+        ops.depthwise_conv2d(x, torch.randn(4, 1, 4, 4))
+    with pytest.raises(ValueError, match="dilation must be an int >= 1"):
+        ops.depthwise_conv2d(x, torch.randn(4, 1, 3, 3), dilation=0)
+    with pytest.raises(ValueError, match="equal length"):
+        ops.separable_large_kernel_attention(x, [w5], [b, b], [1], w1, b)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        lska_kernel_sizes(17)
+    assert TOLERANCE  # helpers imported for their tolerances
