@@ -67,8 +67,9 @@ def _chain_backward(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Ten
     dx, dt, dcur = pw_gate_backward(s, conv1_weight, conv1_bias, x, grad)
     c = x.shape[1]
     dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
-    dw1 = (dt2.t().float() @ s.permute(0, 2, 3, 1).reshape(-1, c).float()).reshape(conv1_weight.shape)
-    db1 = dt2.float().sum(0)
+    # tensor-core matmul in the input dtype (fp32 accumulation inside), as cuDNN's weight grad does
+    dw1 = (dt2.t() @ s.permute(0, 2, 3, 1).reshape(-1, c)).reshape(conv1_weight.shape)
+    db1 = dt2.sum(0, dtype=torch.float32)
     dws, dbs = [], []
     for i in reversed(range(len(weights))):
         w, d = weights[i], dilations[i]
