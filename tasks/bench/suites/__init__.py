@@ -1,4 +1,4 @@
 """Benchmark suites; importing this package registers every suite with the runner."""
-from . import models, na1d  # noqa: F401
+from . import models, na, na1d  # noqa: F401
 from . import bra  # noqa: F401
 from . import lka  # noqa: F401
