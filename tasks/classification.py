@@ -62,7 +62,13 @@ class ImageClassifier(LightningModule):
 
         kwargs = dict(model_kwargs or {})
         if pretrained_file:
-            kwargs["pretrained_cfg_overlay"] = dict(file=pretrained_file)
+            # timm keeps the file's classifier only when the cfg's num_classes matches the file's;
+            # `foveal weights convert` records the width in the .json beside the file
+            overlay = dict(file=pretrained_file)
+            sidecar = Path(pretrained_file).with_suffix(".json")
+            if sidecar.is_file():
+                overlay["num_classes"] = json.loads(sidecar.read_text())["num_classes"]
+            kwargs["pretrained_cfg_overlay"] = overlay
         self.model = timm.create_model(model_name, pretrained=pretrained or bool(pretrained_file),
                                        num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
         if channels_last:

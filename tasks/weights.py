@@ -6,7 +6,8 @@ code are refused unless ``--trusted``), unwraps the entry the official code eval
 checkpoints from ``foveal fit`` too), applies the model's ``checkpoint_filter_fn``, checks the
 result loads into ``timm.create_model(NAME)`` strictly, and writes ``DST.safetensors`` (the
 pretrained cfg in its metadata) plus ``DST.json`` (cfg + sha256). Load it offline with
-``timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=DST))``.
+``timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=DST))`` (add
+``num_classes=N`` to the overlay when the file's head is not the cfg's width, e.g. 10 for digits).
 """
 from __future__ import annotations
 
@@ -205,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
                           converter=args.converter, num_classes=args.num_classes)
         except ValueError as err:
             raise SystemExit(f"foveal weights convert: {err}")
+        width = json.loads(out.with_suffix(".json").read_text())["num_classes"]
         print(f"wrote {out} and {out.with_suffix('.json')}\n"
-              f"load: timm.create_model({args.model!r}, pretrained=True, pretrained_cfg_overlay=dict(file={str(out)!r}))")
+              f"load: timm.create_model({args.model!r}, pretrained=True, "
+              f"pretrained_cfg_overlay=dict(file={str(out)!r}, num_classes={width}))")
     else:
         ok, actual, source = verify(args.file, args.sha256)
         print(f"{args.file}: sha256 {actual} ({source})")
