@@ -75,10 +75,9 @@ def _box_rows(B1: tl.constexpr, B2: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2):
-    """[M, N] bool: key (j0, j1, j2) [N] inside the windows [lo, hi] of the queries [M]."""
-    return ((j0[None, :] >= lo0[:, None]) & (j0[None, :] <= hi0[:, None])
-            & (j1[None, :] >= lo1[:, None]) & (j1[None, :] <= hi1[:, None])
-            & (j2[None, :] >= lo2[:, None]) & (j2[None, :] <= hi2[:, None]))
+    """Bool mask: key (j0, j1, j2) inside the window [lo, hi] of a query, per axis; the caller
+    broadcasts (queries x keys, or keys x queries for the transposed backward tiles)."""
+    return ((j0 >= lo0) & (j0 <= hi0) & (j1 >= lo1) & (j1 <= hi1) & (j2 >= lo2) & (j2 <= hi2))
 
 
 @triton.jit
@@ -214,7 +213,8 @@ def _na_fwd_kernel(
                 if UPCAST:
                     kt = kt.to(tl.float32)
                     v = v.to(tl.float32)
-                mask = _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2)
+                mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
+                                 j0[None, :], j1[None, :], j2[None, :])
                 acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
@@ -331,7 +331,8 @@ def _na_bwd_dq_kernel(
                 if UPCAST:
                     kt = kt.to(tl.float32)
                     vt = vt.to(tl.float32)
-                mask = _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2) & q_valid[:, None]
+                mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
+                                 j0[None, :], j1[None, :], j2[None, :]) & q_valid[:, None]
                 dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
@@ -460,7 +461,8 @@ def _na_bwd_dkv_kernel(
                     lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
                     lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
                     lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-                    mask = tl.trans(_win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2)) & q_ok[None, :]
+                    mask = _win_mask(lo0[None, :], hi0[None, :], lo1[None, :], hi1[None, :], lo2[None, :],
+                                     hi2[None, :], j0[:, None], j1[:, None], j2[:, None]) & q_ok[None, :]
                     dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
 
     kv_mask = kv_ok[:, None]
