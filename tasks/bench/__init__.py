@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         if name not in SUITES:
             parser.error(f"unknown suite {name!r}; choose from {', '.join(sorted(SUITES))}")
     for name in names:
-        record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only,
+        partial = None if args.no_json else (lambda rec: write_json(rec, args.out))
+        record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only, on_row=partial,
                            model=args.model, batch_size=args.batch_size, img_size=args.img_size)
         print(format_table(record))
         if not args.no_json:

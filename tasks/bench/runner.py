@@ -104,12 +104,18 @@ def environment(device: str) -> dict:
 
 
 def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25, rep_ms: float = 100,
-              only: list[str] | None = None, **options) -> dict:
-    """Run every case of suite ``name``; return the JSON-ready record."""
+              only: list[str] | None = None, on_row: Callable[[dict], None] | None = None,
+              **options) -> dict:
+    """Run every case of suite ``name``; return the JSON-ready record.
+
+    ``on_row`` gets the partial record after every timed row (``complete`` is False until the
+    end), so a run cut short by a time limit still leaves its measurements behind.
+    """
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
     cases = SUITES[name](device, dtype, **options)
-    rows = []
+    rows: list[dict] = []
+    record = {"suite": name, "environment": environment(device), "complete": False, "results": rows}
     for case in tqdm(cases, desc=f"bench {name}", unit="case", leave=False, disable=None):
         for impl, fn in case.impls.items():
             if only and impl not in only and impl != "foveal":
@@ -134,9 +140,12 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
                     if device == "cuda":
                         row.update(_memory(fn))
             rows.append(row)
+            if on_row is not None:
+                on_row(record)
             if device == "cuda":
                 torch.cuda.empty_cache()
-    return {"suite": name, "environment": environment(device), "results": rows}
+    record["complete"] = True
+    return record
 
 
 def format_table(record: dict) -> str:
