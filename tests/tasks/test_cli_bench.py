@@ -44,3 +44,17 @@ def test_models_suite_times_inference_and_training(tmp_path):
     modes = {(r["mode"], r["impl"]) for r in record["results"] if r["median_ms"]}
     assert modes == {("infer", "timm"), ("train", "timm")}
     assert all(r["items_per_s"] > 0 for r in record["results"])
+
+
+def test_lka_suite_binds_each_case_to_its_own_weights(monkeypatch):
+    """Two shapes with different channel counts: every implementation of every case runs."""
+    import torch
+
+    from tasks.bench import run_suite
+    from tasks.bench.suites import lka
+
+    monkeypatch.setattr(lka, "CPU_CASES", [(1, 8, 12), (1, 16, 9)])
+    monkeypatch.setenv("FOVEAL_FORCE_REFERENCE", "1")   # the interpreter is not what is tested here
+    record = run_suite("lka", "cpu", torch.float32, rep_ms=1)
+    assert {r["shapes"]["x"][1] for r in record["results"]} == {8, 16}
+    assert all(r["median_ms"] for r in record["results"]), [r.get("skipped") for r in record["results"]]

@@ -54,10 +54,12 @@ def lka_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         fwd_flops = 2.0 * x_nchw.numel() * (25 + 49 + c) + x_nchw.numel()
         shapes = {"x": [batch, c, size, size]}
         for layout, (x, g) in layouts.items():
-            cudnn = {f"cudnn {name}": (lambda xx=xx: _cudnn(xx, *params)) for name, (xx, _) in layouts.items()}
+            # Bind this case's params now: the callables run after every case has been built.
+            cudnn = {f"cudnn {name}": (lambda xx=xx, params=params: _cudnn(xx, *params))
+                     for name, (xx, _) in layouts.items()}
             cases.append(Case(
                 name=f"lka fwd {layout} B{batch} C{c} {size}x{size}", shapes=dict(shapes, layout=layout),
-                impls={"foveal": lambda x=x: ops.large_kernel_attention(x, *params), **cudnn},
+                impls={"foveal": lambda x=x, params=params: ops.large_kernel_attention(x, *params), **cudnn},
                 flops=fwd_flops, bytes=2.0 * map_bytes, items=batch,
                 notes={"direction": "forward", "ideal_bytes": "read x + write out"}))
             pg = [p.clone().requires_grad_(True) for p in params]

@@ -37,6 +37,11 @@ def flex_peer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_mod, devic
         return "FlexAttention is compiled for CUDA only here"
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    # Every case compiles its own specialisation; past dynamo's default limit of 8 it would fall
+    # back to the unfused eager path and time that instead.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
     n = q.shape[1]
     block_mask = create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=block_size)
     flex = torch.compile(flex_attention, dynamic=False)
