@@ -7,4 +7,5 @@ from .lka import depthwise_conv2d, large_kernel_attention, separable_large_kerne
 from .neighborhood import na1d, na2d, na3d, neighborhood_attention
 from .routing import routing_attention
 
-__all__ = ["na1d", "na2d", "na3d", "neighborhood_attention", "routing_attention"]
+__all__ = ["depthwise_conv2d", "large_kernel_attention", "na1d", "na2d", "na3d", "neighborhood_attention",
+           "routing_attention", "separable_large_kernel_attention"]
