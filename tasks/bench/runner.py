@@ -43,6 +43,11 @@ class Case:
     bytes: float = 0.0
     items: float = 0.0  # images (or samples) per call, for throughput
     notes: dict = field(default_factory=dict)
+    # Sparse ops: the dense implementation that sets the FLOP bound, and that bound
+    # (dense FLOPs / sparse FLOPs). Each row then gets fraction_of_bound =
+    # (dense time / row time) / flop_bound_x: 1.0 means the sparsity is fully turned into speed.
+    dense_impl: str | None = None
+    flop_bound_x: float | None = None
 
 
 def register_suite(name: str):
@@ -144,13 +149,23 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
                 on_row(record)
             if device == "cuda":
                 torch.cuda.empty_cache()
+        _add_fraction_of_bound(case, [r for r in rows if r["case"] == case.name])
     record["complete"] = True
     return record
 
 
+def _add_fraction_of_bound(case: Case, rows: list[dict]) -> None:
+    dense = next((r.get("median_ms") for r in rows if r["impl"] == case.dense_impl), None)
+    if not (dense and case.flop_bound_x):
+        return
+    for r in rows:
+        if r.get("median_ms"):
+            r["fraction_of_bound"] = dense / r["median_ms"] / case.flop_bound_x
+
+
 def format_table(record: dict) -> str:
     header = (f"{'case':<34} {'impl':<22} {'ms':>9} {'TFLOP/s':>9} {'GB/s':>9} {'img/s':>9} "
-              f"{'peak GiB':>8}  foveal speedup")
+              f"{'peak GiB':>8} {'bound':>6}  foveal speedup")
     lines = [header, "-" * len(header)]
     foveal_ms = {r["case"]: r["median_ms"] for r in record["results"] if r["impl"] == "foveal"}
     for r in record["results"]:
@@ -164,7 +179,8 @@ def format_table(record: dict) -> str:
         gb = f"{r['gbps']:9.3g}" if "gbps" in r else f"{'':>9}"
         ips = f"{r['items_per_s']:9.0f}" if "items_per_s" in r else f"{'':>9}"
         mem = f"{r['peak_mem_gib']:8.2f}" if "peak_mem_gib" in r else f"{'':>8}"
-        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb} {ips} {mem}  {ratio}")
+        frac = f"{r['fraction_of_bound']:6.0%}" if "fraction_of_bound" in r else f"{'':>6}"
+        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb} {ips} {mem} {frac}  {ratio}")
     env = record["environment"]
     lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}]")
     return "\n".join(lines)

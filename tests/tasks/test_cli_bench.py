@@ -58,3 +58,14 @@ def test_lka_suite_binds_each_case_to_its_own_weights(monkeypatch):
     record = run_suite("lka", "cpu", torch.float32, rep_ms=1)
     assert {r["shapes"]["x"][1] for r in record["results"]} == {8, 16}
     assert all(r["median_ms"] for r in record["results"]), [r.get("skipped") for r in record["results"]]
+
+
+def test_fraction_of_bound_is_dense_speedup_over_the_flop_bound():
+    from tasks.bench.runner import Case, _add_fraction_of_bound
+
+    case = Case("c", {}, {}, dense_impl="dense", flop_bound_x=10.0)
+    rows = [{"case": "c", "impl": "dense", "median_ms": 5.0}, {"case": "c", "impl": "foveal", "median_ms": 1.0},
+            {"case": "c", "impl": "broken", "median_ms": None}]
+    _add_fraction_of_bound(case, rows)
+    assert rows[1]["fraction_of_bound"] == 0.5 and rows[0]["fraction_of_bound"] == 0.1
+    assert "fraction_of_bound" not in rows[2]
