@@ -38,7 +38,9 @@ def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_
     PH: tl.constexpr = DIL * (KH - 1) // 2
     PW: tl.constexpr = DIL * (KW - 1) // 2
     acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-    for kh in tl.static_range(KH):
+    # Rows are a runtime loop, columns unrolled: fully unrolling a 7x7 tap grid over 64x64 tiles
+    # took minutes to compile for sm_90.
+    for kh in range(KH):
         hh = offs_h - PH + kh * DIL
         h_ok = p_mask & (hh >= 0) & (hh < H)
         for kw in tl.static_range(KW):
@@ -207,7 +209,7 @@ def _dw_wgrad_kernel(
                      mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
         acc += tl.where(taps[:, None] == KH * KW, tl.sum(dy, axis=0)[None, :], 0.0)
         x_base = X + b * sxb
-        for kh in tl.static_range(KH):
+        for kh in range(KH):  # runtime loop over rows, as in _dw_tap_sum (compile time)
             hh = offs_h - PH + kh * DIL
             h_ok = p_mask & (hh >= 0) & (hh < H)
             for kw in tl.static_range(KW):
