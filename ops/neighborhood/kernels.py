@@ -67,6 +67,24 @@ def _split(pid, T, D: tl.constexpr):
 
 
 @triton.jit
+def _program_axis(pid, T, L, D: tl.constexpr):
+    """Program index -> (rest, dilation group, tile index, group length) on one axis."""
+    rest, g, t = _split(pid, T, D)
+    return rest, g, t, _group_len(L, g, D)
+
+
+@triton.jit
+def _query_axis(t, r, Lg, BM: tl.constexpr, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
+    """One axis of query box ``t``: its rows' group-local indices, their windows [lo, hi], and
+    the union [u_lo, u_hi] of those windows (the bounds are monotone in the query)."""
+    i = t * BM + r
+    lo, hi = _axis_bounds(tl.minimum(i, Lg - 1), Lg, K, S, CAUSAL)
+    u_lo, _ = _axis_bounds(tl.minimum(t * BM, Lg - 1), Lg, K, S, CAUSAL)
+    _, u_hi = _axis_bounds(tl.minimum(t * BM + BM - 1, Lg - 1), Lg, K, S, CAUSAL)
+    return i, lo, hi, u_lo, u_hi
+
+
+@triton.jit
 def _box_rows(B1: tl.constexpr, B2: tl.constexpr, BLOCK: tl.constexpr):
     """Row r of a flattened B0 x B1 x B2 box -> its (r0, r1, r2) offsets."""
     r = tl.arange(0, BLOCK)
@@ -158,28 +176,16 @@ def _na_fwd_kernel(
     b = pid_bh // H
     h = pid_bh % H
     hk = h // KV_GROUP
-    pid, g2, t2 = _split(pid, T2, D2)
-    pid, g1, t1 = _split(pid, T1, D1)
-    pid, g0, t0 = _split(pid, T0, D0)
-    Lg0 = _group_len(L0, g0, D0)
-    Lg1 = _group_len(L1, g1, D1)
-    Lg2 = _group_len(L2, g2, D2)
+    pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
+    pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
+    pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
 
     # query box (group-local indices), its rows' windows and the union of those windows
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
-    i0 = t0 * BM0 + r0
-    i1 = t1 * BM1 + r1
-    i2 = t2 * BM2 + r2
+    i0, lo0, hi0, u_lo0, u_hi0 = _query_axis(t0, r0, Lg0, BM0, K0, S0, C0)
+    i1, lo1, hi1, u_lo1, u_hi1 = _query_axis(t1, r1, Lg1, BM1, K1, S1, C1)
+    i2, lo2, hi2, u_lo2, u_hi2 = _query_axis(t2, r2, Lg2, BM2, K2, S2, C2)
     q_valid = (i0 < Lg0) & (i1 < Lg1) & (i2 < Lg2)
-    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
-    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
-    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-    u_lo0, _ = _axis_bounds(tl.minimum(t0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
-    u_lo1, _ = _axis_bounds(tl.minimum(t1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
-    u_lo2, _ = _axis_bounds(tl.minimum(t2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
-    _, u_hi0 = _axis_bounds(tl.minimum(t0 * BM0 + BM0 - 1, Lg0 - 1), Lg0, K0, S0, C0)
-    _, u_hi1 = _axis_bounds(tl.minimum(t1 * BM1 + BM1 - 1, Lg1 - 1), Lg1, K1, S1, C1)
-    _, u_hi2 = _axis_bounds(tl.minimum(t2 * BM2 + BM2 - 1, Lg2 - 1), Lg2, K2, S2, C2)
 
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -271,27 +277,15 @@ def _na_bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     hk = h // KV_GROUP
-    pid, g2, t2 = _split(pid, T2, D2)
-    pid, g1, t1 = _split(pid, T1, D1)
-    pid, g0, t0 = _split(pid, T0, D0)
-    Lg0 = _group_len(L0, g0, D0)
-    Lg1 = _group_len(L1, g1, D1)
-    Lg2 = _group_len(L2, g2, D2)
+    pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
+    pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
+    pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
 
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
-    i0 = t0 * BM0 + r0
-    i1 = t1 * BM1 + r1
-    i2 = t2 * BM2 + r2
+    i0, lo0, hi0, u_lo0, u_hi0 = _query_axis(t0, r0, Lg0, BM0, K0, S0, C0)
+    i1, lo1, hi1, u_lo1, u_hi1 = _query_axis(t1, r1, Lg1, BM1, K1, S1, C1)
+    i2, lo2, hi2, u_lo2, u_hi2 = _query_axis(t2, r2, Lg2, BM2, K2, S2, C2)
     q_valid = (i0 < Lg0) & (i1 < Lg1) & (i2 < Lg2)
-    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
-    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
-    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-    u_lo0, _ = _axis_bounds(tl.minimum(t0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
-    u_lo1, _ = _axis_bounds(tl.minimum(t1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
-    u_lo2, _ = _axis_bounds(tl.minimum(t2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
-    _, u_hi0 = _axis_bounds(tl.minimum(t0 * BM0 + BM0 - 1, Lg0 - 1), Lg0, K0, S0, C0)
-    _, u_hi1 = _axis_bounds(tl.minimum(t1 * BM1 + BM1 - 1, Lg1 - 1), Lg1, K1, S1, C1)
-    _, u_hi2 = _axis_bounds(tl.minimum(t2 * BM2 + BM2 - 1, Lg2 - 1), Lg2, K2, S2, C2)
 
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -403,12 +397,9 @@ def _na_bwd_dkv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
     hk = pid_bh % HKV
-    pid, g2, t2 = _split(pid, T2, D2)
-    pid, g1, t1 = _split(pid, T1, D1)
-    pid, g0, t0 = _split(pid, T0, D0)
-    Lg0 = _group_len(L0, g0, D0)
-    Lg1 = _group_len(L1, g1, D1)
-    Lg2 = _group_len(L2, g2, D2)
+    pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
+    pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
+    pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
 
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     j0 = t0 * BN0 + c0
