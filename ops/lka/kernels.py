@@ -31,6 +31,26 @@ __all__ = ["dw_conv", "dw_conv_pw_gate", "dw_conv_weight_grad", "pw_gate_backwar
 
 
 @triton.jit
+def _pixel_tile(tile, n_ptiles, H, W, BLOCK_P: tl.constexpr):
+    """Tile index -> (batch, pixel rows, pixel cols, valid mask) of a BLOCK_P-pixel tile."""
+    offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return tile // n_ptiles, offs_p // W, offs_p % W, offs_p < H * W
+
+
+@triton.jit
+def _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO: tl.constexpr, PRECISION: tl.constexpr):
+    """One output-channel block of the 1x1 conv: t = s @ W1[co, :]^T + b1 (fp32 [P, BLOCK_CO]);
+    also returns W1^T's block [CI, CO] (in s's dtype) and the block's channels and mask."""
+    offs_co = co0 + tl.arange(0, BLOCK_CO)
+    co_mask = offs_co < C
+    w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
+                  mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s.dtype)
+    t = tl.dot(s, w1t, input_precision=PRECISION)
+    t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+    return t, w1t, offs_co, co_mask
+
+
+@triton.jit
 def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
                 KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -69,14 +89,9 @@ def _dw_conv_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r), one [BLOCK_P pixels, BLOCK_C channels] tile per program."""
-    pid = tl.program_id(0)
-    b = pid // n_ptiles
-    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_mask = offs_p < H * W
     c_mask = offs_c < C
-    offs_h = offs_p // W
-    offs_w = offs_p % W
     acc = _dw_tap_sum(X + b * sxb, sxc, sxh, sxw, Wt, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
                       KH, KW, DIL, FLIP, BLOCK_P, BLOCK_C)
     if HAS_BIAS:
@@ -101,14 +116,9 @@ def _dw_pw_gate_kernel(
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
     """out = x * (W1 @ (depthwise_conv(a) + bd) + b1): the last conv of the chain, the 1x1 and the gate."""
-    pid = tl.program_id(0)
-    b = pid // n_ptiles
-    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
     offs_ci = tl.arange(0, BLOCK_CI)
-    p_mask = offs_p < H * W
     ci_mask = offs_ci < C
-    offs_h = offs_p // W
-    offs_w = offs_p % W
     s = _dw_tap_sum(A + b * sab, sac, sah, saw, Wd, offs_h, offs_w, offs_ci, p_mask, ci_mask, H, W,
                     KH, KW, DIL, False, BLOCK_P, BLOCK_CI)
     s += tl.load(Bd + offs_ci, mask=ci_mask, other=0.0).to(tl.float32)[None, :]
@@ -117,13 +127,7 @@ def _dw_pw_gate_kernel(
     else:
         s_op = s.to(X.dtype.element_ty)
     for co0 in range(0, C, BLOCK_CO):
-        offs_co = co0 + tl.arange(0, BLOCK_CO)
-        co_mask = offs_co < C
-        # w1t[ci, co] = W1[co, ci]
-        w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
-                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s_op.dtype)
-        t = tl.dot(s_op, w1t, input_precision=PRECISION)
-        t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+        t, w1t, offs_co, co_mask = _pw_tile(s_op, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
         m = p_mask[:, None] & co_mask[None, :]
         u = tl.load(X + b * sxb + offs_h[:, None] * sxh + offs_w[:, None] * sxw + offs_co[None, :] * sxc,
                     mask=m, other=0.0).to(tl.float32)
@@ -145,14 +149,9 @@ def _pw_gate_bwd_kernel(
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
     """Backward of out = x * (W1 s + b1): dx = g * t, dt = g * x, ds = W1^T dt."""
-    pid = tl.program_id(0)
-    b = pid // n_ptiles
-    offs_p = (pid % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
     offs_ci = tl.arange(0, BLOCK_CI)
-    p_mask = offs_p < H * W
     ci_mask = offs_ci < C
-    offs_h = offs_p // W
-    offs_w = offs_p % W
     mi = p_mask[:, None] & ci_mask[None, :]
     s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
                 mask=mi, other=0.0)
@@ -160,13 +159,8 @@ def _pw_gate_bwd_kernel(
         s = s.to(tl.float32)
     ds = tl.zeros([BLOCK_P, BLOCK_CI], dtype=tl.float32)
     for co0 in range(0, C, BLOCK_CO):
-        offs_co = co0 + tl.arange(0, BLOCK_CO)
-        co_mask = offs_co < C
+        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
         m = p_mask[:, None] & co_mask[None, :]
-        w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
-                      mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s.dtype)  # [CI, CO]
-        t = tl.dot(s, w1t, input_precision=PRECISION)
-        t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
         pix = offs_h[:, None] * sxh + offs_w[:, None] * sxw
         u = tl.load(X + b * sxb + pix + offs_co[None, :] * sxc, mask=m, other=0.0).to(tl.float32)
         g = tl.load(G + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_co[None, :] * sgc,
@@ -200,11 +194,7 @@ def _dw_wgrad_kernel(
     PW: tl.constexpr = DIL * (KW - 1) // 2
     acc = tl.zeros([TAPS_P2, BLOCK_C], dtype=tl.float32)
     for tile in range(split, total_tiles, NSPLIT):
-        b = tile // n_ptiles
-        offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-        p_mask = offs_p < H * W
-        offs_h = offs_p // W
-        offs_w = offs_p % W
+        b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
         dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
                      mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
         acc += tl.where(taps[:, None] == KH * KW, tl.sum(dy, axis=0)[None, :], 0.0)
