@@ -46,6 +46,26 @@ def _stream_configs(name: str) -> list:
 _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
 
 
+@triton.jit
+def _load_routed_kv(K, V, idx_base, start, n_total, T, ch, d_valid, tiles_x, tile_h, tile_w,
+                    sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+    """Keys/values [BLOCK_N, D] of streamed positions start.. of a query tile's routed list: position
+    n is token n % T of KV tile idx_base[n // T], read in place (no gathered copy)."""
+    offs_n = start + tl.arange(0, BLOCK_N)
+    n_valid = offs_n < n_total
+    kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
+    t = offs_n % T
+    k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
+    v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
+    kv_mask = n_valid[:, None] & d_valid[None, :]
+    k = tl.load(K + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
+    v = tl.load(V + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    return k, v, n_valid
+
+
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_fwd_kernel(
@@ -81,18 +101,9 @@ def _bs_fwd_kernel(
     n_total = NK * T
     idx_base = IDX + b * si_b + tile * si_q
     for start in range(0, n_total, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        n_valid = offs_n < n_total
-        kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
-        t = offs_n % T
-        k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
-        v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
-        kv_mask = n_valid[:, None] & d_valid[None, :]
-        k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
+                                        tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
+                                        BLOCK_N, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
         s = tl.where(n_valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -150,18 +161,9 @@ def _bs_bwd_dq_kernel(
     n_total = NK * T
     idx_base = IDX + b * si_b + tile * si_q
     for start in range(0, n_total, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        n_valid = offs_n < n_total
-        kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
-        t = offs_n % T
-        k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
-        v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
-        kv_mask = n_valid[:, None] & d_valid[None, :]
-        k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
-            v = v.to(tl.float32)
+        k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
+                                        tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
+                                        BLOCK_N, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
         p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
