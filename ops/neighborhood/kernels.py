@@ -614,13 +614,14 @@ def _extra(t):
 def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, dilation, stride,
                is_causal, scale: float, additional_keys: torch.Tensor | None = None,
                additional_values: torch.Tensor | None = None, out: torch.Tensor | None = None,
-               lse: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               lse: torch.Tensor | None = None, boxes=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel on validated arguments (per-axis tuples).
 
     q: [B, *spatial, H, D]; k: [B, *spatial, Hkv, D]; v: [B, *spatial, Hkv, Dv]; extra keys /
     values [B, N_extra, Hkv, D / Dv]. Inputs may be strided (last dim contiguous). ``out``
     [B, *spatial, H, Dv] and ``lse`` [B, *spatial, H] (float32) may be preallocated (tests pass
-    NaN-filled buffers). Returns (O, LSE in natural log).
+    NaN-filled buffers). ``boxes`` = (query box, key box), 3-tuples over the padded axes,
+    overrides the tile choice (for tuning sweeps). Returns (O, LSE in natural log).
     """
     rank = q.dim() - 3
     batch, *spatial, heads, head_dim = q.shape
@@ -634,6 +635,8 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     assert o3.data_ptr() == out.data_ptr() and l3.data_ptr() == lse.data_ptr()
     rows_m, rows_n = _rows(head_dim, "fwd")
     shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    if boxes is not None:
+        bm, bn = boxes
     tiles = [-(-g // m) for g, m in zip(glen, bm)]
     upcast, precision = _precision(q.dtype)
     n_extra = 0 if ek is None else ek.shape[1]
@@ -659,7 +662,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
                 v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kernel_size, dilation, stride,
                 is_causal, scale: float, additional_keys: torch.Tensor | None = None,
                 additional_values: torch.Tensor | None = None,
-                grads: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...]:
+                grads: tuple[torch.Tensor, ...] | None = None, boxes=None) -> tuple[torch.Tensor, ...]:
     """Gradients (dq, dk, dv[, d_extra_k, d_extra_v]) of (out, lse) with the fused kernels.
 
     ``grads`` may hold preallocated gradient buffers in that order (tests poison them).
@@ -688,6 +691,8 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
 
     rows_m, rows_n = _rows(max(head_dim, head_dim_v), "bwd")
     shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    if boxes is not None:
+        bm, bn = boxes
     tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
     tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
     box = dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2],
