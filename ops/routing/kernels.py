@@ -1,0 +1,134 @@
+"""Fused Triton region routing for bi-level routing attention: two launches per call.
+
+:func:`region_topk` computes what ``reference.region_routing`` does (region means of q and k,
+region-pair affinity, top-k key regions per query region) without the reshape/permute copies,
+the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
+
+1. ``_region_mean_kernel``: one program per (batch, region, channel block) sums the region's
+   tokens of q AND k, read in place through their strides (often channel slices of one qkv
+   projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer.
+2. ``_region_topk_kernel``: one program per (batch, query region) forms the affinity row
+   against all R key-region means in fp32 (elementwise products and ``tl.sum``: no ``tl.dot``,
+   so every dtype is exact under the interpreter too), ranks the row with one R x R comparison
+   (no serial argmax loop: R <= 64, so that is at most 4096 compares) and stores the ids of
+   ranks < k as int32, in descending affinity order (ties: lowest region id first).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["region_topk"]
+
+
+@triton.jit
+def _region_mean_kernel(
+    Q, K, MEANS,
+    R, NX, TH, TW, C, K_OFF, inv_t,
+    sqb, sqy, sqx, sqc,
+    skb, sky, skx, skc,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """MEANS[0, b, r, c] = mean of q over region r's tokens, MEANS[1, b, r, c] likewise for k.
+    Program (b * R + r, channel block); regions are row-major TH x TW blocks of the map."""
+    pid = tl.program_id(0)
+    b = (pid // R).to(tl.int64)  # batch offsets can pass 2**31 elements
+    r = pid % R
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    y0 = (r // NX) * TH
+    x0 = (r % NX) * TW
+    T = TH * TW
+    q_base = Q + b * sqb
+    k_base = K + b * skb
+    acc_q = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    acc_k = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    for t0 in range(0, T, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        y = y0 + t // TW
+        x = x0 + t % TW
+        mask = (t < T)[:, None] & c_ok[None, :]
+        acc_q += tl.load(q_base + (y * sqy + x * sqx)[:, None] + (c * sqc)[None, :], mask=mask,
+                         other=0.0).to(tl.float32)
+        acc_k += tl.load(k_base + (y * sky + x * skx)[:, None] + (c * skc)[None, :], mask=mask,
+                         other=0.0).to(tl.float32)
+    out = MEANS + pid * C + c
+    tl.store(out, tl.sum(acc_q, axis=0) * inv_t, mask=c_ok)
+    tl.store(out + K_OFF, tl.sum(acc_k, axis=0) * inv_t, mask=c_ok)
+
+
+@triton.jit
+def _region_topk_kernel(
+    MEANS, OUT,
+    R, C, K_OFF, TOPK, scale,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """OUT[b, r, :TOPK] = ids of the TOPK largest (scale * q_mean[b, r]) . k_mean[b, j] over j,
+    descending. Program b * R + r."""
+    pid = tl.program_id(0)
+    b = pid // R
+    j = tl.arange(0, BLOCK_R)
+    j_ok = j < R
+    q_row = MEANS + pid * C
+    k_rows = MEANS + K_OFF + b * R * C + j[:, None] * C
+    aff = tl.zeros([BLOCK_R], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = c < C
+        qv = tl.load(q_row + c, mask=c_ok, other=0.0)
+        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+        aff += tl.sum(kv * qv[None, :], axis=1)
+    aff = aff * scale
+    aff = tl.where(aff != aff, float("inf"), aff)  # NaN ranks first, as in torch.topk
+    # rank of j = #regions ahead of it (larger affinity, or equal with a lower id): a
+    # permutation of 0..R-1, so the top-k scatter to their slots without a serial argmax loop
+    a_j = aff[:, None]
+    a_i = aff[None, :]
+    ahead = (a_i > a_j) | ((a_i == a_j) & (j[None, :] < j[:, None]))
+    rank = tl.sum((ahead & j_ok[None, :]).to(tl.int32), axis=1)
+    tl.store(OUT + pid * TOPK + rank, j, mask=j_ok & (rank < TOPK))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk: int, scale: float,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-k key regions per query region (BiFormer routing), fused: two Triton launches.
+
+    Same result as ``reference.region_routing`` (descending affinity), but int32.
+
+    Args:
+        q, k: [B, Y, X, C], any strides (e.g. channel slices of one [B, Y, X, 3C] qkv tensor),
+            fp32/fp16/bf16; Y, X multiples of ``regions`` (the caller pads).
+        regions: (ny, nx) region grid, R = ny * nx (row-major).
+        topk: 1..R routed regions per query region.
+        scale: multiplies the affinity (its sign matters, its size does not).
+        out: optional preallocated contiguous int32 [B, R, topk].
+    Returns:
+        int32 [B, R, topk], contiguous.
+    """
+    B, Y, X, C = q.shape
+    ny, nx = regions
+    R = ny * nx
+    th, tw = Y // ny, X // nx
+    T = th * tw
+    means = torch.empty((2, B, R, C), device=q.device, dtype=torch.float32)
+    if out is None:
+        out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
+    block_c = min(max(_pow2(C), 16), 64)
+    block_t = min(max(_pow2(T), 16), 2048 // block_c)
+    _region_mean_kernel[(B * R, triton.cdiv(C, block_c))](
+        q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T,
+        *q.stride(), *k.stride(),
+        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=4,
+    )
+    block_r = max(_pow2(R), 16)
+    block_c = min(max(_pow2(C), 16), max(4096 // block_r, 16))
+    _region_topk_kernel[(B * R,)](
+        means, out, R, C, B * R * C, topk, scale,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4,
+    )
+    return out
