@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from ..common import interpret_mode
+from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
 
@@ -92,6 +93,23 @@ def _box_rows(B1: tl.constexpr, B2: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _walk_len(a0, b0, a1, b1, a2, b2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+    """Blocks per axis (and in all) to cover the box [a, b] per axis with B0 x B1 x B2 blocks."""
+    n0 = (b0 - a0 + B0) // B0
+    n1 = (b1 - a1 + B1) // B1
+    n2 = (b2 - a2 + B2) // B2
+    return n1, n2, n0 * n1 * n2
+
+
+@triton.jit
+def _walk_corner(it, a0, a1, a2, n1, n2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+    """Low corner of block ``it`` of a walk (last axis fastest). One flat loop instead of nested
+    per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis innermost
+    loop is often one or two blocks long."""
+    return a0 + (it // (n1 * n2)) * B0, a1 + ((it // n2) % n1) * B1, a2 + (it % n2) * B2
+
+
+@triton.jit
 def _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2):
     """Bool mask: key (j0, j1, j2) inside the window [lo, hi] of a query, per axis; the caller
     broadcasts (queries x keys, or keys x queries for the transposed backward tiles)."""
@@ -144,12 +162,20 @@ def _configs(kind: str):
     return [triton.Config({}, num_warps=w, num_stages=s) for w, s in stages]
 
 
+def _warps_for_tile(configs, named_args, **kwargs):
+    """Autotune stages only: 4 warps (one warpgroup) for 64-row query tiles, 8 for 128."""
+    rows = kwargs["BM0"] * kwargs["BM1"] * kwargs["BM2"]
+    keep = [c for c in configs if c.num_warps == (8 if rows >= 128 else 4)]
+    return keep or configs[:1]
+
+
+_PRUNE = {"early_config_prune": _warps_for_tile}
 _TUNE_KEY = ["L0", "L1", "L2", "N_EXTRA", "K0", "K1", "K2", "D0", "D1", "D2", "S0", "S1", "S2",
              "C0", "C1", "C2", "HEAD_DIM", "HEAD_DIM_V", "BM0", "BM1", "BM2", "BN0", "BN1", "BN2",
              "DTYPE_KEY"]
 
 
-@triton.autotune(configs=_configs("fwd"), key=_TUNE_KEY)
+@triton.autotune(configs=_configs("fwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _na_fwd_kernel(
     Q, K, V, EK, EV, O, LSE,
@@ -203,25 +229,23 @@ def _na_fwd_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    for n0 in range(u_lo0, u_hi0 + 1, BN0):
+    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    for it in range(0, n_blocks):
+        n0, n1, n2 = _walk_corner(it, u_lo0, u_lo1, u_lo2, nb1, nb2, BN0, BN1, BN2)
         j0 = n0 + c0
-        for n1 in range(u_lo1, u_hi1 + 1, BN1):
-            j1 = n1 + c1
-            for n2 in range(u_lo2, u_hi2 + 1, BN2):
-                j2 = n2 + c2
-                kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
-                k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
-                v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
-                kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None],
-                             mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-                v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :],
-                            mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
-                if UPCAST:
-                    kt = kt.to(tl.float32)
-                    v = v.to(tl.float32)
-                mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
-                                 j0[None, :], j1[None, :], j2[None, :])
-                acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
+        j1 = n1 + c1
+        j2 = n2 + c2
+        kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
+        k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
+        v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            v = v.to(tl.float32)
+        mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
+                         j0[None, :], j1[None, :], j2[None, :])
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
@@ -248,14 +272,15 @@ def _na_fwd_kernel(
 # ----------------------------------------------------------------------------------------------
 # backward
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY)
+@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _na_bwd_dq_kernel(
-    Q, K, V, EK, EV, DO, LSE, DELTA, DQ,
+    Q, K, V, EK, EV, O, DO, LSE, DLSE, DELTA, DQ,
     sq_b, sq_0, sq_1, sq_2, sq_h,
     sk_b, sk_0, sk_1, sk_2, sk_h,
     sv_b, sv_0, sv_1, sv_2, sv_h,
     sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
+    so_b, so_0, so_1, so_2, so_h,
     sdo_b, sdo_0, sdo_1, sdo_2, sdo_h,
     sl_b, sl_0, sl_1, sl_2, sl_h,
     sdq_b, sdq_0, sdq_1, sdq_2, sdq_h,
@@ -267,9 +292,11 @@ def _na_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
 ):
-    """dQ per query box; LSE and DELTA share one stride set ([B, *spatial, H] fp32)."""
+    """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows (written to
+    DELTA for the dK/dV kernel), so no separate pass reads O and dO. LSE, DLSE and DELTA share
+    one stride set ([B, *spatial, H] fp32)."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     pid = tl.program_id(0)
@@ -298,9 +325,14 @@ def _na_bwd_dq_kernel(
                 mask=q_valid[:, None] & d_ok[None, :], other=0.0)
     do = tl.load(DO + b * sdo_b + h * sdo_h + (p0 * sdo_0 + p1 * sdo_1 + p2 * sdo_2)[:, None]
                  + offs_dv[None, :], mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
+    o = tl.load(O + b * so_b + h * so_h + (p0 * so_0 + p1 * so_1 + p2 * so_2)[:, None] + offs_dv[None, :],
+                mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
     l_off = b * sl_b + h * sl_h + p0 * sl_0 + p1 * sl_1 + p2 * sl_2
     lse2 = tl.load(LSE + l_off, mask=q_valid, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + l_off, mask=q_valid, other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+    if HAS_DLSE:  # the dLSE term enters dS = P (dP - delta) the same way
+        delta -= tl.load(DLSE + l_off, mask=q_valid, other=0.0)
+    tl.store(DELTA + l_off, delta, mask=q_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -309,25 +341,23 @@ def _na_bwd_dq_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    for n0 in range(u_lo0, u_hi0 + 1, BN0):
+    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    for it in range(0, n_blocks):
+        n0, n1, n2 = _walk_corner(it, u_lo0, u_lo1, u_lo2, nb1, nb2, BN0, BN1, BN2)
         j0 = n0 + c0
-        for n1 in range(u_lo1, u_hi1 + 1, BN1):
-            j1 = n1 + c1
-            for n2 in range(u_lo2, u_hi2 + 1, BN2):
-                j2 = n2 + c2
-                kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
-                k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
-                v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
-                kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None],
-                             mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-                vt = tl.load(v_base + v_tok[None, :] + offs_dv[:, None],
-                             mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
-                if UPCAST:
-                    kt = kt.to(tl.float32)
-                    vt = vt.to(tl.float32)
-                mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
-                                 j0[None, :], j1[None, :], j2[None, :]) & q_valid[:, None]
-                dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
+        j1 = n1 + c1
+        j2 = n2 + c2
+        kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
+        k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
+        v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+        vt = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
+                         j0[None, :], j1[None, :], j2[None, :]) & q_valid[:, None]
+        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):
@@ -368,7 +398,7 @@ def _query_range(jf, jl, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.conste
     return first, last
 
 
-@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY)
+@triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _na_bwd_dkv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
@@ -428,33 +458,33 @@ def _na_bwd_dkv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
-    for hq in range(hk * KV_GROUP, hk * KV_GROUP + KV_GROUP):
-        for m0 in range(qa0, qb0 + 1, BM0):
-            i0 = m0 + r0
-            for m1 in range(qa1, qb1 + 1, BM1):
-                i1 = m1 + r1
-                for m2 in range(qa2, qb2 + 1, BM2):
-                    i2 = m2 + r2
-                    q_ok = (i0 <= qb0) & (i1 <= qb1) & (i2 <= qb2)
-                    x0 = g0 + D0 * i0
-                    x1 = g1 + D1 * i1
-                    x2 = g2 + D2 * i2
-                    q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None]
-                                + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-                    do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
-                                 + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-                    l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
-                    lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
-                    delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
-                    if UPCAST:
-                        q = q.to(tl.float32)
-                        do = do.to(tl.float32)
-                    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
-                    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
-                    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-                    mask = _win_mask(lo0[None, :], hi0[None, :], lo1[None, :], hi1[None, :], lo2[None, :],
-                                     hi2[None, :], j0[:, None], j1[:, None], j2[:, None]) & q_ok[None, :]
-                    dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+    nb1, nb2, n_blocks = _walk_len(qa0, qb0, qa1, qb1, qa2, qb2, BM0, BM1, BM2)
+    for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_corner)
+        hq = hk * KV_GROUP + it // n_blocks
+        m0, m1, m2 = _walk_corner(it % n_blocks, qa0, qa1, qa2, nb1, nb2, BM0, BM1, BM2)
+        i0 = m0 + r0
+        i1 = m1 + r1
+        i2 = m2 + r2
+        q_ok = (i0 <= qb0) & (i1 <= qb1) & (i2 <= qb2)
+        x0 = g0 + D0 * i0
+        x1 = g1 + D1 * i1
+        x2 = g2 + D2 * i2
+        q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
+                    mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+        do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+                     + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
+        l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
+        lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
+            do = do.to(tl.float32)
+        lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+        lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+        lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+        mask = _win_mask(lo0[None, :], hi0[None, :], lo1[None, :], hi1[None, :], lo2[None, :],
+                         hi2[None, :], j0[:, None], j1[:, None], j2[:, None]) & q_ok[None, :]
+        dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
 
     kv_mask = kv_ok[:, None]
     tl.store(DK + b * sdk_b + hk * sdk_h + (p0 * sdk_0 + p1 * sdk_1 + p2 * sdk_2)[:, None] + offs_d[None, :],
@@ -543,38 +573,38 @@ def _pad_params(rank: int, values, fill):
     return (fill,) * (3 - rank) + tuple(values)
 
 
-def box_shape(group_lengths: tuple[int, int, int], rows: int) -> tuple[int, int, int]:
-    """A power-of-two box of ``rows`` tokens over 3 axes: doubled round-robin from the last
-    axis, each axis capped at its (power-of-two rounded) group length, then the last axis
-    takes what is left so ``tl.dot`` always gets >= ``rows`` rows."""
-    f = [1, 1, 1]
-    caps = [triton.next_power_of_2(max(1, n)) for n in group_lengths]
-    grew = True
-    while math.prod(f) < rows and grew:
-        grew = False
-        for a in (2, 1, 0):
-            if math.prod(f) < rows and f[a] < caps[a]:
-                f[a] *= 2
-                grew = True
-    while math.prod(f) < rows:
-        f[2] *= 2
-    return tuple(f)
+def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int, kind: str):
+    """Padded per-axis sizes, dilation, group lengths and the (query box, key box) of a launch.
 
-
-def _tiles(spatial, rank, kernel, dilation, rows_m, rows_n):
-    """Padded per-axis settings, group lengths and the query / key boxes."""
+    Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles, or 128 x 128 when
+    they cost no more than 5% extra products and windows hold >= 1024 keys (long walks of nearly
+    dense tiles, as in 3-D GNA, run faster on big tiles). dQ: 64 x 64. dK/dV: 64 owned key rows
+    (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
+    in registers; 64 would spill). ``kind``: "fwd", "dq" or "dkv".
+    """
     shape = _pad_params(rank, spatial, 1)
     dil = _pad_params(rank, dilation, 1)
     glen = tuple(-(-n // d) for n, d in zip(shape, dil))
-    return shape, dil, glen, box_shape(glen, rows_m), box_shape(glen, rows_n)
-
-
-def _rows(head_dim: int, kind: str) -> tuple[int, int]:
+    window = (_pad_params(rank, kernel_size, 1), _pad_params(rank, stride, 1),
+              _pad_params(rank, [bool(c) for c in is_causal], False))
     if interpret_mode():
-        return 16, 16
-    if kind == "fwd":
-        return (128, 64) if head_dim <= 128 else (64, 32)
-    return (64, 64) if head_dim <= 64 else (64, 32)
+        options = [(16, 16)]
+    elif kind == "fwd":
+        options = [(64, 64), (128, 128)] if head_dim <= 128 else [(64, 32)]
+    elif kind == "dq":
+        options = [(64, 64)] if head_dim <= 128 else [(64, 32)]
+    else:
+        options = [(64, 64)] if head_dim <= 64 else [(32, 64)]
+    bm, bn, cost = choose_boxes(glen, *window, *options[0])
+    if len(options) > 1 and math.prod(window[0]) >= 1024:
+        bm2, bn2, cost2 = choose_boxes(glen, *window, *options[1])
+        if cost2 <= 1.05 * cost:
+            bm, bn = bm2, bn2
+    return shape, dil, glen, bm, bn
+
+
+def _boxes_meta(dil, bm, bn) -> dict:
+    return dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2], BN0=bn[0], BN1=bn[1], BN2=bn[2])
 
 
 def _precision(dtype: torch.dtype) -> tuple[bool, str]:
@@ -633,8 +663,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     ek, ev = _extra(additional_keys), _extra(additional_values)
     q3, k3, v3, o3, l3 = _pad3(q), _pad3(k), _pad3(v), _pad3(out), _lse_view(lse)
     assert o3.data_ptr() == out.data_ptr() and l3.data_ptr() == lse.data_ptr()
-    rows_m, rows_n = _rows(head_dim, "fwd")
-    shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, "fwd")
     if boxes is not None:
         bm, bn = boxes
     tiles = [-(-g // m) for g, m in zip(glen, bm)]
@@ -645,9 +674,8 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
         q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, l3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(l3),
         heads, heads // k.shape[-2], *shape, n_extra, *tiles, scale * LOG2E,
-        D0=dil[0], D1=dil[1], D2=dil[2], **_window_meta(kernel_size, stride, is_causal, rank),
+        **_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
         HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
-        BM0=bm[0], BM1=bm[1], BM2=bm[2], BN0=bn[0], BN1=bn[1], BN2=bn[2],
         DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision,
     )
     return out, lse
@@ -671,46 +699,49 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     batch, *spatial, heads, head_dim = q.shape
     kv_heads, head_dim_v = k.shape[-2], v.shape[-1]
     ek, ev = _extra(additional_keys), _extra(additional_values)
-    # delta = rowsum(dO * O) - dLSE: the dLSE term enters dS = P (dP - delta) the same way.
-    delta = (grad_out.float() * out.float()).sum(-1)
-    if grad_lse is not None:
-        delta = delta - grad_lse.float()
     if grads is None:
         grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                       for t in (q, k, v, ek, ev) if t is not None)
     dq, dk, dv = grads[:3]
-    q3, k3, v3, do3 = _pad3(q), _pad3(k), _pad3(v), _pad3(grad_out)
+    q3, k3, v3, o3, do3 = _pad3(q), _pad3(k), _pad3(v), _pad3(out), _pad3(grad_out)
     dq3, dk3, dv3 = _pad3(dq), _pad3(dk), _pad3(dv)
-    delta, lse = delta.contiguous(), lse.float().contiguous()   # one stride set for both
-    l3, delta3 = _lse_view(lse), _lse_view(delta)
+    # LSE, dLSE and delta (rowsum(dO * O) - dLSE, written by the dQ kernel) share one stride set
+    lse = lse.float().contiguous()
+    delta = torch.empty_like(lse)
+    dlse = grad_lse.float().contiguous() if grad_lse is not None else lse
+    l3, dlse3, delta3 = _lse_view(lse), _lse_view(dlse), _lse_view(delta)
     upcast, precision = _precision(q.dtype)
     n_extra = 0 if ek is None else ek.shape[1]
     common = dict(**_window_meta(kernel_size, stride, is_causal, rank),
                   HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
                   BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision)
 
-    rows_m, rows_n = _rows(max(head_dim, head_dim_v), "bwd")
-    shape, dil, glen, bm, bn = _tiles(spatial, rank, kernel_size, dilation, rows_m, rows_n)
+    d_max = max(head_dim, head_dim_v)
+    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dq")
     if boxes is not None:
         bm, bn = boxes
     tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
-    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
-    box = dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2],
-               BN0=bn[0], BN1=bn[1], BN2=bn[2])
     _na_bwd_dq_kernel[(math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)](
-        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, do3, l3, delta3, dq3,
-        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_s5(dq3),
-        heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **box, **common)
+        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, do3, l3, dlse3, delta3, dq3,
+        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(do3), *_s5(l3), *_s5(dq3),
+        heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
+        **common, HAS_DLSE=grad_lse is not None)
+    _, _, _, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dkv")
+    if boxes is not None:
+        bm, bn = boxes
+    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
     _na_bwd_dkv_kernel[(math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)](
         q3, k3, v3, do3, l3, delta3, dk3, dv3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_s5(do3), *_s5(l3), *_s5(dk3), *_s5(dv3),
-        kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale, **box, **common)
+        kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
+        **common)
     if ek is not None:
         dek, dev = grads[3], grads[4]
-        _na_bwd_extra_kv_kernel[(triton.cdiv(n_extra, rows_n), batch * kv_heads)](
+        _na_bwd_extra_kv_kernel[(triton.cdiv(n_extra, math.prod(bn)), batch * kv_heads)](
             q3, ek, ev, do3, l3, delta3, dek, dev,
             *_s5(q3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_extra_strides(dek, dev),
             kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra,
             scale * LOG2E, scale, HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
-            BLOCK_DV=_block(head_dim_v), BLOCK_M=rows_m, BLOCK_N=rows_n, UPCAST=upcast, PRECISION=precision)
+            BLOCK_DV=_block(head_dim_v), BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast,
+            PRECISION=precision)
     return tuple(grads)

@@ -1,0 +1,61 @@
+"""The NA tile cost model: its window rule is the reference's, its product count is the walk."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from ops.neighborhood.reference import axis_mask
+from ops.neighborhood.tiling import axis_window, choose_boxes, walk_products
+
+
+@pytest.mark.parametrize("length,kernel,stride,causal", [(13, 5, 1, False), (12, 4, 3, False), (9, 9, 2, False),
+                                                         (11, 3, 2, True), (16, 6, 4, True)])
+def test_axis_window_matches_the_reference_mask(length, kernel, stride, causal):
+    mask = axis_mask(length, kernel, 1, stride, causal)
+    for i in range(length):
+        lo, hi = axis_window(i, length, kernel, stride, causal)
+        expected = torch.zeros(length, dtype=torch.bool)
+        expected[lo:hi + 1] = True
+        assert torch.equal(mask[i], expected), (i, lo, hi)
+
+
+def _walk_bruteforce(lengths, kernel, stride, causal, bm, bn):
+    """Products of the kernels' walk, box by box, and a check that every window is inside it."""
+    total = 0
+    tiles = [range(-(-n // m)) for n, m in zip(lengths, bm)]
+    for t in itertools.product(*tiles):
+        blocks = 1
+        for a in range(3):
+            rows = [min(t[a] * bm[a] + r, lengths[a] - 1) for r in range(bm[a])]
+            wins = [axis_window(i, lengths[a], kernel[a], stride[a], causal[a]) for i in rows]
+            lo, hi = wins[0][0], wins[-1][1]
+            assert all(lo <= w0 and w1 <= hi for w0, w1 in wins)   # the union bounds hold every window
+            blocks *= -(-(hi - lo + 1) // bn[a])
+        total += blocks * math.prod(bm) * math.prod(bn)
+    return total
+
+
+@pytest.mark.parametrize("lengths,kernel,stride,causal", [
+    ((1, 13, 10), (1, 5, 3), (1, 1, 2), (False, False, True)),
+    ((3, 7, 9), (2, 3, 5), (1, 2, 1), (True, False, False)),
+])
+def test_walk_products_is_the_walk(lengths, kernel, stride, causal):
+    for bm, bn in [((1, 4, 4), (1, 2, 8)), ((2, 2, 4), (1, 4, 4)), ((1, 1, 16), (2, 4, 2))]:
+        assert walk_products(lengths, kernel, stride, causal, bm, bn) == \
+            _walk_bruteforce(lengths, kernel, stride, causal, bm, bn)
+
+
+def test_choose_boxes_prefers_fewer_products():
+    # 2-D window 17x17 on 96x96: an 8x8 query box walks 24x24 keys in 9 8x8 blocks (2.0x the
+    # needed products); a 128-token box cannot do better than 2.4x.
+    bm, bn, cost = choose_boxes((1, 96, 96), (1, 17, 17), (1, 1, 1), (False,) * 3, 64, 64)
+    assert (bm, bn) == ((1, 8, 8), (1, 8, 8))
+    assert cost / (96 * 96 * 17 * 17) == pytest.approx(2.0, abs=0.01)
+    _, _, cost128 = choose_boxes((1, 96, 96), (1, 17, 17), (1, 1, 1), (False,) * 3, 128, 128)
+    assert cost128 > cost
+    # GNA with stride = query box: every walked product is needed
+    bm, bn, cost = choose_boxes((1, 96, 96), (1, 16, 16), (1, 8, 16), (False,) * 3, 128, 128)
+    assert cost == 96 * 96 * 16 * 16 and math.prod(bm) == math.prod(bn) == 128
