@@ -9,9 +9,10 @@ in-kernel from tile ids, so selected keys/values are never copied. A 1-D sequenc
 
 Packing: the routed tiles' tokens form one flat list ``n = entry * T + t``; each KV step loads
 ``BLOCK_N`` tokens of that list whatever the tile size, so 4-token tiles do not pad to 16.
-The backward computes dQ per query tile like the forward, and dK/dV per KV tile from the
-inverse lists (CSR of "which query tiles routed here", built with argsort/bincount), so every
-gradient element is written by exactly one program: no atomics.
+The backward computes dQ per query tile like the forward (and ``delta = rowsum(dO * O)`` on
+the way, so no separate pass), and dK/dV per KV tile from the inverse lists (CSR of "which
+query tiles routed here", built by one small kernel), so every gradient element is written by
+exactly one program: no atomics.
 """
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def _bs_fwd_kernel(
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_bwd_dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA, IDX,
-    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+    Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -149,9 +150,12 @@ def _bs_bwd_dq_kernel(
     q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c, mask=qmask, other=0.0)
     o_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, so_y, so_x)
     do = tl.load(DO + b * so_b + o_off[:, None] + ch[None, :] * so_c, mask=qmask, other=0.0)
+    out_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sout_y, sout_x)
+    o = tl.load(O + b * sout_b + out_off[:, None] + ch[None, :] * sout_c, mask=qmask, other=0.0)
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
     lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-    delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
+    tl.store(DELTA + l_off, delta, mask=m_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -308,21 +312,39 @@ def block_sparse_attention_forward(
     return out, lse
 
 
+@triton.jit
+def _inverse_index_kernel(IDX, SRC, PTR, si_b, si_q, n_entries, NK, n_tiles, BLOCK: tl.constexpr):
+    """CSR of the routing's inverse for one batch item: for each KV tile in order, the query
+    tiles listing it (ascending, once per listing) go to SRC and the group starts to PTR."""
+    b = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    valid = offs < n_entries
+    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=-1)
+    q_tile = offs // NK
+    start = tl.zeros([], dtype=tl.int32)
+    for tile in range(0, n_tiles):
+        hit = (kv == tile).to(tl.int32)
+        slot = start + tl.cumsum(hit, 0) - 1
+        tl.store(SRC + b * n_entries + slot, q_tile, mask=hit > 0)
+        tl.store(PTR + b * (n_tiles + 1) + tile, start)
+        start += tl.sum(hit, 0)
+    tl.store(PTR + b * (n_tiles + 1) + n_tiles, start)
+
+
 def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR of the routing's inverse: for each KV tile, the query tiles that list it.
 
-    Returns ``src`` [B, NQ*NK] (query tile ids grouped by KV tile; a query tile appears once per
-    listing) and ``ptr`` [B, num_kv_tiles + 1] (group bounds), both int32.
+    One Triton launch (a program per batch item scans its [NQ, NK] table once per KV tile), so
+    the backward does not pay for argsort/bincount/cumsum launches.
+    Returns ``src`` [B, NQ*NK] (query tile ids grouped by KV tile, ascending within a group; a
+    query tile appears once per listing) and ``ptr`` [B, num_kv_tiles + 1] (group bounds), int32.
     """
     B, nq, nk = kv_index.shape
-    flat = kv_index.reshape(B, nq * nk).long()
-    order = torch.argsort(flat, dim=1, stable=True)
-    src = (order // nk).to(torch.int32)
-    counts = torch.zeros(B, num_kv_tiles, dtype=torch.int64, device=flat.device)
-    counts.scatter_add_(1, flat, torch.ones_like(flat))
-    ptr = torch.zeros(B, num_kv_tiles + 1, dtype=torch.int32, device=flat.device)
-    ptr[:, 1:] = counts.cumsum(1).to(torch.int32)
-    return src.contiguous(), ptr
+    src = torch.empty(B, nq * nk, dtype=torch.int32, device=kv_index.device)
+    ptr = torch.empty(B, num_kv_tiles + 1, dtype=torch.int32, device=kv_index.device)
+    _inverse_index_kernel[(B,)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
+                                num_kv_tiles, BLOCK=max(16, triton.next_power_of_2(nq * nk)))
+    return src, ptr
 
 
 def block_sparse_attention_backward(
@@ -340,7 +362,7 @@ def block_sparse_attention_backward(
     T = th * tw
     idx = kv_index.to(torch.int32).contiguous()
     lse = lse.contiguous()
-    delta = (grad_out.float() * out.float()).view(B, Y, X, num_heads, head_dim).sum(-1)
+    delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ kernel for the dK/dV kernel
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
@@ -348,10 +370,10 @@ def block_sparse_attention_backward(
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
     q_split = triton.cdiv(T, block)
     _bs_bwd_dq_kernel[(nq * q_split, B * num_heads)](
-        q, k, v, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out), *_s4(dq),
+        q, k, v, out, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(grad_out), *_s4(dq),
         *_lse_strides(lse), idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
-    src, ptr = inverse_index(kv_index, n_tiles)
+    src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
     kv_split = triton.cdiv(T, block)
     _bs_bwd_dkv_kernel[(n_tiles * kv_split, B * num_heads)](

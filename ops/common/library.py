@@ -5,9 +5,14 @@ Pattern (see ``ops/neighborhood/__init__.py``): each op defines ``foveal::<op>_f
 gives both a fake (meta) implementation so ``torch.compile`` can trace shapes, and connects
 them with ``register_autograd``. The op body picks the Triton kernel or the reference through
 ``ops.common.use_triton``, so one registered op serves every device and compiles with
-``fullgraph=True`` without graph breaks.
+``fullgraph=True`` without graph breaks. Public functions call the op through
+:func:`eager_autograd`, which skips the dispatcher in eager mode.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
 
 LIBRARY = "foveal"
 
@@ -15,3 +20,35 @@ LIBRARY = "foveal"
 def op_name(name: str) -> str:
     """Qualified ``torch.library`` name of a foveal op, e.g. ``foveal::na_forward``."""
     return f"{LIBRARY}::{name}"
+
+
+def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callable) -> Callable:
+    """Call ``op`` when ``torch.compile`` traces, and ``impl`` through a plain
+    ``torch.autograd.Function`` in eager mode, with the op's own ``setup_context`` and
+    ``backward``.
+
+    The custom-op dispatcher costs tens of microseconds of CPU per call (autograd wrapper,
+    redispatch, dynamo-disable guard), which is more than a small fused kernel's GPU time:
+    BiFormer's routed attention was CPU-bound because of it. Tensors must be top-level
+    arguments (autograd does not see tensors inside lists). Unused outputs get ``None``
+    gradients (``set_materialize_grads(False)``), so backward formulas must accept ``None``.
+    """
+    class EagerFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            ctx.set_materialize_grads(False)
+            output = impl(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return backward(ctx, *grads)
+
+    EagerFunction.__name__ = EagerFunction.__qualname__ = f"{impl.__name__}_eager"
+
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return op(*args)
+        return EagerFunction.apply(*args)
+    return call

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import op_name, use_triton
+from ..common import eager_autograd, op_name, use_triton
 from .checks import NAParams, check_na_args
 from .reference import (neighborhood_attention_reference, neighborhood_attention_reference_backward,
                         neighborhood_mask)
@@ -23,8 +23,7 @@ def _triton_path(*tensors: torch.Tensor | None) -> bool:
     return use_triton(*tensors) and tensors[0].dtype != torch.float64
 
 
-@torch.library.custom_op(op_name("na_forward"), mutates_args=())
-def _na_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_size: list[int],
+def _na_forward_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_size: list[int],
                 dilation: list[int], stride: list[int], is_causal: list[bool], scale: float,
                 additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +37,9 @@ def _na_forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ker
     return out.contiguous(), lse.contiguous()   # the fake impl promises contiguous outputs
 
 
+_na_forward = torch.library.custom_op(op_name("na_forward"), _na_forward_impl, mutates_args=())
+
+
 @_na_forward.register_fake
 def _(query, key, value, kernel_size, dilation, stride, is_causal, scale, additional_keys,
       additional_values):
@@ -46,8 +48,7 @@ def _(query, key, value, kernel_size, dilation, stride, is_causal, scale, additi
     return out, query.new_empty(query.shape[:-1], dtype=lse_dtype)
 
 
-@torch.library.custom_op(op_name("na_backward"), mutates_args=())
-def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: torch.Tensor,
+def _na_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: torch.Tensor,
                  key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
                  kernel_size: list[int], dilation: list[int],
                  stride: list[int], is_causal: list[bool], scale: float,
@@ -62,6 +63,9 @@ def _na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, query: t
         grad_out, grad_lse, query, key, value, tuple(kernel_size), tuple(dilation), tuple(stride),
         tuple(is_causal), scale, additional_keys, additional_values)
     return [g.contiguous() for g in grads if g is not None]
+
+
+_na_backward = torch.library.custom_op(op_name("na_backward"), _na_backward_impl, mutates_args=())
 
 
 @_na_backward.register_fake
@@ -80,14 +84,16 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     query, key, value, extra_k, extra_v, out, lse = ctx.saved_tensors
-    grads = _na_backward(grad_out.contiguous(), grad_lse, query, key, value, out, lse, *ctx.params,
-                         extra_k, extra_v)
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()   # only lse was used
+    backward = _na_backward if torch.compiler.is_compiling() else _na_backward_impl
+    grads = backward(grad_out, grad_lse, query, key, value, out, lse, *ctx.params, extra_k, extra_v)
     dq, dk, dv, *dextra = grads
     dek, dev = dextra if dextra else (None, None)
     return dq, dk, dv, None, None, None, None, None, dek, dev
 
 
 _na_forward.register_autograd(_backward, setup_context=_setup_context)
+_na_call = eager_autograd(_na_forward, _na_forward_impl, _setup_context, _backward)
 
 
 def neighborhood_attention(
@@ -118,7 +124,7 @@ def neighborhood_attention(
     """
     p = check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
                       additional_keys, additional_values)
-    out, lse = _na_forward(query, key, value, list(p.kernel_size), list(p.dilation), list(p.stride),
+    out, lse = _na_call(query, key, value, list(p.kernel_size), list(p.dilation), list(p.stride),
                            list(p.is_causal), p.scale, additional_keys, additional_values)
     return (out, lse) if return_lse else out
 

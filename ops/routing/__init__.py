@@ -13,14 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from ..common import (as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype,
-                      op_name, use_triton)
+                      eager_autograd, op_name, use_triton)
 from .reference import region_routing, routing_attention_reference, routing_attention_reference_backward
 
 __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
 
 
-@torch.library.custom_op(op_name("bra_forward"), mutates_args=())
-def _bra_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
+def _bra_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
                  regions: list[int], num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     if use_triton(q, k, v) and q.dtype != torch.float64:  # fp64 runs the reference
         from ..common.block_sparse import block_sparse_attention_forward
@@ -29,14 +28,16 @@ def _bra_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: tor
     return routing_attention_reference(q, k, v, indices, tuple(regions), num_heads, scale, return_lse=True)
 
 
+_bra_forward = torch.library.custom_op(op_name("bra_forward"), _bra_forward_impl, mutates_args=())
+
+
 @_bra_forward.register_fake
 def _(q, k, v, indices, regions, num_heads, scale):
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return torch.empty_like(q), q.new_empty((*q.shape[:3], num_heads), dtype=lse_dtype)
 
 
-@torch.library.custom_op(op_name("bra_backward"), mutates_args=())
-def _bra_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+def _bra_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                   lse: torch.Tensor, indices: torch.Tensor, regions: list[int], num_heads: int,
                   scale: float) -> list[torch.Tensor]:
     if use_triton(q, k, v) and q.dtype != torch.float64:
@@ -44,6 +45,9 @@ def _bra_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
     return list(routing_attention_reference_backward(grad_out, q, k, v, indices, tuple(regions), num_heads, scale))
+
+
+_bra_backward = torch.library.custom_op(op_name("bra_backward"), _bra_backward_impl, mutates_args=())
 
 
 @_bra_backward.register_fake
@@ -59,11 +63,13 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, indices, out, lse = ctx.saved_tensors
-    dq, dk, dv = _bra_backward(grad_out, q, k, v, out, lse, indices, *ctx.params)
+    backward = _bra_backward if torch.compiler.is_compiling() else _bra_backward_impl
+    dq, dk, dv = backward(grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params)
     return dq, dk, dv, None, None, None, None
 
 
 _bra_forward.register_autograd(_backward, setup_context=_setup_context)
+_bra_call = eager_autograd(_bra_forward, _bra_forward_impl, _setup_context, _backward)
 
 
 def _check(q, k, v, regions, topk, num_heads, routing_indices):
@@ -142,7 +148,7 @@ def routing_attention(
     if pad_b or pad_r:
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
     indices = routing_indices if routing_indices is not None else region_routing(q, k, regions, topk, scale)
-    out, _ = _bra_forward(q, k, v, indices, list(regions), num_heads, scale)
+    out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
     if pad_b or pad_r:
         out = out[:, :H, :W]
     return (out, indices) if return_indices else out
