@@ -4,8 +4,11 @@ Faithful to the official legacy-BRA models (rayleizhu/BiFormer ``models/biformer
 ``ops/bra_legacy.py``): same module names (official checkpoints load unchanged), the
 ``qk_dim ** -0.5`` scale over the full channel count, LCE (dw 5x5) on V, ``auto_pad`` for maps
 not divisible by ``n_win``, and full attention with LePE (8 heads) in stage 4.
-``use_kernels=True`` runs token attention through ``ops.routing_attention``'s fused kernel
-(reading the qkv projection in place); ``False`` runs the official gather algorithm.
+``use_kernels=True`` runs token attention through ``ops.routing_attention``'s fused kernels
+(routing and attention, reading the qkv projection in place) and, under autocast, LayerNorm in
+the autocast dtype (timm's ``fast_layer_norm``: fp32 statistics inside, bf16 in and out, where
+autocast would save an fp32 copy of the block input); ``False`` runs the official gather
+algorithm and PyTorch's autocast LayerNorm.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
+from timm.layers.fast_norm import fast_layer_norm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -69,8 +73,9 @@ class BiLevelRoutingAttention(nn.Module):
         k, v = kv.split([self.qk_dim, self.dim], dim=-1)
         lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         if self.use_kernels:
-            out, idx = ops.routing_attention(q, k, v, self.n_win, self.topk, scale=self.scale,
-                                             num_heads=self.num_heads, return_indices=True)
+            out = ops.routing_attention(q, k, v, self.n_win, self.topk, scale=self.scale,
+                                        num_heads=self.num_heads, return_indices=ret_attn_mask)
+            out, idx = out if ret_attn_mask else (out, None)
         else:
             idx = ops.routing.region_routing(q, k, (self.n_win, self.n_win), self.topk, self.scale)
             out = routing_attention_reference(q, k, v, idx, (self.n_win, self.n_win), self.num_heads, self.scale)
@@ -104,6 +109,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, drop_path: float = 0.0, num_heads: int = 8, n_win: int = 7, topk: int = 4,
                  mlp_ratio: float = 3.0, side_dwconv: int = 5, auto_pad: bool = True, use_kernels: bool = True):
         super().__init__()
+        self.use_kernels = use_kernels
         self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if topk > 0:
@@ -119,9 +125,14 @@ class Block(nn.Module):
         """x: [B, C, H, W] -> [B, C, H, W]."""
         x = x + self.pos_embed(x)
         x = x.permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.attn(self._norm(self.norm1, x)))
+        x = x + self.drop_path(self.mlp(self._norm(self.norm2, x)))
         return x.permute(0, 3, 1, 2)
+
+    def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        if self.use_kernels:  # same math: the next Linear rounds autocast's fp32 output to bf16 anyway
+            return fast_layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return norm(x)
 
 
 class BiFormer(nn.Module):
@@ -169,7 +180,7 @@ class BiFormer(nn.Module):
 
     def set_use_kernels(self, enable: bool = True) -> None:
         for m in self.modules():
-            if isinstance(m, BiLevelRoutingAttention):
+            if isinstance(m, (BiLevelRoutingAttention, Block)):
                 m.use_kernels = enable
 
     @torch.jit.ignore

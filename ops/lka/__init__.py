@@ -97,6 +97,7 @@ def _chain_setup(ctx, inputs, output):
 
 
 def _chain_bwd(ctx, grad):
+    grad = grad.contiguous(memory_format=torch.channels_last)
     saved = ctx.saved_tensors
     n = ctx.n
     x, weights, biases, w1, b1 = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n]), saved[-2], saved[-1]
@@ -138,8 +139,13 @@ def separable_large_kernel_attention(
     if not _kernels_apply(x):  # plain autograd through the reference (float64, CPU, other devices)
         return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
                                    list(dilations), conv1_weight.to(dt), conv1_bias.to(dt))
-    return _chain_forward(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
-                          [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
+    # The kernels tile pixels x channels with channels innermost: NCHW input is run channels-last
+    # (one copy each way, ~4x cheaper on the H200 than reading NCHW through strides).
+    nchw = not x.is_contiguous(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
+    out = _chain_forward(xc, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
+                         [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
+    return out.contiguous() if nchw else out
 
 
 def large_kernel_attention(

@@ -4,8 +4,9 @@
 routing in plain PyTorch (region means, affinity, top-k), then token-level attention of each
 region to the tokens of its routed regions through the index-driven block-sparse core in
 ``ops/common/block_sparse.py``, which reads keys/values by address (no gathered copies).
-CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the kernels; anything else
-runs ``reference.py`` (the official gather algorithm).
+CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the kernels, the routing
+included (``kernels.region_topk``: region means and top-k in two launches); anything else runs
+``reference.py`` (the official gather algorithm).
 """
 from __future__ import annotations
 
@@ -70,6 +71,19 @@ def _backward(ctx, grad_out, grad_lse):
 
 _bra_forward.register_autograd(_backward, setup_context=_setup_context)
 _bra_call = eager_autograd(_bra_forward, _bra_forward_impl, _setup_context, _backward)
+
+
+def _bra_route_impl(q: torch.Tensor, k: torch.Tensor, regions: list[int], topk: int, scale: float) -> torch.Tensor:
+    from .kernels import region_topk   # two launches, int32, no copies
+    return region_topk(q, k, tuple(regions), topk, scale)
+
+
+_bra_route = torch.library.custom_op(op_name("bra_route"), _bra_route_impl, mutates_args=())
+
+
+@_bra_route.register_fake
+def _(q, k, regions, topk, scale):
+    return q.new_empty((q.shape[0], regions[0] * regions[1], topk), dtype=torch.int32)
 
 
 def _check(q, k, v, regions, topk, num_heads, routing_indices):
@@ -147,8 +161,14 @@ def routing_attention(
     pad_b, pad_r = (-H) % regions[0], (-W) % regions[1]
     if pad_b or pad_r:
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
-    indices = routing_indices if routing_indices is not None else region_routing(q, k, regions, topk, scale)
+    if routing_indices is not None:
+        indices = routing_indices
+    elif use_triton(q, k) and q.dtype != torch.float64 and regions[0] * regions[1] <= 256:
+        route = _bra_route if torch.compiler.is_compiling() else _bra_route_impl
+        indices = route(q, k, list(regions), topk, scale)
+    else:
+        indices = region_routing(q, k, regions, topk, scale)
     out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
     if pad_b or pad_r:
         out = out[:, :H, :W]
-    return (out, indices) if return_indices else out
+    return (out, indices.long()) if return_indices else out
