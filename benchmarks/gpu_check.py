@@ -48,6 +48,10 @@ check("gna3d 8x16x24 k(4,8,8) s(2,4,4) causal-t dil(1,2,1) GQA+extraKV", lambda 
     a, b, c, kernel_size=(4, 8, 8), stride=(2, 4, 4), dilation=(1, 2, 1), is_causal=(True, False, False),
     additional_keys=ek, additional_values=ev), q(1, 8, 16, 24, 8, 64), q(1, 8, 16, 24, 2, 64), q(1, 8, 16, 24, 2, 64),
     q(1, 7, 2, 64), q(1, 7, 2, 64))
+check("na3d 10x24x40 k(7,15,15) H4 D128", lambda a, b, c: ops.na3d(a, b, c, kernel_size=(7, 15, 15)),
+      q(1, 10, 24, 40, 4, 128), q(1, 10, 24, 40, 4, 128), q(1, 10, 24, 40, 4, 128))
+check("gna2d 96x96 k16 s(8,16) H4 D128", lambda a, b, c: ops.na2d(a, b, c, kernel_size=16, stride=(8, 16)),
+      q(1, 96, 96, 4, 128), q(1, 96, 96, 4, 128), q(1, 96, 96, 4, 128))
 idx = {}
 
 
@@ -59,6 +63,11 @@ def bra(a, b, c):
 
 
 check("bra B16 28x28 C128 topk4", bra, q(16, 28, 28, 128), q(16, 28, 28, 128), q(16, 28, 28, 128))
+qr, kr = (torch.randn(64, 56, 56, 64, device=dev) for _ in range(2))
+fused = ops.routing_attention(qr, kr, kr, 7, 4, return_indices=True)[1]
+plain = ops.routing.region_routing(qr, kr, (7, 7), 4, 64 ** -0.5)
+same = (fused.sort(-1).values == plain.sort(-1).values).float().mean().item()
+print(f"{'PASS' if same > 0.999 else 'FAIL'} bra routing fused vs torch (fp32, B64 56x56 topk4): {same:.4%} identical", flush=True)
 C = 64
 w = [q(C, 1, 5, 5) * 0.2, q(C) * 0.1, q(C, 1, 7, 7) * 0.1, q(C) * 0.1, q(C, C, 1, 1) * 0.1, q(C) * 0.1]
 for layout in (torch.contiguous_format, torch.channels_last):
