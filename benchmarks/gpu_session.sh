@@ -20,6 +20,7 @@ if [ "$part" = ops ]; then
   echo "== bench bra" >>"$log"; timeout ${T_BRA:-150} $bench bra >>"$log" 2>&1
   echo "== bench models" >>"$log"; timeout ${T_MODELS:-230} $bench --rep-ms 300 models --model biformer_tiny van_b0 van_b2 swin_tiny_patch4_window7_224 convnext_tiny >>"$log" 2>&1
 else
+  [ -f benchmarks/probe/probe2.py ] && { echo "== bra probe" >>"$log"; timeout 60 python3 benchmarks/probe/probe2.py >>"$log" 2>&1; }
   echo "== bench na" >>"$log"; timeout ${T_NA:-400} $bench na --only foveal "sdpa-cudnn (dense)" "flex (tiled tokens)" >>"$log" 2>&1
   echo "== bench lka" >>"$log"; timeout ${T_LKA:-150} $bench lka >>"$log" 2>&1
 fi

@@ -314,35 +314,35 @@ def block_sparse_attention_forward(
 
 @triton.jit
 def _inverse_index_kernel(IDX, SRC, PTR, si_b, si_q, n_entries, NK, n_tiles, BLOCK: tl.constexpr):
-    """CSR of the routing's inverse for one batch item: for each KV tile in order, the query
-    tiles listing it (ascending, once per listing) go to SRC and the group starts to PTR."""
-    b = tl.program_id(0)
+    """CSR of the routing's inverse, one program per (KV tile, batch item): the query tiles that
+    list the tile (ascending, once per listing) go to SRC after the entries of lower tiles, and
+    the group start to PTR. Programs are independent: a tile's start is a count, not a scan."""
+    tile = tl.program_id(0)
+    b = tl.program_id(1)
     offs = tl.arange(0, BLOCK)
     valid = offs < n_entries
-    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=-1)
-    q_tile = offs // NK
-    start = tl.zeros([], dtype=tl.int32)
-    for tile in range(0, n_tiles):
-        hit = (kv == tile).to(tl.int32)
-        slot = start + tl.cumsum(hit, 0) - 1
-        tl.store(SRC + b * n_entries + slot, q_tile, mask=hit > 0)
-        tl.store(PTR + b * (n_tiles + 1) + tile, start)
-        start += tl.sum(hit, 0)
-    tl.store(PTR + b * (n_tiles + 1) + n_tiles, start)
+    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=n_tiles)
+    hit = (kv == tile).to(tl.int32)
+    start = tl.sum((kv < tile).to(tl.int32), 0)
+    slot = start + tl.cumsum(hit, 0) - 1
+    tl.store(SRC + b * n_entries + slot, offs // NK, mask=hit > 0)
+    tl.store(PTR + b * (n_tiles + 1) + tile, start)
+    if tile == n_tiles - 1:
+        tl.store(PTR + b * (n_tiles + 1) + n_tiles, start + tl.sum(hit, 0))
 
 
 def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR of the routing's inverse: for each KV tile, the query tiles that list it.
 
-    One Triton launch (a program per batch item scans its [NQ, NK] table once per KV tile), so
-    the backward does not pay for argsort/bincount/cumsum launches.
+    One Triton launch (a program per KV tile and batch item scans the [NQ, NK] table), so the
+    backward does not pay for argsort/bincount/cumsum launches.
     Returns ``src`` [B, NQ*NK] (query tile ids grouped by KV tile, ascending within a group; a
     query tile appears once per listing) and ``ptr`` [B, num_kv_tiles + 1] (group bounds), int32.
     """
     B, nq, nk = kv_index.shape
     src = torch.empty(B, nq * nk, dtype=torch.int32, device=kv_index.device)
     ptr = torch.empty(B, num_kv_tiles + 1, dtype=torch.int32, device=kv_index.device)
-    _inverse_index_kernel[(B,)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
+    _inverse_index_kernel[(num_kv_tiles, B)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
                                 num_kv_tiles, BLOCK=max(16, triton.next_power_of_2(nq * nk)))
     return src, ptr
 
