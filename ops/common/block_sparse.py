@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .dispatch import interpret_mode
+from .tuning import TunedLauncher
 
 __all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward", "inverse_index"]
 
@@ -250,6 +251,11 @@ def _bs_bwd_dkv_kernel(
     tl.store(DV + b * sdv_b + dv_off[:, None] + ch[None, :] * sdv_c, dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
+_bs_fwd = TunedLauncher(_bs_fwd_kernel)
+_bs_bwd_dq = TunedLauncher(_bs_bwd_dq_kernel)
+_bs_bwd_dkv = TunedLauncher(_bs_bwd_dkv_kernel)
+
+
 def _tile_block(tokens: int) -> int:
     """Rows of the fixed-side block: one tile, or a chunk of a big tile (>= 16 for tl.dot)."""
     return 16 if interpret_mode() else min(64, max(16, triton.next_power_of_2(tokens)))
@@ -304,7 +310,7 @@ def block_sparse_attention_forward(
     bm = _tile_block(T)
     q_split = triton.cdiv(T, bm)
     grid = (nq * q_split, B * num_heads)
-    _bs_fwd_kernel[grid](
+    _bs_fwd[grid](
         q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
         idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
@@ -369,14 +375,14 @@ def block_sparse_attention_backward(
     block = _tile_block(T)
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
     q_split = triton.cdiv(T, block)
-    _bs_bwd_dq_kernel[(nq * q_split, B * num_heads)](
+    _bs_bwd_dq[(nq * q_split, B * num_heads)](
         q, k, v, out, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(grad_out), *_s4(dq),
         *_lse_strides(lse), idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
     kv_split = triton.cdiv(T, block)
-    _bs_bwd_dkv_kernel[(n_tiles * kv_split, B * num_heads)](
+    _bs_bwd_dkv[(n_tiles * kv_split, B * num_heads)](
         q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out),
         *_s4(dk), *_s4(dv), *_lse_strides(lse), src.stride(0), ptr.stride(0),
         num_heads, tiles_x, th, tw, T, kv_split, scale, BLOCK_N=block, **common)

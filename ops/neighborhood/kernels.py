@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from ..common import interpret_mode
+from ..common.tuning import TunedLauncher
 from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
@@ -555,6 +556,11 @@ def _na_bwd_extra_kv_kernel(
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
+_na_fwd = TunedLauncher(_na_fwd_kernel)
+_na_bwd_dq = TunedLauncher(_na_bwd_dq_kernel)
+_na_bwd_dkv = TunedLauncher(_na_bwd_dkv_kernel)
+
+
 def _block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
@@ -670,7 +676,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     upcast, precision = _precision(q.dtype)
     n_extra = 0 if ek is None else ek.shape[1]
     grid = (math.prod(d * t for d, t in zip(dil, tiles)), batch * heads)
-    _na_fwd_kernel[grid](
+    _na_fwd[grid](
         q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, l3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(l3),
         heads, heads // k.shape[-2], *shape, n_extra, *tiles, scale * LOG2E,
@@ -721,7 +727,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     if boxes is not None:
         bm, bn = boxes
     tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
-    _na_bwd_dq_kernel[(math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)](
+    _na_bwd_dq[(math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)](
         q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, do3, l3, dlse3, delta3, dq3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(do3), *_s5(l3), *_s5(dq3),
         heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
@@ -730,7 +736,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     if boxes is not None:
         bm, bn = boxes
     tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
-    _na_bwd_dkv_kernel[(math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)](
+    _na_bwd_dkv[(math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)](
         q3, k3, v3, do3, l3, delta3, dk3, dv3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_s5(do3), *_s5(l3), *_s5(dk3), *_s5(dv3),
         kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),

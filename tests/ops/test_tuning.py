@@ -1,0 +1,41 @@
+"""TunedLauncher: the autotuner picks once per problem, later calls launch the kernel directly."""
+from __future__ import annotations
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from ops.common import interpret_mode
+from ops.common.tuning import TunedLauncher
+
+# the interpreter cannot time configs: one there, two on the GPU
+_CONFIGS = [triton.Config({"BLOCK": 16}, num_warps=1)] + ([] if interpret_mode() else
+                                                         [triton.Config({"BLOCK": 32}, num_warps=1)])
+
+
+@triton.autotune(configs=_CONFIGS, key=["n"])
+@triton.jit
+def _scale_kernel(X, Y, n, factor, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(Y + offs, tl.load(X + offs, mask=offs < n) * factor, mask=offs < n)
+
+
+@pytest.mark.kernel
+def test_second_call_skips_the_autotuner(device, monkeypatch):
+    launcher = TunedLauncher(_scale_kernel)
+    x = torch.randn(100, device=device)
+    grid = lambda meta: (triton.cdiv(100, meta["BLOCK"]),)   # noqa: E731
+    y = torch.full_like(x, float("nan"))
+    launcher[grid](x, y, 100, 2.0)
+    torch.testing.assert_close(y, 2 * x)
+    assert len(launcher.configs) == 1
+
+    def no_autotuning(*args, **kwargs):
+        raise AssertionError("the autotuner ran again for a known problem")
+    monkeypatch.setattr(type(_scale_kernel), "run", no_autotuning)
+    y2 = torch.full_like(x, float("nan"))
+    launcher[grid](x, y2, 100, -3.0)   # same problem, new data and scale: direct launch
+    torch.testing.assert_close(y2, -3 * x)
+    with pytest.raises(AssertionError, match="autotuner ran again"):
+        launcher[grid](x, y2, 99, 1.0)   # a new size is a new problem
