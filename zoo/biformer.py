@@ -5,9 +5,10 @@ Faithful to the official legacy-BRA models (rayleizhu/BiFormer ``models/biformer
 ``qk_dim ** -0.5`` scale over the full channel count, LCE (dw 5x5) on V, ``auto_pad`` for maps
 not divisible by ``n_win``, and full attention with LePE (8 heads) in stage 4.
 ``use_kernels=True`` runs token attention through ``ops.routing_attention``'s fused kernels
-(routing and attention, reading the qkv projection in place) and, under autocast, LayerNorm on
-the bf16 input (fp32 weights and statistics, bf16 out, where autocast would save an fp32 copy
-of the block input); ``False`` runs the official gather algorithm and autocast's LayerNorm.
+(routing and attention, reading the qkv projection in place) and, under autocast, LayerNorm in
+the autocast dtype (timm's ``fast_layer_norm``: fp32 statistics inside, bf16 in and out, where
+autocast would save an fp32 copy of the block input); ``False`` runs the official gather
+algorithm and PyTorch's autocast LayerNorm.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, trunc_normal_
+from timm.layers.fast_norm import fast_layer_norm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -128,12 +130,8 @@ class Block(nn.Module):
         return x.permute(0, 3, 1, 2)
 
     def _norm(self, norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-        if self.use_kernels and torch.is_autocast_enabled(x.device.type):
-            # LayerNorm on the bf16 input with fp32 weights and statistics, bf16 out: the next
-            # Linear rounds autocast's fp32 output to bf16 anyway, and this saves the bf16
-            # input for backward instead of an fp32 copy (no weight casts either).
-            with torch.autocast(x.device.type, enabled=False):
-                return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        if self.use_kernels:  # same math: the next Linear rounds autocast's fp32 output to bf16 anyway
+            return fast_layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         return norm(x)
 
 
