@@ -35,8 +35,7 @@ def _kernels_apply(x: torch.Tensor) -> bool:
 
 # ----------------------------------------------------------------------- chain: dw... -> 1x1 -> gate
 
-@torch.library.custom_op(op_name("lka_chain_forward"), mutates_args=())
-def _chain_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                    dilations: list[int], conv1_weight: torch.Tensor, conv1_bias: torch.Tensor) -> torch.Tensor:
     if not _kernels_apply(x):
         return lka_chain_reference(x, weights, biases, dilations, conv1_weight, conv1_bias)
@@ -47,13 +46,15 @@ def _chain_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     return dw_conv_pw_gate(a, weights[-1], biases[-1], dilations[-1], conv1_weight, conv1_bias, x)
 
 
+_chain_forward = torch.library.custom_op(op_name("lka_chain_forward"), _chain_forward_impl, mutates_args=())
+
+
 @_chain_forward.register_fake
 def _(x, weights, biases, dilations, conv1_weight, conv1_bias):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op(op_name("lka_chain_backward"), mutates_args=())
-def _chain_backward(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Tensor],
+def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Tensor],
                     biases: list[torch.Tensor], dilations: list[int], conv1_weight: torch.Tensor,
                     conv1_bias: torch.Tensor) -> list[torch.Tensor]:
     """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]."""
@@ -84,6 +85,9 @@ def _chain_backward(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Ten
     return [dx, *reversed(dws), *reversed(dbs), dw1.to(conv1_weight.dtype), db1.to(conv1_bias.dtype)]
 
 
+_chain_backward = torch.library.custom_op(op_name("lka_chain_backward"), _chain_backward_impl, mutates_args=())
+
+
 @_chain_backward.register_fake
 def _(grad, x, weights, biases, dilations, conv1_weight, conv1_bias):
     return [torch.empty_like(t) for t in (x, *weights, *biases, conv1_weight, conv1_bias)]
@@ -101,11 +105,36 @@ def _chain_bwd(ctx, grad):
     saved = ctx.saved_tensors
     n = ctx.n
     x, weights, biases, w1, b1 = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n]), saved[-2], saved[-1]
-    g = _chain_backward(grad, x, weights, biases, ctx.dilations, w1, b1)
+    backward = _chain_backward if torch.compiler.is_compiling() else _chain_backward_impl
+    g = backward(grad, x, weights, biases, ctx.dilations, w1, b1)
     return g[0], list(g[1:1 + n]), list(g[1 + n:1 + 2 * n]), None, g[-2], g[-1]
 
 
 _chain_forward.register_autograd(_chain_bwd, setup_context=_chain_setup)
+
+
+class _ChainEager(torch.autograd.Function):
+    """The chain op in eager mode without the custom-op dispatcher (as ``eager_autograd`` does
+    for the other ops); the per-conv weights come flat (``*wb``) so autograd tracks them."""
+
+    @staticmethod
+    def forward(ctx, x, conv1_weight, conv1_bias, dilations, *wb):
+        n = len(dilations)
+        inputs = (x, list(wb[:n]), list(wb[n:]), dilations, conv1_weight, conv1_bias)
+        out = _chain_forward_impl(*inputs)
+        _chain_setup(ctx, inputs, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        dx, dws, dbs, _, dw1, db1 = _chain_bwd(ctx, grad)
+        return dx, dw1, db1, None, *dws, *dbs
+
+
+def _chain(x, weights, biases, dilations, conv1_weight, conv1_bias):
+    if torch.compiler.is_compiling():
+        return _chain_forward(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    return _ChainEager.apply(x, conv1_weight, conv1_bias, dilations, *weights, *biases)
 
 
 def separable_large_kernel_attention(
@@ -143,8 +172,8 @@ def separable_large_kernel_attention(
     # (one copy each way, ~4x cheaper on the H200 than reading NCHW through strides).
     nchw = not x.is_contiguous(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
-    out = _chain_forward(xc, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
-                         [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
+    out = _chain(xc, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
+                 [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
     return out.contiguous() if nchw else out
 
 
