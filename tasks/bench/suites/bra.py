@@ -4,6 +4,8 @@ Both implementations include the region routing (region means, affinity, top-k);
 in token attention: foveal reads the routed regions by address, the official code gathers
 them into a [B, R, topk, T, C] copy. Forward and forward+backward; on CUDA the runner adds
 peak and extra memory per implementation (fwd+bwd extra memory includes the q/k/v gradients).
+On CUDA both also run replayed from CUDA graphs ("... (CUDA graph)" rows): at these sizes an
+eager call is bound by its CPU launch cost, the graphs show the GPU work alone.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import ops
 from ops.routing import region_routing, routing_attention_reference
 
 from ..runner import Case, register_suite
+from .peers import CUDAGraphed
 
 # (batch, size, channels, n_win, topk): BiFormer stages 1-3 at 224 (n_win 7) and a
 # segmentation-size stage-2 map (128x128 divides by n_win 8, regions of 16x16 tokens).
@@ -38,6 +41,12 @@ def _fwd_bwd(fn, q, k, v, grad, *args):
     return call
 
 
+def _with_graphs(impls: dict, device: str) -> dict:
+    if device != "cuda":
+        return impls
+    return {**impls, **{f"{name} (CUDA graph)": CUDAGraphed(fn) for name, fn in impls.items()}}
+
+
 @register_suite("bra")
 def bra_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
     cases = []
@@ -53,15 +62,17 @@ def bra_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         in_bytes = 3.0 * q.numel() * q.element_size()
         shapes = {"q": [batch, size, size, channels], "n_win": n_win, "topk": topk, "heads": heads}
         notes = {"input_gib": in_bytes / 2**30, "region_tokens": tokens}
+        impls = {"foveal": lambda q=q, k=k, v=v, a=args: _fused(q, k, v, *a),
+                 "gather (official)": lambda q=q, k=k, v=v, a=args: _gather(q, k, v, *a)}
         cases.append(Case(
             name=f"bra fwd B{batch} {size}x{size} C{channels} topk{topk}", shapes=shapes,
-            impls={"foveal": lambda q=q, k=k, v=v, a=args: _fused(q, k, v, *a),
-                   "gather (official)": lambda q=q, k=k, v=v, a=args: _gather(q, k, v, *a)},
-            flops=fwd_flops, bytes=in_bytes * 4 / 3, notes=dict(notes, direction="forward")))
+            impls=_with_graphs(impls, device), flops=fwd_flops, bytes=in_bytes * 4 / 3,
+            notes=dict(notes, direction="forward")))
         qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+        impls = {"foveal": _fwd_bwd(_fused, qg, kg, vg, g, *args),
+                 "gather (official)": _fwd_bwd(_gather, qg, kg, vg, g, *args)}
         cases.append(Case(
             name=f"bra fwd+bwd B{batch} {size}x{size} C{channels} topk{topk}", shapes=shapes,
-            impls={"foveal": _fwd_bwd(_fused, qg, kg, vg, g, *args),
-                   "gather (official)": _fwd_bwd(_gather, qg, kg, vg, g, *args)},
-            flops=3.5 * fwd_flops, bytes=in_bytes * 8 / 3, notes=dict(notes, direction="forward+backward")))
+            impls=_with_graphs(impls, device), flops=3.5 * fwd_flops, bytes=in_bytes * 8 / 3,
+            notes=dict(notes, direction="forward+backward")))
     return cases

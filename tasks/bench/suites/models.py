@@ -83,7 +83,8 @@ def models_suite(device: str, dtype: torch.dtype, model: list[str] | None = None
             impls = {}
             for label, flag in variants.items():
                 net = _build(name, device, flag)
-                impls[label] = _infer(net, x, autocast_dtype) if mode == "infer" else _train_step(net, x, target, autocast_dtype)
+                impls[label] = (_infer(net, x, autocast_dtype) if mode == "infer"
+                                else _train_step(net, x, target, autocast_dtype))
             cases.append(Case(name=f"{name} {mode} {size}px b{batch}", impls=impls, items=batch,
                               shapes={"input": [batch, 3, size, size]},
                               notes={"model": name, "mode": mode}))
