@@ -189,8 +189,9 @@ class BiFormer(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
-        return dict(stem=r"^downsample_layers\.0", blocks=[(r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)", None),
-                                                           (r"^downsample_layers\.(\d+)", None), (r"^norm", (99999,))])
+        stage = r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)"
+        return dict(stem=r"^downsample_layers\.0",
+                    blocks=[(stage, None), (r"^downsample_layers\.(\d+)", None), (r"^norm", (99999,))])
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True):
