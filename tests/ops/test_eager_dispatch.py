@@ -1,0 +1,76 @@
+"""Eager calls skip the custom-op dispatcher (``eager_autograd``, the LKA chain's flat Function);
+they must give exactly what the registered custom ops give, forward and every gradient, and must
+not be taken while torch.compile traces."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ops
+import ops.lka as lka
+import ops.neighborhood as na
+import ops.routing as bra
+
+from .helpers import fresh_generator, randn
+
+
+def _grads(fn, leaves, grad):
+    leaves = [t.detach().clone().requires_grad_(True) for t in leaves]
+    out = fn(*leaves)
+    return [out.detach(), *torch.autograd.grad(out, leaves, grad)]
+
+
+def _same(a, b):
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@pytest.mark.kernel
+def test_na_eager_path_equals_the_custom_op(device):
+    gen, _ = fresh_generator()
+    q, k, v, g = (randn(1, 6, 7, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
+    args = ([3, 3], [1, 1], [1, 2], [False, True], 0.25, None, None)
+    eager = _grads(lambda a, b, c: na._na_call(a, b, c, *args)[0], [q, k, v], g)
+    registered = _grads(lambda a, b, c: na._na_forward(a, b, c, *args)[0], [q, k, v], g)
+    _same(eager, registered)
+
+
+@pytest.mark.kernel
+def test_bra_eager_path_equals_the_custom_op(device):
+    gen, _ = fresh_generator()
+    q, k, v, g = (randn(1, 8, 8, 32, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
+    idx = torch.randint(0, 4, (1, 4, 2), generator=gen).to(device)
+    eager = _grads(lambda a, b, c: bra._bra_call(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
+    registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
+    _same(eager, registered)
+
+
+@pytest.mark.kernel
+def test_lka_eager_path_equals_the_custom_op(device):
+    gen, _ = fresh_generator()
+    C = 8
+    x, g = (randn(1, C, 9, 9, dtype=torch.float32, device=device, gen=gen) for _ in range(2))
+    w = [randn(C, 1, 5, 5, dtype=torch.float32, device=device, gen=gen) * 0.2,
+         randn(C, 1, 7, 7, dtype=torch.float32, device=device, gen=gen) * 0.1]
+    b = [randn(C, dtype=torch.float32, device=device, gen=gen) for _ in range(2)]
+    w1, b1 = randn(C, C, 1, 1, dtype=torch.float32, device=device, gen=gen), randn(C, dtype=torch.float32,
+                                                                                  device=device, gen=gen)
+    leaves = [x, w1, b1, *w, *b]
+    eager = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain(x, [wa, wb], [ba, bb], [1, 3], w1, b1), leaves, g)
+    registered = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain_forward(x, [wa, wb], [ba, bb], [1, 3], w1, b1),
+                        leaves, g)
+    _same(eager, registered)
+
+
+def test_compile_traces_the_registered_op(monkeypatch):
+    """Under torch.compile the eager Function must not be used (it would break the graph)."""
+    gen, _ = fresh_generator()
+    q, k, v = (randn(1, 5, 5, 2, 16, dtype=torch.float32, device="cpu", gen=gen) for _ in range(3))
+    expected = ops.na2d(q, k, v, kernel_size=3)
+
+    def forbidden(*args):
+        raise AssertionError("eager path taken while compiling")
+    monkeypatch.setattr(na, "_na_call", na.eager_autograd(na._na_forward, forbidden, na._setup_context,
+                                                         na._backward))
+    compiled = torch.compile(lambda a, b, c: ops.na2d(a, b, c, kernel_size=3), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v), expected)
