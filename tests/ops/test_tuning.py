@@ -39,3 +39,23 @@ def test_second_call_skips_the_autotuner(device, monkeypatch):
     torch.testing.assert_close(y2, -3 * x)
     with pytest.raises(AssertionError, match="autotuner ran again"):
         launcher[grid](x, y2, 99, 1.0)   # a new size is a new problem
+
+
+@pytest.mark.kernel
+def test_repeat_calls_of_the_ops_go_direct_and_agree(device):
+    """NA and BRA launch through TunedLauncher: the second call of a problem takes the direct path
+    (the launchers then know it) and must reproduce the first call exactly."""
+    import ops
+    from ops.common import block_sparse
+    from ops.neighborhood import kernels as na_kernels
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 9, 10, 2, 16, generator=gen).to(device) for _ in range(3))
+    first = ops.na2d(q, k, v, kernel_size=5, stride=2)
+    assert na_kernels._na_fwd.configs, "the NA forward did not go through its launcher"
+    torch.testing.assert_close(ops.na2d(q, k, v, kernel_size=5, stride=2), first, rtol=0, atol=0)
+
+    x, y, z = (torch.randn(1, 8, 8, 32, generator=gen).to(device) for _ in range(3))
+    first = ops.routing_attention(x, y, z, 2, 2)
+    assert block_sparse._bs_fwd.configs, "the block-sparse forward did not go through its launcher"
+    torch.testing.assert_close(ops.routing_attention(x, y, z, 2, 2), first, rtol=0, atol=0)
