@@ -8,16 +8,18 @@ Tiling. A program owns a query *box* (a spatial block of ``BM0 x BM1 x BM2`` tok
 one dilation group per axis: group-local index ``j`` is memory index ``g + d * j``, so NA in
 a group is plain NA on a shorter axis. The box's keys are the union of its queries' windows,
 a box per axis because window bounds are monotone in the query index; the kernel walks that
-union in key boxes starting exactly at its low corner, masks per element with the per-axis
-window bounds (``_axis_bounds``, NATTEN's rules) and keeps an online softmax in exp2. The
-attention matrix never exists in memory. Additional keys/values are dense key blocks in the
-same softmax; grouped-query attention maps query head ``h`` to key head ``h // group``.
+union in key boxes starting exactly at its low corner, in one flat loop (so Triton pipelines
+the loads across the whole walk), masks per element with the per-axis window bounds
+(``_axis_bounds``, NATTEN's rules) and keeps an online softmax in exp2. The attention matrix
+never exists in memory. Box shapes come from the product-count cost model in ``tiling.py``.
+Additional keys/values are dense key blocks in the same softmax; grouped-query attention maps
+query head ``h`` to key head ``h // group``.
 
-Backward (FlashAttention-2 style): ``delta = rowsum(dO * O) - dLSE`` (one fused elementwise
-pass), a dQ kernel per query box, and a dK/dV kernel per key box that visits the query boxes
+Backward (FlashAttention-2 style): a dQ kernel per query box, which also computes ``delta =
+rowsum(dO * O) - dLSE`` for its rows, and a dK/dV kernel per key box that visits the query boxes
 whose windows can contain it (the inverse neighbourhood, contiguous per axis) for every query
 head of its GQA group, so no atomics are needed. Extra-KV gradients have their own small
-kernel over all queries.
+kernel over all queries. Launches go through ``TunedLauncher`` (autotuned once per problem).
 """
 from __future__ import annotations
 
