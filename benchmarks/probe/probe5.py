@@ -56,3 +56,37 @@ with torch.no_grad():
     for _ in range(20):
         ops.routing_attention(q, k, v, nw, topk, scale=C ** -0.5, num_heads=C // 32)
     print(f"forward only (no grad) CPU per call {(time.perf_counter() - t0) / 20 * 1e3:.3f} ms")
+
+# Where the backward's Python time goes, per function, on every thread (Python >= 3.12 can hook the
+# autograd device thread's existing thread state): inclusive time per function, top 25.
+import collections  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+if hasattr(threading, "setprofile_all_threads"):
+    totals, stacks = collections.Counter(), collections.defaultdict(list)
+
+    def tracer(frame, event, arg):
+        tid = threading.get_ident()
+        if event in ("call", "c_call"):
+            name = f"{frame.f_code.co_filename.split('/')[-1]}:{frame.f_code.co_name}" if event == "call" else \
+                f"C:{getattr(arg, '__qualname__', arg)}"
+            stacks[tid].append((name, time.perf_counter()))
+        elif event in ("return", "c_return", "c_exception") and stacks[tid]:
+            name, t = stacks[tid].pop()
+            totals[(tid == main_tid, name)] += time.perf_counter() - t
+
+    main_tid = threading.get_ident()
+    threading.setprofile_all_threads(tracer)
+    for _ in range(20):
+        fb()
+    torch.cuda.synchronize()
+    threading.setprofile_all_threads(None)
+    sys.setprofile(None)
+    for main in (False, True):
+        print(f"-- {'main' if main else 'autograd'} thread, inclusive ms per fwd+bwd call (traced, inflated)")
+        rows = sorted(((t, name) for (m, name), t in totals.items() if m == main), reverse=True)[:25]
+        for t, name in rows:
+            print(f"   {t / 20 * 1e3:8.3f}  {name}")
+else:
+    print("Python < 3.12: no per-thread trace")
