@@ -105,11 +105,16 @@ def _walk_len(a0, b0, a1, b1, a2, b2, B0: tl.constexpr, B1: tl.constexpr, B2: tl
 
 
 @triton.jit
-def _walk_corner(it, a0, a1, a2, n1, n2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
-    """Low corner of block ``it`` of a walk (last axis fastest). One flat loop instead of nested
-    per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis innermost
-    loop is often one or two blocks long."""
-    return a0 + (it // (n1 * n2)) * B0, a1 + ((it // n2) % n1) * B1, a2 + (it % n2) * B2
+def _walk_block(it, a0, a1, a2, b0, b1, b2, n1, n2, r0, r1, r2,
+                B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+    """Block ``it`` of the walk over the box [a, b] (last axis fastest): its rows' group-local
+    indices (``r*`` from ``_box_rows``) and which rows lie inside the box. One flat loop instead
+    of nested per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis
+    innermost loop is often one or two blocks long."""
+    j0 = a0 + (it // (n1 * n2)) * B0 + r0
+    j1 = a1 + ((it // n2) % n1) * B1 + r1
+    j2 = a2 + (it % n2) * B2 + r2
+    return j0, j1, j2, (j0 <= b0) & (j1 <= b1) & (j2 <= b2)
 
 
 @triton.jit
@@ -234,13 +239,13 @@ def _na_fwd_kernel(
     v_base = V + b * sv_b + hk * sv_h
     nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     for it in range(0, n_blocks):
-        n0, n1, n2 = _walk_corner(it, u_lo0, u_lo1, u_lo2, nb1, nb2, BN0, BN1, BN2)
-        j0 = n0 + c0
-        j1 = n1 + c1
-        j2 = n2 + c2
-        kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
-        k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
-        v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
+                                        BN0, BN1, BN2)
+        x0 = g0 + D0 * j0
+        x1 = g1 + D1 * j1
+        x2 = g2 + D2 * j2
+        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
+        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
         kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
         if UPCAST:
@@ -346,13 +351,13 @@ def _na_bwd_dq_kernel(
     v_base = V + b * sv_b + hk * sv_h
     nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     for it in range(0, n_blocks):
-        n0, n1, n2 = _walk_corner(it, u_lo0, u_lo1, u_lo2, nb1, nb2, BN0, BN1, BN2)
-        j0 = n0 + c0
-        j1 = n1 + c1
-        j2 = n2 + c2
-        kv_ok = (j0 <= u_hi0) & (j1 <= u_hi1) & (j2 <= u_hi2)
-        k_tok = (g0 + D0 * j0) * sk_0 + (g1 + D1 * j1) * sk_1 + (g2 + D2 * j2) * sk_2
-        v_tok = (g0 + D0 * j0) * sv_0 + (g1 + D1 * j1) * sv_1 + (g2 + D2 * j2) * sv_2
+        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
+                                        BN0, BN1, BN2)
+        x0 = g0 + D0 * j0
+        x1 = g1 + D1 * j1
+        x2 = g2 + D2 * j2
+        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
+        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
         kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
         vt = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
         if UPCAST:
@@ -462,13 +467,10 @@ def _na_bwd_dkv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
     nb1, nb2, n_blocks = _walk_len(qa0, qb0, qa1, qb1, qa2, qb2, BM0, BM1, BM2)
-    for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_corner)
+    for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_block)
         hq = hk * KV_GROUP + it // n_blocks
-        m0, m1, m2 = _walk_corner(it % n_blocks, qa0, qa1, qa2, nb1, nb2, BM0, BM1, BM2)
-        i0 = m0 + r0
-        i1 = m1 + r1
-        i2 = m2 + r2
-        q_ok = (i0 <= qb0) & (i1 <= qb1) & (i2 <= qb2)
+        i0, i1, i2, q_ok = _walk_block(it % n_blocks, qa0, qa1, qa2, qb0, qb1, qb2, nb1, nb2, r0, r1, r2,
+                                       BM0, BM1, BM2)
         x0 = g0 + D0 * i0
         x1 = g1 + D1 * i1
         x2 = g2 + D2 * i2
