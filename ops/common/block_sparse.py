@@ -37,6 +37,13 @@ def _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x):
     return y * s_y + x * s_x
 
 
+@triton.jit
+def _rows_ptr(base, tile, t, ch, tiles_x, tile_h, tile_w, s_y, s_x, s_c):
+    """Pointers [rows, D] to channels ``ch`` of token ``t`` of tile ``tile`` (per row) in one
+    batch item's [Y, X, C] map at ``base``."""
+    return base + _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x)[:, None] + ch[None, :] * s_c
+
+
 def _stream_configs(name: str) -> list:
     """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV)."""
     if interpret_mode():  # one small config: autotuning under the interpreter only costs time
@@ -57,11 +64,9 @@ def _load_routed_kv(K, V, idx_base, start, n_total, T, ch, d_valid, tiles_x, til
     n_valid = offs_n < n_total
     kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
     t = offs_n % T
-    k_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sk_y, sk_x)
-    v_off = _token_offsets(kv_tile, t, tiles_x, tile_h, tile_w, sv_y, sv_x)
     kv_mask = n_valid[:, None] & d_valid[None, :]
-    k = tl.load(K + k_off[:, None] + ch[None, :] * sk_c, mask=kv_mask, other=0.0)
-    v = tl.load(V + v_off[:, None] + ch[None, :] * sv_c, mask=kv_mask, other=0.0)
+    k = tl.load(_rows_ptr(K, kv_tile, t, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
+    v = tl.load(_rows_ptr(V, kv_tile, t, ch, tiles_x, tile_h, tile_w, sv_y, sv_x, sv_c), mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -91,8 +96,7 @@ def _bs_fwd_kernel(
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
 
-    q_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sq_y, sq_x)
-    q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c,
+    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
                 mask=m_valid[:, None] & d_valid[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -116,9 +120,8 @@ def _bs_fwd_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    o_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, so_y, so_x)
-    tl.store(O + b * so_b + o_off[:, None] + ch[None, :] * so_c, acc.to(O.dtype.element_ty),
-             mask=m_valid[:, None] & d_valid[None, :])
+    tl.store(_rows_ptr(O + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+             acc.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
     tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
 
@@ -147,12 +150,12 @@ def _bs_bwd_dq_kernel(
     ch = h * HEAD_DIM + offs_d
     qmask = m_valid[:, None] & d_valid[None, :]
 
-    q_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sq_y, sq_x)
-    q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c, mask=qmask, other=0.0)
-    o_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, so_y, so_x)
-    do = tl.load(DO + b * so_b + o_off[:, None] + ch[None, :] * so_c, mask=qmask, other=0.0)
-    out_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sout_y, sout_x)
-    o = tl.load(O + b * sout_b + out_off[:, None] + ch[None, :] * sout_c, mask=qmask, other=0.0)
+    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+                mask=qmask, other=0.0)
+    do = tl.load(_rows_ptr(DO + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+                 mask=qmask, other=0.0)
+    o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
+                mask=qmask, other=0.0)
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
     lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
@@ -176,9 +179,8 @@ def _bs_bwd_dq_kernel(
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
-    g_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sg_y, sg_x)
-    tl.store(DQ + b * sg_b + g_off[:, None] + ch[None, :] * sg_c, (dq * sm_scale).to(DQ.dtype.element_ty),
-             mask=qmask)
+    tl.store(_rows_ptr(DQ + b * sg_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sg_y, sg_x, sg_c),
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
@@ -206,10 +208,10 @@ def _bs_bwd_dkv_kernel(
     ch = h * HEAD_DIM + offs_d
     kvmask = n_valid[:, None] & d_valid[None, :]
 
-    k_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sk_y, sk_x)
-    v_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sv_y, sv_x)
-    k = tl.load(K + b * sk_b + k_off[:, None] + ch[None, :] * sk_c, mask=kvmask, other=0.0)
-    v = tl.load(V + b * sv_b + v_off[:, None] + ch[None, :] * sv_c, mask=kvmask, other=0.0)
+    k = tl.load(_rows_ptr(K + b * sk_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c),
+                mask=kvmask, other=0.0)
+    v = tl.load(_rows_ptr(V + b * sv_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sv_y, sv_x, sv_c),
+                mask=kvmask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -226,11 +228,11 @@ def _bs_bwd_dkv_kernel(
         q_tile = tl.load(SRC + b * ss_b + begin + offs_m // T, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
-        q_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sq_y, sq_x)
-        o_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, so_y, so_x)
         l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
-        q = tl.load(Q + b * sq_b + q_off[:, None] + ch[None, :] * sq_c, mask=qmask, other=0.0)
-        do = tl.load(DO + b * so_b + o_off[:, None] + ch[None, :] * so_c, mask=qmask, other=0.0)
+        q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+                    mask=qmask, other=0.0)
+        do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+                     mask=qmask, other=0.0)
         lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
         delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
         if UPCAST:
@@ -244,11 +246,10 @@ def _bs_bwd_dkv_kernel(
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
 
-    dk_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdk_y, sdk_x)
-    dv_off = _token_offsets(tile, offs_n, tiles_x, tile_h, tile_w, sdv_y, sdv_x)
-    tl.store(DK + b * sdk_b + dk_off[:, None] + ch[None, :] * sdk_c, (dk * sm_scale).to(DK.dtype.element_ty),
-             mask=kvmask)
-    tl.store(DV + b * sdv_b + dv_off[:, None] + ch[None, :] * sdv_c, dv.to(DV.dtype.element_ty), mask=kvmask)
+    tl.store(_rows_ptr(DK + b * sdk_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sdk_y, sdk_x, sdk_c),
+             (dk * sm_scale).to(DK.dtype.element_ty), mask=kvmask)
+    tl.store(_rows_ptr(DV + b * sdv_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sdv_y, sdv_x, sdv_c),
+             dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
 _bs_fwd = TunedLauncher(_bs_fwd_kernel)
