@@ -51,6 +51,15 @@ def _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO: tl.constexpr, PRECIS
 
 
 @triton.jit
+def _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, ww, offs_c, c_mask, W):
+    """x[c, hh, ww] as fp32 [P, C] for one tap's shifted pixel rows ``hh`` / cols ``ww``; zero
+    outside the map (``h_ok``: row inside and pixel valid, hoisted out of the column loop)."""
+    m = h_ok & (ww >= 0) & (ww < W)
+    return tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
+                   mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
                 KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -64,10 +73,7 @@ def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_
         hh = offs_h - PH + kh * DIL
         h_ok = p_mask & (hh >= 0) & (hh < H)
         for kw in tl.static_range(KW):
-            ww = offs_w - PW + kw * DIL
-            m = h_ok & (ww >= 0) & (ww < W)
-            xv = tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
-                         mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+            xv = _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, offs_w - PW + kw * DIL, offs_c, c_mask, W)
             if FLIP:
                 tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
             else:
@@ -203,10 +209,7 @@ def _dw_wgrad_kernel(
             hh = offs_h - PH + kh * DIL
             h_ok = p_mask & (hh >= 0) & (hh < H)
             for kw in tl.static_range(KW):
-                ww = offs_w - PW + kw * DIL
-                m = h_ok & (ww >= 0) & (ww < W)
-                xv = tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
-                             mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+                xv = _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, offs_w - PW + kw * DIL, offs_c, c_mask, W)
                 part = tl.sum(dy * xv, axis=0)
                 acc += tl.where(taps[:, None] == kh * KW + kw, part[None, :], 0.0)
     out = PART + split * (TAPS_P2 * C) + taps[:, None] * C + offs_c[None, :]
