@@ -22,6 +22,10 @@ def op_name(name: str) -> str:
     return f"{LIBRARY}::{name}"
 
 
+def _is_tensor_list(a) -> bool:
+    return isinstance(a, (list, tuple)) and len(a) > 0 and all(isinstance(t, torch.Tensor) for t in a)
+
+
 def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callable) -> Callable:
     """Call ``op`` when ``torch.compile`` traces, and ``impl`` through a plain
     ``torch.autograd.Function`` in eager mode, with the op's own ``setup_context`` and
@@ -29,26 +33,41 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
 
     The custom-op dispatcher costs tens of microseconds of CPU per call (autograd wrapper,
     redispatch, dynamo-disable guard), which is more than a small fused kernel's GPU time:
-    BiFormer's routed attention was CPU-bound because of it. Tensors must be top-level
-    arguments (autograd does not see tensors inside lists). Unused outputs get ``None``
+    BiFormer's routed attention was CPU-bound because of it. Autograd only tracks top-level
+    tensors, so tensor-list arguments travel flattened and are rebuilt for ``impl``; their
+    gradients (lists from ``backward``) are flattened back. Unused outputs get ``None``
     gradients (``set_materialize_grads(False)``), so backward formulas must accept ``None``.
     """
+    def unflatten(lengths, flat):
+        args, i = [], 0
+        for n in lengths:
+            args.append(list(flat[i:i + n]) if n is not None else flat[i])
+            i += 1 if n is None else n
+        return args
+
     class EagerFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, *args):
+        def forward(ctx, lengths, *flat):
             ctx.set_materialize_grads(False)
+            ctx.lengths = lengths
+            args = unflatten(lengths, flat)
             output = impl(*args)
             setup_context(ctx, args, output)
             return output
 
         @staticmethod
         def backward(ctx, *grads):
-            return backward(ctx, *grads)
+            flat = [None]   # the lengths argument
+            for n, g in zip(ctx.lengths, backward(ctx, *grads)):
+                flat.extend([g] if n is None else (g if g is not None else [None] * n))
+            return tuple(flat)
 
     EagerFunction.__name__ = EagerFunction.__qualname__ = f"{impl.__name__}_eager"
 
     def call(*args):
         if torch.compiler.is_compiling():
             return op(*args)
-        return EagerFunction.apply(*args)
+        lengths = tuple(len(a) if _is_tensor_list(a) else None for a in args)
+        flat = [t for a, n in zip(args, lengths) for t in (a if n is not None else (a,))]
+        return EagerFunction.apply(lengths, *flat)
     return call

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import check_same_device, op_name, use_triton
+from ..common import check_same_device, eager_autograd, op_name, use_triton
 from .checks import check_depthwise, check_input, check_pointwise
 from .reference import depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference
 
@@ -113,28 +113,7 @@ def _chain_bwd(ctx, grad):
 _chain_forward.register_autograd(_chain_bwd, setup_context=_chain_setup)
 
 
-class _ChainEager(torch.autograd.Function):
-    """The chain op in eager mode without the custom-op dispatcher (as ``eager_autograd`` does
-    for the other ops); the per-conv weights come flat (``*wb``) so autograd tracks them."""
-
-    @staticmethod
-    def forward(ctx, x, conv1_weight, conv1_bias, dilations, *wb):
-        n = len(dilations)
-        inputs = (x, list(wb[:n]), list(wb[n:]), dilations, conv1_weight, conv1_bias)
-        out = _chain_forward_impl(*inputs)
-        _chain_setup(ctx, inputs, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        dx, dws, dbs, _, dw1, db1 = _chain_bwd(ctx, grad)
-        return dx, dw1, db1, None, *dws, *dbs
-
-
-def _chain(x, weights, biases, dilations, conv1_weight, conv1_bias):
-    if torch.compiler.is_compiling():
-        return _chain_forward(x, weights, biases, dilations, conv1_weight, conv1_bias)
-    return _ChainEager.apply(x, conv1_weight, conv1_bias, dilations, *weights, *biases)
+_chain = eager_autograd(_chain_forward, _chain_forward_impl, _chain_setup, _chain_bwd)
 
 
 def separable_large_kernel_attention(
