@@ -5,10 +5,8 @@ import torch
 import ops
 import ops.common.block_sparse as bs
 
-B, S, C, nw, topk = 64, 56, 64, 7, 1
-g = torch.Generator(device="cuda").manual_seed(0)
-q, k, v, go = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
-qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+from bra_case import C, fb, go, k, nw, q, topk, v  # the script's folder is on sys.path
+
 spent = {"autograd thread": 0.0, "calls": 0}
 orig = bs.block_sparse_attention_backward
 
@@ -22,13 +20,6 @@ def timed(*a, **kw):
 
 
 bs.block_sparse_attention_backward = timed
-
-
-def fb():
-    for t in (qg, kg, vg):
-        t.grad = None
-    ops.routing_attention(qg, kg, vg, nw, topk, scale=C ** -0.5, num_heads=C // 32).backward(go)
-
 
 for _ in range(5):
     fb()
