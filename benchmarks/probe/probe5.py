@@ -4,6 +4,7 @@ import time
 import torch
 import ops
 import ops.common.block_sparse as bs
+from ops.routing.kernels import region_topk
 
 from bra_case import C, fb, go, k, nw, q, topk, v  # the script's folder is on sys.path
 
@@ -32,7 +33,7 @@ total = (time.perf_counter() - t0) / 20
 torch.cuda.synchronize()
 print(f"fwd+bwd CPU per call {total * 1e3:.3f} ms; block_sparse_attention_backward on the autograd thread "
       f"{spent['autograd thread'] / spent['calls'] * 1e3:.3f} ms/call")
-idx = ops.routing.kernels.region_topk(q, k, (nw, nw), topk, C ** -0.5)
+idx = region_topk(q, k, (nw, nw), topk, C ** -0.5)
 out, lse = bs.block_sparse_attention_forward(q, k, v, idx, (8, 8), 2, C ** -0.5)
 for _ in range(5):
     orig(go, q, k, v, out, lse, idx, (8, 8), 2, C ** -0.5)
