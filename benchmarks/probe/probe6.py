@@ -53,7 +53,7 @@ rows = {
     "empty_like": lambda: torch.empty_like(q),
     "Ident fwd+bwd": lambda: Ident.apply(x).backward(go),
     "route": lambda: region_topk(q, k, (nw, nw), topk, C ** -0.5),
-    "fwd kernel (TunedLauncher)": lambda: bs.block_sparse_attention_forward(q, k, v, idx, (8, 8), 2, C ** -0.5),
+    "fwd kernel (launcher)": lambda: bs.block_sparse_attention_forward(q, k, v, idx, (8, 8), 2, C ** -0.5),
     "bwd kernels": lambda: bs.block_sparse_attention_backward(go, q, k, v, out, lse, idx, (8, 8), 2, C ** -0.5),
     "inverse_index": lambda: bs.inverse_index(idx, 49),
     "op fwd no grad": lambda: ops.routing_attention(q, k, v, nw, topk, scale=C ** -0.5, num_heads=C // 32),
@@ -98,6 +98,6 @@ direct()
 torch.cuda.synchronize()
 print("fwd equal after compiled.run:", torch.equal(o2, out))
 print(f"{'jit fn[grid] (binder path)':30s} {cpu_ms(lambda: fn[grid](*args, **meta, **config.all_kwargs())):.3f} ms")
-print(f"{'TunedLauncher launch':30s} {cpu_ms(lambda: launcher[grid](*args, **meta)):.3f} ms")
+print(f"{'Launcher launch':30s} {cpu_ms(lambda: launcher[grid](*args, **meta)):.3f} ms")
 print(f"{'compiled.run direct':30s} {cpu_ms(direct):.3f} ms")
 print(f"{'compiled[grid](*full)':30s} {cpu_ms(lambda: compiled[grid](*full)):.3f} ms")

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from .dispatch import interpret_mode
-from .tuning import TunedLauncher
+from .tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward", "inverse_index"]
 
@@ -252,18 +252,18 @@ def _bs_bwd_dkv_kernel(
              dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
-_bs_fwd = TunedLauncher(_bs_fwd_kernel)
-_bs_bwd_dq = TunedLauncher(_bs_bwd_dq_kernel)
-_bs_bwd_dkv = TunedLauncher(_bs_bwd_dkv_kernel)
+_bs_fwd = Launcher(_bs_fwd_kernel)
+_bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
+_bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
 
 
 def _tile_block(tokens: int) -> int:
     """Rows of the fixed-side block: one tile, or a chunk of a big tile (>= 16 for tl.dot)."""
-    return 16 if interpret_mode() else min(64, max(16, triton.next_power_of_2(tokens)))
+    return 16 if interpret_mode() else min(64, max(16, next_power_of_2(tokens)))
 
 
 def _block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, next_power_of_2(head_dim))
 
 
 def _upcast(t: torch.Tensor) -> bool:
@@ -276,11 +276,11 @@ def _precision(t: torch.Tensor) -> str:
 
 
 def _s4(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+    return t.stride()
 
 
 def _lse_strides(lse: torch.Tensor) -> tuple[int, int, int, int]:
-    return lse.stride(0), lse.stride(1), lse.stride(2), lse.stride(3)
+    return lse.stride()
 
 
 def block_sparse_attention_forward(
@@ -309,7 +309,7 @@ def block_sparse_attention_forward(
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
     bm = _tile_block(T)
-    q_split = triton.cdiv(T, bm)
+    q_split = cdiv(T, bm)
     grid = (nq * q_split, B * num_heads)
     _bs_fwd[grid](
         q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
@@ -338,6 +338,9 @@ def _inverse_index_kernel(IDX, SRC, PTR, si_b, si_q, n_entries, NK, n_tiles, BLO
         tl.store(PTR + b * (n_tiles + 1) + n_tiles, start + tl.sum(hit, 0))
 
 
+_inverse_index = Launcher(_inverse_index_kernel)
+
+
 def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """CSR of the routing's inverse: for each KV tile, the query tiles that list it.
 
@@ -349,8 +352,8 @@ def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tens
     B, nq, nk = kv_index.shape
     src = torch.empty(B, nq * nk, dtype=torch.int32, device=kv_index.device)
     ptr = torch.empty(B, num_kv_tiles + 1, dtype=torch.int32, device=kv_index.device)
-    _inverse_index_kernel[(num_kv_tiles, B)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
-                                num_kv_tiles, BLOCK=max(16, triton.next_power_of_2(nq * nk)))
+    _inverse_index[(num_kv_tiles, B)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
+                                num_kv_tiles, BLOCK=max(16, next_power_of_2(nq * nk)))
     return src, ptr
 
 
@@ -375,14 +378,14 @@ def block_sparse_attention_backward(
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
     block = _tile_block(T)
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
-    q_split = triton.cdiv(T, block)
+    q_split = cdiv(T, block)
     _bs_bwd_dq[(nq * q_split, B * num_heads)](
         q, k, v, out, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(grad_out), *_s4(dq),
         *_lse_strides(lse), idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
-    kv_split = triton.cdiv(T, block)
+    kv_split = cdiv(T, block)
     _bs_bwd_dkv[(n_tiles * kv_split, B * num_heads)](
         q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out),
         *_s4(dk), *_s4(dv), *_lse_strides(lse), src.stride(0), ptr.stride(0),

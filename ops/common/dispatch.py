@@ -16,11 +16,13 @@ def has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+@functools.cache
 def interpret_mode() -> bool:
     """True when Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``).
 
     Triton reads the variable when a ``@triton.jit`` function is defined, so set it before
-    importing any kernel module (the test suite's conftest does).
+    importing any kernel module (the test suite's conftest does); it is read once here too
+    (this runs on every launch).
     """
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
@@ -32,9 +34,9 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     device (MPS, XPU, meta) runs the reference. ``FOVEAL_FORCE_REFERENCE=1`` forces the
     reference everywhere (for A/B checks).
     """
-    if os.environ.get("FOVEAL_FORCE_REFERENCE", "0") == "1" or not has_triton():
+    if os.environ.get("FOVEAL_FORCE_REFERENCE") == "1" or not has_triton():
         return False
-    devices = {t.device.type for t in tensors if t is not None}
-    if devices == {"cuda"}:
+    present = [t for t in tensors if t is not None]
+    if present and all(t.is_cuda for t in present):
         return True
-    return devices == {"cpu"} and interpret_mode()
+    return bool(present) and interpret_mode() and all(t.device.type == "cpu" for t in present)

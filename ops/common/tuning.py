@@ -1,53 +1,194 @@
-"""Launch ``triton.autotune``d kernels without paying the autotuner on every call.
+"""Launch Triton kernels with as little CPU time per call as the GPU work allows.
 
-Triton's ``Autotuner.run`` rebuilds its key on each launch from a dict of all arguments,
-filtered with list-membership tests (quadratic in the argument count), before calling the
-kernel. Our kernels take 40-70 arguments (strides of several tensors), and that bookkeeping
-cost more CPU time than the GPU time of a small call: neighborhood attention on a 96x96 map
-and BiFormer's routed attention were CPU-bound because of it. :class:`TunedLauncher` lets the
-autotuner pick the config the first time it sees a problem, remembers that config under a
-cheap key (integer arguments, tensor dtypes, keyword meta-parameters) and afterwards launches
-the underlying ``@triton.jit`` function directly with it.
+A ``kernel[grid](*args)`` launch costs ~40 us of Python on a fast host (binder, cache key from a
+stringified option dict, global-value checks), and ``triton.autotune`` adds a key rebuilt from
+all arguments with list-membership tests. Our kernels take 30-70 arguments and their GPU time
+is often 20-100 us, so BiFormer's routed attention, NA on small maps and VAN's training step
+were CPU-bound. :class:`Launcher` resolves a problem once (autotuning it if the kernel is
+autotuned), keeps the compiled kernel under a cheap key, and afterwards calls the compiled
+kernel's launcher directly: 9 us instead of 54 us per launch on the H200 host
+(``benchmarks/results/probe-bra-launch-cost-*``).
+
+The key holds everything Triton specializes on: integer arguments by value (sizes, strides;
+Triton specializes ``== 1`` and ``% 16``), each tensor's dtype and 16-byte alignment, the
+keyword meta-parameters and the device. Floats are not specialized and pass through.
+Under ``TRITON_INTERPRET=1`` there is no compiled kernel: launches take the jit path.
 """
 from __future__ import annotations
 
 import functools
+import os
+import operator
 
 import torch
+import triton
 
-__all__ = ["TunedLauncher"]
+from .dispatch import interpret_mode
+
+__all__ = ["Launcher", "cdiv", "next_power_of_2"]
+
+try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
+    from triton import knobs as _knobs
+except ImportError:  # pragma: no cover - older triton
+    _knobs = None
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division on the host (``triton.cdiv`` is a jit function: ~10 us per host call)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1), on the host."""
+    return 1 << (n - 1).bit_length()
+
+
+def _arg_key(a):
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    return None if isinstance(a, float) else a
 
 
 def _problem_key(args: tuple, kwargs: dict) -> tuple:
-    """Everything that can change the autotuner's choice: integers (sizes, strides), tensor
-    dtypes and the keyword meta-parameters. Data pointers and float scalars do not."""
-    key = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            key.append(a.dtype)
-        elif isinstance(a, (int, bool, str)) or a is None:
-            key.append(a)
-    return (*key, *kwargs.items())
+    """What Triton's specialization and the autotuner's choice depend on (see module docstring)."""
+    return (*map(_arg_key, args), *kwargs.items())
 
 
-class TunedLauncher:
-    """``launcher[grid](*args, **meta)`` for an autotuned kernel; see the module docstring.
+def _picker(positions: list[int]):
+    """``args -> tuple of args[i] for i in positions`` at C speed."""
+    if not positions:
+        return lambda args: ()
+    if len(positions) == 1:
+        i = positions[0]
+        return lambda args: (args[i],)
+    return operator.itemgetter(*positions)
 
-    ``launcher.autotuner`` is the ``triton.autotune`` object (configs, cache, ``.fn``).
+
+class _ArgLayout:
+    """Which positions of a launch site hold tensors (or None) and which hold specialized scalars,
+    learned from its first call, so later keys are built without testing every argument's type.
+    ``key`` returns None when a call does not fit the layout (the caller then uses
+    :func:`_problem_key`)."""
+
+    __slots__ = ("n", "tensors", "scalars")
+
+    def __init__(self, args: tuple) -> None:
+        self.n = len(args)
+        self.tensors = _picker([i for i, a in enumerate(args) if a is None or isinstance(a, torch.Tensor)])
+        self.scalars = _picker([i for i, a in enumerate(args)
+                                if not (a is None or isinstance(a, (torch.Tensor, float)))])
+
+    def key(self, args: tuple, kwargs: dict):
+        if len(args) != self.n:
+            return None
+        try:
+            tensors = [None if t is None else (t.dtype, t.data_ptr() % 16 == 0) for t in self.tensors(args)]
+        except AttributeError:   # a non-tensor where the first call had a tensor
+            return None
+        return (*self.scalars(args), *tensors, *kwargs.items())
+
+
+def _hooks():
+    """(enter, exit) launch hooks when any are installed, else None."""
+    if _knobs is None:
+        return None
+    enter, exit_ = _knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook
+    if getattr(enter, "calls", enter) or getattr(exit_, "calls", exit_):
+        return enter, exit_
+    return None
+
+
+class _Compiled:
+    """One resolved problem: the compiled kernel and the trailing (keyword and tuned) arguments in
+    signature order, so a launch is ``run(grid, stream, ..., *args, *tail)``."""
+
+    __slots__ = ("kernel", "run", "function", "packed", "tail", "device")
+
+    def __init__(self, kernel, tail: tuple, device: int) -> None:
+        self.kernel, self.tail, self.device = kernel, tail, device
+        self.run = kernel.run          # initializes the module handles on first access
+        self.function, self.packed = kernel.function, kernel.packed_metadata
+
+    def __call__(self, grid, args: tuple) -> None:
+        full = (*args, *self.tail)
+        if callable(grid):
+            grid = grid(dict(zip(self.kernel.src.fn.arg_names, full)))
+        g1 = grid[1] if len(grid) > 1 else 1
+        g2 = grid[2] if len(grid) > 2 else 1
+        stream = _raw_stream(self.device)
+        hooks = _hooks()
+        if hooks is None:
+            self.run(grid[0], g1, g2, stream, self.function, self.packed, None, None, None, *full)
+        else:
+            meta = self.kernel.launch_metadata(grid, stream, *full)
+            self.run(grid[0], g1, g2, stream, self.function, self.packed, meta, *hooks, *full)
+
+
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+_current_device = getattr(torch._C, "_cuda_getDevice", None)
+
+
+class Launcher:
+    """``launcher[grid](*args, **meta)`` for a ``@triton.jit`` or ``@triton.autotune`` kernel.
+
+    The first call of a problem goes through Triton (the autotuner picks a config, the jit
+    compiles); later calls launch the compiled kernel directly. ``launcher.configs`` maps problem
+    keys to the chosen ``triton.Config`` (autotuned kernels), ``launcher.compiled`` to the
+    compiled kernels used for direct launches.
     """
 
-    def __init__(self, autotuner) -> None:
-        self.autotuner = autotuner
+    def __init__(self, kernel) -> None:
+        self.autotuner = kernel if isinstance(kernel, triton.runtime.Autotuner) else None
+        self.fn = kernel.fn if self.autotuner is not None else kernel
         self.configs: dict[tuple, object] = {}
+        self.compiled: dict[tuple, _Compiled] = {}
+        self.layout: _ArgLayout | None = None
+        # compiled kernels exist only off the interpreter; FOVEAL_DIRECT_LAUNCH=0 keeps the jit path
+        self.direct = (not interpret_mode() and _raw_stream is not None and _current_device is not None
+                       and os.environ.get("FOVEAL_DIRECT_LAUNCH", "1") != "0")
 
     def __getitem__(self, grid):
         return functools.partial(self._launch, grid)
 
     def _launch(self, grid, *args, **kwargs):
-        key = _problem_key(args, kwargs)
-        config = self.configs.get(key)
-        if config is None:   # first time: let the autotuner choose (or find its cached choice)
-            self.autotuner[grid](*args, **kwargs)
-            self.configs[key] = self.autotuner.best_config
-            return
-        self.autotuner.fn[grid](*args, **kwargs, **config.all_kwargs())
+        layout = self.layout
+        if layout is None:
+            layout = self.layout = _ArgLayout(args)
+        key = layout.key(args, kwargs)
+        if key is None:
+            key = ("generic", *_problem_key(args, kwargs))
+        if self.direct:
+            key = (_current_device(), *key)
+            entry = self.compiled.get(key)
+            if entry is not None:
+                return entry(grid, args)
+        tuned = {}
+        if self.autotuner is not None:
+            config = self.configs.get(key)
+            if config is None:   # first time: let the autotuner choose (it launches the kernel)
+                self.autotuner[grid](*args, **kwargs)
+                self.configs[key] = self.autotuner.best_config
+                if self.direct:
+                    self._resolve(key, grid, args, kwargs, self.autotuner.best_config, launch=False)
+                return
+            tuned = config.all_kwargs()
+        if self.direct:
+            self._resolve(key, grid, args, kwargs, self.configs.get(key), launch=True)
+        else:
+            self.fn[grid](*args, **kwargs, **tuned)
+
+    def _resolve(self, key, grid, args, kwargs, config, launch: bool) -> None:
+        """Compile (or find) the kernel of this problem and remember it for direct launches;
+        launch it through the jit when ``launch``."""
+        options = config.all_kwargs() if config is not None else {}
+        if launch:
+            kernel = self.fn[grid](*args, **kwargs, **options)
+        else:
+            kernel = self.fn.warmup(*args, grid=grid, **kwargs, **options)
+        if hasattr(kernel, "result"):   # triton's async compile mode returns a future
+            kernel = kernel.result()
+        named = {**kwargs, **(config.kwargs if config is not None else {})}
+        names = self.fn.arg_names[len(args):]
+        if kernel is None or any(n not in named for n in names):
+            return   # a defaulted parameter was left out: keep the jit path for this problem
+        self.compiled[key] = _Compiled(kernel, tuple(named[n] for n in names), key[0])

@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from ..common import interpret_mode
+from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["dw_conv", "dw_conv_pw_gate", "dw_conv_weight_grad", "pw_gate_backward"]
 
@@ -218,14 +219,20 @@ def _dw_wgrad_kernel(
 
 # ----------------------------------------------------------------------------------- launchers
 
+_dw_conv = Launcher(_dw_conv_kernel)
+_dw_pw_gate = Launcher(_dw_pw_gate_kernel)
+_pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
+_dw_wgrad = Launcher(_dw_wgrad_kernel)
+
+
 def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+    return t.stride()
 
 
 # Under the interpreter every Triton op costs the same whatever its block size, so the blocks
 # are as large as the (small) test problem: few programs, fast tests.
 def _interp_pixel_block(hw: int) -> int:
-    return min(256, max(16, triton.next_power_of_2(hw)))
+    return min(256, max(16, next_power_of_2(hw)))
 
 
 def _pixel_block(channels_block: int, hw: int) -> int:
@@ -235,7 +242,7 @@ def _pixel_block(channels_block: int, hw: int) -> int:
 
 
 def _channel_block(c: int) -> int:
-    return min(64, max(16, triton.next_power_of_2(c)))
+    return min(64, max(16, next_power_of_2(c)))
 
 
 def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
@@ -258,9 +265,9 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
         out = torch.empty_like(x)
     block_c = _channel_block(c)
     block_p = _pixel_block(block_c, h * w)
-    n_ptiles = triton.cdiv(h * w, block_p)
+    n_ptiles = cdiv(h * w, block_p)
     res = residual if residual is not None else out
-    _dw_conv_kernel[(bsz * n_ptiles, triton.cdiv(c, block_c))](
+    _dw_conv[(bsz * n_ptiles, cdiv(c, block_c))](
         x, weight, bias if bias is not None else weight, res, out,
         *_strides(x), *_strides(res), *_strides(out),
         c, h, w, n_ptiles,
@@ -271,7 +278,7 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
 
 
 def _pw_blocks(c: int, hw: int) -> tuple[int, int, int]:
-    block_ci = max(16, triton.next_power_of_2(c))
+    block_ci = max(16, next_power_of_2(c))
     block_co = min(64, block_ci)
     block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, 8192 // block_ci))
     return block_p, block_ci, block_co
@@ -289,8 +296,8 @@ def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, d
         out = torch.empty_like(x)
     block_p, block_ci, block_co = _pw_blocks(c, h * w)
     upcast, precision = _dot_precision(x.dtype)
-    n_ptiles = triton.cdiv(h * w, block_p)
-    _dw_pw_gate_kernel[(bsz * n_ptiles,)](
+    n_ptiles = cdiv(h * w, block_p)
+    _dw_pw_gate[(bsz * n_ptiles,)](
         a, weight, bias, w1, conv1_bias, x, out,
         *_strides(a), *_strides(x), *_strides(out),
         c, h, w, n_ptiles,
@@ -314,8 +321,8 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
     block_p, block_ci, block_co = _pw_blocks(c, h * w)
     upcast, precision = _dot_precision(x.dtype)
-    n_ptiles = triton.cdiv(h * w, block_p)
-    _pw_gate_bwd_kernel[(bsz * n_ptiles,)](
+    n_ptiles = cdiv(h * w, block_p)
+    _pw_gate_bwd[(bsz * n_ptiles,)](
         s, w1, conv1_bias, x, grad, dx, dt, ds,
         *_strides(s), *_strides(x), *_strides(grad), *_strides(dx), *_strides(dt), *_strides(ds),
         c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
@@ -332,19 +339,19 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     """
     bsz, c, h, w = x.shape
     kh, kw = kernel_size
-    taps_p2 = triton.next_power_of_2(kh * kw + 1)
-    block_c = min(32, max(16, triton.next_power_of_2(c)))
+    taps_p2 = next_power_of_2(kh * kw + 1)
+    block_c = min(32, max(16, next_power_of_2(c)))
     block_p = _interp_pixel_block(h * w) // 2 if interpret_mode() else 64
-    n_ptiles = triton.cdiv(h * w, block_p)
+    n_ptiles = cdiv(h * w, block_p)
     total = bsz * n_ptiles
-    n_cblocks = triton.cdiv(c, block_c)
+    n_cblocks = cdiv(c, block_c)
     if interpret_mode():
         nsplit = min(total, 2)  # still exercises the split reduction
     else:
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
         nsplit = max(1, min(total, 4 * sms // n_cblocks))
     part = torch.empty(nsplit, taps_p2, c, device=x.device, dtype=torch.float32)
-    _dw_wgrad_kernel[(nsplit, n_cblocks)](
+    _dw_wgrad[(nsplit, n_cblocks)](
         grad, x, part, *_strides(grad), *_strides(x),
         c, h, w, n_ptiles, total, nsplit,
         KH=kh, KW=kw, DIL=dilation, TAPS_P2=taps_p2, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,

@@ -19,7 +19,7 @@ Backward (FlashAttention-2 style): a dQ kernel per query box, which also compute
 rowsum(dO * O) - dLSE`` for its rows, and a dK/dV kernel per key box that visits the query boxes
 whose windows can contain it (the inverse neighbourhood, contiguous per axis) for every query
 head of its GQA group, so no atomics are needed. Extra-KV gradients have their own small
-kernel over all queries. Launches go through ``TunedLauncher`` (autotuned once per problem).
+kernel over all queries. Launches go through ``Launcher`` (autotuned once per problem).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from ..common import interpret_mode
-from ..common.tuning import TunedLauncher
+from ..common.tuning import Launcher, cdiv, next_power_of_2
 from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
@@ -560,13 +560,14 @@ def _na_bwd_extra_kv_kernel(
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
-_na_fwd = TunedLauncher(_na_fwd_kernel)
-_na_bwd_dq = TunedLauncher(_na_bwd_dq_kernel)
-_na_bwd_dkv = TunedLauncher(_na_bwd_dkv_kernel)
+_na_fwd = Launcher(_na_fwd_kernel)
+_na_bwd_dq = Launcher(_na_bwd_dq_kernel)
+_na_bwd_dkv = Launcher(_na_bwd_dkv_kernel)
+_na_bwd_extra_kv = Launcher(_na_bwd_extra_kv_kernel)
 
 
 def _block(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+    return max(16, next_power_of_2(d))
 
 
 def _pad3(t: torch.Tensor) -> torch.Tensor:
@@ -630,13 +631,14 @@ def _window_meta(kernel_size, stride, is_causal, rank):
 
 
 def _s5(t):
-    return t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4)
+    """Strides of the batch, three spatial and head axes (the head-dim stride is 1)."""
+    return t.stride()[:5]
 
 
 def _extra_strides(ek, ev):
     if ek is None:
         return (0,) * 6
-    return ek.stride(0), ek.stride(1), ek.stride(2), ev.stride(0), ev.stride(1), ev.stride(2)
+    return (*ek.stride()[:3], *ev.stride()[:3])
 
 
 def _lse_view(lse: torch.Tensor) -> torch.Tensor:
@@ -747,7 +749,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
         **common)
     if ek is not None:
         dek, dev = grads[3], grads[4]
-        _na_bwd_extra_kv_kernel[(triton.cdiv(n_extra, math.prod(bn)), batch * kv_heads)](
+        _na_bwd_extra_kv[(cdiv(n_extra, math.prod(bn)), batch * kv_heads)](
             q3, ek, ev, do3, l3, delta3, dek, dev,
             *_s5(q3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_extra_strides(dek, dev),
             kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra,

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common.tuning import Launcher, cdiv
+
 __all__ = ["region_topk"]
 
 
@@ -90,6 +92,10 @@ def _region_topk_kernel(
     tl.store(OUT + pid * TOPK + rank, j, mask=j_ok & (rank < TOPK))
 
 
+_region_mean = Launcher(_region_mean_kernel)
+_region_topk = Launcher(_region_topk_kernel)
+
+
 def _pow2(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
@@ -120,14 +126,14 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
     block_c = min(max(_pow2(C), 16), 64)
     block_t = min(max(_pow2(T), 16), 2048 // block_c)
-    _region_mean_kernel[(B * R, triton.cdiv(C, block_c))](
+    _region_mean[(B * R, cdiv(C, block_c))](
         q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T,
         *q.stride(), *k.stride(),
         BLOCK_T=block_t, BLOCK_C=block_c, num_warps=4,
     )
     block_r = max(_pow2(R), 16)
     block_c = min(max(_pow2(C), 16), max(4096 // block_r, 16))
-    _region_topk_kernel[(B * R,)](
+    _region_topk[(B * R,)](
         means, out, R, C, B * R * C, topk, scale,
         BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4,
     )

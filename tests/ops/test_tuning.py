@@ -1,4 +1,5 @@
-"""TunedLauncher: the autotuner picks once per problem, later calls launch the kernel directly."""
+"""Launcher: the autotuner picks once per problem; on the GPU later calls launch the compiled
+kernel directly (no jit binder), under the interpreter they take the jit path."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ import triton
 import triton.language as tl
 
 from ops.common import interpret_mode
-from ops.common.tuning import TunedLauncher
+from ops.common.tuning import Launcher
 
 # the interpreter cannot time configs: one there, two on the GPU
 _CONFIGS = [triton.Config({"BLOCK": 16}, num_warps=1)] + ([] if interpret_mode() else
@@ -23,7 +24,7 @@ def _scale_kernel(X, Y, n, factor, BLOCK: tl.constexpr):
 
 @pytest.mark.kernel
 def test_second_call_skips_the_autotuner(device, monkeypatch):
-    launcher = TunedLauncher(_scale_kernel)
+    launcher = Launcher(_scale_kernel)
     x = torch.randn(100, device=device)
     grid = lambda meta: (triton.cdiv(100, meta["BLOCK"]),)   # noqa: E731
     y = torch.full_like(x, float("nan"))
@@ -34,6 +35,8 @@ def test_second_call_skips_the_autotuner(device, monkeypatch):
     def no_autotuning(*args, **kwargs):
         raise AssertionError("the autotuner ran again for a known problem")
     monkeypatch.setattr(type(_scale_kernel), "run", no_autotuning)
+    if device == "cuda":   # the direct path must not even go through the jit
+        monkeypatch.setattr(type(_scale_kernel.fn), "run", no_autotuning)
     y2 = torch.full_like(x, float("nan"))
     launcher[grid](x, y2, 100, -3.0)   # same problem, new data and scale: direct launch
     torch.testing.assert_close(y2, -3 * x)
@@ -43,7 +46,7 @@ def test_second_call_skips_the_autotuner(device, monkeypatch):
 
 @pytest.mark.kernel
 def test_repeat_calls_of_the_ops_go_direct_and_agree(device):
-    """NA and BRA launch through TunedLauncher: the second call of a problem takes the direct path
+    """NA and BRA launch through Launcher: the second call of a problem takes the direct path
     (the launchers then know it) and must reproduce the first call exactly."""
     import ops
     from ops.common import block_sparse
@@ -59,3 +62,38 @@ def test_repeat_calls_of_the_ops_go_direct_and_agree(device):
     first = ops.routing_attention(x, y, z, 2, 2)
     assert block_sparse._bs_fwd.configs, "the block-sparse forward did not go through its launcher"
     torch.testing.assert_close(ops.routing_attention(x, y, z, 2, 2), first, rtol=0, atol=0)
+
+
+@triton.jit
+def _offset_kernel(X, Y, n, shift, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(Y + offs, tl.load(X + offs, mask=offs < n) + shift, mask=offs < n)
+
+
+@pytest.mark.kernel
+def test_plain_jit_kernel_direct_launches(device, monkeypatch):
+    """A non-autotuned kernel: the first call compiles through the jit; on the GPU the next calls
+    of the same problem launch the compiled kernel (new data, new float argument), and what
+    Triton specializes on (an int of 1, a misaligned pointer) makes a new problem."""
+    launcher = Launcher(_offset_kernel)
+    x = torch.randn(100, device=device)
+    y = torch.full_like(x, float("nan"))
+    launcher[(4,)](x, y, 100, 1.5, BLOCK=32)
+    torch.testing.assert_close(y, x + 1.5)
+    assert len(launcher.compiled) == (1 if device == "cuda" else 0)
+    if device == "cuda":
+        def no_jit(*args, **kwargs):
+            raise AssertionError("a known problem went through the jit")
+        monkeypatch.setattr(type(_offset_kernel), "run", no_jit)
+    x2 = torch.randn(100, device=device)
+    y2 = torch.full_like(x, float("nan"))
+    launcher[(4,)](x2, y2, 100, -2.0, BLOCK=32)
+    torch.testing.assert_close(y2, x2 - 2.0)
+    if device == "cuda":
+        monkeypatch.undo()
+        y3 = torch.full_like(x, float("nan"))
+        launcher[(4,)](x2[1:], y3, 99, 0.5, BLOCK=32)   # misaligned source: another specialization
+        torch.testing.assert_close(y3[:99], x2[1:] + 0.5)
+        launcher[(1,)](x2, y3, 1, 0.25, BLOCK=32)   # n == 1 is specialized by Triton
+        assert y3[0].item() == x2[0].item() + 0.25
+        assert len(launcher.compiled) == 3
