@@ -83,13 +83,15 @@ def _region_topk_kernel(
         aff += tl.sum(kv * qv[None, :], axis=1)
     aff = aff * scale
     aff = tl.where(aff != aff, float("inf"), aff)  # NaN ranks first, as in torch.topk
-    # rank of j = #regions ahead of it (larger affinity, or equal with a lower id): a
-    # permutation of 0..R-1, so the top-k scatter to their slots without a serial argmax loop
-    a_j = aff[:, None]
-    a_i = aff[None, :]
-    ahead = (a_i > a_j) | ((a_i == a_j) & (j[None, :] < j[:, None]))
-    rank = tl.sum((ahead & j_ok[None, :]).to(tl.int32), axis=1)
-    tl.store(OUT + pid * TOPK + rank, j, mask=j_ok & (rank < TOPK))
+    # Top-k by repeated arg-max on this one copy of the affinities (lowest id among equals).
+    # Ranking by all-pairs comparisons (aff against its transpose) gave repeated ranks on the GPU:
+    # the two layouts of aff need not hold bit-identical values. Taken regions drop to -inf, so
+    # genuine -inf affinities move up to the lowest finite float to stay selectable.
+    aff = tl.where(j_ok, tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
+    for slot in range(TOPK):
+        pick = tl.argmax(aff, axis=0, tie_break_left=True)
+        tl.store(OUT + pid * TOPK + slot, pick)
+        aff = tl.where(j == pick, float("-inf"), aff)
 
 
 _region_mean = Launcher(_region_mean_kernel)
