@@ -86,6 +86,20 @@ def _(q, k, regions, topk, scale):
     return q.new_empty((q.shape[0], regions[0] * regions[1], topk), dtype=torch.int32)
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
+    """The common valid call, recognised in one expression: every rule of ``_check`` holds, so
+    the per-rule checks (and their messages) are only run when something may be wrong."""
+    return (routing_indices is None and isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+            and isinstance(v, torch.Tensor) and q.dim() == 4 and k.shape == q.shape and v.shape == q.shape
+            and q.dtype in _DTYPES and k.dtype == q.dtype and v.dtype == q.dtype
+            and k.device == q.device and v.device == q.device and num_heads >= 1 and q.shape[3] % num_heads == 0
+            and 1 <= regions[0] <= q.shape[1] and 1 <= regions[1] <= q.shape[2]
+            and 1 <= topk <= regions[0] * regions[1])
+
+
 def _check(q, k, v, regions, topk, num_heads, routing_indices):
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_rank(t, name, (4,), "[B, H, W, C]")
@@ -154,8 +168,9 @@ def routing_attention(
             raise ValueError(f"num_heads defaults to C // 32, but C={q.shape[-1]} is not a multiple of 32; "
                              "pass num_heads")
         num_heads = q.shape[-1] // 32
-    check_positive((num_heads,), "num_heads")
-    _check(q, k, v, regions, topk, num_heads, routing_indices)
+    if not _plain_call(q, k, v, regions, topk, num_heads, routing_indices):
+        check_positive((num_heads,), "num_heads")
+        _check(q, k, v, regions, topk, num_heads, routing_indices)
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else float(scale)
     H, W = q.shape[1:3]
     pad_b, pad_r = (-H) % regions[0], (-W) % regions[1]
