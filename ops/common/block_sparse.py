@@ -73,23 +73,6 @@ def _load_routed_kv(K, V, idx_base, start, n_total, T, ch, d_valid, tiles_x, til
     return k, v, n_valid
 
 
-@triton.jit
-def _inverse_index_program(IDX, SRC, PTR, tile, b, si_b, si_q, n_entries, NK, n_tiles, BLOCK: tl.constexpr):
-    """CSR of the routing's inverse for one (KV tile, batch item): the query tiles that list the
-    tile (ascending, once per listing) go to SRC after the entries of lower tiles, and the group
-    start to PTR. Programs are independent: a tile's start is a count, not a scan."""
-    offs = tl.arange(0, BLOCK)
-    valid = offs < n_entries
-    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=n_tiles)
-    hit = (kv == tile).to(tl.int32)
-    start = tl.sum((kv < tile).to(tl.int32), 0)
-    slot = start + tl.cumsum(hit, 0) - 1
-    tl.store(SRC + b * n_entries + slot, offs // NK, mask=hit > 0)
-    tl.store(PTR + b * (n_tiles + 1) + tile, start)
-    if tile == n_tiles - 1:
-        tl.store(PTR + b * (n_tiles + 1) + n_tiles, start + tl.sum(hit, 0))
-
-
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_fwd_kernel(
@@ -146,66 +129,58 @@ def _bs_fwd_kernel(
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_bwd_dq_kernel(
-    Q, K, V, O, DO, DQ, LSE, DELTA, IDX, SRC, PTR,
+    Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale, n_bh, n_tiles, n_entries,
+    H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, INV_BLOCK: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """dQ (and delta) per (query tile chunk, batch * head); the extra programs of grid row
-    ``n_bh + b`` build the inverse routing lists of batch item ``b`` for the dK/dV launch (they
-    only read the routing table, so they share this launch instead of paying for their own)."""
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    if pid_bh >= n_bh:
-        if pid < n_tiles:
-            _inverse_index_program(IDX, SRC, PTR, pid, pid_bh - n_bh, si_b, si_q, n_entries, NK, n_tiles,
-                                   INV_BLOCK)
-    else:
-        tile = pid // q_split
-        chunk = pid % q_split
-        b = pid_bh // H
-        h = pid_bh % H
+    tile = pid // q_split
+    chunk = pid % q_split
+    b = pid_bh // H
+    h = pid_bh % H
 
-        offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < T
-        offs_d = tl.arange(0, BLOCK_D)
-        d_valid = offs_d < HEAD_DIM
-        ch = h * HEAD_DIM + offs_d
-        qmask = m_valid[:, None] & d_valid[None, :]
+    offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_valid = offs_m < T
+    offs_d = tl.arange(0, BLOCK_D)
+    d_valid = offs_d < HEAD_DIM
+    ch = h * HEAD_DIM + offs_d
+    qmask = m_valid[:, None] & d_valid[None, :]
 
-        q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
-                    mask=qmask, other=0.0)
-        do = tl.load(_rows_ptr(DO + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
-                     mask=qmask, other=0.0)
-        o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
-                    mask=qmask, other=0.0)
-        l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
-        lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
-        tl.store(DELTA + l_off, delta, mask=m_valid)
-        if UPCAST:
-            q = q.to(tl.float32)
-            do = do.to(tl.float32)
+    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+                mask=qmask, other=0.0)
+    do = tl.load(_rows_ptr(DO + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+                 mask=qmask, other=0.0)
+    o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
+                mask=qmask, other=0.0)
+    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
+    lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
+    tl.store(DELTA + l_off, delta, mask=m_valid)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
 
-        qk_scale = sm_scale * 1.4426950408889634
-        dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        n_total = NK * T
-        idx_base = IDX + b * si_b + tile * si_q
-        for start in range(0, n_total, BLOCK_N):
-            k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
-                                            tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
-                                            BLOCK_N, UPCAST)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-            p = tl.exp2(s - lse[:, None])
-            p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+    qk_scale = sm_scale * 1.4426950408889634
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    n_total = NK * T
+    idx_base = IDX + b * si_b + tile * si_q
+    for start in range(0, n_total, BLOCK_N):
+        k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
+                                        tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
+                                        BLOCK_N, UPCAST)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        p = tl.exp2(s - lse[:, None])
+        p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
-        tl.store(_rows_ptr(DQ + b * sg_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sg_y, sg_x, sg_c),
-                 (dq * sm_scale).to(DQ.dtype.element_ty), mask=qmask)
+    tl.store(_rows_ptr(DQ + b * sg_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sg_y, sg_x, sg_c),
+             (dq * sm_scale).to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
@@ -346,9 +321,21 @@ def block_sparse_attention_forward(
 
 @triton.jit
 def _inverse_index_kernel(IDX, SRC, PTR, si_b, si_q, n_entries, NK, n_tiles, BLOCK: tl.constexpr):
-    """One program per (KV tile, batch item); see ``_inverse_index_program``."""
-    _inverse_index_program(IDX, SRC, PTR, tl.program_id(0), tl.program_id(1), si_b, si_q, n_entries, NK, n_tiles,
-                           BLOCK)
+    """CSR of the routing's inverse, one program per (KV tile, batch item): the query tiles that
+    list the tile (ascending, once per listing) go to SRC after the entries of lower tiles, and
+    the group start to PTR. Programs are independent: a tile's start is a count, not a scan."""
+    tile = tl.program_id(0)
+    b = tl.program_id(1)
+    offs = tl.arange(0, BLOCK)
+    valid = offs < n_entries
+    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=n_tiles)
+    hit = (kv == tile).to(tl.int32)
+    start = tl.sum((kv < tile).to(tl.int32), 0)
+    slot = start + tl.cumsum(hit, 0) - 1
+    tl.store(SRC + b * n_entries + slot, offs // NK, mask=hit > 0)
+    tl.store(PTR + b * (n_tiles + 1) + tile, start)
+    if tile == n_tiles - 1:
+        tl.store(PTR + b * (n_tiles + 1) + n_tiles, start + tl.sum(hit, 0))
 
 
 _inverse_index = Launcher(_inverse_index_kernel)
@@ -383,8 +370,6 @@ def block_sparse_attention_backward(
     nq, nk = kv_index.shape[1], kv_index.shape[2]
     head_dim = C // num_heads
     T = th * tw
-    if nq != n_tiles:
-        raise ValueError(f"kv_index must list KV tiles for each of the {n_tiles} query tiles, got {nq} rows")
     idx = kv_index.to(torch.int32).contiguous()
     lse = lse.contiguous()
     delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ kernel for the dK/dV kernel
@@ -394,14 +379,11 @@ def block_sparse_attention_backward(
     block = _tile_block(T)
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
     q_split = cdiv(T, block)
-    # the inverse routing lists (CSR per KV tile) are built by B extra grid rows of the dQ launch
-    src = torch.empty(B, nq * nk, dtype=torch.int32, device=q.device)
-    ptr = torch.empty(B, n_tiles + 1, dtype=torch.int32, device=q.device)
-    _bs_bwd_dq[(nq * q_split, B * num_heads + B)](
-        q, k, v, out, grad_out, dq, lse, delta, idx, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(out),
-        *_s4(grad_out), *_s4(dq), *_lse_strides(lse), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, q_split, scale, B * num_heads, n_tiles, nq * nk,
-        BLOCK_M=block, INV_BLOCK=max(16, next_power_of_2(nq * nk)), **common)
+    _bs_bwd_dq[(nq * q_split, B * num_heads)](
+        q, k, v, out, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(grad_out), *_s4(dq),
+        *_lse_strides(lse), idx.stride(0), idx.stride(1),
+        num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
+    src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
     kv_split = cdiv(T, block)
     _bs_bwd_dkv[(n_tiles * kv_split, B * num_heads)](

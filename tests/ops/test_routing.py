@@ -40,7 +40,7 @@ def _reference64(q, k, v, idx, regions, heads, scale, grad):
 # of two) and 32 tokens (query tile split over programs; 16-row blocks under the interpreter)
 CASES = [(1, 8, 8, 32, 1, (2, 2), 2, "random_repeats"), (1, 4, 8, 64, 2, (2, 4), 3, "random_repeats"),
          (1, 8, 9, 32, 1, (2, 3), 3, "boundary"), (1, 8, 8, 32, 1, (1, 2), 2, "random_repeats"),
-         (2, 8, 8, 32, 2, (2, 2), 2, "random")]   # B = 2: the dQ launch's inverse-list rows per batch item
+         (2, 8, 8, 32, 2, (2, 2), 2, "random")]   # B = 2: inverse lists and strides per batch item
 
 
 @pytest.mark.kernel
