@@ -97,3 +97,32 @@ def test_plain_jit_kernel_direct_launches(device, monkeypatch):
         launcher[(1,)](x2, y3, 1, 0.25, BLOCK=32)   # n == 1 is specialized by Triton
         assert y3[0].item() == x2[0].item() + 0.25
         assert len(launcher.compiled) == 3
+
+
+def test_problem_keys_follow_triton_specialization():
+    """Keys of the direct-launch cache: what Triton specializes on (integers by value, tensor dtype
+    and 16-byte alignment, keyword meta-parameters) changes the key; data and floats do not; a call
+    that does not fit the launch site's layout is reported (None) rather than mis-keyed."""
+    from ops.common.tuning import _ArgLayout, _problem_key
+
+    x = torch.zeros(64)
+    layout = _ArgLayout((x, x, 8, 0.5, None))
+    base = layout.key((x, x, 8, 0.5, None), {"BLOCK": 16})
+    assert layout.key((torch.ones(64), torch.zeros(64), 8, -3.0, None), {"BLOCK": 16}) == base
+    assert layout.key((x, x, 9, 0.5, None), {"BLOCK": 16}) != base                   # an int
+    assert layout.key((x, x, 1, 0.5, None), {"BLOCK": 16}) != base                   # == 1 is specialized
+    assert layout.key((x, x.half(), 8, 0.5, None), {"BLOCK": 16}) != base            # a dtype
+    assert layout.key((x, x[1:], 8, 0.5, None), {"BLOCK": 16}) != base               # alignment
+    assert layout.key((x, x, 8, 0.5, x), {"BLOCK": 16}) != base                      # None -> tensor
+    assert layout.key((x, x, 8, 0.5, None), {"BLOCK": 32}) != base                   # meta-parameter
+    assert layout.key((x, 3, 8, 0.5, None), {"BLOCK": 16}) is None                   # not the site's layout
+    assert layout.key((x, x, 8), {"BLOCK": 16}) is None                              # other arity
+    assert _problem_key((x, 8, 0.5), {}) == _problem_key((torch.ones(64), 8, 2.0), {})
+    assert _problem_key((x, 8, 0.5), {}) != _problem_key((x[1:], 8, 0.5), {})
+
+
+def test_host_integer_helpers_match_triton():
+    from ops.common.tuning import cdiv, next_power_of_2
+
+    assert all(next_power_of_2(n) == triton.next_power_of_2(n) for n in range(1, 3000))
+    assert all(cdiv(a, b) == triton.cdiv(a, b) for a in range(0, 200) for b in range(1, 30))
