@@ -1,7 +1,6 @@
 """Probe (session 3): CPU cost of the pieces of one eager BRA forward+backward, and what a
 launch through Triton's compiled-kernel runner (no binder, no key rebuilding) would save."""
 import gc
-import time
 
 import torch
 
@@ -9,19 +8,7 @@ import ops
 import ops.common.block_sparse as bs
 from ops.routing.kernels import region_topk
 
-from bra_case import C, fb, go, k, nw, q, qg, kg, vg, topk, v
-
-
-def cpu_ms(fn, n=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    c = (time.perf_counter() - t) / n * 1e3
-    torch.cuda.synchronize()
-    return c
+from bra_case import cpu_ms, C, fb, go, k, nw, q, qg, kg, vg, topk, v
 
 
 class Ident(torch.autograd.Function):

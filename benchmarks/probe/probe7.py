@@ -7,19 +7,7 @@ import torch
 
 import ops
 import ops.routing as routing
-from bra_case import C, fb, go, nw, q, qg, kg, vg, topk
-
-
-def cpu_ms(fn, n=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    c = (time.perf_counter() - t) / n * 1e3
-    torch.cuda.synchronize()
-    return c
+from bra_case import cpu_ms, C, fb, go, nw, q, qg, kg, vg, topk
 
 
 parts = {"forward": 0.0, "backward()": 0.0, "backward body": 0.0, "n": 0}

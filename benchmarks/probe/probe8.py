@@ -7,19 +7,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from bra_case import fb
-
-
-def cpu_ms(fn, n=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    c = (time.perf_counter() - t) / n * 1e3
-    torch.cuda.synchronize()
-    return c
+from bra_case import cpu_ms, fb
 
 
 def events_ms(fn, n=50, flush=None):
