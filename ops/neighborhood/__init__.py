@@ -124,18 +124,21 @@ def neighborhood_attention(
     """
     p = check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
                       additional_keys, additional_values)
+    return _checked_call(p, query, key, value, additional_keys, additional_values, return_lse)
+
+
+def _checked_call(p: NAParams, query, key, value, additional_keys, additional_values, return_lse):
     out, lse = _na_call(query, key, value, list(p.kernel_size), list(p.dilation), list(p.stride),
-                           list(p.is_causal), p.scale, additional_keys, additional_values)
+                        list(p.is_causal), p.scale, additional_keys, additional_values)
     return (out, lse) if return_lse else out
 
 
 def _aliased(rank: int):
     def na(query, key, value, kernel_size, dilation=1, stride=1, is_causal=False, scale=None,
            additional_keys=None, additional_values=None, return_lse=False):
-        check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
-                      additional_keys, additional_values, rank=rank)
-        return neighborhood_attention(query, key, value, kernel_size, dilation, stride, is_causal,
-                                      scale, additional_keys, additional_values, return_lse)
+        p = check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                          additional_keys, additional_values, rank=rank)   # checked once, with the rank
+        return _checked_call(p, query, key, value, additional_keys, additional_values, return_lse)
     na.__name__ = na.__qualname__ = f"na{rank}d"
     na.__doc__ = f"{rank}-D neighborhood attention: ``neighborhood_attention`` on [B, *{rank} axes, H, D]."
     return na
