@@ -48,15 +48,18 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
     class EagerFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, lengths, *flat):
+            # lengths: None when no argument is a tensor list (the common case: nothing to rebuild)
             ctx.set_materialize_grads(False)
             ctx.lengths = lengths
-            args = unflatten(lengths, flat)
+            args = flat if lengths is None else unflatten(lengths, flat)
             output = impl(*args)
             setup_context(ctx, args, output)
             return output
 
         @staticmethod
         def backward(ctx, *grads):
+            if ctx.lengths is None:
+                return (None, *backward(ctx, *grads))
             flat = [None]   # the lengths argument
             for n, g in zip(ctx.lengths, backward(ctx, *grads)):
                 flat.extend([g] if n is None else (g if g is not None else [None] * n))
@@ -67,6 +70,8 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
     def call(*args):
         if torch.compiler.is_compiling():
             return op(*args)
+        if not any(map(_is_tensor_list, args)):
+            return EagerFunction.apply(None, *args)
         lengths = tuple(len(a) if _is_tensor_list(a) else None for a in args)
         flat = [t for a, n in zip(args, lengths) for t in (a if n is not None else (a,))]
         return EagerFunction.apply(lengths, *flat)
