@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The GPU session behind the committed results, in two parts (each fits one 10-minute call):
+# The GPU session behind the committed results, in parts (each fits one 10-minute call):
 #   bash benchmarks/gpu_session.sh OUTDIR ops     # bf16 correctness check, bra suite, models suite
 #   bash benchmarks/gpu_session.sh OUTDIR na      # na suite (with Flex and cuDNN peers), lka suite
+#   bash benchmarks/gpu_session.sh OUTDIR tests   # the kernel test files on CUDA (pytest travels in .whl/)
+# Set FOVEAL_GIT_COMMIT=<hash> when the GPU copy has no (or a stale) .git: the JSON records it.
+# .whl/ (not in git; carry it) holds what the GPU image lacks: pip download --no-deps --only-binary=:all:
+#   --python-version 3.12 -d .whl jsonargparse docstring-parser typeshed-client pytest pluggy iniconfig pygments
 # Every suite runs under its own time limit and writes its JSON after each row, so a suite cut
 # short keeps what it measured. Logs go to OUTDIR/log-<part>.txt.
 set -uo pipefail
-out=${1:?output folder}; part=${2:?part: ops or na}
+out=${1:?output folder}; part=${2:?part: ops, na or tests}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -d .whl ]; then  # packages the GPU image lacks travel as wheels
@@ -15,7 +19,12 @@ log=$out/log-$part.txt
 nvidia-smi --query-gpu=name,driver_version --format=csv >>"$log"
 python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" >>"$log" 2>&1
 bench="python3 -m tasks.cli bench --out $out --warmup-ms 10 --rep-ms 60"
-if [ "$part" = ops ]; then
+if [ "$part" = tests ]; then  # the interpreter does not show every GPU bug (session 3: region_topk)
+  echo "== tests" >>"$log"
+  timeout ${T_TESTS:-540} python3 -m pytest -q -p no:cacheprovider --tb=short tests/ops/test_tuning.py \
+    tests/ops/test_eager_dispatch.py tests/ops/test_routing_kernels.py tests/ops/test_routing.py tests/ops/test_lka.py \
+    tests/ops/test_neighborhood.py >>"$log" 2>&1
+elif [ "$part" = ops ]; then
   [ -z "${SKIP_CHECK:-}" ] && { echo "== gpu_check" >>"$log"; timeout ${T_CHECK:-170} python3 benchmarks/gpu_check.py >>"$log" 2>&1; }
   echo "== bench bra" >>"$log"; timeout ${T_BRA:-150} $bench bra >>"$log" 2>&1
   echo "== bench models" >>"$log"; timeout ${T_MODELS:-230} $bench --rep-ms 300 models --model biformer_tiny van_b0 van_b2 swin_tiny_patch4_window7_224 convnext_tiny >>"$log" 2>&1
