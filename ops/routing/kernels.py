@@ -9,9 +9,8 @@ the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
    projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer.
 2. ``_region_topk_kernel``: one program per (batch, query region) forms the affinity row
    against all R key-region means in fp32 (elementwise products and ``tl.sum``: no ``tl.dot``,
-   so every dtype is exact under the interpreter too), ranks the row with one R x R comparison
-   (no serial argmax loop: R <= 64, so that is at most 4096 compares) and stores the ids of
-   ranks < k as int32, in descending affinity order (ties: lowest region id first).
+   so every dtype is exact under the interpreter too) and stores the k best ids as int32 by
+   repeated arg-max, in descending affinity order (ties: lowest region id first).
 """
 from __future__ import annotations
 
