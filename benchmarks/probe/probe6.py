@@ -61,7 +61,7 @@ key = next(iter(launcher.configs))
 config = launcher.configs[key]
 fn = launcher.autotuner.fn
 o2, l2 = torch.empty_like(out), torch.empty_like(lse)
-args = (q, k, v, o2, l2, idx, *bs._s4(q), *bs._s4(k), *bs._s4(v), *bs._s4(o2), *bs._lse_strides(l2),
+args = (q, k, v, o2, l2, idx, *q.stride(), *k.stride(), *v.stride(), *o2.stride(), *l2.stride(),
         idx.stride(0), idx.stride(1), 2, 7, 8, 8, 64, topk, 1, C ** -0.5 * bs.LOG2E)
 meta = dict(HEAD_DIM=32, BLOCK_D=32, BLOCK_M=64, UPCAST=False, PRECISION="tf32")
 grid = (49, 64 * 2)

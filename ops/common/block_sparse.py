@@ -275,14 +275,6 @@ def _precision(t: torch.Tensor) -> str:
     return "ieee" if t.dtype == torch.float32 or _upcast(t) else "tf32"
 
 
-def _s4(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride()
-
-
-def _lse_strides(lse: torch.Tensor) -> tuple[int, int, int, int]:
-    return lse.stride()
-
-
 def block_sparse_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int],
     num_heads: int, scale: float, out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
@@ -312,7 +304,7 @@ def block_sparse_attention_forward(
     q_split = cdiv(T, bm)
     grid = (nq * q_split, B * num_heads)
     _bs_fwd[grid](
-        q, k, v, out, lse, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_lse_strides(lse),
+        q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q))
@@ -380,14 +372,14 @@ def block_sparse_attention_backward(
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
     q_split = cdiv(T, block)
     _bs_bwd_dq[(nq * q_split, B * num_heads)](
-        q, k, v, out, grad_out, dq, lse, delta, idx, *_s4(q), *_s4(k), *_s4(v), *_s4(out), *_s4(grad_out), *_s4(dq),
-        *_lse_strides(lse), idx.stride(0), idx.stride(1),
+        q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *dq.stride(),
+        *lse.stride(), idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
     kv_split = cdiv(T, block)
     _bs_bwd_dkv[(n_tiles * kv_split, B * num_heads)](
-        q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *_s4(q), *_s4(k), *_s4(v), *_s4(grad_out),
-        *_s4(dk), *_s4(dv), *_lse_strides(lse), src.stride(0), ptr.stride(0),
+        q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
+        *dk.stride(), *dv.stride(), *lse.stride(), src.stride(0), ptr.stride(0),
         num_heads, tiles_x, th, tw, T, kv_split, scale, BLOCK_N=block, **common)
     return dq, dk, dv

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-__all__ = ["has_triton", "interpret_mode", "use_triton"]
+__all__ = ["has_triton", "interpret_mode", "use_kernels", "use_triton"]
 
 
 @functools.cache
@@ -40,3 +40,9 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     if present and all(t.is_cuda for t in present):
         return True
     return bool(present) and interpret_mode() and all(t.device.type == "cpu" for t in present)
+
+
+def use_kernels(*tensors: torch.Tensor | None) -> bool:
+    """``use_triton`` and a dtype the kernels run (fp16/bf16/fp32): float64 (gradcheck, the fp64
+    oracles) takes the reference. The first tensor decides the dtype (the ops check they agree)."""
+    return tensors[0].dtype != torch.float64 and use_triton(*tensors)

@@ -4,7 +4,7 @@ Pattern (see ``ops/neighborhood/__init__.py``): each op defines ``foveal::<op>_f
 ``foveal::<op>_backward`` with ``torch.library.custom_op`` (schema inferred from type hints),
 gives both a fake (meta) implementation so ``torch.compile`` can trace shapes, and connects
 them with ``register_autograd``. The op body picks the Triton kernel or the reference through
-``ops.common.use_triton``, so one registered op serves every device and compiles with
+``ops.common.use_kernels``, so one registered op serves every device and compiles with
 ``fullgraph=True`` without graph breaks. Public functions call the op through
 :func:`eager_autograd`, which skips the dispatcher in eager mode.
 """
@@ -20,6 +20,15 @@ LIBRARY = "foveal"
 def op_name(name: str) -> str:
     """Qualified ``torch.library`` name of a foveal op, e.g. ``foveal::na_forward``."""
     return f"{LIBRARY}::{name}"
+
+
+def op_or_impl(op, impl: Callable) -> Callable:
+    """Call ``op`` while ``torch.compile`` traces (the graph must hold the registered op) and
+    ``impl`` directly otherwise (no dispatcher cost): for the backward and helper ops that
+    :func:`eager_autograd`'s forward calls."""
+    def call(*args):
+        return (op if torch.compiler.is_compiling() else impl)(*args)
+    return call
 
 
 def _is_tensor_list(a) -> bool:

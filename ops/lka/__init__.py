@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import check_same_device, eager_autograd, op_name, use_triton
+from ..common import check_same_device, eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import check_depthwise, check_input, check_pointwise
 from .reference import depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference
 
@@ -28,16 +28,11 @@ __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_atten
            "lska_kernel_sizes"]
 
 
-def _kernels_apply(x: torch.Tensor) -> bool:
-    """The Triton path: CUDA (or CPU under the interpreter), and a dtype tl.dot supports."""
-    return x.dtype != torch.float64 and use_triton(x)
-
-
 # ----------------------------------------------------------------------- chain: dw... -> 1x1 -> gate
 
 def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                    dilations: list[int], conv1_weight: torch.Tensor, conv1_bias: torch.Tensor) -> torch.Tensor:
-    if not _kernels_apply(x):
+    if not use_kernels(x):
         return lka_chain_reference(x, weights, biases, dilations, conv1_weight, conv1_bias)
     from .kernels import dw_conv, dw_conv_pw_gate
     a = x
@@ -86,6 +81,7 @@ def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, weights: list[torc
 
 
 _chain_backward = torch.library.custom_op(op_name("lka_chain_backward"), _chain_backward_impl, mutates_args=())
+_chain_backward_call = op_or_impl(_chain_backward, _chain_backward_impl)
 
 
 @_chain_backward.register_fake
@@ -105,8 +101,7 @@ def _chain_bwd(ctx, grad):
     saved = ctx.saved_tensors
     n = ctx.n
     x, weights, biases, w1, b1 = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n]), saved[-2], saved[-1]
-    backward = _chain_backward if torch.compiler.is_compiling() else _chain_backward_impl
-    g = backward(grad, x, weights, biases, ctx.dilations, w1, b1)
+    g = _chain_backward_call(grad, x, weights, biases, ctx.dilations, w1, b1)
     return g[0], list(g[1:1 + n]), list(g[1 + n:1 + 2 * n]), None, g[-2], g[-1]
 
 
@@ -144,7 +139,7 @@ def separable_large_kernel_attention(
         check_depthwise(x, w, b, d, f"dw[{i}]")
     check_pointwise(x, conv1_weight, conv1_bias)
     dt = x.dtype
-    if not _kernels_apply(x):  # plain autograd through the reference (float64, CPU, other devices)
+    if not use_kernels(x):  # plain autograd through the reference (float64, CPU, other devices)
         return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
                                    list(dilations), conv1_weight.to(dt), conv1_bias.to(dt))
     # The kernels tile pixels x channels with channels innermost: NCHW input is run channels-last
@@ -197,7 +192,7 @@ def lska_kernel_sizes(kernel: int) -> list[tuple[tuple[int, int], int]]:
 
 @torch.library.custom_op(op_name("depthwise_conv2d_forward"), mutates_args=())
 def _dw_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
-    if not _kernels_apply(x):
+    if not use_kernels(x):
         return depthwise_conv2d_reference(x, weight, bias, dilation)
     from .kernels import dw_conv
     return dw_conv(x, weight, bias, dilation)
@@ -249,6 +244,6 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     check_input(x)
     check_depthwise(x, weight, bias, dilation, "")  # names: weight, bias
     weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-    if not _kernels_apply(x):
+    if not use_kernels(x):
         return depthwise_conv2d_reference(x, weight, bias, dilation)
     return _dw_forward(x, weight, bias, int(dilation))

@@ -225,10 +225,6 @@ _pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
 
 
-def _strides(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return t.stride()
-
-
 # Under the interpreter every Triton op costs the same whatever its block size, so the blocks
 # are as large as the (small) test problem: few programs, fast tests.
 def _interp_pixel_block(hw: int) -> int:
@@ -269,7 +265,7 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     res = residual if residual is not None else out
     _dw_conv[(bsz * n_ptiles, cdiv(c, block_c))](
         x, weight, bias if bias is not None else weight, res, out,
-        *_strides(x), *_strides(res), *_strides(out),
+        *x.stride(), *res.stride(), *out.stride(),
         c, h, w, n_ptiles,
         KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
         BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
@@ -299,7 +295,7 @@ def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, d
     n_ptiles = cdiv(h * w, block_p)
     _dw_pw_gate[(bsz * n_ptiles,)](
         a, weight, bias, w1, conv1_bias, x, out,
-        *_strides(a), *_strides(x), *_strides(out),
+        *a.stride(), *x.stride(), *out.stride(),
         c, h, w, n_ptiles,
         KH=kh, KW=kw, DIL=dilation, UPCAST=upcast, PRECISION=precision,
         BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=4 if block_ci <= 128 else 8,
@@ -324,7 +320,7 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     n_ptiles = cdiv(h * w, block_p)
     _pw_gate_bwd[(bsz * n_ptiles,)](
         s, w1, conv1_bias, x, grad, dx, dt, ds,
-        *_strides(s), *_strides(x), *_strides(grad), *_strides(dx), *_strides(dt), *_strides(ds),
+        *s.stride(), *x.stride(), *grad.stride(), *dx.stride(), *dt.stride(), *ds.stride(),
         c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
         BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=4 if block_ci <= 128 else 8,
     )
@@ -352,7 +348,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
         nsplit = max(1, min(total, 4 * sms // n_cblocks))
     part = torch.empty(nsplit, taps_p2, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[(nsplit, n_cblocks)](
-        grad, x, part, *_strides(grad), *_strides(x),
+        grad, x, part, *grad.stride(), *x.stride(),
         c, h, w, n_ptiles, total, nsplit,
         KH=kh, KW=kw, DIL=dilation, TAPS_P2=taps_p2, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
     )

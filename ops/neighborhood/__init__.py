@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import eager_autograd, op_name, use_triton
+from ..common import eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import NAParams, check_na_args
 from .reference import (neighborhood_attention_reference, neighborhood_attention_reference_backward,
                         neighborhood_mask)
@@ -18,17 +18,12 @@ __all__ = ["na1d", "na2d", "na3d", "neighborhood_attention", "neighborhood_atten
            "neighborhood_mask"]
 
 
-def _triton_path(*tensors: torch.Tensor | None) -> bool:
-    """The fused kernels run fp16/bf16/fp32; float64 (gradcheck, oracles) takes the reference."""
-    return use_triton(*tensors) and tensors[0].dtype != torch.float64
-
-
 def _na_forward_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_size: list[int],
                 dilation: list[int], stride: list[int], is_causal: list[bool], scale: float,
                 additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     p = NAParams(tuple(kernel_size), tuple(dilation), tuple(stride), tuple(is_causal), scale)
-    if _triton_path(query, key, value, additional_keys, additional_values):
+    if use_kernels(query, key, value, additional_keys, additional_values):
         from .kernels import na_forward
         return na_forward(query, key, value, p.kernel_size, p.dilation, p.stride, p.is_causal, scale,
                           additional_keys, additional_values)
@@ -54,7 +49,7 @@ def _na_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, que
                  stride: list[int], is_causal: list[bool], scale: float,
                  additional_keys: torch.Tensor | None, additional_values: torch.Tensor | None,
                  ) -> list[torch.Tensor]:
-    if _triton_path(query, key, value, additional_keys, additional_values):
+    if use_kernels(query, key, value, additional_keys, additional_values):
         from .kernels import na_backward
         return list(na_backward(grad_out, grad_lse, query, key, value, out, lse, tuple(kernel_size),
                                 tuple(dilation), tuple(stride), tuple(is_causal), scale,
@@ -66,6 +61,7 @@ def _na_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, que
 
 
 _na_backward = torch.library.custom_op(op_name("na_backward"), _na_backward_impl, mutates_args=())
+_na_backward_call = op_or_impl(_na_backward, _na_backward_impl)
 
 
 @_na_backward.register_fake
@@ -85,8 +81,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, grad_lse):
     query, key, value, extra_k, extra_v, out, lse = ctx.saved_tensors
     grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()   # only lse was used
-    backward = _na_backward if torch.compiler.is_compiling() else _na_backward_impl
-    grads = backward(grad_out, grad_lse, query, key, value, out, lse, *ctx.params, extra_k, extra_v)
+    grads = _na_backward_call(grad_out, grad_lse, query, key, value, out, lse, *ctx.params, extra_k, extra_v)
     dq, dk, dv, *dextra = grads
     dek, dev = dextra if dextra else (None, None)
     return dq, dk, dv, None, None, None, None, None, dek, dev

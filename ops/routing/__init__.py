@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..common import (as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype,
-                      eager_autograd, op_name, use_triton)
+                      eager_autograd, op_name, op_or_impl, use_kernels)
+from ..common.args import FLOAT_DTYPES
 from .reference import region_routing, routing_attention_reference, routing_attention_reference_backward
 
 __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
@@ -22,7 +23,7 @@ __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
 
 def _bra_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
                  regions: list[int], num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    if use_triton(q, k, v) and q.dtype != torch.float64:  # fp64 runs the reference
+    if use_kernels(q, k, v):
         from ..common.block_sparse import block_sparse_attention_forward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return block_sparse_attention_forward(q, k, v, indices, tile, num_heads, scale)
@@ -41,7 +42,7 @@ def _(q, k, v, indices, regions, num_heads, scale):
 def _bra_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                   lse: torch.Tensor, indices: torch.Tensor, regions: list[int], num_heads: int,
                   scale: float) -> list[torch.Tensor]:
-    if use_triton(q, k, v) and q.dtype != torch.float64:
+    if use_kernels(q, k, v):
         from ..common.block_sparse import block_sparse_attention_backward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
         return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
@@ -49,6 +50,7 @@ def _bra_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
 
 _bra_backward = torch.library.custom_op(op_name("bra_backward"), _bra_backward_impl, mutates_args=())
+_bra_backward_call = op_or_impl(_bra_backward, _bra_backward_impl)
 
 
 @_bra_backward.register_fake
@@ -64,8 +66,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, indices, out, lse = ctx.saved_tensors
-    backward = _bra_backward if torch.compiler.is_compiling() else _bra_backward_impl
-    dq, dk, dv = backward(grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params)
+    dq, dk, dv = _bra_backward_call(grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params)
     return dq, dk, dv, None, None, None, None
 
 
@@ -79,6 +80,7 @@ def _bra_route_impl(q: torch.Tensor, k: torch.Tensor, regions: list[int], topk: 
 
 
 _bra_route = torch.library.custom_op(op_name("bra_route"), _bra_route_impl, mutates_args=())
+_bra_route_call = op_or_impl(_bra_route, _bra_route_impl)
 
 
 @_bra_route.register_fake
@@ -86,15 +88,12 @@ def _(q, k, regions, topk, scale):
     return q.new_empty((q.shape[0], regions[0] * regions[1], topk), dtype=torch.int32)
 
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
 def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
     """The common valid call, recognised in one expression: every rule of ``_check`` holds, so
     the per-rule checks (and their messages) are only run when something may be wrong."""
     return (routing_indices is None and isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor) and q.dim() == 4 and k.shape == q.shape and v.shape == q.shape
-            and q.dtype in _DTYPES and k.dtype == q.dtype and v.dtype == q.dtype
+            and q.dtype in FLOAT_DTYPES and k.dtype == q.dtype and v.dtype == q.dtype
             and k.device == q.device and v.device == q.device and num_heads >= 1 and q.shape[3] % num_heads == 0
             and 1 <= regions[0] <= q.shape[1] and 1 <= regions[1] <= q.shape[2]
             and 1 <= topk <= regions[0] * regions[1])
@@ -178,9 +177,8 @@ def routing_attention(
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
     if routing_indices is not None:
         indices = routing_indices
-    elif use_triton(q, k) and q.dtype != torch.float64 and regions[0] * regions[1] <= 256:
-        route = _bra_route if torch.compiler.is_compiling() else _bra_route_impl
-        indices = route(q, k, list(regions), topk, scale)
+    elif use_kernels(q, k) and regions[0] * regions[1] <= 256:
+        indices = _bra_route_call(q, k, list(regions), topk, scale)
     else:
         indices = region_routing(q, k, regions, topk, scale)
     out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
