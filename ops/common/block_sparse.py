@@ -372,8 +372,8 @@ def block_sparse_attention_backward(
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
     q_split = cdiv(T, block)
     _bs_bwd_dq[(nq * q_split, B * num_heads)](
-        q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(), *dq.stride(),
-        *lse.stride(), idx.stride(0), idx.stride(1),
+        q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(idx, n_tiles)
     # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
