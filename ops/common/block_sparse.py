@@ -9,6 +9,10 @@ in-kernel from tile ids, so selected keys/values are never copied. A 1-D sequenc
 
 Packing: the routed tiles' tokens form one flat list ``n = entry * T + t``; each KV step loads
 ``BLOCK_N`` tokens of that list whatever the tile size, so 4-token tiles do not pad to 16.
+Tiles smaller than half a row block are also packed on the fixed side: a program owns
+``group = BLOCK // T`` consecutive query tiles (KV tiles in dK/dV), streams the concatenation of
+their lists and masks each row to its own tile's segment. BiFormer's 2x2-token regions (stage 3
+at 224 px) would otherwise fill 4 of 16 rows and launch 4x the programs.
 The backward computes dQ per query tile like the forward (and ``delta = rowsum(dO * O)`` on
 the way, so no separate pass), and dK/dV per KV tile from the inverse lists (CSR of "which
 query tiles routed here", built by one small kernel), so every gradient element is written by
@@ -56,13 +60,16 @@ _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
 
 
 @triton.jit
-def _load_routed_kv(K, V, idx_base, start, n_total, T, ch, d_valid, tiles_x, tile_h, tile_w,
+def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, tiles_x, tile_h, tile_w,
                     sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
-    """Keys/values [BLOCK_N, D] of streamed positions start.. of a query tile's routed list: position
-    n is token n % T of KV tile idx_base[n // T], read in place (no gathered copy)."""
+    """Keys/values [BLOCK_N, D] of streamed positions start.. of a query-tile group's routed lists
+    (concatenated): position n is token n % T of entry e = n // T, the KV tile listed in slot
+    e % NK of the group's query tile e // NK (its owner), read in place (no gathered copy)."""
     offs_n = start + tl.arange(0, BLOCK_N)
     n_valid = offs_n < n_total
-    kv_tile = tl.load(idx_base + offs_n // T, mask=n_valid, other=0)
+    entry = offs_n // T
+    owner = entry // NK
+    kv_tile = tl.load(idx_base + owner * si_q + entry % NK, mask=n_valid, other=0)
     t = offs_n % T
     kv_mask = n_valid[:, None] & d_valid[None, :]
     k = tl.load(_rows_ptr(K, kv_tile, t, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
@@ -70,7 +77,20 @@ def _load_routed_kv(K, V, idx_base, start, n_total, T, ch, d_valid, tiles_x, til
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
-    return k, v, n_valid
+    return k, v, n_valid, owner
+
+
+@triton.jit
+def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr):
+    """Rows of a program's fixed side: ``group`` consecutive tiles packed into one block of
+    BLOCK rows (group > 1 when T <= BLOCK / 2), or chunk ``pid % split`` of one big tile.
+    Returns the first tile, each row's group member, tile, token and validity."""
+    tile0 = (pid // split) * group
+    local = (pid % split) * BLOCK + tl.arange(0, BLOCK)
+    member = local // T
+    tile = tile0 + member
+    valid = (member < group) & (tile < n_tiles)
+    return tile0, member, tile, local % T, valid
 
 
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
@@ -79,19 +99,16 @@ def _bs_fwd_kernel(
     Q, K, V, O, LSE, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, q_split, qk_scale,
+    H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    tile = pid // q_split
-    chunk = pid % q_split
     b = pid_bh // H
     h = pid_bh % H
 
-    offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_valid = offs_m < T
+    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -104,17 +121,19 @@ def _bs_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = NK * T
-    idx_base = IDX + b * si_b + tile * si_q
+    n_total = tl.minimum(group, NQ - tile0) * NK * T
+    idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
-        k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
-                                        tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
-                                        BLOCK_N, UPCAST)
+        k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
+                                               ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
-        s = tl.where(n_valid[None, :], s, float("-inf"))
+        s = tl.where(n_valid[None, :] & (owner[None, :] == member[:, None]), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        # a packed row sees only its own tile's segment: blocks before it are fully masked
+        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
@@ -132,19 +151,16 @@ def _bs_bwd_dq_kernel(
     Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, q_split, sm_scale,
+    H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    tile = pid // q_split
-    chunk = pid % q_split
     b = pid_bh // H
     h = pid_bh % H
 
-    offs_m = chunk * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_valid = offs_m < T
+    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -166,15 +182,15 @@ def _bs_bwd_dq_kernel(
 
     qk_scale = sm_scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = NK * T
-    idx_base = IDX + b * si_b + tile * si_q
+    n_total = tl.minimum(group, NQ - tile0) * NK * T
+    idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
-        k, v, n_valid = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, start, n_total, T, ch, d_valid,
-                                        tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c,
-                                        BLOCK_N, UPCAST)
+        k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
+                                               ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
-        p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
+        p = tl.where(n_valid[None, :] & m_valid[:, None] & (owner[None, :] == member[:, None]), p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
@@ -190,19 +206,16 @@ def _bs_bwd_dkv_kernel(
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
     sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
-    H, tiles_x, tile_h, tile_w, T, kv_split, sm_scale,
+    H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    tile = pid // kv_split
-    chunk = pid % kv_split
     b = pid_bh // H
     h = pid_bh % H
 
-    offs_n = chunk * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_valid = offs_n < T
+    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -219,13 +232,19 @@ def _bs_bwd_dkv_kernel(
     qk_scale = sm_scale * 1.4426950408889634
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    begin = tl.load(PTR + b * sp_b + tile)
-    end = tl.load(PTR + b * sp_b + tile + 1)
+    # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
+    begin = tl.load(PTR + b * sp_b + tile0)
+    end = tl.load(PTR + b * sp_b + tl.minimum(tile0 + group, n_tiles))
+    g_next = tl.arange(0, GROUP_P2) + 1
+    bounds = tl.load(PTR + b * sp_b + tile0 + g_next, mask=(g_next < group) & (tile0 + g_next < n_tiles),
+                     other=2147483647)
     m_total = (end - begin) * T
     for start in range(0, m_total, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         m_valid = offs_m < m_total
-        q_tile = tl.load(SRC + b * ss_b + begin + offs_m // T, mask=m_valid, other=0)
+        entry = begin + offs_m // T
+        owner = tl.sum((entry[:, None] >= bounds[None, :]).to(tl.int32), 1)
+        q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
         l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
@@ -240,7 +259,7 @@ def _bs_bwd_dkv_kernel(
             do = do.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
         p = tl.exp2(s - lse[:, None])
-        p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
+        p = tl.where(m_valid[:, None] & n_valid[None, :] & (owner[:, None] == member[None, :]), p, 0.0)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
@@ -257,9 +276,13 @@ _bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
 _bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
 
 
-def _tile_block(tokens: int) -> int:
-    """Rows of the fixed-side block: one tile, or a chunk of a big tile (>= 16 for tl.dot)."""
-    return 16 if interpret_mode() else min(64, max(16, next_power_of_2(tokens)))
+def _tile_block(tokens: int) -> tuple[int, int, int]:
+    """Rows of the fixed-side block (>= 16 for tl.dot), the programs per tile (a big tile is
+    chunked) and the tiles per program (small tiles are packed): (block, split, group)."""
+    block = 16 if interpret_mode() else min(64, max(16, next_power_of_2(tokens)))
+    if tokens > block // 2:
+        return block, cdiv(tokens, block), 1
+    return block, 1, block // tokens
 
 
 def _block_d(head_dim: int) -> int:
@@ -300,13 +323,12 @@ def block_sparse_attention_forward(
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
-    bm = _tile_block(T)
-    q_split = cdiv(T, bm)
-    grid = (nq * q_split, B * num_heads)
+    bm, q_split, group = _tile_block(T)
+    grid = (cdiv(nq, group) * q_split, B * num_heads)
     _bs_fwd[grid](
         q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, q_split, scale * LOG2E,
+        num_heads, tiles_x, th, tw, T, nk, nq, q_split, group, scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q))
     return out, lse
 
@@ -368,18 +390,18 @@ def block_sparse_attention_backward(
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    block = _tile_block(T)
+    block, split, group = _tile_block(T)
     common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
-    q_split = cdiv(T, block)
-    _bs_bwd_dq[(nq * q_split, B * num_heads)](
+    _bs_bwd_dq[(cdiv(nq, group) * split, B * num_heads)](
         q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, q_split, scale, BLOCK_M=block, **common)
+        num_heads, tiles_x, th, tw, T, nk, nq, split, group, scale, BLOCK_M=block, **common)
     src, ptr = inverse_index(idx, n_tiles)
-    # dK/dV programs own BLOCK_N rows of one KV tile and stream BLOCK_M query rows at a time.
-    kv_split = cdiv(T, block)
-    _bs_bwd_dkv[(n_tiles * kv_split, B * num_heads)](
+    # dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small tiles) and
+    # stream BLOCK_M query rows at a time.
+    _bs_bwd_dkv[(cdiv(n_tiles, group) * split, B * num_heads)](
         q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
         *dk.stride(), *dv.stride(), *lse.stride(), src.stride(0), ptr.stride(0),
-        num_heads, tiles_x, th, tw, T, kv_split, scale, BLOCK_N=block, **common)
+        num_heads, tiles_x, th, tw, T, n_tiles, split, group, scale, BLOCK_N=block,
+        GROUP_P2=max(2, next_power_of_2(group)), **common)
     return dq, dk, dv
