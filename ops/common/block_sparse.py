@@ -61,15 +61,21 @@ _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
 
 @triton.jit
 def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, tiles_x, tile_h, tile_w,
-                    sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr):
+                    sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
+                    PACKED: tl.constexpr):
     """Keys/values [BLOCK_N, D] of streamed positions start.. of a query-tile group's routed lists
     (concatenated): position n is token n % T of entry e = n // T, the KV tile listed in slot
-    e % NK of the group's query tile e // NK (its owner), read in place (no gathered copy)."""
+    e % NK of the group's query tile e // NK (its owner), read in place (no gathered copy).
+    Unpacked (one query tile), the owner is 0 and the list is contiguous."""
     offs_n = start + tl.arange(0, BLOCK_N)
     n_valid = offs_n < n_total
     entry = offs_n // T
-    owner = entry // NK
-    kv_tile = tl.load(idx_base + owner * si_q + entry % NK, mask=n_valid, other=0)
+    if PACKED:
+        owner = entry // NK
+        kv_tile = tl.load(idx_base + owner * si_q + entry % NK, mask=n_valid, other=0)
+    else:
+        owner = 0
+        kv_tile = tl.load(idx_base + entry, mask=n_valid, other=0)
     t = offs_n % T
     kv_mask = n_valid[:, None] & d_valid[None, :]
     k = tl.load(_rows_ptr(K, kv_tile, t, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
@@ -81,16 +87,21 @@ def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, ti
 
 
 @triton.jit
-def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr):
+def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr, PACKED: tl.constexpr):
     """Rows of a program's fixed side: ``group`` consecutive tiles packed into one block of
-    BLOCK rows (group > 1 when T <= BLOCK / 2), or chunk ``pid % split`` of one big tile.
+    BLOCK rows (PACKED: T <= BLOCK / 2), or chunk ``pid % split`` of one tile (unpacked: the
+    tile and member are scalars, so the big-tile kernels compile as before packing existed).
     Returns the first tile, each row's group member, tile, token and validity."""
-    tile0 = (pid // split) * group
-    local = (pid % split) * BLOCK + tl.arange(0, BLOCK)
-    member = local // T
-    tile = tile0 + member
-    valid = (member < group) & (tile < n_tiles)
-    return tile0, member, tile, local % T, valid
+    if PACKED:
+        tile0 = pid * group
+        local = tl.arange(0, BLOCK)
+        member = local // T
+        tile = tile0 + member
+        return tile0, member, tile, local % T, (member < group) & (tile < n_tiles)
+    else:
+        tile = pid // split
+        offs = (pid % split) * BLOCK + tl.arange(0, BLOCK)
+        return tile, 0, tile, offs, offs < T
 
 
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
@@ -101,14 +112,14 @@ def _bs_fwd_kernel(
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
 
-    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M)
+    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -121,17 +132,22 @@ def _bs_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = tl.minimum(group, NQ - tile0) * NK * T
+    n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
                                                ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST)
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
-        s = tl.where(n_valid[None, :] & (owner[None, :] == member[:, None]), s, float("-inf"))
+        if PACKED:
+            s = tl.where(n_valid[None, :] & (owner[None, :] == member[:, None]), s, float("-inf"))
+        else:
+            s = tl.where(n_valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        # a packed row sees only its own tile's segment: blocks before it are fully masked
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        if PACKED:  # a packed row sees only its own tile's segment: blocks before it are fully masked
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_ref = m_new
         alpha = tl.exp2(m_i - m_ref)
         p = tl.exp2(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -153,14 +169,14 @@ def _bs_bwd_dq_kernel(
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
 
-    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M)
+    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -182,15 +198,18 @@ def _bs_bwd_dq_kernel(
 
     qk_scale = sm_scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = tl.minimum(group, NQ - tile0) * NK * T
+    n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
                                                ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST)
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
-        p = tl.where(n_valid[None, :] & m_valid[:, None] & (owner[None, :] == member[:, None]), p, 0.0)
+        if PACKED:
+            p = tl.where(n_valid[None, :] & m_valid[:, None] & (owner[None, :] == member[:, None]), p, 0.0)
+        else:
+            p = tl.where(n_valid[None, :] & m_valid[:, None], p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
@@ -208,14 +227,14 @@ def _bs_bwd_dkv_kernel(
     sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
     H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
 
-    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N)
+    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -234,16 +253,18 @@ def _bs_bwd_dkv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
     begin = tl.load(PTR + b * sp_b + tile0)
-    end = tl.load(PTR + b * sp_b + tl.minimum(tile0 + group, n_tiles))
-    g_next = tl.arange(0, GROUP_P2) + 1
-    bounds = tl.load(PTR + b * sp_b + tile0 + g_next, mask=(g_next < group) & (tile0 + g_next < n_tiles),
-                     other=2147483647)
+    if PACKED:
+        end = tl.load(PTR + b * sp_b + tl.minimum(tile0 + group, n_tiles))
+        g_next = tl.arange(0, GROUP_P2) + 1
+        bounds = tl.load(PTR + b * sp_b + tile0 + g_next, mask=(g_next < group) & (tile0 + g_next < n_tiles),
+                         other=2147483647)
+    else:
+        end = tl.load(PTR + b * sp_b + tile0 + 1)
     m_total = (end - begin) * T
     for start in range(0, m_total, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         m_valid = offs_m < m_total
         entry = begin + offs_m // T
-        owner = tl.sum((entry[:, None] >= bounds[None, :]).to(tl.int32), 1)
         q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
@@ -259,7 +280,11 @@ def _bs_bwd_dkv_kernel(
             do = do.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
         p = tl.exp2(s - lse[:, None])
-        p = tl.where(m_valid[:, None] & n_valid[None, :] & (owner[:, None] == member[None, :]), p, 0.0)
+        if PACKED:
+            owner = tl.sum((entry[:, None] >= bounds[None, :]).to(tl.int32), 1)
+            p = tl.where(m_valid[:, None] & n_valid[None, :] & (owner[:, None] == member[None, :]), p, 0.0)
+        else:
+            p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
         dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
@@ -329,7 +354,8 @@ def block_sparse_attention_forward(
         q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         idx.stride(0), idx.stride(1),
         num_heads, tiles_x, th, tw, T, nk, nq, q_split, group, scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q))
+        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q),
+        PACKED=group > 1)
     return out, lse
 
 
@@ -391,7 +417,8 @@ def block_sparse_attention_backward(
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
     block, split, group = _tile_block(T)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q))
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q),
+                  PACKED=group > 1)
     _bs_bwd_dq[(cdiv(nq, group) * split, B * num_heads)](
         q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
