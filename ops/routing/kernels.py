@@ -4,13 +4,16 @@
 region-pair affinity, top-k key regions per query region) without the reshape/permute copies,
 the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
 
-1. ``_region_mean_kernel``: one program per (batch, region, channel block) sums the region's
-   tokens of q AND k, read in place through their strides (often channel slices of one qkv
-   projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer.
-2. ``_region_topk_kernel``: one program per (batch, query region) forms the affinity row
-   against all R key-region means in fp32 (elementwise products and ``tl.sum``: no ``tl.dot``,
-   so every dtype is exact under the interpreter too) and stores the k best ids as int32 by
-   repeated arg-max, in descending affinity order (ties: lowest region id first).
+1. ``_region_mean_kernel``: one program per (group of regions, channel block) sums the
+   regions' tokens of q AND k, read in place through their strides (often channel slices of one
+   qkv projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer. Small regions are packed
+   several per program (BiFormer's 2x2-token regions would otherwise fill 4 of 16 rows of
+   ~12k programs); a big region loops over its tokens.
+2. ``_region_topk_kernel``: one program per (batch, group of query regions) forms the affinity
+   rows against all R key-region means in fp32 (elementwise products and ``tl.sum``: no
+   ``tl.dot``, so every dtype is exact under the interpreter too; the key means are read once per
+   group, not once per query region) and stores the k best ids as int32 by repeated arg-max,
+   in descending affinity order (ties: lowest region id first).
 """
 from __future__ import annotations
 
@@ -26,13 +29,27 @@ __all__ = ["region_topk"]
 @triton.jit
 def _region_mean_kernel(
     Q, K, MEANS,
-    R, NX, TH, TW, C, K_OFF, inv_t,
+    R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
     sqb, sqy, sqx, sqc,
     skb, sky, skx, skc,
-    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr,
 ):
     """MEANS[0, b, r, c] = mean of q over region r's tokens, MEANS[1, b, r, c] likewise for k.
-    Program (b * R + r, channel block); regions are row-major TH x TW blocks of the map."""
+    Program (group of GROUP regions b * R + r, channel block); regions are row-major TH x TW
+    blocks of the map. GROUP > 1: each region's tokens fill BLOCK_T // GROUP (>= TH * TW) rows."""
+    if GROUP > 1:
+        _region_mean_packed(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
+                            sqb, sqy, sqx, sqc, skb, sky, skx, skc, BLOCK_T, BLOCK_C, GROUP)
+    else:
+        _region_mean_looped(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t,
+                            sqb, sqy, sqx, sqc, skb, sky, skx, skc, BLOCK_T, BLOCK_C)
+
+
+@triton.jit
+def _region_mean_looped(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t,
+                        sqb, sqy, sqx, sqc, skb, sky, skx, skc,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """One region per program, its tokens BLOCK_T at a time."""
     pid = tl.program_id(0)
     b = (pid // R).to(tl.int64)  # batch offsets can pass 2**31 elements
     r = pid % R
@@ -60,37 +77,68 @@ def _region_mean_kernel(
 
 
 @triton.jit
+def _region_mean_packed(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
+                        sqb, sqy, sqx, sqc, skb, sky, skx, skc,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr):
+    """GROUP whole regions per program: row i is token i % ROWS of region pid * GROUP + i // ROWS
+    (ROWS = BLOCK_T // GROUP, a power of two >= TH * TW), summed per region by a reshape."""
+    ROWS: tl.constexpr = BLOCK_T // GROUP
+    i = tl.arange(0, BLOCK_T)
+    region = tl.program_id(0) * GROUP + i // ROWS   # global id b * R + r
+    t = i % ROWS
+    row_ok = (t < TH * TW) & (region < n_regions)
+    b = (region // R).to(tl.int64)
+    r = region % R
+    y = (r // NX) * TH + t // TW
+    x = (r % NX) * TW + t % TW
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    mask = row_ok[:, None] & c_ok[None, :]
+    q = tl.load(Q + (b * sqb + y * sqy + x * sqx)[:, None] + (c * sqc)[None, :], mask=mask, other=0.0)
+    k = tl.load(K + (b * skb + y * sky + x * skx)[:, None] + (c * skc)[None, :], mask=mask, other=0.0)
+    q_sum = tl.sum(tl.reshape(q.to(tl.float32), [GROUP, ROWS, BLOCK_C]), axis=1)
+    k_sum = tl.sum(tl.reshape(k.to(tl.float32), [GROUP, ROWS, BLOCK_C]), axis=1)
+    g = tl.program_id(0) * GROUP + tl.arange(0, GROUP)
+    out = MEANS + g[:, None] * C + c[None, :]
+    out_mask = (g < n_regions)[:, None] & c_ok[None, :]
+    tl.store(out, q_sum * inv_t, mask=out_mask)
+    tl.store(out + K_OFF, k_sum * inv_t, mask=out_mask)
+
+
+@triton.jit
 def _region_topk_kernel(
     MEANS, OUT,
     R, C, K_OFF, TOPK, scale,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr,
 ):
     """OUT[b, r, :TOPK] = ids of the TOPK largest (scale * q_mean[b, r]) . k_mean[b, j] over j,
-    descending. Program b * R + r."""
-    pid = tl.program_id(0)
-    b = pid // R
+    descending. Program (b, group of GROUP query regions r)."""
+    b = tl.program_id(0)
+    r = tl.program_id(1) * GROUP + tl.arange(0, GROUP)
+    r_ok = r < R
     j = tl.arange(0, BLOCK_R)
     j_ok = j < R
-    q_row = MEANS + pid * C
+    q_rows = MEANS + (b * R + r)[:, None] * C
     k_rows = MEANS + K_OFF + b * R * C + j[:, None] * C
-    aff = tl.zeros([BLOCK_R], dtype=tl.float32)
+    aff = tl.zeros([GROUP, BLOCK_R], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        qv = tl.load(q_row + c, mask=c_ok, other=0.0)
-        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
-        aff += tl.sum(kv * qv[None, :], axis=1)
+        qv = tl.load(q_rows + c[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)   # [GROUP, BLOCK_C]
+        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)   # [BLOCK_R, BLOCK_C]
+        aff += tl.sum(qv[:, None, :] * kv[None, :, :], axis=2)
     aff = aff * scale
     aff = tl.where(aff != aff, float("inf"), aff)  # NaN ranks first, as in torch.topk
     # Top-k by repeated arg-max on this one copy of the affinities (lowest id among equals).
     # Ranking by all-pairs comparisons (aff against its transpose) gave repeated ranks on the GPU:
     # the two layouts of aff need not hold bit-identical values. Taken regions drop to -inf, so
     # genuine -inf affinities move up to the lowest finite float to stay selectable.
-    aff = tl.where(j_ok, tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
+    aff = tl.where(j_ok[None, :], tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
+    out = OUT + (b * R + r) * TOPK
     for slot in range(TOPK):
-        pick = tl.argmax(aff, axis=0, tie_break_left=True)
-        tl.store(OUT + pid * TOPK + slot, pick)
-        aff = tl.where(j == pick, float("-inf"), aff)
+        pick = tl.argmax(aff, axis=1, tie_break_left=True)   # [GROUP]
+        tl.store(out + slot, pick, mask=r_ok)
+        aff = tl.where(j[None, :] == pick[:, None], float("-inf"), aff)
 
 
 _region_mean = Launcher(_region_mean_kernel)
@@ -126,16 +174,23 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
     if out is None:
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
     block_c = min(max(_pow2(C), 16), 64)
-    block_t = min(max(_pow2(T), 16), 2048 // block_c)
-    _region_mean[(B * R, cdiv(C, block_c))](
-        q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T,
+    rows = 2048 // block_c   # elements per tensor and program: 2048
+    if _pow2(T) * 2 <= rows:  # small regions: several per program, each in pow2(T) rows
+        group = min(rows // _pow2(T), _pow2(B * R))
+        block_t = group * _pow2(T)
+    else:
+        group, block_t = 1, min(max(_pow2(T), 16), rows)
+    _region_mean[(cdiv(B * R, group), cdiv(C, block_c))](
+        q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T, B * R,
         *q.stride(), *k.stride(),
-        BLOCK_T=block_t, BLOCK_C=block_c, num_warps=4,
+        BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4,
     )
+    # query regions per topk program: the [GROUP, BLOCK_R, BLOCK_C] products stay <= 8192
     block_r = max(_pow2(R), 16)
-    block_c = min(max(_pow2(C), 16), max(4096 // block_r, 16))
-    _region_topk[(B * R,)](
+    group = max(1, min(8, _pow2(R), 8192 // (block_r * 16)))
+    block_c = min(max(_pow2(C), 16), max(8192 // (block_r * group), 16))
+    _region_topk[(B, cdiv(R, group))](
         means, out, R, C, B * R * C, topk, scale,
-        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4,
+        BLOCK_R=block_r, BLOCK_C=block_c, GROUP=group, num_warps=4,
     )
     return out
