@@ -9,11 +9,12 @@ the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
    qkv projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer. Small regions are packed
    several per program (BiFormer's 2x2-token regions would otherwise fill 4 of 16 rows of
    ~12k programs); a big region loops over its tokens.
-2. ``_region_topk_kernel``: one program per (batch, group of query regions) forms the affinity
-   rows against all R key-region means in fp32 (elementwise products and ``tl.sum``: no
-   ``tl.dot``, so every dtype is exact under the interpreter too; the key means are read once per
-   group, not once per query region) and stores the k best ids as int32 by repeated arg-max,
-   in descending affinity order (ties: lowest region id first).
+2. ``_region_topk_kernel``: one program per (batch, query region) forms the affinity row
+   against all R key-region means in fp32 (elementwise products and ``tl.sum``: no ``tl.dot``,
+   so every dtype is exact under the interpreter too) and stores the k best ids as int32 by
+   repeated arg-max, in descending affinity order (ties: lowest region id first). Ranking 8
+   query regions per program against one read of the key means was 1.5-2x slower on the H200
+   (fewer programs, each a serial chain of channel steps and arg-max rounds).
 """
 from __future__ import annotations
 
@@ -109,36 +110,34 @@ def _region_mean_packed(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
 def _region_topk_kernel(
     MEANS, OUT,
     R, C, K_OFF, TOPK, scale,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """OUT[b, r, :TOPK] = ids of the TOPK largest (scale * q_mean[b, r]) . k_mean[b, j] over j,
-    descending. Program (b, group of GROUP query regions r)."""
-    b = tl.program_id(0)
-    r = tl.program_id(1) * GROUP + tl.arange(0, GROUP)
-    r_ok = r < R
+    descending. Program b * R + r."""
+    pid = tl.program_id(0)
+    b = pid // R
     j = tl.arange(0, BLOCK_R)
     j_ok = j < R
-    q_rows = MEANS + (b * R + r)[:, None] * C
+    q_row = MEANS + pid * C
     k_rows = MEANS + K_OFF + b * R * C + j[:, None] * C
-    aff = tl.zeros([GROUP, BLOCK_R], dtype=tl.float32)
+    aff = tl.zeros([BLOCK_R], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        qv = tl.load(q_rows + c[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)   # [GROUP, BLOCK_C]
-        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)   # [BLOCK_R, BLOCK_C]
-        aff += tl.sum(qv[:, None, :] * kv[None, :, :], axis=2)
+        qv = tl.load(q_row + c, mask=c_ok, other=0.0)
+        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+        aff += tl.sum(kv * qv[None, :], axis=1)
     aff = aff * scale
     aff = tl.where(aff != aff, float("inf"), aff)  # NaN ranks first, as in torch.topk
     # Top-k by repeated arg-max on this one copy of the affinities (lowest id among equals).
     # Ranking by all-pairs comparisons (aff against its transpose) gave repeated ranks on the GPU:
     # the two layouts of aff need not hold bit-identical values. Taken regions drop to -inf, so
     # genuine -inf affinities move up to the lowest finite float to stay selectable.
-    aff = tl.where(j_ok[None, :], tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
-    out = OUT + (b * R + r) * TOPK
+    aff = tl.where(j_ok, tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
     for slot in range(TOPK):
-        pick = tl.argmax(aff, axis=1, tie_break_left=True)   # [GROUP]
-        tl.store(out + slot, pick, mask=r_ok)
-        aff = tl.where(j[None, :] == pick[:, None], float("-inf"), aff)
+        pick = tl.argmax(aff, axis=0, tie_break_left=True)
+        tl.store(OUT + pid * TOPK + slot, pick)
+        aff = tl.where(j == pick, float("-inf"), aff)
 
 
 _region_mean = Launcher(_region_mean_kernel)
@@ -185,12 +184,10 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
         *q.stride(), *k.stride(),
         BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4,
     )
-    # query regions per topk program: the [GROUP, BLOCK_R, BLOCK_C] products stay <= 8192
     block_r = max(_pow2(R), 16)
-    group = max(1, min(8, _pow2(R), 8192 // (block_r * 16)))
-    block_c = min(max(_pow2(C), 16), max(8192 // (block_r * group), 16))
-    _region_topk[(B, cdiv(R, group))](
+    block_c = min(max(_pow2(C), 16), max(4096 // block_r, 16))
+    _region_topk[(B * R,)](
         means, out, R, C, B * R * C, topk, scale,
-        BLOCK_R=block_r, BLOCK_C=block_c, GROUP=group, num_warps=4,
+        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4,
     )
     return out
