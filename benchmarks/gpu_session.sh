@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU session behind the committed results, in parts (each fits one 10-minute call):
-#   bash benchmarks/gpu_session.sh OUTDIR ops     # bf16 correctness check, bra suite, models suite
+#   bash benchmarks/gpu_session.sh OUTDIR ops     # bf16 correctness check, BRA per-kernel times, bra suite, models suite
 #   bash benchmarks/gpu_session.sh OUTDIR na      # na suite (with Flex and cuDNN peers), lka suite
 #   bash benchmarks/gpu_session.sh OUTDIR tests   # the kernel test files on CUDA (pytest travels in .whl/)
 # Set FOVEAL_GIT_COMMIT=<hash> when the GPU copy has no (or a stale) .git: the JSON records it.
@@ -26,6 +26,7 @@ if [ "$part" = tests ]; then  # the interpreter does not show every GPU bug (ses
     tests/ops/test_neighborhood.py >>"$log" 2>&1
 elif [ "$part" = ops ]; then
   [ -z "${SKIP_CHECK:-}" ] && { echo "== gpu_check" >>"$log"; timeout ${T_CHECK:-170} python3 benchmarks/gpu_check.py >>"$log" 2>&1; }
+  echo "== bra kernel times" >>"$log"; timeout ${T_PROBE:-90} python3 benchmarks/probe/probe10.py >>"$log" 2>&1
   echo "== bench bra" >>"$log"; timeout ${T_BRA:-150} $bench bra >>"$log" 2>&1
   echo "== bench models" >>"$log"; timeout ${T_MODELS:-230} $bench --rep-ms 300 models --model biformer_tiny van_b0 van_b2 swin_tiny_patch4_window7_224 convnext_tiny >>"$log" 2>&1
 else
