@@ -96,6 +96,12 @@ def _box_rows(B1: tl.constexpr, B2: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _positions(i0, i1, i2, g0, g1, g2, D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr):
+    """Axis positions of group-local indices ``i*`` in dilation group ``g*`` (``g + D * i``)."""
+    return g0 + D0 * i0, g1 + D1 * i1, g2 + D2 * i2
+
+
+@triton.jit
 def _walk_len(a0, b0, a1, b1, a2, b2, B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
     """Blocks per axis (and in all) to cover the box [a, b] per axis with B0 x B1 x B2 blocks."""
     n0 = (b0 - a0 + B0) // B0
@@ -225,7 +231,8 @@ def _na_fwd_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
-    q_tok = (g0 + D0 * i0) * sq_0 + (g1 + D1 * i1) * sq_1 + (g2 + D2 * i2) * sq_2
+    p0, p1, p2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
+    q_tok = p0 * sq_0 + p1 * sq_1 + p2 * sq_2
     q = tl.load(Q + b * sq_b + h * sq_h + q_tok[:, None] + offs_d[None, :],
                 mask=q_valid[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:  # the interpreter's tl.dot is wrong on bf16 operands
@@ -241,9 +248,7 @@ def _na_fwd_kernel(
     for it in range(0, n_blocks):
         j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
                                         BN0, BN1, BN2)
-        x0 = g0 + D0 * j0
-        x1 = g1 + D1 * j1
-        x2 = g2 + D2 * j2
+        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
         k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
         v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
         kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
@@ -270,10 +275,10 @@ def _na_fwd_kernel(
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
 
     acc = acc / l_i[:, None]
-    o_tok = (g0 + D0 * i0) * so_0 + (g1 + D1 * i1) * so_1 + (g2 + D2 * i2) * so_2
+    o_tok = p0 * so_0 + p1 * so_1 + p2 * so_2
     tl.store(O + b * so_b + h * so_h + o_tok[:, None] + offs_dv[None, :], acc.to(O.dtype.element_ty),
              mask=q_valid[:, None] & dv_ok[None, :])
-    l_tok = (g0 + D0 * i0) * sl_0 + (g1 + D1 * i1) * sl_1 + (g2 + D2 * i2) * sl_2
+    l_tok = p0 * sl_0 + p1 * sl_1 + p2 * sl_2
     tl.store(LSE + b * sl_b + h * sl_h + l_tok, (m_i + tl.log2(l_i)) / 1.4426950408889634, mask=q_valid)
 
 
@@ -326,9 +331,7 @@ def _na_bwd_dq_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
-    p0 = g0 + D0 * i0
-    p1 = g1 + D1 * i1
-    p2 = g2 + D2 * i2
+    p0, p1, p2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
     q = tl.load(Q + b * sq_b + h * sq_h + (p0 * sq_0 + p1 * sq_1 + p2 * sq_2)[:, None] + offs_d[None, :],
                 mask=q_valid[:, None] & d_ok[None, :], other=0.0)
     do = tl.load(DO + b * sdo_b + h * sdo_h + (p0 * sdo_0 + p1 * sdo_1 + p2 * sdo_2)[:, None]
@@ -353,9 +356,7 @@ def _na_bwd_dq_kernel(
     for it in range(0, n_blocks):
         j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
                                         BN0, BN1, BN2)
-        x0 = g0 + D0 * j0
-        x1 = g1 + D1 * j1
-        x2 = g2 + D2 * j2
+        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
         k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
         v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
         kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
@@ -452,9 +453,7 @@ def _na_bwd_dkv_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
-    p0 = g0 + D0 * j0
-    p1 = g1 + D1 * j1
-    p2 = g2 + D2 * j2
+    p0, p1, p2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
     k = tl.load(K + b * sk_b + hk * sk_h + (p0 * sk_0 + p1 * sk_1 + p2 * sk_2)[:, None] + offs_d[None, :],
                 mask=kv_ok[:, None] & d_ok[None, :], other=0.0)
     v = tl.load(V + b * sv_b + hk * sv_h + (p0 * sv_0 + p1 * sv_1 + p2 * sv_2)[:, None] + offs_dv[None, :],
@@ -471,9 +470,7 @@ def _na_bwd_dkv_kernel(
         hq = hk * KV_GROUP + it // n_blocks
         i0, i1, i2, q_ok = _walk_block(it % n_blocks, qa0, qa1, qa2, qb0, qb1, qb2, nb1, nb2, r0, r1, r2,
                                        BM0, BM1, BM2)
-        x0 = g0 + D0 * i0
-        x1 = g1 + D1 * i1
-        x2 = g2 + D2 * i2
+        x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
         q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
         do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]

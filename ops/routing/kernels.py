@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.tuning import Launcher, cdiv
+from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["region_topk"]
 
@@ -144,10 +144,6 @@ _region_mean = Launcher(_region_mean_kernel)
 _region_topk = Launcher(_region_topk_kernel)
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk: int, scale: float,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Top-k key regions per query region (BiFormer routing), fused: two Triton launches.
@@ -172,20 +168,21 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
     means = torch.empty((2, B, R, C), device=q.device, dtype=torch.float32)
     if out is None:
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
-    block_c = min(max(_pow2(C), 16), 64)
+    block_c = min(max(next_power_of_2(C), 16), 64)
     rows = 2048 // block_c   # elements per tensor and program: 2048
-    if _pow2(T) * 2 <= rows:  # small regions: several per program, each in pow2(T) rows
-        group = min(rows // _pow2(T), _pow2(B * R))
-        block_t = group * _pow2(T)
+    t_rows = next_power_of_2(T)
+    if t_rows * 2 <= rows:  # small regions: several per program, each in t_rows rows
+        group = min(rows // t_rows, next_power_of_2(B * R))
+        block_t = group * t_rows
     else:
-        group, block_t = 1, min(max(_pow2(T), 16), rows)
+        group, block_t = 1, min(max(t_rows, 16), rows)
     _region_mean[(cdiv(B * R, group), cdiv(C, block_c))](
         q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T, B * R,
         *q.stride(), *k.stride(),
         BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4,
     )
-    block_r = max(_pow2(R), 16)
-    block_c = min(max(_pow2(C), 16), max(4096 // block_r, 16))
+    block_r = max(next_power_of_2(R), 16)
+    block_c = min(max(next_power_of_2(C), 16), max(4096 // block_r, 16))
     _region_topk[(B * R,)](
         means, out, R, C, B * R * C, topk, scale,
         BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4,
