@@ -54,12 +54,12 @@ if __name__ == "__main__":
                dict(sxc=1, src=1, syc=1, KH=kh, KW=kh, DIL=dil, FLIP=flip, HAS_BIAS=not flip, HAS_RES=res,
                     BLOCK_P=block_p, BLOCK_C=block_c), dw_warps)
     for c in (64, 128):
-        bp, bci, bco = L._pw_blocks(c, 56 * 56)
-        warps = 8 if bp <= 32 else (4 if bci <= 128 else 8)
-        report(f"dw_pw_gate 7x7 d3 P{bp} CI{bci}", L._dw_pw_gate_kernel,
+        bp, bci, bco, warps = L._pw_config(c, 56 * 56, "fwd")
+        report(f"dw_pw_gate 7x7 d3 P{bp} CI{bci} w{warps}", L._dw_pw_gate_kernel,
                dict(sac=1, sxc=1, soc=1, KH=7, KW=7, DIL=3, UPCAST=False, PRECISION="tf32",
                     BLOCK_P=bp, BLOCK_CI=bci, BLOCK_CO=bco), warps)
-        report(f"pw_gate_bwd P{bp} CI{bci}", L._pw_gate_bwd_kernel,
+        bp, bci, bco, warps = L._pw_config(c, 56 * 56, "bwd")
+        report(f"pw_gate_bwd P{bp} CI{bci} w{warps}", L._pw_gate_bwd_kernel,
                dict(ssc=1, sxc=1, sgc=1, sdxc=1, stc=1, sdsc=1, UPCAST=False, PRECISION="tf32",
                     BLOCK_P=bp, BLOCK_CI=bci, BLOCK_CO=bco), warps)
     for kh, dil in [(5, 1), (7, 3)]:

@@ -6,7 +6,7 @@ import timm
 import torch
 
 import zoo  # noqa: F401  (registers van_b0..van_b6)
-from zoo.van import LKA
+from zoo.van import LKA, Attention, Mlp, pointwise
 
 PARAMS_M = {"van_b0": 4.11, "van_b1": 13.86, "van_b2": 26.58, "van_b3": 44.77, "van_b4": 60.28,
             "van_b5": 89.97, "van_b6": 199.83}
@@ -84,14 +84,41 @@ def test_use_kernels_matches_reference(device):
             m.layer_scale_1.data.uniform_(0.5, 1.0)
             m.layer_scale_2.data.uniform_(0.5, 1.0)
     x = torch.randn(1, 3, 64, 64, device=device)
-    with torch.no_grad():
-        model.set_use_kernels(True)
-        assert all(m.use_kernels for m in model.modules() if isinstance(m, LKA))
-        fused = model(x)
-        model.set_use_kernels(False)
-        plain = model(x)
-    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
-    assert fused.shape == (1, 10)
+    for fmt in (torch.contiguous_format, torch.channels_last):  # channels-last: 1x1 convs as matmuls
+        model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        with torch.no_grad():
+            model.set_use_kernels(True)
+            assert all(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp)))
+            fused = model(x)
+            model.set_use_kernels(False)
+            assert not any(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp)))
+            plain = model(x)
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
+        assert fused.shape == (1, 10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_as_matmul_matches_conv(bias):
+    """A 1x1 conv of a channels-last map run as F.linear: same output (channels-last), same
+    gradients of input, weight and bias; NCHW input falls back to the conv."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 20, 1, bias=bias).double()
+    x = torch.randn(2, 12, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 20, 5, 7, dtype=torch.float64)
+    outs = []
+    for as_matmul in (True, False):
+        xi = x.detach().clone().requires_grad_(True)
+        conv.zero_grad()
+        y = pointwise(conv, xi, as_matmul)
+        y.backward(g)
+        outs.append((y.detach(), xi.grad, conv.weight.grad.clone(), conv.bias.grad.clone() if bias else None))
+    fast, ref = outs
+    assert fast[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(fast, ref):
+        if b is not None:
+            torch.testing.assert_close(a, b)
+    nchw = x.contiguous()
+    torch.testing.assert_close(pointwise(conv, nchw, True), conv(nchw))
 
 
 def test_features_only():
