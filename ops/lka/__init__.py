@@ -146,8 +146,9 @@ def separable_large_kernel_attention(
     # (one copy each way, ~4x cheaper on the H200 than reading NCHW through strides).
     nchw = not x.is_contiguous(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
-    out = _chain(xc, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
-                 [int(d) for d in dilations], conv1_weight.to(dt), conv1_bias.to(dt))
+    # Weights go in as they are (fp32 parameters under autocast): the kernels convert them on load,
+    # so there are no cast launches here, and the weight gradients come back in the weights' dtype.
+    out = _chain(xc, list(dw_weights), list(dw_biases), [int(d) for d in dilations], conv1_weight, conv1_bias)
     return out.contiguous() if nchw else out
 
 

@@ -21,6 +21,8 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -337,7 +339,9 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     return dx, dt, ds
 
 
-_WGRAD_PROGRAMS_PER_SM = 4   # weight-gradient programs (each a strided subset of pixel tiles)
+@functools.cache
+def _sm_count(device_index: int | None) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int],
@@ -357,8 +361,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     if interpret_mode():
         nsplit = min(total, 2)  # still exercises the split reduction
     else:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        nsplit = max(1, min(total, _WGRAD_PROGRAMS_PER_SM * sms // n_cblocks))
+        nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
     part = torch.empty(nsplit, taps_p2, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[(nsplit, n_cblocks)](
         grad, x, part, *grad.stride(), *x.stride(),

@@ -73,6 +73,31 @@ def test_lka_backward(device, case):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_lka_half_activations_fp32_weights(device, layout):
+    """Autocast's case: half-precision x with fp32 parameters. The kernels take the weights as they
+    are (no casts) and the weight gradients come back in fp32; checked against fp64 with the
+    half-precision tolerance (the weights are not rounded to half first, so no looser)."""
+    gen, seed = fresh_generator()
+    b, c, h, w = (2, 18, 11, 13) if device == "cpu" else (2, 96, 23, 31)
+    dtype = torch.float16
+    x, params = _lka_inputs(b, c, h, w, dtype, device, gen, LAYOUTS[layout], requires_grad=True)
+    params = [p.detach().float().requires_grad_() for p in params]
+    out = ops.large_kernel_attention(x, *params)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=LAYOUTS[layout])
+    grad = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    grads = torch.autograd.grad(out, [x, *params], grad)
+    leaves = _fp64([x, *params])
+    ref = large_kernel_attention_reference(*leaves)
+    assert_close(out, ref, dtype, f"forward ({layout})", seed)
+    ref_grads = torch.autograd.grad(ref, leaves, grad.double())
+    names = ["x", "conv0_weight", "conv0_bias", "spatial_weight", "spatial_bias", "conv1_weight", "conv1_bias"]
+    for name, g, r, leaf in zip(names, grads, ref_grads, [x, *params]):
+        assert g.dtype == leaf.dtype, f"grad {name}: {g.dtype} for a {leaf.dtype} input"
+        assert_close(g, r, dtype, f"grad {name} ({layout})", seed)
+
+
+@pytest.mark.kernel
 def test_pw_gate_backward_and_wgrad_poisoned(device):
     """The backward kernels write every element of their (NaN-poisoned) outputs."""
     gen, seed = fresh_generator()
