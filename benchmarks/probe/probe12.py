@@ -3,14 +3,15 @@ VAN-b0/b2 layer shapes (batch 128 at 224 px) and the bench's C128 case, channels
 
 - 1x1 + gate forward (``dw_conv_pw_gate``) and backward (``pw_gate_backward``): the 64-pixel /
   4-warp tiles vs 32 pixels at 8 warps for 128+ input channels (``_pw_config``).
-- depthwise weight gradient (``dw_conv_weight_grad``, 5x5 and 7x7 d3): programs per SM.
+- depthwise weight gradient (``dw_conv_weight_grad``, 5x5 and 7x7 d3): run in two trees for
+  an A/B of two kernel versions.
 """
 import torch
 from triton.testing import do_bench
 
 import ops.lka.kernels as L
 
-SHAPES = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),      # VAN-b0
+SHAPES = [(16, 64, 128), (128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),      # VAN-b0
           (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7),     # VAN-b2
           (64, 128, 28)]                                                    # bench lka
 base = L._pw_config
@@ -30,7 +31,7 @@ def ms(fn):
 
 
 torch.manual_seed(0)
-print("shape                 | pw fwd 64px  32px@8w | pw bwd 64px  32px@8w | wgrad 7x7d3 x4 x8 x16 | wgrad 5x5 x4 x8 x16")
+print("shape                 | pw fwd 64px  32px@8w | pw bwd 64px  32px@8w | wgrad 7x7d3  5x5")
 for b, c, s in SHAPES:
     def t(*shape):
         return torch.randn(*shape, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
@@ -47,11 +48,8 @@ for b, c, s in SHAPES:
                 row.append(ms(lambda: L.pw_gate_backward(s_, w1, b1, x, g)))
     L._pw_config = base
     for k, d in ((7, 3), (5, 1)):
-        for per_sm in (4, 8, 16):
-            L._WGRAD_PROGRAMS_PER_SM = per_sm
-            row.append(ms(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
-    L._WGRAD_PROGRAMS_PER_SM = 4
+        row.append(ms(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
     print(f"B{b} C{c} {s}x{s}".ljust(22) + "| " + " ".join(f"{v * 1e3:6.0f}" for v in row[:2]) + "  | "
-          + " ".join(f"{v * 1e3:6.0f}" for v in row[2:4]) + "  | " + " ".join(f"{v * 1e3:5.0f}" for v in row[4:7])
-          + "   | " + " ".join(f"{v * 1e3:5.0f}" for v in row[7:10]), flush=True)
+          + " ".join(f"{v * 1e3:6.0f}" for v in row[2:4]) + "  | " + " ".join(f"{v * 1e3:6.0f}" for v in row[4:6]),
+          flush=True)
 print("(microseconds, do_bench median)")

@@ -69,9 +69,9 @@ def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, weights: list[torc
     dws, dbs = [], []
     for i in reversed(range(len(weights))):
         w, d = weights[i], dilations[i]
-        dw, db = dw_conv_weight_grad(dcur, acts[i], tuple(w.shape[-2:]), d)
-        dws.append(dw.to(w.dtype))
-        dbs.append(db.to(biases[i].dtype))
+        dw, db = dw_conv_weight_grad(dcur, acts[i], tuple(w.shape[-2:]), d, w.dtype, biases[i].dtype)
+        dws.append(dw)
+        dbs.append(db)
         if i > 0:
             dcur = dw_conv(dcur, w, None, d, flip=True,
                            out=torch.empty_like(x, memory_format=torch.channels_last))
@@ -210,8 +210,8 @@ def _dw_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     """Returns [dx, dweight, dbias]."""
     from .kernels import dw_conv, dw_conv_weight_grad
     dx = dw_conv(grad, weight, None, dilation, flip=True)
-    dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation)
-    return [dx, dw.to(weight.dtype), db.to(weight.dtype)]
+    dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation, weight.dtype, weight.dtype)
+    return [dx, dw, db]
 
 
 @_dw_backward.register_fake

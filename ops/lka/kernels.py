@@ -12,9 +12,10 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
   [pixels, channels] tile accumulated tap by tap in fp32 from strided loads (NCHW and
   channels-last both work by strides). The input gradient of a same-padded depthwise conv is
   the same conv with the kernel flipped (``FLIP``), so the backward reuses the forward kernels.
-- Weight/bias gradients (``_dw_wgrad_kernel``): each program walks a strided subset of pixel
-  tiles and keeps per-tap partial sums in registers, writes one [taps + 1, C] partial; a small
-  torch sum over programs finishes (no atomics on hot addresses).
+- Weight/bias gradients (``_dw_wgrad_kernel``): each program owns a run of pixel tiles and, tap
+  by tap, accumulates products elementwise over them before one reduction over pixels; it
+  writes one [taps + 1, C] partial and ``_dw_wgrad_reduce_kernel`` sums the partials into the
+  gradients in the parameters' dtype (no atomics on hot addresses, no torch epilogue).
 - ``_pw_gate_bwd_kernel``: from the pre-1x1 map s, the input x and the output gradient g it
   writes dx = g * t (t = W1 s + b1, recomputed), dt = g * x and ds = W1^T dt; the 1x1 weight
   gradient dt^T s is one tensor-core matmul in torch.
@@ -189,34 +190,62 @@ def _dw_wgrad_kernel(
     DY, X, PART,
     sgb, sgc, sgh, sgw,
     sxb, sxc, sxh, sxw,
-    C, H, W, n_ptiles, total_tiles, NSPLIT,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TAPS_P2: tl.constexpr,
+    C, H, W, n_ptiles, total_tiles, per_split,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """PART[split, tap, c] = sum over this split's pixels of dy[c, p] * x[c, p + offset(tap)];
-    row KH*KW holds sum dy (the bias gradient)."""
+    row KH*KW holds sum dy (the bias gradient).
+
+    A split owns ``per_split`` consecutive pixel tiles. Taps outer, tiles inner: a tap's products
+    accumulate elementwise over the split's tiles and are reduced over pixels once per tap. (With
+    tiles outer, every tap of every tile paid a cross-warp reduction, which cost more than the
+    products.) dy and x are re-read per tap; a split's run of tiles stays in L1/L2."""
     split = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = offs_c < C
-    taps = tl.arange(0, TAPS_P2)
     PH: tl.constexpr = DIL * (KH - 1) // 2
     PW: tl.constexpr = DIL * (KW - 1) // 2
-    acc = tl.zeros([TAPS_P2, BLOCK_C], dtype=tl.float32)
-    for tile in range(split, total_tiles, NSPLIT):
+    first = split * per_split
+    last = tl.minimum(first + per_split, total_tiles)
+    out = PART + split * ((KH * KW + 1) * C) + offs_c
+    bias = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    for tile in range(first, last):
         b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
-        dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
-                     mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-        acc += tl.where(taps[:, None] == KH * KW, tl.sum(dy, axis=0)[None, :], 0.0)
-        x_base = X + b * sxb
-        for kh in range(KH):  # runtime loop over rows, as in _dw_tap_sum (compile time)
-            hh = offs_h - PH + kh * DIL
-            h_ok = p_mask & (hh >= 0) & (hh < H)
-            for kw in tl.static_range(KW):
-                xv = _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, offs_w - PW + kw * DIL, offs_c, c_mask, W)
-                part = tl.sum(dy * xv, axis=0)
-                acc += tl.where(taps[:, None] == kh * KW + kw, part[None, :], 0.0)
-    out = PART + split * (TAPS_P2 * C) + taps[:, None] * C + offs_c[None, :]
-    tl.store(out, acc, mask=(taps[:, None] <= KH * KW) & c_mask[None, :])
+        bias += tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
+                        mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+    tl.store(out + (KH * KW) * C, tl.sum(bias, axis=0), mask=c_mask)
+    for kh in range(KH):  # runtime loop over rows, columns unrolled (as in _dw_tap_sum)
+        for kw in tl.static_range(KW):
+            acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+            for tile in range(first, last):
+                b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
+                dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
+                             mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+                hh = offs_h - PH + kh * DIL
+                h_ok = p_mask & (hh >= 0) & (hh < H)
+                acc += dy * _tap_load(X + b * sxb, sxc, sxh, sxw, hh, h_ok, offs_w - PW + kw * DIL, offs_c, c_mask, W)
+            tl.store(out + (kh * KW + kw) * C, tl.sum(acc, axis=0), mask=c_mask)
+
+
+@triton.jit
+def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S: tl.constexpr,
+                            BLOCK_C: tl.constexpr):
+    """Sums the per-split partials of one row (a tap, or the bias row ``TAPS``) into the weight
+    gradient [C, TAPS] or the bias gradient [C], in their own dtypes."""
+    row = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    offs_s = tl.arange(0, BLOCK_S)
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for s0 in range(0, nsplit, BLOCK_S):
+        split = s0 + offs_s
+        acc += tl.sum(tl.load(PART + split[:, None] * ((TAPS + 1) * C) + row * C + offs_c[None, :],
+                              mask=(split < nsplit)[:, None] & c_mask[None, :], other=0.0), axis=0)
+    if row < TAPS:
+        tl.store(DW + offs_c * TAPS + row, acc.to(DW.dtype.element_ty), mask=c_mask)
+    else:
+        tl.store(DB + offs_c, acc.to(DB.dtype.element_ty), mask=c_mask)
 
 
 # ----------------------------------------------------------------------------------- launchers
@@ -225,6 +254,7 @@ _dw_conv = Launcher(_dw_conv_kernel)
 _dw_pw_gate = Launcher(_dw_pw_gate_kernel)
 _pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
+_dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
 
 
 # Under the interpreter every Triton op costs the same whatever its block size, so the blocks
@@ -281,10 +311,11 @@ def _pw_config(c: int, hw: int, kind: str) -> tuple[int, int, int, int]:
     is in one tile (the 1x1 contracts over them), so wide layers take fewer pixels per tile."""
     block_ci = max(16, next_power_of_2(c))
     block_co = min(64, block_ci)
-    if kind == "fwd" and block_ci >= 128:
+    if kind == "fwd" and block_ci == 128:
         # the depthwise taps and the 1x1 share registers: at 64 pixels and 4 warps the C128
-        # kernel spilled 8.5 KB per thread on sm_90; 32 pixels at 8 warps: 0.6 KB, and the H200
-        # ran the C128 28x28 forward in 0.273 ms instead of 0.334 (session 5, bench lka)
+        # kernel spilled 8.5 KB per thread on sm_90; 32 pixels at 8 warps: 0.6 KB, and on the
+        # H200 the C128 28x28 forward took 0.38 instead of 0.50 ms at batch 128. The same tiles
+        # were slower at 160-256 channels and for the backward (probe12, session 5).
         budget, warps = 4096, 8
     else:
         budget, warps = 8192, 4 if block_ci <= 128 else 8
@@ -344,15 +375,17 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int],
-                        dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of a same-padded depthwise conv's weight [C, 1, kh, kw] and bias [C], in fp32.
+def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
+                        weight_dtype: torch.dtype = torch.float32,
+                        bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of a same-padded depthwise conv's weight [C, 1, kh, kw] and bias [C], accumulated
+    in fp32 and returned in ``weight_dtype`` / ``bias_dtype``.
 
-    grad: dL/dy [B, C, H, W]; x: the conv's input. Per-program partials, then a torch sum.
+    grad: dL/dy [B, C, H, W]; x: the conv's input. Per-split partials, then one reduction launch.
     """
     bsz, c, h, w = x.shape
     kh, kw = kernel_size
-    taps_p2 = next_power_of_2(kh * kw + 1)
+    taps = kh * kw
     block_c = min(32, max(16, next_power_of_2(c)))
     block_p = _interp_pixel_block(h * w) // 2 if interpret_mode() else 64
     n_ptiles = cdiv(h * w, block_p)
@@ -362,11 +395,17 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
         nsplit = min(total, 2)  # still exercises the split reduction
     else:
         nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-    part = torch.empty(nsplit, taps_p2, c, device=x.device, dtype=torch.float32)
+    per_split = cdiv(total, nsplit)
+    nsplit = cdiv(total, per_split)
+    part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[(nsplit, n_cblocks)](
         grad, x, part, *grad.stride(), *x.stride(),
-        c, h, w, n_ptiles, total, nsplit,
-        KH=kh, KW=kw, DIL=dilation, TAPS_P2=taps_p2, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
+        c, h, w, n_ptiles, total, per_split,
+        KH=kh, KW=kw, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
     )
-    red = part.sum(0)
-    return red[: kh * kw].t().contiguous().reshape(c, 1, kh, kw), red[kh * kw].clone()
+    dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
+    db = torch.empty(c, device=x.device, dtype=bias_dtype)
+    block_rc = min(64, max(16, next_power_of_2(c)))
+    _dw_wgrad_reduce[(taps + 1, cdiv(c, block_rc))](
+        part, dw, db, nsplit, c, TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4)
+    return dw, db
