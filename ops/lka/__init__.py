@@ -191,12 +191,15 @@ def lska_kernel_sizes(kernel: int) -> list[tuple[tuple[int, int], int]]:
 
 # ----------------------------------------------------------------------- single depthwise conv
 
-@torch.library.custom_op(op_name("depthwise_conv2d_forward"), mutates_args=())
-def _dw_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+def _dw_forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
     if not use_kernels(x):
-        return depthwise_conv2d_reference(x, weight, bias, dilation)
+        return depthwise_conv2d_reference(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
+                                          dilation)
     from .kernels import dw_conv
     return dw_conv(x, weight, bias, dilation)
+
+
+_dw_forward = torch.library.custom_op(op_name("depthwise_conv2d_forward"), _dw_forward_impl, mutates_args=())
 
 
 @_dw_forward.register_fake
@@ -204,35 +207,40 @@ def _(x, weight, bias, dilation):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op(op_name("depthwise_conv2d_backward"), mutates_args=())
-def _dw_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                 dilation: int) -> list[torch.Tensor]:
-    """Returns [dx, dweight, dbias]."""
+def _dw_backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias_dtype: torch.dtype,
+                      dilation: int) -> list[torch.Tensor]:
+    """Returns [dx, dweight, dbias] (dbias in ``bias_dtype``)."""
     from .kernels import dw_conv, dw_conv_weight_grad
     dx = dw_conv(grad, weight, None, dilation, flip=True)
-    dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation, weight.dtype, weight.dtype)
+    dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation, weight.dtype, bias_dtype)
     return [dx, dw, db]
 
 
+_dw_backward = torch.library.custom_op(op_name("depthwise_conv2d_backward"), _dw_backward_impl, mutates_args=())
+_dw_backward_call = op_or_impl(_dw_backward, _dw_backward_impl)
+
+
 @_dw_backward.register_fake
-def _(grad, x, weight, dilation):
-    return [torch.empty_like(x), torch.empty_like(weight), weight.new_empty(weight.shape[0])]
+def _(grad, x, weight, bias_dtype, dilation):
+    return [torch.empty_like(x), torch.empty_like(weight), weight.new_empty(weight.shape[0], dtype=bias_dtype)]
 
 
 def _dw_setup(ctx, inputs, output):
     x, weight, bias, dilation = inputs
     ctx.dilation = dilation
-    ctx.has_bias = bias is not None
+    ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.save_for_backward(x, weight)
 
 
 def _dw_bwd(ctx, grad):
     x, weight = ctx.saved_tensors
-    dx, dw, db = _dw_backward(grad, x, weight, ctx.dilation)
-    return dx, dw, db if ctx.has_bias else None, None
+    bias_dtype = weight.dtype if ctx.bias_dtype is None else ctx.bias_dtype
+    dx, dw, db = _dw_backward_call(grad, x, weight, bias_dtype, ctx.dilation)
+    return dx, dw, db if ctx.bias_dtype is not None else None, None
 
 
 _dw_forward.register_autograd(_dw_bwd, setup_context=_dw_setup)
+_dw = eager_autograd(_dw_forward, _dw_forward_impl, _dw_setup, _dw_bwd)
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -244,7 +252,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     check_input(x)
     check_depthwise(x, weight, bias, dilation, "")  # names: weight, bias
-    weight, bias = weight.to(x.dtype), None if bias is None else bias.to(x.dtype)
-    if not use_kernels(x):
-        return depthwise_conv2d_reference(x, weight, bias, dilation)
-    return _dw_forward(x, weight, bias, int(dilation))
+    if not use_kernels(x):  # plain autograd through the reference
+        return depthwise_conv2d_reference(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
+                                          dilation)
+    # weights in their own dtype (the kernels convert on load; gradients come back in it)
+    return _dw(x, weight, bias, int(dilation))

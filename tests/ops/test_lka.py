@@ -142,6 +142,44 @@ def test_depthwise_conv2d(device, shape_dil):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_depthwise_conv2d_half_input_fp32_weights(device, with_bias):
+    """Autocast's case for the single depthwise conv: fp16 x, fp32 weight (and bias) used as they
+    are; gradients come back in each leaf's dtype; no bias gives no bias gradient."""
+    gen, seed = fresh_generator()
+    x = randn(2, 24, 9, 14, dtype=torch.float16, device=device, gen=gen, requires_grad=True)
+    weight = randn(24, 1, 3, 3, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    bias = randn(24, dtype=torch.float32, device=device, gen=gen, requires_grad=True) if with_bias else None
+    out = ops.depthwise_conv2d(x, weight, bias)
+    assert out.dtype == torch.float16
+    leaves = [x, weight] + ([bias] if with_bias else [])
+    ref_leaves = _fp64(leaves)
+    ref = depthwise_conv2d_reference(ref_leaves[0], ref_leaves[1], ref_leaves[2] if with_bias else None, 1)
+    assert_close(out, ref, torch.float16, "depthwise fp16 x, fp32 weights", seed)
+    grad = randn(*out.shape, dtype=torch.float16, device=device, gen=gen)
+    for leaf, g, r in zip(leaves, torch.autograd.grad(out, leaves, grad),
+                          torch.autograd.grad(ref, ref_leaves, grad.double())):
+        assert g.dtype == leaf.dtype
+        assert_close(g, r, torch.float16, "depthwise grad (fp16 x, fp32 weights)", seed)
+
+
+@pytest.mark.kernel
+def test_depthwise_conv2d_compiles(device):
+    """torch.compile(fullgraph=True) traces the registered forward and backward ops."""
+    gen, _ = fresh_generator()
+    x = randn(1, 8, 6, 7, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    weight = randn(8, 1, 3, 3, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    bias = randn(8, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    fn = torch.compile(lambda a, w, b: ops.depthwise_conv2d(a, w, b, dilation=2), fullgraph=True, backend="aot_eager")
+    out = fn(x, weight, bias)
+    expected = ops.depthwise_conv2d(x, weight, bias, dilation=2)
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(torch.autograd.grad(out.sum(), (x, weight, bias)),
+                    torch.autograd.grad(expected.sum(), (x, weight, bias))):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.kernel
 def test_separable_lska_chain(device):
     """LSKA (kernel 23: 1x5, 5x1, 1x7 d3, 7x1 d3) through the shared kernels, forward and backward."""
     gen, seed = fresh_generator()
