@@ -1,7 +1,6 @@
 """Where an op runs: Triton kernels on CUDA (or on CPU under ``TRITON_INTERPRET=1``), else the reference."""
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -10,21 +9,25 @@ import torch
 __all__ = ["has_triton", "interpret_mode", "use_kernels", "use_triton"]
 
 
-@functools.cache
+# Both are read once, at import: torch.compile traces the ops' dispatch (``use_kernels``) and
+# cannot trace ``importlib.util.find_spec`` on a first, uncached call.
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+
+
 def has_triton() -> bool:
     """True when the ``triton`` package can be imported (CPU-only torch builds lack it)."""
-    return importlib.util.find_spec("triton") is not None
+    return _HAS_TRITON
 
 
-@functools.cache
 def interpret_mode() -> bool:
     """True when Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``).
 
     Triton reads the variable when a ``@triton.jit`` function is defined, so set it before
-    importing any kernel module (the test suite's conftest does); it is read once here too
-    (this runs on every launch).
+    importing any kernel module (the test suite's conftest does); foveal reads it once, when
+    ``ops`` is imported.
     """
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+    return _INTERPRET
 
 
 def use_triton(*tensors: torch.Tensor | None) -> bool:

@@ -323,6 +323,15 @@ def _pw_config(c: int, hw: int, kind: str) -> tuple[int, int, int, int]:
     return block_p, block_ci, block_co, warps
 
 
+def _pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The 1x1 weight as a [C_out, C_in] matrix in the activations' dtype. Unlike the depthwise
+    taps it is cast on the host: the kernels stream it through shared memory in blocks that the
+    pipeliner multi-buffers, and fp32 blocks (autocast's parameters) overflowed shared memory at
+    512 channels and cut occupancy at 256 (VAN-b2 OutOfResources, VAN-b0 2x slower; session 5)."""
+    c = conv1_weight.shape[0]
+    return conv1_weight.reshape(c, c).to(dtype).contiguous()
+
+
 def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int,
                     conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
                     out: torch.Tensor | None = None) -> torch.Tensor:
@@ -330,7 +339,7 @@ def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, d
     bsz, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
     weight = weight.reshape(c, kh * kw).contiguous()
-    w1 = conv1_weight.reshape(c, c).contiguous()
+    w1 = _pw_weight(conv1_weight, x.dtype)
     if out is None:
         out = torch.empty_like(x)
     block_p, block_ci, block_co, warps = _pw_config(c, h * w, "fwd")
@@ -354,7 +363,7 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     ``dt`` is allocated channels-last so ``dt^T s`` (the 1x1 weight gradient) is a plain matmul.
     """
     bsz, c, h, w = x.shape
-    w1 = conv1_weight.reshape(c, c).contiguous()
+    w1 = _pw_weight(conv1_weight, x.dtype)
     dx = torch.empty_like(x) if dx is None else dx
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
@@ -395,7 +404,9 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
         nsplit = min(total, 2)  # still exercises the split reduction
     else:
         nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-    per_split = cdiv(total, nsplit)
+    # at most 8 tiles per split: a split re-reads its tiles once per tap, and longer runs fell
+    # out of L1 (probe12: C64 56x56 at batch 128 was slower than the previous kernel at ~24 tiles)
+    per_split = min(cdiv(total, nsplit), 8)
     nsplit = cdiv(total, per_split)
     part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[(nsplit, n_cblocks)](
