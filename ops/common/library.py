@@ -22,12 +22,20 @@ def op_name(name: str) -> str:
     return f"{LIBRARY}::{name}"
 
 
+_EAGER_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def op_or_impl(op, impl: Callable) -> Callable:
     """Call ``op`` while ``torch.compile`` traces (the graph must hold the registered op) and
     ``impl`` directly otherwise (no dispatcher cost): for the backward and helper ops that
-    :func:`eager_autograd`'s forward calls."""
+    :func:`eager_autograd`'s forward calls. The first argument must be a tensor: AOTAutograd
+    traces a compiled graph's backward with fake/functional tensor subclasses while
+    ``is_compiling()`` may already be False (torch 2.11), so any tensor subclass also takes
+    the op (its fake implementation never touches data)."""
     def call(*args):
-        return (op if torch.compiler.is_compiling() else impl)(*args)
+        if torch.compiler.is_compiling() or type(args[0]) not in _EAGER_TENSOR_TYPES:
+            return op(*args)
+        return impl(*args)
     return call
 
 
