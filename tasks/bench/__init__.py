@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", nargs="*", default=None, help="model names or globs (models suite)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (models suite)")
     parser.add_argument("--img-size", type=int, default=None, help="input resolution (models suite)")
+    parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile every model with this mode (models suite)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend for --compile (models suite)")
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype or ("bf16" if device == "cuda" else "fp32")]
@@ -37,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         partial = None if args.no_json else (lambda rec: write_json(rec, args.out))
         record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only, on_row=partial,
-                           model=args.model, batch_size=args.batch_size, img_size=args.img_size)
+                           model=args.model, batch_size=args.batch_size, img_size=args.img_size,
+                           compile=args.compile, compile_backend=args.compile_backend)
         print(format_table(record))
         if not args.no_json:
             print(f"wrote {write_json(record, args.out)}")

@@ -139,3 +139,27 @@ def test_recipe_pieces_weight_decay_schedule_ema_mixup():
     module.ema.update(module.model, step=100)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.ema.module.parameters()))
     assert {"val", "val_top5", "val_ema", "val_ema_top5"} <= set(module.metrics)
+
+
+def test_compile_runs_the_model_through_torch_compile_in_place():
+    """compile=True: dynamo traces the model; the state dict keeps its keys; the EMA copy is eager;
+    logits and gradients equal the eager module's."""
+    from torch._dynamo.utils import counters
+
+    from tasks.classification import ImageClassifier
+
+    torch.manual_seed(0)
+    eager = ImageClassifier("test_resnet", num_classes=10, ema_decay=0.9)
+    compiled = ImageClassifier("test_resnet", num_classes=10, ema_decay=0.9, compile=True, compile_backend="aot_eager")
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    counters.clear()
+    x = torch.randn(2, 3, 32, 32)
+    out_c, out_e = compiled(x), eager(x)
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert not hasattr(compiled.ema.module, "_compiled_call_impl") or compiled.ema.module._compiled_call_impl is None
+    torch.testing.assert_close(out_c, out_e)
+    out_c.square().sum().backward()
+    out_e.square().sum().backward()
+    for (name, a), b in zip(compiled.model.named_parameters(), eager.model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, msg=name)

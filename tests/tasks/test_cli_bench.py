@@ -69,3 +69,21 @@ def test_fraction_of_bound_is_dense_speedup_over_the_flop_bound():
     _add_fraction_of_bound(case, rows)
     assert rows[1]["fraction_of_bound"] == 0.5 and rows[0]["fraction_of_bound"] == 0.1
     assert "fraction_of_bound" not in rows[2]
+
+
+def test_models_suite_compiles_the_models():
+    """--compile: the models run through torch.compile (aot_eager here: no codegen on the CPU) in
+    place, for inference and the training step."""
+    import torch
+
+    from tasks.bench import run_suite
+
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    record = run_suite("models", "cpu", torch.float32, rep_ms=1, warmup_ms=1, model=["test_resnet"], batch_size=2,
+                       img_size=32, compile="default", compile_backend="aot_eager")
+    assert counters["stats"]["unique_graphs"] >= 2   # dynamo traced the model (inference and training)
+    rows = record["results"]
+    assert {(r["mode"], r["impl"]) for r in rows if r["median_ms"]} == {("infer", "timm"), ("train", "timm")}
+    assert all("compiled(default)" in r["case"] and r["compile"] == "default" for r in rows)

@@ -4,7 +4,10 @@ For each model: images/s for inference and for one training step (forward, backw
 update) with bf16 autocast and channels-last on CUDA (fp32 on CPU), ``use_kernels=True``
 ("foveal") against ``use_kernels=False`` (the plain-PyTorch path). timm models without a
 ``use_kernels`` switch (convnext_tiny, swin_tiny_patch4_window7_224, ...) run as peers. The
-runner adds each call's peak memory on CUDA.
+runner adds each call's peak memory on CUDA. ``--compile MODE`` runs every model through
+``torch.compile`` (``nn.Module.compile``; MODE ``default``, ``reduce-overhead`` or
+``max-autotune``): small backbones whose eager step is bound by the host's launch cost
+(VAN-b0 at batch 128) show their GPU work this way.
 """
 from __future__ import annotations
 
@@ -30,10 +33,14 @@ def _expand(patterns: list[str]) -> list[str]:
     return names
 
 
-def _build(name: str, device: str, use_kernels: bool | None) -> torch.nn.Module:
+def _build(name: str, device: str, use_kernels: bool | None, compile_mode: str | None = None,
+           compile_backend: str = "inductor") -> torch.nn.Module:
     kwargs = {} if use_kernels is None else {"use_kernels": use_kernels}
     model = timm.create_model(name, pretrained=False, **kwargs).to(device)
-    return model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    if compile_mode is not None:   # in place: the module (and its state dict) stays the same object
+        model.compile(mode=None if compile_mode == "default" else compile_mode, backend=compile_backend)
+    return model
 
 
 def _infer(model, x, autocast_dtype):
@@ -68,7 +75,8 @@ def _supports_kernels(name: str) -> bool:
 
 @register_suite("models")
 def models_suite(device: str, dtype: torch.dtype, model: list[str] | None = None,
-                 batch_size: int | None = None, img_size: int | None = None, **options) -> list[Case]:
+                 batch_size: int | None = None, img_size: int | None = None, compile: str | None = None,
+                 compile_backend: str = "inductor", **options) -> list[Case]:
     names = _expand(model or DEFAULT_MODELS)
     batch = batch_size or (128 if device == "cuda" else 4)
     size = img_size or (224 if device == "cuda" else 64)
@@ -82,10 +90,11 @@ def models_suite(device: str, dtype: torch.dtype, model: list[str] | None = None
         for mode in ("infer", "train"):
             impls = {}
             for label, flag in variants.items():
-                net = _build(name, device, flag)
+                net = _build(name, device, flag, compile, compile_backend)
                 impls[label] = (_infer(net, x, autocast_dtype) if mode == "infer"
                                 else _train_step(net, x, target, autocast_dtype))
-            cases.append(Case(name=f"{name} {mode} {size}px b{batch}", impls=impls, items=batch,
+            compiled = "" if compile is None else f" compiled({compile})"
+            cases.append(Case(name=f"{name} {mode} {size}px b{batch}{compiled}", impls=impls, items=batch,
                               shapes={"input": [batch, 3, size, size]},
-                              notes={"model": name, "mode": mode}))
+                              notes={"model": name, "mode": mode, "compile": compile}))
     return cases
