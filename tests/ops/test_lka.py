@@ -180,6 +180,21 @@ def test_depthwise_conv2d_compiles(device):
 
 
 @pytest.mark.kernel
+def test_large_kernel_attention_compiles(device):
+    """torch.compile(fullgraph=True) traces the registered LKA chain (tensor-list arguments),
+    forward and backward, with autocast-style fp32 weights on an fp16 map."""
+    gen, _ = fresh_generator()
+    x, params = _lka_inputs(1, 8, 6, 7, torch.float16, device, gen, torch.channels_last, requires_grad=True)
+    params = [p.detach().float().requires_grad_() for p in params]
+    fn = torch.compile(ops.large_kernel_attention, fullgraph=True, backend="aot_eager")
+    out, expected = fn(x, *params), ops.large_kernel_attention(x, *params)
+    torch.testing.assert_close(out, expected)
+    for g, e in zip(torch.autograd.grad(out.float().sum(), (x, *params)),
+                    torch.autograd.grad(expected.float().sum(), (x, *params))):
+        torch.testing.assert_close(g, e)
+
+
+@pytest.mark.kernel
 def test_separable_lska_chain(device):
     """LSKA (kernel 23: 1x5, 5x1, 1x7 d3, 7x1 d3) through the shared kernels, forward and backward."""
     gen, seed = fresh_generator()
