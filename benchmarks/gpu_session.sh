@@ -3,13 +3,15 @@
 #   bash benchmarks/gpu_session.sh OUTDIR ops     # bf16 correctness check, BRA per-kernel times, bra suite, models suite
 #   bash benchmarks/gpu_session.sh OUTDIR na      # na suite (with Flex and cuDNN peers), lka suite
 #   bash benchmarks/gpu_session.sh OUTDIR tests   # the kernel test files on CUDA (pytest travels in .whl/)
+#   bash benchmarks/gpu_session.sh OUTDIR van     # VAN: host vs GPU time (probe11), LKA kernels (probe12),
+#                                                 # models eager and compiled
 # Set FOVEAL_GIT_COMMIT=<hash> when the GPU copy has no (or a stale) .git: the JSON records it.
 # .whl/ (not in git; carry it) holds what the GPU image lacks: pip download --no-deps --only-binary=:all:
 #   --python-version 3.12 -d .whl jsonargparse docstring-parser typeshed-client pytest pluggy iniconfig pygments
 # Every suite runs under its own time limit and writes its JSON after each row, so a suite cut
 # short keeps what it measured. Logs go to OUTDIR/log-<part>.txt.
 set -uo pipefail
-out=${1:?output folder}; part=${2:?part: ops, na or tests}
+out=${1:?output folder}; part=${2:?part: ops, na, van or tests}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -d .whl ]; then  # packages the GPU image lacks travel as wheels
@@ -24,6 +26,12 @@ if [ "$part" = tests ]; then  # the interpreter does not show every GPU bug (ses
   timeout ${T_TESTS:-540} python3 -m pytest -q -p no:cacheprovider --tb=short tests/ops/test_tuning.py \
     tests/ops/test_eager_dispatch.py tests/ops/test_routing_kernels.py tests/ops/test_routing.py tests/ops/test_lka.py \
     tests/ops/test_neighborhood.py >>"$log" 2>&1
+elif [ "$part" = van ]; then
+  echo "== probe11" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe11.py van_b0 >>"$log" 2>&1
+  echo "== probe12" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe12.py >>"$log" 2>&1
+  echo "== bench models" >>"$log"; timeout ${T_MODELS:-150} $bench --rep-ms 200 models --model van_b0 van_b2 >>"$log" 2>&1
+  echo "== bench models compiled" >>"$log"; timeout ${T_MODELS:-240} $bench --rep-ms 200 models --model van_b0 van_b2 \
+    --compile default >>"$log" 2>&1
 elif [ "$part" = ops ]; then
   [ -z "${SKIP_CHECK:-}" ] && { echo "== gpu_check" >>"$log"; timeout ${T_CHECK:-170} python3 benchmarks/gpu_check.py >>"$log" 2>&1; }
   echo "== bra kernel times" >>"$log"; timeout ${T_PROBE:-90} python3 benchmarks/probe/probe10.py >>"$log" 2>&1
