@@ -43,8 +43,8 @@ class ImageClassifier(LightningModule):
         ema_decay: ``ModelEmaV3`` decay (None: no EMA); ``ema_warmup`` ramps the decay up.
         channels_last: NHWC weights and inputs (faster convolutions on GPU).
         compile: run the model through ``torch.compile`` (in place: checkpoints keep their keys;
-            the EMA copy stays eager). Small backbones whose eager step is bound by the host's
-            launch cost (VAN-b0) gain most. ``compile_mode`` / ``compile_backend`` are passed on.
+            the EMA copy stays eager), meant for small backbones whose eager step is bound by the
+            host's launch cost (VAN-b0). ``compile_mode`` / ``compile_backend`` are passed on.
     """
 
     def __init__(self, model_name: str, num_classes: int = 1000, pretrained: bool = False,

@@ -39,7 +39,7 @@ def _build(name: str, device: str, use_kernels: bool | None, compile_mode: str |
     model = timm.create_model(name, pretrained=False, **kwargs).to(device)
     model = model.to(memory_format=torch.channels_last)
     if compile_mode is not None:   # in place: the module (and its state dict) stays the same object
-        model.compile(mode=None if compile_mode == "default" else compile_mode, backend=compile_backend)
+        model.compile(mode=compile_mode, backend=compile_backend)
     return model
 
 
