@@ -42,7 +42,6 @@ rows = {
     "route": lambda: region_topk(q, k, (nw, nw), topk, C ** -0.5),
     "fwd kernel (launcher)": lambda: bs.block_sparse_attention_forward(q, k, v, idx, (8, 8), 2, C ** -0.5),
     "bwd kernels": lambda: bs.block_sparse_attention_backward(go, q, k, v, out, lse, idx, (8, 8), 2, C ** -0.5),
-    "inverse_index": lambda: bs.inverse_index(idx, 49),
     "op fwd no grad": lambda: ops.routing_attention(q, k, v, nw, topk, scale=C ** -0.5, num_heads=C // 32),
     "op fwd, inputs need grad": fwd_grad,
     "op fwd+bwd": fb,

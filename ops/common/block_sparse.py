@@ -13,10 +13,12 @@ Tiles smaller than half a row block are also packed on the fixed side: a program
 ``group = BLOCK // T`` consecutive query tiles (KV tiles in dK/dV), streams the concatenation of
 their lists and masks each row to its own tile's segment. BiFormer's 2x2-token regions (stage 3
 at 224 px) would otherwise fill 4 of 16 rows and launch 4x the programs.
-The backward computes dQ per query tile like the forward (and ``delta = rowsum(dO * O)`` on
-the way, so no separate pass), and dK/dV per KV tile from the inverse lists (CSR of "which
-query tiles routed here", built by one small kernel), so every gradient element is written by
-exactly one program: no atomics.
+The backward is one launch: dQ programs per query tile like the forward, and dK/dV programs
+per KV tile that first find the query tiles routed to them (a scan of the routing table, the
+lists written to a small int32 buffer and read back), so every gradient element is written by
+exactly one program (no atomics). Both kinds recompute ``delta = rowsum(dO * O)`` for the rows
+they read instead of waiting for a separate pass: in BiFormer-sized calls each launch costs
+more host time than the extra reads cost the GPU.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import triton.language as tl
 from .dispatch import interpret_mode
 from .tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward", "inverse_index"]
+__all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward"]
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -161,22 +163,18 @@ def _bs_fwd_kernel(
     tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
-def _bs_bwd_dq_kernel(
-    Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
+def _dq_program(
+    pid, b, h, Q, K, V, O, DO, DQ, LSE, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, sm_scale,
+    tiles_x, tile_h, tile_w, T, NK, NQ, split, group, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-
-    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
+    """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
+    BLOCK_N at a time, as in the forward."""
+    tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -190,8 +188,7 @@ def _bs_bwd_dq_kernel(
                 mask=qmask, other=0.0)
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
     lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
-    tl.store(DELTA + l_off, delta, mask=m_valid)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -218,23 +215,44 @@ def _bs_bwd_dq_kernel(
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=qmask)
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
 @triton.jit
-def _bs_bwd_dkv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA, SRC, PTR,
-    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
-    so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
-    sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
-    H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+def _routed_here(IDX, SRC, si_q, tile0, group, NE, NK, CHUNK: tl.constexpr, GROUP_P2: tl.constexpr):
+    """Inverse routing of KV tiles ``tile0 .. tile0 + group - 1`` in one batch item (IDX, SRC at
+    its base): every listing of member m goes to SRC[starts[m] + i], the query tiles in ascending
+    order (once per listing), and ``starts`` [GROUP_P2] is returned (starts[m] = listings of
+    tiles below tile0 + m, so member m's list ends at starts[m + 1]). All programs of a group
+    (heads, chunks of a split tile) write the same values to the same slots."""
+    m = tl.arange(0, GROUP_P2)
+    target = tile0 + m
+    starts = tl.zeros([GROUP_P2], dtype=tl.int32)
+    for c0 in range(0, NE, CHUNK):
+        e = c0 + tl.arange(0, CHUNK)
+        kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
+        starts += tl.sum((kv[:, None] < target[None, :]).to(tl.int32), 0)
+    seen = tl.zeros([GROUP_P2], dtype=tl.int32)
+    for c0 in range(0, NE, CHUNK):
+        e = c0 + tl.arange(0, CHUNK)
+        kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
+        hit = ((kv[:, None] == target[None, :]) & (m < group)[None, :]).to(tl.int32)   # [CHUNK, GROUP_P2]
+        slot = tl.sum(hit * (tl.cumsum(hit, 0) + (starts + seen - 1)[None, :]), 1)
+        tl.store(SRC + slot, e // NK, mask=tl.sum(hit, 1) > 0)
+        seen += tl.sum(hit, 0)
+    return starts
 
-    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
+
+@triton.jit
+def _dkv_program(
+    pid, b, h, Q, K, V, O, DO, DK, DV, LSE, IDX, SRC,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
+    so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c, sl_b, sl_y, sl_x, sl_h,
+    si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NE, n_tiles, split, group, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP_P2: tl.constexpr, CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    PACKED: tl.constexpr,
+):
+    """dK/dV of one KV tile (chunk) or packed group: BLOCK_N fixed rows; the query tiles that
+    routed here (found by scanning the routing table) streamed BLOCK_M rows at a time."""
+    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, split, group, n_tiles, T, BLOCK_N, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -248,24 +266,24 @@ def _bs_bwd_dkv_kernel(
         k = k.to(tl.float32)
         v = v.to(tl.float32)
 
+    src = SRC + b * NE
+    starts = _routed_here(IDX + b * si_b, src, si_q, tile0, group, NE, NK, CHUNK, GROUP_P2)
+    tl.debug_barrier()   # the lists this program wrote are read back by other threads of it
+    g = tl.arange(0, GROUP_P2)
+    begin = tl.sum(tl.where(g == 0, starts, 0), 0)
+    end = tl.sum(tl.where(g == group, starts, 0), 0)
+    if PACKED:   # owner of list position p: the number of later members whose list starts at or before p
+        bounds = tl.where((g >= 1) & (g < group) & (tile0 + g < n_tiles), starts, 2147483647)
+
     qk_scale = sm_scale * 1.4426950408889634
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
-    begin = tl.load(PTR + b * sp_b + tile0)
-    if PACKED:
-        end = tl.load(PTR + b * sp_b + tl.minimum(tile0 + group, n_tiles))
-        g_next = tl.arange(0, GROUP_P2) + 1
-        bounds = tl.load(PTR + b * sp_b + tile0 + g_next, mask=(g_next < group) & (tile0 + g_next < n_tiles),
-                         other=2147483647)
-    else:
-        end = tl.load(PTR + b * sp_b + tile0 + 1)
     m_total = (end - begin) * T
     for start in range(0, m_total, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         m_valid = offs_m < m_total
         entry = begin + offs_m // T
-        q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
+        q_tile = tl.load(src + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
         l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
@@ -273,8 +291,10 @@ def _bs_bwd_dkv_kernel(
                     mask=qmask, other=0.0)
         do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
                      mask=qmask, other=0.0)
+        o = tl.load(_rows_ptr(O + b * sout_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
+                    mask=qmask, other=0.0)
         lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -296,9 +316,42 @@ def _bs_bwd_dkv_kernel(
              dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
+@triton.autotune(configs=_stream_configs("BLOCK_S"), key=["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK"])
+@triton.jit
+def _bs_bwd_kernel(
+    Q, K, V, O, DO, DQ, DK, DV, LSE, IDX, SRC,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
+    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
+    sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    H, tiles_x, tile_h, tile_w, T, NK, NQ, n_tiles, split, group, kv_programs, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr,
+    GROUP_P2: tl.constexpr, CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    PACKED: tl.constexpr,
+):
+    """The whole backward in one launch: programs below ``kv_programs`` compute dK/dV of a KV
+    tile (group), the rest dQ of a query tile (group). Both recompute rowsum(dO * O) for the rows
+    they read, so neither waits for the other (no delta pass, no inverse-index launch)."""
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    if pid < kv_programs:
+        _dkv_program(pid, b, h, Q, K, V, O, DO, DK, DV, LSE, IDX, SRC,
+                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c,
+                     sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c, sl_b, sl_y, sl_x, sl_h,
+                     si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ * NK, n_tiles, split, group, sm_scale,
+                     HEAD_DIM, BLOCK_D, BLOCK_S, BLOCK, GROUP_P2, CHUNK, UPCAST, PRECISION, PACKED)
+    else:
+        _dq_program(pid - kv_programs, b, h, Q, K, V, O, DO, DQ, LSE, IDX,
+                    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+                    sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
+                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ, split, group, sm_scale,
+                    HEAD_DIM, BLOCK_D, BLOCK, BLOCK_S, UPCAST, PRECISION, PACKED)
+
+
 _bs_fwd = Launcher(_bs_fwd_kernel)
-_bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
-_bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
+_bs_bwd = Launcher(_bs_bwd_kernel)
 
 
 def _tile_block(tokens: int) -> tuple[int, int, int]:
@@ -359,44 +412,6 @@ def block_sparse_attention_forward(
     return out, lse
 
 
-@triton.jit
-def _inverse_index_kernel(IDX, SRC, PTR, si_b, si_q, n_entries, NK, n_tiles, BLOCK: tl.constexpr):
-    """CSR of the routing's inverse, one program per (KV tile, batch item): the query tiles that
-    list the tile (ascending, once per listing) go to SRC after the entries of lower tiles, and
-    the group start to PTR. Programs are independent: a tile's start is a count, not a scan."""
-    tile = tl.program_id(0)
-    b = tl.program_id(1)
-    offs = tl.arange(0, BLOCK)
-    valid = offs < n_entries
-    kv = tl.load(IDX + b * si_b + (offs // NK) * si_q + offs % NK, mask=valid, other=n_tiles)
-    hit = (kv == tile).to(tl.int32)
-    start = tl.sum((kv < tile).to(tl.int32), 0)
-    slot = start + tl.cumsum(hit, 0) - 1
-    tl.store(SRC + b * n_entries + slot, offs // NK, mask=hit > 0)
-    tl.store(PTR + b * (n_tiles + 1) + tile, start)
-    if tile == n_tiles - 1:
-        tl.store(PTR + b * (n_tiles + 1) + n_tiles, start + tl.sum(hit, 0))
-
-
-_inverse_index = Launcher(_inverse_index_kernel)
-
-
-def inverse_index(kv_index: torch.Tensor, num_kv_tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CSR of the routing's inverse: for each KV tile, the query tiles that list it.
-
-    One Triton launch (a program per KV tile and batch item scans the [NQ, NK] table), so the
-    backward does not pay for argsort/bincount/cumsum launches.
-    Returns ``src`` [B, NQ*NK] (query tile ids grouped by KV tile, ascending within a group; a
-    query tile appears once per listing) and ``ptr`` [B, num_kv_tiles + 1] (group bounds), int32.
-    """
-    B, nq, nk = kv_index.shape
-    src = torch.empty(B, nq * nk, dtype=torch.int32, device=kv_index.device)
-    ptr = torch.empty(B, num_kv_tiles + 1, dtype=torch.int32, device=kv_index.device)
-    _inverse_index[(num_kv_tiles, B)](kv_index, src, ptr, kv_index.stride(0), kv_index.stride(1), nq * nk, nk,
-                                num_kv_tiles, BLOCK=max(16, next_power_of_2(nq * nk)))
-    return src, ptr
-
-
 def block_sparse_attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int], num_heads: int, scale: float,
@@ -410,25 +425,21 @@ def block_sparse_attention_backward(
     nq, nk = kv_index.shape[1], kv_index.shape[2]
     head_dim = C // num_heads
     T = th * tw
-    idx = kv_index.to(torch.int32).contiguous()
+    idx = kv_index if kv_index.dtype == torch.int32 and kv_index.is_contiguous() else \
+        kv_index.to(torch.int32).contiguous()
     lse = lse.contiguous()
-    delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ kernel for the dK/dV kernel
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    src = torch.empty((B, nq * nk), device=q.device, dtype=torch.int32)  # inverse lists, written in-kernel
     block, split, group = _tile_block(T)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q),
-                  PACKED=group > 1)
-    _bs_bwd_dq[(cdiv(nq, group) * split, B * num_heads)](
-        q, k, v, out, grad_out, dq, lse, delta, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, nq, split, group, scale, BLOCK_M=block, **common)
-    src, ptr = inverse_index(idx, n_tiles)
-    # dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small tiles) and
-    # stream BLOCK_M query rows at a time.
-    _bs_bwd_dkv[(cdiv(n_tiles, group) * split, B * num_heads)](
-        q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
-        *dk.stride(), *dv.stride(), *lse.stride(), src.stride(0), ptr.stride(0),
-        num_heads, tiles_x, th, tw, T, n_tiles, split, group, scale, BLOCK_N=block,
-        GROUP_P2=max(2, next_power_of_2(group)), **common)
+    group_p2 = next_power_of_2(group + 1)   # members and the end of the last one's list
+    kv_programs = cdiv(n_tiles, group) * split
+    _bs_bwd[(kv_programs + cdiv(nq, group) * split, B * num_heads)](
+        q, k, v, out, grad_out, dq, dk, dv, lse, idx, src, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *grad_out.stride(), *dq.stride(), *dk.stride(), *dv.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
+        num_heads, tiles_x, th, tw, T, nk, nq, n_tiles, split, group, kv_programs, scale,
+        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK=block, GROUP_P2=group_p2,
+        CHUNK=max(16, min(next_power_of_2(nq * nk), 2048 // group_p2)), UPCAST=_upcast(q),
+        PRECISION=_precision(q), PACKED=group > 1)
     return dq, dk, dv
