@@ -13,12 +13,13 @@ Tiles smaller than half a row block are also packed on the fixed side: a program
 ``group = BLOCK // T`` consecutive query tiles (KV tiles in dK/dV), streams the concatenation of
 their lists and masks each row to its own tile's segment. BiFormer's 2x2-token regions (stage 3
 at 224 px) would otherwise fill 4 of 16 rows and launch 4x the programs.
-The backward is one launch: dQ programs per query tile like the forward, and dK/dV programs
-per KV tile that first find the query tiles routed to them (a scan of the routing table, the
-lists written to a small int32 buffer and read back), so every gradient element is written by
-exactly one program (no atomics). Both kinds recompute ``delta = rowsum(dO * O)`` for the rows
-they read instead of waiting for a separate pass: in BiFormer-sized calls each launch costs
-more host time than the extra reads cost the GPU.
+The backward takes two launches. The first runs dQ per query tile like the forward (storing
+``delta = rowsum(dO * O)`` on the way, so no separate pass) and, in extra programs of the same
+grid, the inverse lists (CSR of "which query tiles routed here"); the second runs dK/dV per KV
+tile from those lists. Every gradient element is written by exactly one program: no atomics.
+A single launch (dK/dV programs scanning the routing table themselves and recomputing delta)
+was measured 11-140% slower on the GPU on BiFormer's shapes; launches cost host time, so the
+lists ride along with dQ instead of taking a launch of their own.
 """
 from __future__ import annotations
 
@@ -165,7 +166,7 @@ def _bs_fwd_kernel(
 
 @triton.jit
 def _dq_program(
-    pid, b, h, Q, K, V, O, DO, DQ, LSE, IDX,
+    pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     tiles_x, tile_h, tile_w, T, NK, NQ, split, group, sm_scale,
@@ -173,7 +174,7 @@ def _dq_program(
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
-    BLOCK_N at a time, as in the forward."""
+    BLOCK_N at a time, as in the forward; stores rowsum(dO * O) for the dK/dV kernel."""
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
@@ -188,7 +189,8 @@ def _dq_program(
                 mask=qmask, other=0.0)
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
     lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
+    tl.store(DELTA + l_off, delta, mask=m_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -216,43 +218,74 @@ def _dq_program(
 
 
 @triton.jit
-def _routed_here(IDX, SRC, si_q, tile0, group, NE, NK, CHUNK: tl.constexpr, GROUP_P2: tl.constexpr):
-    """Inverse routing of KV tiles ``tile0 .. tile0 + group - 1`` in one batch item (IDX, SRC at
-    its base): every listing of member m goes to SRC[starts[m] + i], the query tiles in ascending
-    order (once per listing), and ``starts`` [GROUP_P2] is returned (starts[m] = listings of
-    tiles below tile0 + m, so member m's list ends at starts[m + 1]). All programs of a group
-    (heads, chunks of a split tile) write the same values to the same slots."""
-    m = tl.arange(0, GROUP_P2)
-    target = tile0 + m
-    starts = tl.zeros([GROUP_P2], dtype=tl.int32)
-    for c0 in range(0, NE, CHUNK):
-        e = c0 + tl.arange(0, CHUNK)
-        kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
-        starts += tl.sum((kv[:, None] < target[None, :]).to(tl.int32), 0)
-    seen = tl.zeros([GROUP_P2], dtype=tl.int32)
-    for c0 in range(0, NE, CHUNK):
-        e = c0 + tl.arange(0, CHUNK)
-        kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
-        hit = ((kv[:, None] == target[None, :]) & (m < group)[None, :]).to(tl.int32)   # [CHUNK, GROUP_P2]
-        slot = tl.sum(hit * (tl.cumsum(hit, 0) + (starts + seen - 1)[None, :]), 1)
-        tl.store(SRC + slot, e // NK, mask=tl.sum(hit, 1) > 0)
-        seen += tl.sum(hit, 0)
-    return starts
+def _inverse_lists(IDX, SRC, PTR, si_q, tile, NE, NK, n_tiles, CHUNK: tl.constexpr):
+    """CSR of the routing's inverse for KV tile ``tile`` of one batch item (IDX, SRC, PTR at its
+    base): the query tiles that list it (ascending, once per listing) go to SRC after the
+    listings of lower tiles, their start to PTR[tile] (the last tile also writes the end). A
+    tile's start is a count, not a scan over other tiles, so programs are independent."""
+    if tile < n_tiles:
+        begin = tl.full((), 0, tl.int32)
+        for c0 in range(0, NE, CHUNK):
+            e = c0 + tl.arange(0, CHUNK)
+            kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
+            begin += tl.sum((kv < tile).to(tl.int32), 0)
+        end = begin
+        for c0 in range(0, NE, CHUNK):
+            e = c0 + tl.arange(0, CHUNK)
+            kv = tl.load(IDX + (e // NK) * si_q + e % NK, mask=e < NE, other=2147483647)
+            hit = (kv == tile).to(tl.int32)
+            tl.store(SRC + end + tl.cumsum(hit, 0) - 1, e // NK, mask=hit > 0)
+            end += tl.sum(hit, 0)
+        tl.store(PTR + tile, begin)
+        if tile == n_tiles - 1:
+            tl.store(PTR + n_tiles, end)
 
 
+@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
-def _dkv_program(
-    pid, b, h, Q, K, V, O, DO, DK, DV, LSE, IDX, SRC,
+def _bs_bwd_dq_kernel(
+    Q, K, V, O, DO, DQ, LSE, DELTA, IDX, SRC, PTR,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
-    so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c, sl_b, sl_y, sl_x, sl_h,
-    si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NE, n_tiles, split, group, sm_scale,
+    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    H, tiles_x, tile_h, tile_w, T, NK, NQ, n_tiles, q_split, group, dq_programs, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    GROUP_P2: tl.constexpr, CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    PACKED: tl.constexpr,
+    CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
-    """dK/dV of one KV tile (chunk) or packed group: BLOCK_N fixed rows; the query tiles that
-    routed here (found by scanning the routing table) streamed BLOCK_M rows at a time."""
-    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, split, group, n_tiles, T, BLOCK_N, PACKED)
+    """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
+    others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
+    p * H + h of batch item b), so the lists cost no launch of their own."""
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    if pid < dq_programs:
+        _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
+                    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+                    sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
+                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group,
+                    sm_scale, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
+    else:
+        _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
+                       (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
+
+
+@triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
+@triton.jit
+def _bs_bwd_dkv_kernel(
+    Q, K, V, DO, DK, DV, LSE, DELTA, SRC, PTR,
+    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
+    so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
+    sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
+    H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+
+    tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -266,24 +299,24 @@ def _dkv_program(
         k = k.to(tl.float32)
         v = v.to(tl.float32)
 
-    src = SRC + b * NE
-    starts = _routed_here(IDX + b * si_b, src, si_q, tile0, group, NE, NK, CHUNK, GROUP_P2)
-    tl.debug_barrier()   # the lists this program wrote are read back by other threads of it
-    g = tl.arange(0, GROUP_P2)
-    begin = tl.sum(tl.where(g == 0, starts, 0), 0)
-    end = tl.sum(tl.where(g == group, starts, 0), 0)
-    if PACKED:   # owner of list position p: the number of later members whose list starts at or before p
-        bounds = tl.where((g >= 1) & (g < group) & (tile0 + g < n_tiles), starts, 2147483647)
-
     qk_scale = sm_scale * 1.4426950408889634
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
+    begin = tl.load(PTR + b * sp_b + tile0)
+    if PACKED:
+        end = tl.load(PTR + b * sp_b + tl.minimum(tile0 + group, n_tiles))
+        g_next = tl.arange(0, GROUP_P2) + 1
+        bounds = tl.load(PTR + b * sp_b + tile0 + g_next, mask=(g_next < group) & (tile0 + g_next < n_tiles),
+                         other=2147483647)
+    else:
+        end = tl.load(PTR + b * sp_b + tile0 + 1)
     m_total = (end - begin) * T
     for start in range(0, m_total, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         m_valid = offs_m < m_total
         entry = begin + offs_m // T
-        q_tile = tl.load(src + entry, mask=m_valid, other=0)
+        q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
         l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
@@ -291,10 +324,8 @@ def _dkv_program(
                     mask=qmask, other=0.0)
         do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
                      mask=qmask, other=0.0)
-        o = tl.load(_rows_ptr(O + b * sout_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
-                    mask=qmask, other=0.0)
         lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
+        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -316,42 +347,9 @@ def _dkv_program(
              dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_S"), key=["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK"])
-@triton.jit
-def _bs_bwd_kernel(
-    Q, K, V, O, DO, DQ, DK, DV, LSE, IDX, SRC,
-    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
-    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
-    sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, NQ, n_tiles, split, group, kv_programs, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK: tl.constexpr, BLOCK_S: tl.constexpr,
-    GROUP_P2: tl.constexpr, CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    PACKED: tl.constexpr,
-):
-    """The whole backward in one launch: programs below ``kv_programs`` compute dK/dV of a KV
-    tile (group), the rest dQ of a query tile (group). Both recompute rowsum(dO * O) for the rows
-    they read, so neither waits for the other (no delta pass, no inverse-index launch)."""
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    if pid < kv_programs:
-        _dkv_program(pid, b, h, Q, K, V, O, DO, DK, DV, LSE, IDX, SRC,
-                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
-                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c,
-                     sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c, sl_b, sl_y, sl_x, sl_h,
-                     si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ * NK, n_tiles, split, group, sm_scale,
-                     HEAD_DIM, BLOCK_D, BLOCK_S, BLOCK, GROUP_P2, CHUNK, UPCAST, PRECISION, PACKED)
-    else:
-        _dq_program(pid - kv_programs, b, h, Q, K, V, O, DO, DQ, LSE, IDX,
-                    sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
-                    sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
-                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ, split, group, sm_scale,
-                    HEAD_DIM, BLOCK_D, BLOCK, BLOCK_S, UPCAST, PRECISION, PACKED)
-
-
 _bs_fwd = Launcher(_bs_fwd_kernel)
-_bs_bwd = Launcher(_bs_bwd_kernel)
+_bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
+_bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
 
 
 def _tile_block(tokens: int) -> tuple[int, int, int]:
@@ -428,18 +426,28 @@ def block_sparse_attention_backward(
     idx = kv_index if kv_index.dtype == torch.int32 and kv_index.is_contiguous() else \
         kv_index.to(torch.int32).contiguous()
     lse = lse.contiguous()
+    delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ programs for the dK/dV kernel
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    src = torch.empty((B, nq * nk), device=q.device, dtype=torch.int32)  # inverse lists, written in-kernel
+    ne = nq * nk
+    lists = torch.empty(B * (ne + n_tiles + 1), device=q.device, dtype=torch.int32)  # inverse CSR: src, ptr
+    src, ptr = lists[:B * ne], lists[B * ne:]
     block, split, group = _tile_block(T)
-    group_p2 = next_power_of_2(group + 1)   # members and the end of the last one's list
-    kv_programs = cdiv(n_tiles, group) * split
-    _bs_bwd[(kv_programs + cdiv(nq, group) * split, B * num_heads)](
-        q, k, v, out, grad_out, dq, dk, dv, lse, idx, src, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        *grad_out.stride(), *dq.stride(), *dk.stride(), *dv.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, nq, n_tiles, split, group, kv_programs, scale,
-        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK=block, GROUP_P2=group_p2,
-        CHUNK=max(16, min(next_power_of_2(nq * nk), 2048 // group_p2)), UPCAST=_upcast(q),
-        PRECISION=_precision(q), PACKED=group > 1)
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q),
+                  PACKED=group > 1)
+    dq_programs = cdiv(nq, group) * split
+    # launch 1: dQ programs, then cdiv(n_tiles, H) more per (b, h) that build the inverse lists
+    _bs_bwd_dq[(dq_programs + cdiv(n_tiles, num_heads), B * num_heads)](
+        q, k, v, out, grad_out, dq, lse, delta, idx, src, ptr, *q.stride(), *k.stride(), *v.stride(),
+        *out.stride(), *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
+        num_heads, tiles_x, th, tw, T, nk, nq, n_tiles, split, group, dq_programs, scale, BLOCK_M=block,
+        CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common)
+    # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
+    # tiles) and stream BLOCK_M query rows at a time
+    _bs_bwd_dkv[(cdiv(n_tiles, group) * split, B * num_heads)](
+        q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
+        *dk.stride(), *dv.stride(), *lse.stride(), ne, n_tiles + 1,
+        num_heads, tiles_x, th, tw, T, n_tiles, split, group, scale, BLOCK_N=block,
+        GROUP_P2=max(2, next_power_of_2(group)), **common)
     return dq, dk, dv
