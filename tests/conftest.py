@@ -9,6 +9,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:  # autotune over the extreme candidates only (ops.common.tune_configs): compile time, not coverage
+    os.environ.setdefault("FOVEAL_QUICK_TUNE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest  # noqa: E402

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpret_mode
+from .dispatch import interpret_mode, tune_configs
 from .tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward"]
@@ -55,8 +55,8 @@ def _stream_configs(name: str) -> list:
     """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV)."""
     if interpret_mode():  # one small config: autotuning under the interpreter only costs time
         return [triton.Config({name: 16}, num_warps=4, num_stages=1)]
-    return [triton.Config({name: b}, num_warps=w, num_stages=st)
-            for b, w, st in [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]]
+    return tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
+                         [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]])
 
 
 _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]

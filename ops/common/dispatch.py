@@ -6,13 +6,14 @@ import os
 
 import torch
 
-__all__ = ["has_triton", "interpret_mode", "use_kernels", "use_triton"]
+__all__ = ["has_triton", "interpret_mode", "tune_configs", "use_kernels", "use_triton"]
 
 
 # Both are read once, at import: torch.compile traces the ops' dispatch (``use_kernels``) and
 # cannot trace ``importlib.util.find_spec`` on a first, uncached call.
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+_QUICK_TUNE = os.environ.get("FOVEAL_QUICK_TUNE", "0") == "1"
 
 
 def has_triton() -> bool:
@@ -28,6 +29,14 @@ def interpret_mode() -> bool:
     ``ops`` is imported.
     """
     return _INTERPRET
+
+
+def tune_configs(configs: list) -> list:
+    """The autotuning candidates of a kernel: all of them, or with ``FOVEAL_QUICK_TUNE=1`` (read at
+    import) only the first and the last, the extremes of each list's block sizes and warps. GPU
+    test runs set it (``tests/conftest.py``): every new shape compiles each candidate, and seven
+    candidates per test shape made the CUDA test files outlast a 10-minute device call."""
+    return [configs[0], configs[-1]] if _QUICK_TUNE and len(configs) > 2 else configs
 
 
 def use_triton(*tensors: torch.Tensor | None) -> bool:

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import interpret_mode
+from ..common import interpret_mode, tune_configs
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 from .tiling import choose_boxes
 
@@ -173,7 +173,7 @@ def _configs(kind: str):
     if interpret_mode():  # one config: autotuning under the interpreter only costs time
         return [triton.Config({}, num_warps=4, num_stages=1)]
     stages = [(4, 2), (4, 3), (8, 2), (8, 3)] if kind == "fwd" else [(4, 1), (4, 2), (8, 1), (8, 2)]
-    return [triton.Config({}, num_warps=w, num_stages=s) for w, s in stages]
+    return tune_configs([triton.Config({}, num_warps=w, num_stages=s) for w, s in stages])
 
 
 def _warps_for_tile(configs, named_args, **kwargs):

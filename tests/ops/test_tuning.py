@@ -7,7 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ops.common import interpret_mode
+import ops.common.dispatch as dispatch
+from ops.common import interpret_mode, tune_configs
 from ops.common.tuning import Launcher
 
 # the interpreter cannot time configs: one there, two on the GPU
@@ -126,3 +127,14 @@ def test_host_integer_helpers_match_triton():
 
     assert all(next_power_of_2(n) == triton.next_power_of_2(n) for n in range(1, 3000))
     assert all(cdiv(a, b) == triton.cdiv(a, b) for a in range(0, 200) for b in range(1, 30))
+
+
+def test_quick_tune_keeps_the_extreme_candidates(monkeypatch):
+    """FOVEAL_QUICK_TUNE (GPU test runs) narrows every autotuned kernel's list to its first and
+    last candidates; without it the list is untouched."""
+    configs = [triton.Config({"B": b}, num_warps=w) for b, w in [(16, 2), (32, 4), (64, 4), (128, 8)]]
+    monkeypatch.setattr(dispatch, "_QUICK_TUNE", False)
+    assert tune_configs(configs) == configs
+    monkeypatch.setattr(dispatch, "_QUICK_TUNE", True)
+    assert tune_configs(configs) == [configs[0], configs[-1]]
+    assert tune_configs(configs[:2]) == configs[:2]
