@@ -423,8 +423,7 @@ def block_sparse_attention_backward(
     nq, nk = kv_index.shape[1], kv_index.shape[2]
     head_dim = C // num_heads
     T = th * tw
-    idx = kv_index if kv_index.dtype == torch.int32 and kv_index.is_contiguous() else \
-        kv_index.to(torch.int32).contiguous()
+    idx = kv_index.to(torch.int32).contiguous()
     lse = lse.contiguous()
     delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ programs for the dK/dV kernel
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
