@@ -1,22 +1,34 @@
-"""The BRA case the CPU-time probes share: B64 56x56 C64 topk1 in bf16, one eager
-forward+backward (``fb``) of the fused op on it, and ``cpu_ms`` (CPU time per call, launches
-not waited for)."""
+"""The BRA cases the probes share: ``SHAPES`` (the bench's four), ``fwd_bwd`` (one eager bf16
+forward+backward of the fused op on fresh maps of a shape), the CPU-time probes' case
+B64 56x56 C64 topk1 (``fb`` and its tensors) and ``cpu_ms`` (CPU time per call, launches not
+waited for)."""
 import time
 
 import torch
 
 import ops
 
-B, S, C, nw, topk = 64, 56, 64, 7, 1
-g = torch.Generator(device="cuda").manual_seed(0)
-q, k, v, go = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
-qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+# (batch, size, channels, n_win, topk): BiFormer stages 1-3 at 224 and a 128x128 map
+SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
 
 
-def fb():
-    for t in (qg, kg, vg):
-        t.grad = None
-    ops.routing_attention(qg, kg, vg, nw, topk, scale=C ** -0.5, num_heads=C // 32).backward(go)
+def fwd_bwd(B: int, S: int, C: int, nw: int, topk: int):
+    """(call, (q, k, v, grad), leaves): ``call()`` runs one eager forward+backward of
+    ``ops.routing_attention`` (BiFormer's C ** -0.5 scale, 32-channel heads) on the leaves,
+    clones of seed-0 random bf16 maps [B, S, S, C]."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, go = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+    leaves = tuple(t.clone().requires_grad_(True) for t in (q, k, v))
+
+    def call():
+        for t in leaves:
+            t.grad = None
+        ops.routing_attention(*leaves, nw, topk, scale=C ** -0.5, num_heads=C // 32).backward(go)
+    return call, (q, k, v, go), leaves
+
+
+B, S, C, nw, topk = SHAPES[0]
+fb, (q, k, v, go), (qg, kg, vg) = fwd_bwd(B, S, C, nw, topk)
 
 
 def cpu_ms(fn, n=50):

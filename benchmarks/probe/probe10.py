@@ -6,9 +6,7 @@ read apart from the host's launch cost. Usage: python benchmarks/probe/probe10.p
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import ops
-
-SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
+from bra_case import SHAPES, fwd_bwd  # the script's folder is on sys.path
 
 
 def kernel_times(fn, n=5):
@@ -24,18 +22,7 @@ def kernel_times(fn, n=5):
 
 
 for B, S, C, n_win, topk in SHAPES:
-    heads = C // 32
-    scale = C ** -0.5
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, grad = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
-    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-
-    def fwd_bwd():
-        for t in leaves:
-            t.grad = None
-        ops.routing_attention(*leaves, n_win, topk, scale=scale, num_heads=heads).backward(grad)
-
-    rows = kernel_times(fwd_bwd)
+    rows = kernel_times(fwd_bwd(B, S, C, n_win, topk)[0])
     print(f"-- B{B} {S}x{S} C{C} topk{topk}: kernels {sum(r[0] for r in rows):.4f} ms per fwd+bwd", flush=True)
     for ms, count, name in rows:
         print(f"   {ms:7.4f} ms x{count:<2d} {name[:80]}", flush=True)
