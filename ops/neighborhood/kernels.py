@@ -10,7 +10,9 @@ a group is plain NA on a shorter axis. The box's keys are the union of its queri
 a box per axis because window bounds are monotone in the query index; the kernel walks that
 union in key boxes starting exactly at its low corner, in one flat loop (so Triton pipelines
 the loads across the whole walk), masks per element with the per-axis window bounds
-(``_axis_bounds``, NATTEN's rules) and keeps an online softmax in exp2. The attention matrix
+(``_axis_bounds``, NATTEN's rules; one unsigned compare per non-causal axis, none on the size-1
+padding axes) and keeps an online softmax in exp2. Query boxes inside one GNA stride group share
+one window and skip the per-element test (``_mask_mode``; the forward and dQ walks). The attention matrix
 never exists in memory. Box shapes come from the product-count cost model in ``tiling.py``.
 Additional keys/values are dense key blocks in the same softmax; grouped-query attention maps
 query head ``h`` to key head ``h // group``.
@@ -124,31 +126,54 @@ def _walk_block(it, a0, a1, a2, b0, b1, b2, n1, n2, r0, r1, r2,
 
 
 @triton.jit
-def _win_mask(lo0, hi0, lo1, hi1, lo2, hi2, j0, j1, j2):
-    """Bool mask: key (j0, j1, j2) inside the window [lo, hi] of a query, per axis; the caller
-    broadcasts (queries x keys, or keys x queries for the transposed backward tiles)."""
-    return ((j0 >= lo0) & (j0 <= hi0) & (j1 >= lo1) & (j1 <= hi1) & (j2 >= lo2) & (j2 <= hi2))
+def _axis_in(lo, hi, j, K: tl.constexpr, CAUSAL: tl.constexpr):
+    """Bool: key ``j`` inside the window [lo, hi] on one axis. A non-causal window always holds
+    exactly K keys, so one unsigned compare of ``j - lo`` does (negative wraps to huge)."""
+    if CAUSAL:
+        return (j >= lo) & (j <= hi)
+    else:
+        return (j - lo).to(tl.uint32, bitcast=True) < K
 
 
 @triton.jit
-def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION: tl.constexpr):
-    """One key block of the online softmax (log2 domain). kt: [D, N], v: [N, Dv]."""
-    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-    s = tl.where(mask, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+def _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2,
+              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+              C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+              SKIP0: tl.constexpr, SKIP1: tl.constexpr):
+    """Bool mask: key (j0, j1, j2) inside the window [lo, hi] of a query, per axis; the caller
+    broadcasts (queries x keys, or keys x queries for the transposed backward tiles). ``SKIP*``
+    drop axes whose test is always true (the size-1 axes that pad 1-D/2-D problems to 3-D)."""
+    mask = _axis_in(lo2, hi2, j2, K2, C2)
+    if not SKIP1:
+        mask = mask & _axis_in(lo1, hi1, j1, K1, C1)
+    if not SKIP0:
+        mask = mask & _axis_in(lo0, hi0, j0, K0, C0)
+    return mask
+
+
+@triton.jit
+def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """One key block of the online softmax (log2 domain; m_i is in scaled units, so the scale
+    rides in the exponent's FMA). kt: [D, N], v: [N, Dv]; ``mask`` is ignored unless MASKED."""
+    s = tl.dot(q, kt, input_precision=PRECISION)
+    if MASKED:
+        s = tl.where(mask, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet stay at zero
     alpha = tl.exp2(m_i - m_safe)
-    p = tl.exp2(s - m_safe[:, None])
+    p = tl.exp2(s * qk_scale - m_safe[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return acc, m_new, l_i
 
 
 @triton.jit
-def _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION: tl.constexpr):
-    """dQ += dS K for one key block. kt: [D, N], vt: [Dv, N]; lse2 in log2 units."""
-    s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-    p = tl.where(mask, tl.exp2(s - lse2[:, None]), 0.0)
+def _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """dQ += dS K for one key block. kt: [D, N], vt: [Dv, N]; lse2 in log2 units; ``mask`` is
+    ignored unless MASKED."""
+    p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
+    if MASKED:
+        p = tl.where(mask, p, 0.0)
     dp = tl.dot(do, vt, input_precision=PRECISION)
     ds = p * (dp - delta[:, None])
     return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
@@ -169,6 +194,42 @@ def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, PRECISION: tl
 # ----------------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_walk(acc, m_i, l_i, q, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+              lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
+              g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, qk_scale,
+              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+              C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+              D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+              BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+              SKIP0: tl.constexpr, SKIP1: tl.constexpr,
+              MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """The forward's walk over the window union [u_lo, u_hi] in key boxes, one flat loop.
+    MASK: 2 tests every (query, key) pair against the query's window, 1 only the union's
+    bounds (all rows share one window), 0 nothing (one shared window of whole key boxes)."""
+    BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
+    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    for it in range(0, n_blocks):
+        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
+                                        BN0, BN1, BN2)
+        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
+        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
+        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
+        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+        v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            v = v.to(tl.float32)
+        if MASK == 2:
+            mask = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
+                             lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+        else:
+            mask = kv_ok[None, :]
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASK > 0, PRECISION)
+    return acc, m_i, l_i
+
+
 def _configs(kind: str):
     if interpret_mode():  # one config: autotuning under the interpreter only costs time
         return [triton.Config({}, num_warps=4, num_stages=1)]
@@ -207,10 +268,14 @@ def _na_fwd_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
 ):
+    """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
+    against the query's window, 1 only the walk's bounds, 0 nothing."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
+    SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -241,24 +306,13 @@ def _na_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
-    for it in range(0, n_blocks):
-        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
-                                        BN0, BN1, BN2)
-        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
-        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
-        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
-        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-        v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            v = v.to(tl.float32)
-        mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
-                         j0[None, :], j1[None, :], j2[None, :])
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
+    acc, m_i, l_i = _fwd_walk(acc, m_i, l_i, q, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+                              lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
+                              g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, qk_scale,
+                              K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
+                              MASK_MODE, UPCAST, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
@@ -272,7 +326,7 @@ def _na_fwd_kernel(
             kt = kt.to(tl.float32)
             v = v.to(tl.float32)
         mask = (i0[:, None] >= 0) & e_ok[None, :]   # every query sees every extra key
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, PRECISION)
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, True, PRECISION)
 
     acc = acc / l_i[:, None]
     o_tok = p0 * so_0 + p1 * so_1 + p2 * so_2
@@ -306,12 +360,15 @@ def _na_bwd_dq_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
+    MASK_MODE: tl.constexpr,
 ):
     """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows (written to
     DELTA for the dK/dV kernel), so no separate pass reads O and dO. LSE, DLSE and DELTA share
     one stride set ([B, *spatial, H] fp32)."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
+    SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -364,9 +421,13 @@ def _na_bwd_dq_kernel(
         if UPCAST:
             kt = kt.to(tl.float32)
             vt = vt.to(tl.float32)
-        mask = _win_mask(lo0[:, None], hi0[:, None], lo1[:, None], hi1[:, None], lo2[:, None], hi2[:, None],
-                         j0[None, :], j1[None, :], j2[None, :]) & q_valid[:, None]
-        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
+        # rows past the grid need no mask: they load q = dO = 0 and lse = delta = 0, so their dS is 0
+        if MASK_MODE == 2:
+            mask = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
+                             lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+        else:
+            mask = kv_ok[None, :]
+        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASK_MODE > 0, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):
@@ -380,7 +441,7 @@ def _na_bwd_dq_kernel(
             kt = kt.to(tl.float32)
             vt = vt.to(tl.float32)
         mask = q_valid[:, None] & e_ok[None, :]
-        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, PRECISION)
+        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, True, PRECISION)
 
     dq_tok = p0 * sdq_0 + p1 * sdq_1 + p2 * sdq_2
     tl.store(DQ + b * sdq_b + h * sdq_h + dq_tok[:, None] + offs_d[None, :],
@@ -432,6 +493,8 @@ def _na_bwd_dkv_kernel(
     of its inverse neighbourhood, for every query head of its GQA group."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
+    SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
+    SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // HKV
@@ -484,8 +547,8 @@ def _na_bwd_dkv_kernel(
         lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
         lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
         lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-        mask = _win_mask(lo0[None, :], hi0[None, :], lo1[None, :], hi1[None, :], lo2[None, :],
-                         hi2[None, :], j0[:, None], j1[:, None], j2[:, None]) & q_ok[None, :]
+        mask = _win_mask(lo0[None, :], hi0[None, :], j0[:, None], lo1[None, :], hi1[None, :], j1[:, None],
+                         lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1) & q_ok[None, :]
         dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
 
     kv_mask = kv_ok[:, None]
@@ -593,8 +656,7 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     shape = _pad_params(rank, spatial, 1)
     dil = _pad_params(rank, dilation, 1)
     glen = tuple(-(-n // d) for n, d in zip(shape, dil))
-    window = (_pad_params(rank, kernel_size, 1), _pad_params(rank, stride, 1),
-              _pad_params(rank, [bool(c) for c in is_causal], False))
+    window = _padded_window(kernel_size, stride, is_causal, rank)
     if interpret_mode():
         options = [(16, 16)]
     elif kind == "fwd":
@@ -611,6 +673,16 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     return shape, dil, glen, bm, bn
 
 
+def _mask_mode(bm, bn, kernel, stride, is_causal) -> int:
+    """How the forward and dQ walks mask scores (padded per-axis tuples). A query box inside one
+    stride group on every axis (GNA with strides that are multiples of the box; on causal axes
+    one row) has one window for all its rows: 1 = test only the walk's bounds, 0 = not even those
+    (non-causal, the window a whole number of key boxes). Otherwise 2 = test each (query, key)."""
+    if not all(s % m == 0 and (not c or m == 1) for m, s, c in zip(bm, stride, is_causal)):
+        return 2
+    return 0 if not any(is_causal) and all(k % n == 0 for k, n in zip(kernel, bn)) else 1
+
+
 def _boxes_meta(dil, bm, bn) -> dict:
     return dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2], BN0=bn[0], BN1=bn[1], BN2=bn[2])
 
@@ -620,10 +692,13 @@ def _precision(dtype: torch.dtype) -> tuple[bool, str]:
     return upcast, ("ieee" if dtype in (torch.float32, torch.float64) or upcast else "tf32")
 
 
+def _padded_window(kernel_size, stride, is_causal, rank):
+    return (_pad_params(rank, kernel_size, 1), _pad_params(rank, stride, 1),
+            _pad_params(rank, [bool(x) for x in is_causal], False))
+
+
 def _window_meta(kernel_size, stride, is_causal, rank):
-    k = _pad_params(rank, kernel_size, 1)
-    s = _pad_params(rank, stride, 1)
-    c = _pad_params(rank, [bool(x) for x in is_causal], False)
+    k, s, c = _padded_window(kernel_size, stride, is_causal, rank)
     return dict(K0=k[0], K1=k[1], K2=k[2], S0=s[0], S1=s[1], S2=s[2], C0=c[0], C1=c[1], C2=c[2])
 
 
@@ -686,6 +761,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
         **_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
         HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
         DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision,
+        MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)),
     )
     return out, lse
 
@@ -734,7 +810,8 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
         q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, do3, l3, dlse3, delta3, dq3,
         *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(do3), *_s5(l3), *_s5(dq3),
         heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
-        **common, HAS_DLSE=grad_lse is not None)
+        **common, HAS_DLSE=grad_lse is not None,
+        MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
     _, _, _, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dkv")
     if boxes is not None:
         bm, bn = boxes

@@ -49,21 +49,17 @@ def _d(t):
     return None if t is None else t.double()
 
 
-@pytest.mark.kernel
-@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
-@pytest.mark.parametrize("rank", [1, 2, 3])
-def test_kernels_match_fp64_reference(rank, dtype, device):
-    """Random window settings: forward (O, LSE) and all gradients, into NaN-poisoned buffers."""
+def _check_against_reference(c: dict, dtype, device, gen, seed, boxes=None) -> None:
+    """Forward (O, LSE) and all gradients of case ``c`` vs the fp64 reference, into NaN-poisoned
+    buffers; ``boxes`` overrides the kernels' (query box, key box)."""
     from ops.neighborhood.kernels import na_backward, na_forward
 
-    gen, seed = fresh_generator()
-    c = _random_case(random.Random(seed), rank)
     q, k, v, ek, ev = _inputs(c, dtype, device, gen)
     win = (c["kernel"], c["dilation"], c["stride"], c["causal"])
     scale = c["dim"] ** -0.5
     out = poisoned(*q.shape[:-1], c["dim_v"], dtype=dtype, device=device)
     lse = poisoned(*q.shape[:-1], dtype=torch.float32, device=device)
-    na_forward(q, k, v, *win, scale, ek, ev, out=out, lse=lse)
+    na_forward(q, k, v, *win, scale, ek, ev, out=out, lse=lse, boxes=boxes)
     ref_out, ref_lse = neighborhood_attention_reference(_d(q), _d(k), _d(v), *win, scale, _d(ek), _d(ev))
     assert_close(out, ref_out, dtype, f"output {c}", seed)
     assert_close(lse, ref_lse, torch.float32 if dtype == torch.float32 else dtype, f"lse {c}", seed)
@@ -71,11 +67,44 @@ def test_kernels_match_fp64_reference(rank, dtype, device):
     grad_out = randn(*out.shape, dtype=dtype, device=device, gen=gen)
     grad_lse = randn(*lse.shape, dtype=torch.float32, device=device, gen=gen)
     bufs = tuple(poisoned(*t.shape, dtype=dtype, device=device) for t in (q, k, v, ek, ev) if t is not None)
-    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *win, scale, ek, ev, grads=bufs)
+    grads = na_backward(grad_out, grad_lse, q, k, v, out, lse, *win, scale, ek, ev, grads=bufs, boxes=boxes)
     ref = neighborhood_attention_reference_backward(_d(grad_out), grad_lse.double(), _d(q), _d(k), _d(v),
                                                     *win, scale, _d(ek), _d(ev))
     for name, g, r in zip(("dq", "dk", "dv", "d_extra_k", "d_extra_v"), grads, ref):
         assert_close(g, r, dtype, f"{name} {c}", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_kernels_match_fp64_reference(rank, dtype, device):
+    """Random window settings: forward (O, LSE) and all gradients, into NaN-poisoned buffers."""
+    gen, seed = fresh_generator()
+    _check_against_reference(_random_case(random.Random(seed), rank), dtype, device, gen, seed)
+
+
+# GNA with query boxes inside stride groups: the forward and dQ walks skip the per-element window
+# test (mask mode 0: none; 1: the walk's bounds only). (shape, kernel, stride, causal, boxes, mode)
+ALIGNED_GNA = [
+    ((8, 16), (4, 8), (4, 8), (False, False), ((1, 2, 8), (1, 2, 8)), 0),
+    ((8, 8), (5, 6), (4, 4), (False, False), ((1, 4, 4), (1, 2, 8)), 1),
+    ((3, 4, 8), (2, 4, 4), (1, 4, 4), (True, False, False), ((1, 4, 4), (1, 4, 4)), 1),
+    ((2, 3, 16), (2, 3, 8), (2, 3, 8), (False, False, False), ((2, 1, 8), (1, 2, 8)), 1),
+]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("shape, kernel, stride, causal, boxes, mode", ALIGNED_GNA)
+def test_gna_stride_aligned_boxes(shape, kernel, stride, causal, boxes, mode, dtype, device):
+    from ops.neighborhood.kernels import _mask_mode
+
+    pad = (1,) * (3 - len(shape))
+    assert _mask_mode(*boxes, pad + kernel, pad + stride, (False,) * len(pad) + causal) == mode
+    gen, seed = fresh_generator()
+    c = dict(shape=shape, kernel=kernel, dilation=(1,) * len(shape), stride=stride, causal=causal,
+             batch=1, heads=2, kv_heads=1, dim=16, dim_v=32, extra=5 if mode == 0 else 0)
+    _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
 
 
 @pytest.mark.kernel
