@@ -51,7 +51,8 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     present = [t for t in tensors if t is not None]
     if present and all(t.is_cuda for t in present):
         return True
-    return bool(present) and interpret_mode() and all(t.device.type == "cpu" for t in present)
+    # len(), not bool(list): torch 2.11's dynamo cannot trace bool() of a list (fullgraph breaks)
+    return len(present) > 0 and interpret_mode() and all(t.device.type == "cpu" for t in present)
 
 
 def use_kernels(*tensors: torch.Tensor | None) -> bool:
