@@ -135,7 +135,7 @@ def run_sweep_job(job, reference=None, time_it=False):
                 return (shape, dil, glen, bm, bn) if a[-1] == kind else (shape, dil, glen, pbm, pbn)
             K._plan = patched
             # dQ alone (dK/dV off), or dK/dV after a fixed dQ launch (it writes the delta dK/dV reads)
-            K._na_bwd_dq = Fixed(K._na_bwd_dq_kernel, warps, stages) if kind == "dq" else Fixed(K._na_bwd_dq_kernel, 4, 1)
+            K._na_bwd_dq = Fixed(K._na_bwd_dq_kernel, *((warps, stages) if kind == "dq" else (4, 1)))
             K._na_bwd_dkv = Fixed(K._na_bwd_dkv_kernel, warps if kind == "dkv" else None, stages)
             grads = tuple(torch.full_like(t, float("nan")) for t in (q, k, v))
             fn = lambda: K.na_backward(g, None, q, k, v, out, lse, *args, grads=grads)  # noqa: E731
