@@ -195,39 +195,37 @@ def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, PRECISION: tl
 # forward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_walk(acc, m_i, l_i, q, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
-              lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-              g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, qk_scale,
-              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-              C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-              D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-              BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-              SKIP0: tl.constexpr, SKIP1: tl.constexpr,
-              MASK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """The forward's walk over the window union [u_lo, u_hi] in key boxes, one flat loop.
-    MASK: 2 tests every (query, key) pair against the query's window, 1 only the union's
-    bounds (all rows share one window), 0 nothing (one shared window of whole key boxes)."""
-    BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
-    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
-    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
-    for it in range(0, n_blocks):
-        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
-                                        BN0, BN1, BN2)
-        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
-        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
-        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
-        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+def _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+               lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, nb1, nb2, c0, c1, c2,
+               g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+               C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+               D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+               BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr,
+               MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr):
+    """Key block ``it`` of a query box's walk over its window union [u_lo, u_hi] (forward and dQ):
+    K^T [D, N], V as [N, Dv] (or V^T [Dv, N] when V_T) and the scores' mask. MASK_MODE (host's
+    ``_mask_mode``): 2 tests each (query, key) pair against the query's window, 1 only the walk's
+    bounds, 0 nothing (the caller then ignores the mask)."""
+    j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
+                                    BN0, BN1, BN2)
+    x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
+    k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
+    v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
+    kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+    if V_T:
+        v = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
+    else:
         v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            v = v.to(tl.float32)
-        if MASK == 2:
-            mask = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
-                             lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
-        else:
-            mask = kv_ok[None, :]
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASK > 0, PRECISION)
-    return acc, m_i, l_i
+    if UPCAST:
+        kt = kt.to(tl.float32)
+        v = v.to(tl.float32)
+    if MASK_MODE == 2:
+        mask = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
+                         lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+    else:
+        mask = kv_ok[None, :]
+    return kt, v, mask
 
 
 def _configs(kind: str):
@@ -306,13 +304,17 @@ def _na_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    acc, m_i, l_i = _fwd_walk(acc, m_i, l_i, q, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
-                              lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-                              g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, qk_scale,
-                              K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                              MASK_MODE, UPCAST, PRECISION)
+    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    for it in range(0, n_blocks):
+        kt, v, mask = _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+                                 lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
+                                 nb1, nb2, c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                 K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
+                                 MASK_MODE, False, UPCAST)
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASK_MODE > 0, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
@@ -411,22 +413,12 @@ def _na_bwd_dq_kernel(
     v_base = V + b * sv_b + hk * sv_h
     nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     for it in range(0, n_blocks):
-        j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
-                                        BN0, BN1, BN2)
-        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
-        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
-        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
-        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-        vt = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
         # rows past the grid need no mask: they load q = dO = 0 and lse = delta = 0, so their dS is 0
-        if MASK_MODE == 2:
-            mask = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
-                             lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
-        else:
-            mask = kv_ok[None, :]
+        kt, vt, mask = _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+                                  lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
+                                  nb1, nb2, c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                  K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
+                                  MASK_MODE, True, UPCAST)
         dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASK_MODE > 0, PRECISION)
 
     offs_e = tl.arange(0, BLOCK_N)
