@@ -11,28 +11,19 @@ import pstats
 import sys
 import time
 
-import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import zoo  # noqa: F401
+from tasks.bench.suites.models import _build, _train_step
 
 name = sys.argv[1] if len(sys.argv) > 1 else "van_b0"
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 128
-m = timm.create_model(name).cuda().to(memory_format=torch.channels_last)
+m = _build(name, "cuda", True)
 x = torch.randn(batch, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
 y = torch.randint(0, 1000, (batch,), device="cuda")
-opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
-
-
-def step():
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = torch.nn.functional.cross_entropy(m(x), y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
+step = _train_step(m, x, y, torch.bfloat16)   # the bench's step: SGD, bf16 autocast
 
 for on in (True, False):
     m.set_use_kernels(on)

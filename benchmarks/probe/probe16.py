@@ -9,12 +9,12 @@ CUDA kernels by GPU time per step (torch.profiler), so the kernels that the comp
 import sys
 import time
 
-import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import zoo  # noqa: F401
+from tasks.bench.suites.models import _build, _train_step
 
 name = sys.argv[1] if len(sys.argv) > 1 else "van_b0"
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 128
@@ -24,18 +24,8 @@ y = torch.randint(0, 1000, (batch,), device="cuda")
 
 def run(use_kernels: bool, compiled: bool, top: int = 22) -> None:
     torch._dynamo.reset()
-    m = timm.create_model(name).cuda().to(memory_format=torch.channels_last)
-    m.set_use_kernels(use_kernels)
-    if compiled:
-        m.compile()
-    opt = torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    # the bench's model and step: channels-last, SGD, bf16 autocast; compiled in place
+    step = _train_step(_build(name, "cuda", use_kernels, "default" if compiled else None), x, y, torch.bfloat16)
 
     t0 = time.perf_counter()
     for _ in range(3):
