@@ -84,10 +84,12 @@ class Fixed:
 
 
 def boxes(case, rows):
+    from ops.neighborhood.kernels import _pad_params
     from ops.neighborhood.tiling import choose_boxes
     _, _, shape, kernel, stride, _ = case
-    pad = lambda t, f: (f,) * (3 - len(t)) + tuple(t)  # noqa: E731
-    bm, bn, cost = choose_boxes(pad(shape, 1), pad(kernel, 1), pad(stride, 1), (False,) * 3, *rows)
+    rank = len(shape)
+    bm, bn, cost = choose_boxes(_pad_params(rank, shape, 1), _pad_params(rank, kernel, 1),
+                                _pad_params(rank, stride, 1), (False,) * 3, *rows)
     return bm, bn, cost / (math.prod(shape) * math.prod(kernel))
 
 
