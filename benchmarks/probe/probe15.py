@@ -10,7 +10,7 @@ from ``git show``), imported side by side as ``ops.neighborhood._probe_NAME``; `
 drops the window mask (wrong results: the mask's cost), ``NAME=FILE:fixedkv`` reloads the first
 key block on every step (the walk's memory cost). Each version's forward runs its own autotuner.
 ``sweep``: the current kernels with the (query box, key box) of each row-count pair from the
-cost model (``tiling.choose_boxes``), at fixed warps and stages; the backward's dQ and dK/dV
+cost model (``tiling.choose_boxes``; dK/dV rows costed as their own walk), at fixed warps and stages; the backward's dQ and dK/dV
 kernels are timed apart (dQ alone; dK/dV after a fixed dQ launch, which writes the delta it reads).
 
 Every configuration is first compiled in parallel worker processes (Triton's disk cache), then
@@ -40,7 +40,7 @@ PATCHES = {
 }
 FWD_ROWS = [(64, 64), (64, 32), (64, 128), (128, 64), (128, 128)]
 DQ_ROWS = [(64, 64), (64, 32), (128, 64)]
-DKV_ROWS = [(32, 64, 4), (32, 64, 8), (64, 64, 8), (32, 128, 8), (64, 128, 8)]   # (queries, keys, warps)
+DKV_ROWS = [(32, 64, 4), (16, 64, 4), (64, 64, 4), (64, 64, 8), (32, 128, 8), (64, 128, 8)]   # (queries, keys, warps)
 
 
 def write_variant(spec: str) -> None:
@@ -83,13 +83,15 @@ class Fixed:
         return lambda *a, **k: self.fn[grid](*a, **k, num_warps=self.warps, num_stages=self.stages)
 
 
-def boxes(case, rows):
+def boxes(case, rows, by_keys=False):
+    """The cost model's (query box, key box) for ``rows`` and its walk / needed products;
+    ``by_keys`` costs the dK/dV walk."""
     from ops.neighborhood.kernels import _pad_params
     from ops.neighborhood.tiling import choose_boxes
     _, _, shape, kernel, stride, _ = case
     rank = len(shape)
     bm, bn, cost = choose_boxes(_pad_params(rank, shape, 1), _pad_params(rank, kernel, 1),
-                                _pad_params(rank, stride, 1), (False,) * 3, *rows)
+                                _pad_params(rank, stride, 1), (False,) * 3, *rows, by_keys)
     return bm, bn, cost / (math.prod(shape) * math.prod(kernel))
 
 
@@ -129,7 +131,7 @@ def run_sweep_job(job, reference=None, time_it=False):
             fn = lambda: K.na_forward(q, k, v, *args, boxes=(bm, bn))  # noqa: E731
         else:
             out, lse = K.na_forward(q, k, v, *args)
-            bm, bn, ratio = boxes(case, rows)
+            bm, bn, ratio = boxes(case, rows, by_keys=kind == "dkv")
             plan = saved[3]
 
             def patched(*a, **kw):

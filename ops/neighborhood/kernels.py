@@ -643,7 +643,8 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     they cost no more than 5% extra products and windows hold >= 1024 keys (long walks of nearly
     dense tiles, as in 3-D GNA, run faster on big tiles). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
-    in registers; 64 would spill). ``kind``: "fwd", "dq" or "dkv".
+    in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
+    walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
     """
     shape = _pad_params(rank, spatial, 1)
     dil = _pad_params(rank, dilation, 1)
@@ -657,9 +658,10 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
         options = [(64, 64)] if head_dim <= 128 else [(64, 32)]
     else:
         options = [(64, 64)] if head_dim <= 64 else [(32, 64)]
-    bm, bn, cost = choose_boxes(glen, *window, *options[0])
+    by_keys = kind == "dkv"   # dK/dV programs own key boxes and walk query boxes
+    bm, bn, cost = choose_boxes(glen, *window, *options[0], by_keys)
     if len(options) > 1 and math.prod(window[0]) >= 1024:
-        bm2, bn2, cost2 = choose_boxes(glen, *window, *options[1])
+        bm2, bn2, cost2 = choose_boxes(glen, *window, *options[1], by_keys)
         if cost2 <= 1.05 * cost:
             bm, bn = bm2, bn2
     return shape, dil, glen, bm, bn

@@ -1,12 +1,15 @@
 """Tile shapes for the NA kernels: a cost model over query boxes and key boxes.
 
-A program owns a query box and walks the union of its queries' windows in key boxes; every
-walked block costs a full ``M x N`` tile of products, masked or not. The work of a (query box,
-key box) pair is therefore ``M * N * blocks``, where ``blocks`` is, per axis, the number of key
-boxes needed to cover each query box's window union, summed over the query boxes: the axes are
-independent, so the total is the product of per-axis sums. The model picks the pair with the
+The forward and dQ programs own a query box and walk the union of its queries' windows in key
+boxes; the dK/dV programs own a key box and walk, in query boxes, the range of queries whose
+windows meet it (its inverse neighbourhood). Every walked block costs a full ``M x N`` tile of
+products, masked or not. The work of a (query box, key box) pair is therefore ``M * N * blocks``,
+where ``blocks`` is, per axis, the number of walked boxes summed over the owned boxes: the axes
+are independent, so the total is the product of per-axis sums. The model picks the pair with the
 fewest products (exact for any kernel, stride, dilation group length and causal flag); ties go
-to boxes that are longer along the last (contiguous) axis.
+to boxes that are longer along the last (contiguous) axis. The two walks differ: on NA-2D
+large (17x17 on 96x96, 32-query x 64-key tiles) the boxes that are best for the forward walk
+make the dK/dV walk 2.99x the needed products, the inverse model's choice 1.99x.
 
 Pure Python on the problem's sizes, cached per problem: it runs once per shape, not per call.
 """
@@ -17,7 +20,7 @@ import math
 
 Box = tuple[int, int, int]
 
-__all__ = ["axis_window", "choose_boxes", "walk_products"]
+__all__ = ["axis_window", "choose_boxes", "query_range", "walk_products"]
 
 
 def axis_window(i: int, length: int, kernel: int, stride: int, causal: bool) -> tuple[int, int]:
@@ -32,9 +35,31 @@ def axis_window(i: int, length: int, kernel: int, stride: int, causal: bool) -> 
     return lo, lo + kernel - 1
 
 
-def _axis_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int) -> int:
-    """Key boxes of extent ``bn`` walked on one axis, summed over query boxes of extent ``bm``."""
+def query_range(first_key: int, last_key: int, length: int, kernel: int, stride: int,
+                causal: bool) -> tuple[int, int]:
+    """Inclusive range of the queries whose windows meet keys [first_key, last_key] on one axis
+    (contiguous: window bounds are monotone in the query); the rule of the kernels'
+    ``_query_range``. A window holds its leader, within ``stride - 1`` of the query, so no
+    such query is further than ``kernel + stride`` from the keys."""
+    first = max(first_key - (kernel + stride), 0)
+    while axis_window(first, length, kernel, stride, causal)[1] < first_key:
+        first += 1
+    last = min(last_key + (kernel + stride), length - 1)
+    while axis_window(last, length, kernel, stride, causal)[0] > last_key:
+        last -= 1
+    return first, last
+
+
+def _axis_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int, by_keys: bool) -> int:
+    """Boxes walked on one axis, summed over the owned boxes: key boxes of extent ``bn`` per
+    query box of extent ``bm`` (forward, dQ), or query boxes per key box (``by_keys``, dK/dV)."""
     total = 0
+    if by_keys:
+        for t in range(-(-length // bn)):
+            first, last = query_range(min(t * bn, length - 1), min(t * bn + bn - 1, length - 1),
+                                      length, kernel, stride, causal)
+            total += -(-(last - first + 1) // bm)
+        return total
     for t in range(-(-length // bm)):
         lo = axis_window(min(t * bm, length - 1), length, kernel, stride, causal)[0]
         hi = axis_window(min(t * bm + bm - 1, length - 1), length, kernel, stride, causal)[1]
@@ -42,9 +67,11 @@ def _axis_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, b
     return total
 
 
-def walk_products(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], bm: Box, bn: Box) -> int:
-    """Query-key products a (query box, key box) pair computes over the whole grid (per head)."""
-    blocks = math.prod(_axis_blocks(*args) for args in zip(lengths, kernel, stride, causal, bm, bn))
+def walk_products(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], bm: Box, bn: Box,
+                  by_keys: bool = False) -> int:
+    """Query-key products a (query box, key box) pair computes over the whole grid (per head):
+    programs own query boxes (forward, dQ) or key boxes (``by_keys``: dK/dV)."""
+    blocks = math.prod(_axis_blocks(*args, by_keys) for args in zip(lengths, kernel, stride, causal, bm, bn))
     return blocks * math.prod(bm) * math.prod(bn)
 
 
@@ -65,14 +92,15 @@ def _boxes(rows: int, caps: Box) -> list[Box]:
 
 @functools.lru_cache(maxsize=256)
 def choose_boxes(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool],
-                 rows_m: int, rows_n: int) -> tuple[Box, Box, int]:
+                 rows_m: int, rows_n: int, by_keys: bool = False) -> tuple[Box, Box, int]:
     """The (query box, key box) of ``rows_m`` / ``rows_n`` tokens with the fewest products, and
-    that count. ``lengths`` are the (dilation-group) axis lengths, padded to 3 axes."""
+    that count. ``lengths`` are the (dilation-group) axis lengths, padded to 3 axes; ``by_keys``
+    costs the dK/dV walk (key boxes own, query boxes are walked)."""
     caps = tuple(1 << max(0, n - 1).bit_length() for n in lengths)
     best = None
     for bm in _boxes(rows_m, caps):
         for bn in _boxes(rows_n, caps):
-            cost = walk_products(lengths, kernel, stride, causal, bm, bn)
+            cost = walk_products(lengths, kernel, stride, causal, bm, bn, by_keys)
             rank = (cost, -bn[2], -bm[2])
             if best is None or rank < best[0]:
                 best = (rank, bm, bn)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ops.neighborhood.reference import axis_mask
-from ops.neighborhood.tiling import axis_window, choose_boxes, walk_products
+from ops.neighborhood.tiling import axis_window, choose_boxes, query_range, walk_products
 
 
 @pytest.mark.parametrize("length,kernel,stride,causal", [(13, 5, 1, False), (12, 4, 3, False), (9, 9, 2, False),
@@ -38,14 +38,42 @@ def _walk_bruteforce(lengths, kernel, stride, causal, bm, bn):
     return total
 
 
-@pytest.mark.parametrize("lengths,kernel,stride,causal", [
-    ((1, 13, 10), (1, 5, 3), (1, 1, 2), (False, False, True)),
-    ((3, 7, 9), (2, 3, 5), (1, 2, 1), (True, False, False)),
-])
+def _inverse_walk_bruteforce(lengths, kernel, stride, causal, bm, bn):
+    """Products of the dK/dV walk, key box by key box, from each axis' exact set of queries whose
+    windows meet the box (checked to be the contiguous range the kernels walk)."""
+    total = 0
+    tiles = [range(-(-n // m)) for n, m in zip(lengths, bn)]
+    for t in itertools.product(*tiles):
+        blocks = 1
+        for a in range(3):
+            keys = range(t[a] * bn[a], min(t[a] * bn[a] + bn[a], lengths[a]))
+            hits = [i for i in range(lengths[a])
+                    if any(lo <= j <= hi for lo, hi in [axis_window(i, lengths[a], kernel[a], stride[a], causal[a])]
+                           for j in keys)]
+            assert hits == list(range(hits[0], hits[-1] + 1))
+            assert query_range(keys[0], keys[-1], lengths[a], kernel[a], stride[a], causal[a]) == (hits[0], hits[-1])
+            blocks *= -(-len(hits) // bm[a])
+        total += blocks * math.prod(bm) * math.prod(bn)
+    return total
+
+
+WALK_CASES = [((1, 13, 10), (1, 5, 3), (1, 1, 2), (False, False, True)),
+              ((3, 7, 9), (2, 3, 5), (1, 2, 1), (True, False, False)),
+              ((1, 16, 12), (1, 8, 4), (1, 4, 4), (False, True, False))]
+
+
+@pytest.mark.parametrize("lengths,kernel,stride,causal", WALK_CASES)
 def test_walk_products_is_the_walk(lengths, kernel, stride, causal):
     for bm, bn in [((1, 4, 4), (1, 2, 8)), ((2, 2, 4), (1, 4, 4)), ((1, 1, 16), (2, 4, 2))]:
         assert walk_products(lengths, kernel, stride, causal, bm, bn) == \
             _walk_bruteforce(lengths, kernel, stride, causal, bm, bn)
+
+
+@pytest.mark.parametrize("lengths,kernel,stride,causal", WALK_CASES)
+def test_walk_products_by_keys_is_the_dkv_walk(lengths, kernel, stride, causal):
+    for bm, bn in [((1, 4, 4), (1, 2, 8)), ((2, 2, 4), (1, 4, 4)), ((1, 1, 16), (2, 4, 2))]:
+        assert walk_products(lengths, kernel, stride, causal, bm, bn, by_keys=True) == \
+            _inverse_walk_bruteforce(lengths, kernel, stride, causal, bm, bn)
 
 
 def test_choose_boxes_prefers_fewer_products():
@@ -59,3 +87,15 @@ def test_choose_boxes_prefers_fewer_products():
     # GNA with stride = query box: every walked product is needed
     bm, bn, cost = choose_boxes((1, 96, 96), (1, 16, 16), (1, 8, 16), (False,) * 3, 128, 128)
     assert cost == 96 * 96 * 16 * 16 and math.prod(bm) == math.prod(bn) == 128
+
+
+def test_dkv_boxes_are_costed_as_the_dkv_walk():
+    # NA-2D large's dK/dV tiles (32 queries x 64 keys): the boxes that are best for the forward
+    # walk make the dK/dV walk 3x the needed products; costed as the dK/dV walk, 2x
+    lengths, kernel, stride, causal = (1, 96, 96), (1, 17, 17), (1, 1, 1), (False,) * 3
+    needed = 96 * 96 * 17 * 17
+    bm, bn, _ = choose_boxes(lengths, kernel, stride, causal, 32, 64)
+    assert walk_products(lengths, kernel, stride, causal, bm, bn, by_keys=True) / needed == pytest.approx(2.99, abs=0.01)
+    bm, bn, cost = choose_boxes(lengths, kernel, stride, causal, 32, 64, by_keys=True)
+    assert cost == walk_products(lengths, kernel, stride, causal, bm, bn, by_keys=True)
+    assert cost / needed == pytest.approx(1.99, abs=0.01)
