@@ -23,6 +23,8 @@ lists ride along with dQ instead of taking a launch of their own.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -365,13 +367,52 @@ def _block_d(head_dim: int) -> int:
     return max(16, next_power_of_2(head_dim))
 
 
-def _upcast(t: torch.Tensor) -> bool:
-    return interpret_mode() and t.dtype == torch.bfloat16
+def _upcast_dtype(dtype: torch.dtype) -> bool:
+    return interpret_mode() and dtype == torch.bfloat16
 
 
-def _precision(t: torch.Tensor) -> str:
+def _precision_dtype(dtype: torch.dtype) -> str:
     """fp32 inputs (and the interpreter's bf16 upcast) get IEEE dots, not TF32."""
-    return "ieee" if t.dtype == torch.float32 or _upcast(t) else "tf32"
+    return "ieee" if dtype == torch.float32 or _upcast_dtype(dtype) else "tf32"
+
+
+def _int32(index: torch.Tensor) -> torch.Tensor:
+    return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
+
+
+@functools.lru_cache(maxsize=256)
+def _fwd_plan(B: int, X: int, C: int, th: int, tw: int, nq: int, nk: int, num_heads: int, dtype: torch.dtype,
+              scale: float):
+    """Grid, trailing scalar arguments and meta-parameters of a forward launch, once per problem
+    (routed attention is called per block of a model: its host cost is part of the step)."""
+    head_dim = C // num_heads
+    T = th * tw
+    bm, q_split, group = _tile_block(T)
+    grid = (cdiv(nq, group) * q_split, B * num_heads)
+    args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
+    meta = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast_dtype(dtype),
+                PRECISION=_precision_dtype(dtype), PACKED=group > 1)
+    return grid, args, meta
+
+
+@functools.lru_cache(maxsize=256)
+def _bwd_plan(B: int, X: int, C: int, th: int, tw: int, n_tiles: int, nq: int, nk: int, num_heads: int,
+              dtype: torch.dtype, scale: float):
+    """Grids, trailing scalar arguments and meta-parameters of the backward's two launches."""
+    head_dim = C // num_heads
+    T = th * tw
+    ne = nq * nk
+    block, split, group = _tile_block(T)
+    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast_dtype(dtype),
+                  PRECISION=_precision_dtype(dtype), PACKED=group > 1)
+    dq_programs = cdiv(nq, group) * split
+    dq_grid = (dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
+    dq_args = (num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split, group, dq_programs, scale)
+    dq_meta = dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common)
+    dkv_grid = (cdiv(n_tiles, group) * split, B * num_heads)
+    dkv_args = (ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group, scale)
+    dkv_meta = dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common)
+    return dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta
 
 
 def block_sparse_attention_forward(
@@ -389,24 +430,14 @@ def block_sparse_attention_forward(
         out [B, Y, X, C] in q's dtype and the natural-log LSE [B, Y, X, H] (float32).
     """
     B, Y, X, C = q.shape
-    th, tw = tile
-    tiles_x = X // tw
-    nq, nk = kv_index.shape[1], kv_index.shape[2]
-    head_dim = C // num_heads
-    T = th * tw
-    idx = kv_index.to(torch.int32).contiguous()
+    grid, args, meta = _fwd_plan(B, X, C, *tile, *kv_index.shape[1:], num_heads, q.dtype, scale)
+    idx = _int32(kv_index)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
-    bm, q_split, group = _tile_block(T)
-    grid = (cdiv(nq, group) * q_split, B * num_heads)
-    _bs_fwd[grid](
-        q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
-        idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, nq, q_split, group, scale * LOG2E,
-        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast(q), PRECISION=_precision(q),
-        PACKED=group > 1)
+    _bs_fwd[grid](q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
+                  idx.stride(0), idx.stride(1), *args, **meta)
     return out, lse
 
 
@@ -417,36 +448,26 @@ def block_sparse_attention_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
     B, Y, X, C = q.shape
-    th, tw = tile
-    tiles_x = X // tw
-    n_tiles = (Y // th) * tiles_x
-    nq, nk = kv_index.shape[1], kv_index.shape[2]
-    head_dim = C // num_heads
-    T = th * tw
-    idx = kv_index.to(torch.int32).contiguous()
+    n_tiles = (Y // tile[0]) * (X // tile[1])
+    ne = kv_index.shape[1] * kv_index.shape[2]
+    dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta = _bwd_plan(
+        B, X, C, *tile, n_tiles, *kv_index.shape[1:], num_heads, q.dtype, scale)
+    idx = _int32(kv_index)
     lse = lse.contiguous()
     delta = torch.empty_like(lse)   # rowsum(dO * O), written by the dQ programs for the dK/dV kernel
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    ne = nq * nk
     lists = torch.empty(B * (ne + n_tiles + 1), device=q.device, dtype=torch.int32)  # inverse CSR: src, ptr
     src, ptr = lists[:B * ne], lists[B * ne:]
-    block, split, group = _tile_block(T)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast(q), PRECISION=_precision(q),
-                  PACKED=group > 1)
-    dq_programs = cdiv(nq, group) * split
     # launch 1: dQ programs, then cdiv(n_tiles, H) more per (b, h) that build the inverse lists
-    _bs_bwd_dq[(dq_programs + cdiv(n_tiles, num_heads), B * num_heads)](
+    _bs_bwd_dq[dq_grid](
         q, k, v, out, grad_out, dq, lse, delta, idx, src, ptr, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
-        num_heads, tiles_x, th, tw, T, nk, nq, n_tiles, split, group, dq_programs, scale, BLOCK_M=block,
-        CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common)
+        *dq_args, **dq_meta)
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
-    _bs_bwd_dkv[(cdiv(n_tiles, group) * split, B * num_heads)](
+    _bs_bwd_dkv[dkv_grid](
         q, k, v, grad_out, dk, dv, lse, delta, src, ptr, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
-        *dk.stride(), *dv.stride(), *lse.stride(), ne, n_tiles + 1,
-        num_heads, tiles_x, th, tw, T, n_tiles, split, group, scale, BLOCK_N=block,
-        GROUP_P2=max(2, next_power_of_2(group)), **common)
+        *dk.stride(), *dv.stride(), *lse.stride(), *dkv_args, **dkv_meta)
     return dq, dk, dv

@@ -43,6 +43,12 @@ def _is_tensor_list(a) -> bool:
     return isinstance(a, (list, tuple)) and len(a) > 0 and all(isinstance(t, torch.Tensor) for t in a)
 
 
+def _needs_grad(a) -> bool:
+    if isinstance(a, torch.Tensor):
+        return a.requires_grad
+    return isinstance(a, (list, tuple)) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in a)
+
+
 def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callable) -> Callable:
     """Call ``op`` when ``torch.compile`` traces, and ``impl`` through a plain
     ``torch.autograd.Function`` in eager mode, with the op's own ``setup_context`` and
@@ -54,6 +60,8 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
     tensors, so tensor-list arguments travel flattened and are rebuilt for ``impl``; their
     gradients (lists from ``backward``) are flattened back. Unused outputs get ``None``
     gradients (``set_materialize_grads(False)``), so backward formulas must accept ``None``.
+    When nothing needs a gradient (grad mode off, or no input requires one) ``impl`` runs
+    without the Function: inference pays no autograd node or saved tensors.
     """
     def unflatten(lengths, flat):
         args, i = [], 0
@@ -87,6 +95,8 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
     def call(*args):
         if torch.compiler.is_compiling():
             return op(*args)
+        if not (torch.is_grad_enabled() and any(map(_needs_grad, args))):
+            return impl(*args)   # nothing to differentiate (inference): no autograd node, no saved tensors
         if not any(map(_is_tensor_list, args)):
             return EagerFunction.apply(None, *args)
         lengths = tuple(len(a) if _is_tensor_list(a) else None for a in args)

@@ -18,6 +18,8 @@ the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -161,13 +163,22 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
         int32 [B, R, topk], contiguous.
     """
     B, Y, X, C = q.shape
-    ny, nx = regions
-    R = ny * nx
-    th, tw = Y // ny, X // nx
-    T = th * tw
+    R = regions[0] * regions[1]
+    mean_grid, mean_args, mean_meta, topk_grid, topk_meta = _topk_plan(B, Y, X, C, *regions)
     means = torch.empty((2, B, R, C), device=q.device, dtype=torch.float32)
     if out is None:
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
+    _region_mean[mean_grid](q, k, means, *mean_args, *q.stride(), *k.stride(), **mean_meta)
+    _region_topk[topk_grid](means, out, R, C, B * R * C, topk, scale, **topk_meta)
+    return out
+
+
+@functools.lru_cache(maxsize=128)
+def _topk_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int):
+    """Grids and meta-parameters of ``region_topk``'s two launches (once per problem: the host
+    cost of a call is part of BiFormer's step time)."""
+    R = ny * nx
+    T = (Y // ny) * (X // nx)
     block_c = min(max(next_power_of_2(C), 16), 64)
     rows = 2048 // block_c   # elements per tensor and program: 2048
     t_rows = next_power_of_2(T)
@@ -176,19 +187,14 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
         block_t = group * t_rows
     else:
         group, block_t = 1, min(max(t_rows, 16), rows)
-    _region_mean[(cdiv(B * R, group), cdiv(C, block_c))](
-        q, k, means, R, nx, th, tw, C, B * R * C, 1.0 / T, B * R,
-        *q.stride(), *k.stride(),
-        BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4,
-    )
+    mean_grid = (cdiv(B * R, group), cdiv(C, block_c))
+    mean_args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
+    mean_meta = dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4)
     # One warp per program up to 64 regions: the top-k chain's arg-max rounds then reduce with
     # shuffles only (no shared memory round trip per round); 2048-element affinity tiles.
     # On the H200 (probe13) this took BiFormer's 14x14 top-16 from 49 to 29 us and 28x28 top-4
     # from 22 to 15 us, against 4 warps and 4096-element tiles.
     block_r = max(next_power_of_2(R), 16)
-    block_c = min(max(next_power_of_2(C), 16), max(2048 // block_r, 16))
-    _region_topk[(B * R,)](
-        means, out, R, C, B * R * C, topk, scale,
-        BLOCK_R=block_r, BLOCK_C=block_c, num_warps=max(1, min(4, block_r // 64)),
-    )
-    return out
+    topk_meta = dict(BLOCK_R=block_r, BLOCK_C=min(max(next_power_of_2(C), 16), max(2048 // block_r, 16)),
+                     num_warps=max(1, min(4, block_r // 64)))
+    return mean_grid, mean_args, mean_meta, (B * R,), topk_meta

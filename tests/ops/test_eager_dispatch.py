@@ -104,3 +104,36 @@ def test_compiled_backward_traces_the_registered_op():
     for g, e in zip(torch.autograd.grad(out.square().sum(), (q, k, v)),
                     torch.autograd.grad(expected.square().sum(), (q, k, v))):
         torch.testing.assert_close(g, e)
+
+
+def test_eager_call_skips_autograd_only_when_nothing_needs_a_gradient():
+    """Inference (grad mode off, or no input requiring a gradient, tensor lists included) runs the
+    impl without the autograd Function; anything that needs a gradient still gets one."""
+    from ops.common import eager_autograd
+    calls = []
+
+    def impl(x, ws):
+        calls.append("impl")
+        return x * ws[0]
+
+    def setup(ctx, inputs, output):
+        calls.append("setup")   # only the Function path saves tensors for a backward
+        ctx.save_for_backward(*inputs[1])
+
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        return grad * w, [None]
+
+    call = eager_autograd(None, impl, setup, backward)
+    x, w = torch.ones(3), torch.full((3,), 2.0)
+    assert call(x, [w]).grad_fn is None
+    with torch.no_grad():
+        assert call(x.requires_grad_(True), [w]).grad_fn is None
+    assert calls == ["impl", "impl"]
+    out = call(x, [w])   # x requires a gradient: through the Function
+    assert out.grad_fn is not None
+    out.sum().backward()
+    assert torch.equal(x.grad, w)
+    x = torch.ones(3)
+    assert call(x, [w.requires_grad_(True)]).grad_fn is not None   # a tensor in a list requires one
+    assert calls == ["impl", "impl"] + ["impl", "setup"] * 2
