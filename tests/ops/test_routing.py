@@ -89,7 +89,7 @@ def test_public_op_routed_padded_noncontiguous(device):
     padded = F.pad(qkv64, (0, 0, 0, 0, 0, 1))  # to 8 x 9: regions of 4 x 3
     q64, k64, v64 = padded.split(C, dim=-1)
     idx64 = region_routing(q64, k64, n, topk, (C // heads) ** -0.5)
-    assert torch.equal(idx64.sort(-1).values, idx.cpu().sort(-1).values), f"routing differs, seed={seed}"
+    assert torch.equal(idx64.cpu().sort(-1).values, idx.cpu().sort(-1).values), f"routing differs, seed={seed}"
     ref = routing_attention_reference(q64, k64, v64, idx64, n, heads, (C // heads) ** -0.5)[:, :Y, :X]
     ref.backward(g.double())
     assert_close(out, ref, torch.float32, "out (padded, strided)", seed)
