@@ -46,7 +46,9 @@ def _is_tensor_list(a) -> bool:
 def _needs_grad(a) -> bool:
     if isinstance(a, torch.Tensor):
         return a.requires_grad
-    return isinstance(a, (list, tuple)) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in a)
+    # a list argument holds tensors only or none (see _is_tensor_list): its first entry tells
+    return (isinstance(a, (list, tuple)) and len(a) > 0 and isinstance(a[0], torch.Tensor)
+            and any(t.requires_grad for t in a))
 
 
 def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callable) -> Callable:

@@ -1,6 +1,7 @@
 """Validation and normalisation of neighborhood-attention arguments (NATTEN's rules)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +22,45 @@ class NAParams:
     scale: float
 
 
+_PASSED: dict = {}   # signature -> NAParams of argument sets that passed every rule
+
+
+def _signature(tensors, options) -> tuple | None:
+    """What every rule depends on: each tensor's shape, dtype and device, and each option with
+    its type (``True`` must not pass for ``1``); None when something is not hashable."""
+    try:
+        sig = tuple(None if t is None else (type(t), t.shape, t.dtype, t.device) for t in tensors)
+        opts = tuple((type(o), tuple((type(e), e) for e in o) if isinstance(o, (list, tuple)) else o)
+                     for o in options)
+        key = (sig, opts)
+        hash(key)
+        return key
+    except (AttributeError, TypeError):
+        return None
+
+
 def check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
                   additional_keys=None, additional_values=None, rank: int | None = None) -> NAParams:
-    """Check shapes, dtypes, devices and window rules; return per-axis tuples and the scale."""
+    """Check shapes, dtypes, devices and window rules; return per-axis tuples and the scale.
+
+    An argument set that passed before is recognised by its signature and not checked again
+    (eager calls only: the rules cost more host time than a small map's kernel)."""
+    if torch.compiler.is_compiling():
+        return _check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                              additional_keys, additional_values, rank)
+    sig = _signature((query, key, value, additional_keys, additional_values),
+                     (kernel_size, dilation, stride, is_causal, scale, rank))
+    p = _PASSED.get(sig) if sig is not None else None
+    if p is None:
+        p = _check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                           additional_keys, additional_values, rank)
+        if sig is not None and len(_PASSED) < 4096:
+            _PASSED[sig] = p
+    return p
+
+
+def _check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, scale,
+                   additional_keys, additional_values, rank) -> NAParams:
     for name, t in (("query", query), ("key", key), ("value", value)):
         check_floating(t, name)
         check_rank(t, name, (4, 5, 6), LAYOUT)
@@ -78,6 +115,6 @@ def check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, s
 
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    elif not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale <= 0:
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    elif not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale < math.inf:
+        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
     return NAParams(kernel, dil, strd, causal, float(scale))

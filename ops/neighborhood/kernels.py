@@ -25,6 +25,7 @@ kernel over all queries. Launches go through ``Launcher`` (autotuned once per pr
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -622,14 +623,17 @@ def _block(d: int) -> int:
     return max(16, next_power_of_2(d))
 
 
-def _pad3(t: torch.Tensor) -> torch.Tensor:
-    """[B, *spatial, H, D] with 1-3 spatial axes -> a view with exactly 3 (leading size-1 axes);
-    only the last dim must be contiguous."""
-    if t.stride(-1) != 1:
-        t = t.contiguous()
-    while t.dim() < 6:
-        t = t.unsqueeze(1)
-    return t
+def _last_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _s5(t: torch.Tensor, trailing: int) -> tuple[int, ...]:
+    """Strides of the batch, three (padded) spatial and head axes of ``[B, *spatial, H(, D)]``
+    (``trailing`` = 2 with a head-dim axis, 1 for the LSE-like ``[B, *spatial, H]``). 1-D/2-D
+    problems run as 3-D ones with leading size-1 axes, whose index is always 0: stride 0."""
+    st = t.stride()
+    rank = t.dim() - 1 - trailing
+    return (st[0], *(0,) * (3 - rank), *st[1:1 + rank], st[1 + rank])
 
 
 def _pad_params(rank: int, values, fill):
@@ -696,27 +700,35 @@ def _window_meta(kernel_size, stride, is_causal, rank):
     return dict(K0=k[0], K1=k[1], K2=k[2], S0=s[0], S1=s[1], S2=s[2], C0=c[0], C1=c[1], C2=c[2])
 
 
-def _s5(t):
-    """Strides of the batch, three spatial and head axes (the head-dim stride is 1)."""
-    return t.stride()[:5]
-
-
 def _extra_strides(ek, ev):
     if ek is None:
         return (0,) * 6
     return (*ek.stride()[:3], *ev.stride()[:3])
 
 
-def _lse_view(lse: torch.Tensor) -> torch.Tensor:
-    while lse.dim() < 5:
-        lse = lse.unsqueeze(1)
-    return lse
-
-
 def _extra(t):
-    if t is None:
-        return None
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return None if t is None else _last_contiguous(t)
+
+
+@functools.lru_cache(maxsize=256)
+def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is_causal, n_extra, dtype, scale,
+                boxes):
+    """Grid, trailing scalar arguments and meta-parameters of a forward launch, once per problem:
+    the host cost of an NA call decides the time of small maps (a backbone's)."""
+    rank = len(q_shape) - 3
+    batch, *spatial, heads, head_dim = q_shape
+    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, "fwd")
+    if boxes is not None:
+        bm, bn = boxes
+    tiles = [-(-g // m) for g, m in zip(glen, bm)]
+    upcast, precision = _precision(dtype)
+    grid = (math.prod(d * t for d, t in zip(dil, tiles)), batch * heads)
+    args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
+    meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
+                HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
+                DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision,
+                MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
+    return grid, args, meta
 
 
 def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, dilation, stride,
@@ -731,38 +743,60 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     NaN-filled buffers). ``boxes`` = (query box, key box), 3-tuples over the padded axes,
     overrides the tile choice (for tuning sweeps). Returns (O, LSE in natural log).
     """
-    rank = q.dim() - 3
-    batch, *spatial, heads, head_dim = q.shape
-    head_dim_v = v.shape[-1]
     if out is None:
-        out = q.new_empty(*q.shape[:-1], head_dim_v)
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
     if lse is None:
         lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
+    q, k, v = _last_contiguous(q), _last_contiguous(k), _last_contiguous(v)
     ek, ev = _extra(additional_keys), _extra(additional_values)
-    q3, k3, v3, o3, l3 = _pad3(q), _pad3(k), _pad3(v), _pad3(out), _lse_view(lse)
-    assert o3.data_ptr() == out.data_ptr() and l3.data_ptr() == lse.data_ptr()
-    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, "fwd")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles = [-(-g // m) for g, m in zip(glen, bm)]
-    upcast, precision = _precision(q.dtype)
-    n_extra = 0 if ek is None else ek.shape[1]
-    grid = (math.prod(d * t for d, t in zip(dil, tiles)), batch * heads)
-    _na_fwd[grid](
-        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, l3,
-        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(l3),
-        heads, heads // k.shape[-2], *shape, n_extra, *tiles, scale * LOG2E,
-        **_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
-        HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
-        DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision,
-        MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)),
-    )
+    grid, args, meta = _fwd_launch(tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation),
+                                   tuple(stride), tuple(is_causal), 0 if ek is None else ek.shape[1], q.dtype,
+                                   scale, boxes)
+    _na_fwd[grid](q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, lse,
+                  *_s5(q, 2), *_s5(k, 2), *_s5(v, 2), *_extra_strides(ek, ev), *_s5(out, 2), *_s5(lse, 1),
+                  *args, **meta)
     return out, lse
 
 
 def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
     """1-D, dilation 1, stride 1, non-causal forward (kept for the 1-D tests and bench)."""
     return na_forward(q, k, v, (kernel_size,), (1,), (1,), (False,), scale, out=out, lse=lse)
+
+
+@functools.lru_cache(maxsize=256)
+def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is_causal, n_extra, dtype, scale,
+                has_dlse, boxes):
+    """Grids, trailing scalar arguments and meta-parameters of the backward's launches (dQ, dK/dV,
+    and the extra-KV kernel when ``n_extra``), once per problem."""
+    rank = len(q_shape) - 3
+    batch, *spatial, heads, head_dim = q_shape
+    upcast, precision = _precision(dtype)
+    common = dict(**_window_meta(kernel_size, stride, is_causal, rank),
+                  HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
+                  BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision)
+    d_max = max(head_dim, head_dim_v)
+    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dq")
+    if boxes is not None:
+        bm, bn = boxes
+    tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
+    dq_grid = (math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)
+    dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
+    dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse,
+                   MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
+    _, _, _, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dkv")
+    if boxes is not None:
+        bm, bn = boxes
+    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
+    dkv_grid = (math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)
+    dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
+    dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common)
+    extra = None
+    if n_extra:
+        extra = ((cdiv(n_extra, math.prod(bn)), batch * kv_heads),
+                 (kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra, scale * LOG2E, scale),
+                 dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
+                      BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast, PRECISION=precision))
+    return dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra
 
 
 def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
@@ -774,54 +808,31 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
 
     ``grads`` may hold preallocated gradient buffers in that order (tests poison them).
     """
-    rank = q.dim() - 3
-    batch, *spatial, heads, head_dim = q.shape
-    kv_heads, head_dim_v = k.shape[-2], v.shape[-1]
+    q, k, v, grad_out = (_last_contiguous(t) for t in (q, k, v, grad_out))
     ek, ev = _extra(additional_keys), _extra(additional_values)
     if grads is None:
         grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                       for t in (q, k, v, ek, ev) if t is not None)
     dq, dk, dv = grads[:3]
-    q3, k3, v3, o3, do3 = _pad3(q), _pad3(k), _pad3(v), _pad3(out), _pad3(grad_out)
-    dq3, dk3, dv3 = _pad3(dq), _pad3(dk), _pad3(dv)
     # LSE, dLSE and delta (rowsum(dO * O) - dLSE, written by the dQ kernel) share one stride set
     lse = lse.float().contiguous()
     delta = torch.empty_like(lse)
     dlse = grad_lse.float().contiguous() if grad_lse is not None else lse
-    l3, dlse3, delta3 = _lse_view(lse), _lse_view(dlse), _lse_view(delta)
-    upcast, precision = _precision(q.dtype)
     n_extra = 0 if ek is None else ek.shape[1]
-    common = dict(**_window_meta(kernel_size, stride, is_causal, rank),
-                  HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
-                  BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(q.dtype), UPCAST=upcast, PRECISION=precision)
-
-    d_max = max(head_dim, head_dim_v)
-    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dq")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
-    _na_bwd_dq[(math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)](
-        q3, k3, v3, ek if ek is not None else k3, ev if ev is not None else v3, o3, do3, l3, dlse3, delta3, dq3,
-        *_s5(q3), *_s5(k3), *_s5(v3), *_extra_strides(ek, ev), *_s5(o3), *_s5(do3), *_s5(l3), *_s5(dq3),
-        heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
-        **common, HAS_DLSE=grad_lse is not None,
-        MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
-    _, _, _, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dkv")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
-    _na_bwd_dkv[(math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)](
-        q3, k3, v3, do3, l3, delta3, dk3, dv3,
-        *_s5(q3), *_s5(k3), *_s5(v3), *_s5(do3), *_s5(l3), *_s5(dk3), *_s5(dv3),
-        kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale, **_boxes_meta(dil, bm, bn),
-        **common)
+    dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(
+        tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
+        tuple(is_causal), n_extra, q.dtype, scale, grad_lse is not None, boxes)
+    sq, sk, sv, sdo, sl = _s5(q, 2), _s5(k, 2), _s5(v, 2), _s5(grad_out, 2), _s5(lse, 1)
+    _na_bwd_dq[dq_grid](
+        q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq,
+        *sq, *sk, *sv, *_extra_strides(ek, ev), *_s5(out, 2), *sdo, *sl, *_s5(dq, 2), *dq_args, **dq_meta)
+    _na_bwd_dkv[dkv_grid](
+        q, k, v, grad_out, lse, delta, dk, dv, *sq, *sk, *sv, *sdo, *sl, *_s5(dk, 2), *_s5(dv, 2),
+        *dkv_args, **dkv_meta)
     if ek is not None:
         dek, dev = grads[3], grads[4]
-        _na_bwd_extra_kv[(cdiv(n_extra, math.prod(bn)), batch * kv_heads)](
-            q3, ek, ev, do3, l3, delta3, dek, dev,
-            *_s5(q3), *_extra_strides(ek, ev), *_s5(do3), *_s5(l3), *_extra_strides(dek, dev),
-            kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra,
-            scale * LOG2E, scale, HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
-            BLOCK_DV=_block(head_dim_v), BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast,
-            PRECISION=precision)
+        grid, args, meta = extra
+        _na_bwd_extra_kv[grid](
+            q, ek, ev, grad_out, lse, delta, dek, dev, *sq, *_extra_strides(ek, ev), *sdo, *sl,
+            *_extra_strides(dek, dev), *args, **meta)
     return tuple(grads)

@@ -178,11 +178,26 @@ def _qkv2d(shape=(8, 9), heads=2, dim=16, dtype=torch.float32):
     (dict(kernel_size=3, stride=0), r"stride must be >= 1"),
     (dict(kernel_size=(3, 3, 3)), r"kernel_size has 3 entries but the input has 2 spatial"),
     (dict(kernel_size=3, is_causal=(True,)), r"is_causal has 1 entries but the input has 2 spatial"),
-    (dict(kernel_size=3, scale=-1.0), r"scale must be a positive number"),
+    (dict(kernel_size=3, scale=-1.0), r"scale must be a positive finite number"),
+    (dict(kernel_size=3, scale=float("nan")), r"scale must be a positive finite number"),
+    (dict(kernel_size=3, scale=float("inf")), r"scale must be a positive finite number"),
 ])
 def test_window_rules(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ops.na2d(*_qkv2d(), **kwargs)
+
+
+def test_rules_hold_after_a_valid_call_of_the_same_shapes():
+    """Eager calls skip the rules for an argument set that passed before; a set that differs only
+    in an option's type or value is still checked."""
+    q, k, v = _qkv2d()
+    ops.na2d(q, k, v, kernel_size=1, stride=1, scale=0.5)   # True == 1: the signature must tell them apart
+    with pytest.raises(TypeError, match="kernel_size must be an int or a tuple of 2 ints, got a bool"):
+        ops.na2d(q, k, v, kernel_size=True, stride=1, scale=0.5)
+    with pytest.raises(ValueError, match="scale must be a positive finite number"):
+        ops.na2d(q, k, v, kernel_size=1, stride=1, scale=-0.5)
+    with pytest.raises(TypeError, match="one dtype"):
+        ops.na2d(q, k, v.half(), kernel_size=1, stride=1, scale=0.5)
 
 
 def test_wrong_rank():
