@@ -96,7 +96,7 @@ def test_plain_jit_kernel_direct_launches(device, monkeypatch):
         launcher[(4,)](x2[1:], y3, 99, 0.5, BLOCK=32)   # misaligned source: another specialization
         torch.testing.assert_close(y3[:99], x2[1:] + 0.5)
         launcher[(1,)](x2, y3, 1, 0.25, BLOCK=32)   # n == 1 is specialized by Triton
-        assert y3[0].item() == x2[0].item() + 0.25
+        assert y3[0].item() == (x2[0] + 0.25).item()   # both fp32 (a Python-float sum rounds differently)
         assert len(launcher.compiled) == 3
 
 
