@@ -1,7 +1,7 @@
 """Probe (session 8): GPU time of the depthwise weight gradient (``dw_conv_weight_grad``, 7x7
 dilation 3 and 5x5) on VAN-b0/b2's layer shapes at batch 128 (channels-last bf16), the current
 kernel against an older version of ``ops/lka/kernels.py`` imported side by side, plus the current
-kernel under other (pixels, warps) launch configurations. Results are compared with the older
+kernel under other (taps per chunk, pixels, warps) launch configurations. Results are compared with the older
 version's (max abs difference, fp32 gradients).
 
     git show <commit>:ops/lka/kernels.py > /tmp/old_lka.py
@@ -19,7 +19,7 @@ import ops.lka.kernels as L
 
 SHAPES = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),     # VAN-b0
           (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7)]    # VAN-b2
-VARIANTS = [(32, 4), (64, 8)]   # (pixels, warps) besides the default
+VARIANTS = [(1, 64, 4), (8, 32, 4)]   # (KWB, pixels, warps) besides the default: per tap, 8-wide chunks
 PKG = os.path.dirname(L.__file__)
 
 
@@ -32,8 +32,8 @@ def main():
     old = importlib.import_module("ops.lka._probe_old")
     base = L._wgrad_config
     torch.manual_seed(0)
-    print("shape                 | 7x7 d3: old   new  " + "  ".join(f"P{p}w{w}" for p, w in VARIANTS)
-          + " | 5x5: old   new  " + "  ".join(f"P{p}w{w}" for p, w in VARIANTS) + " | max diff")
+    names = "  ".join(f"K{k}P{p}w{w}" for k, p, w in VARIANTS)
+    print(f"shape                 | 7x7 d3: old   new  {names} | 5x5: old   new  {names} | max diff")
     for b, c, s in SHAPES:
         x, g = (torch.randn(b, c, s, s, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
                 for _ in range(2))
@@ -43,8 +43,8 @@ def main():
             new = L.dw_conv_weight_grad(g, x, (k, k), d)
             diff = max(diff, max((a - r).abs().max().item() for a, r in zip(new, ref)))
             row += [ms(lambda: old.dw_conv_weight_grad(g, x, (k, k), d)), ms(lambda: L.dw_conv_weight_grad(g, x, (k, k), d))]
-            for p, w in VARIANTS:
-                L._wgrad_config = lambda kw_p2, block_c, hw, p=p, w=w: (p, w)
+            for kwb, p, w in VARIANTS:
+                L._wgrad_config = lambda kw, block_c, hw, kwb=kwb, p=p, w=w: (kwb, p, w)
                 row.append(ms(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
                 L._wgrad_config = base
         n = 2 + len(VARIANTS)

@@ -191,18 +191,20 @@ def _dw_wgrad_kernel(
     sgb, sgc, sgh, sgw,
     sxb, sxc, sxh, sxw,
     C, H, W, n_ptiles, total_tiles, per_split,
-    KH: tl.constexpr, KW: tl.constexpr, KW_P2: tl.constexpr, DIL: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, KWB: tl.constexpr, DIL: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """PART[split, tap, c] = sum over this split's pixels of dy[c, p] * x[c, p + offset(tap)];
     row KH*KW holds sum dy (the bias gradient).
 
-    A split owns ``per_split`` consecutive pixel tiles. Kernel rows outer, tiles inner: for each
-    row of taps, a tile's dy is loaded once and multiplied with the row's KW shifted x tiles at
-    once (one [KW_P2, P, C] load), and the products accumulate elementwise over the split's tiles,
-    reduced over pixels once per row. (With tiles outer, every tap of every tile paid a cross-warp
-    reduction, which cost more than the products; with one tap at a time, dy was loaded once per
-    tap.) A split's run of tiles stays in L1/L2 across the KH rows."""
+    A split owns ``per_split`` consecutive pixel tiles. Taps outer in chunks of KWB columns of one
+    kernel row, tiles inner: for each chunk a tile's dy is loaded once and multiplied with the
+    chunk's shifted x tiles (one [KWB, P, C] load), the products accumulate elementwise over the
+    split's tiles and are reduced over pixels once per chunk. (With tiles outer, every tap of every
+    tile paid a cross-warp reduction, which cost more than the products.) KWB = 8 covers a 7-wide
+    row in one chunk (one dy load per row instead of per tap); KWB = 1 is one tap at a time, which
+    probe20 measured faster for 5x5 kernels (8-wide chunks would waste 3 of 8 lanes) and 7x7 maps.
+    A split's run of tiles stays in L1/L2 across the chunks."""
     split = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = offs_c < C
@@ -211,29 +213,30 @@ def _dw_wgrad_kernel(
     first = split * per_split
     last = tl.minimum(first + per_split, total_tiles)
     out = PART + split * ((KH * KW + 1) * C)
-    kw = tl.arange(0, KW_P2)
-    kw_ok = kw < KW
     bias = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
     for tile in range(first, last):
         b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
         bias += tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
                         mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
     tl.store(out + (KH * KW) * C + offs_c, tl.sum(bias, axis=0), mask=c_mask)
-    for kh in range(KH):
-        acc = tl.zeros([KW_P2, BLOCK_P, BLOCK_C], dtype=tl.float32)
-        for tile in range(first, last):
-            b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
-            dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
-                         mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-            hh = offs_h - PH + kh * DIL
-            h_ok = p_mask & (hh >= 0) & (hh < H)
-            ww = offs_w[None, :] - PW + kw[:, None] * DIL                        # [KW_P2, P]
-            m = h_ok[None, :] & (ww >= 0) & (ww < W) & kw_ok[:, None]
-            x3 = tl.load(X + b * sxb + (hh[None, :] * sxh + ww * sxw)[:, :, None] + offs_c[None, None, :] * sxc,
-                         mask=m[:, :, None] & c_mask[None, None, :], other=0.0).to(tl.float32)
-            acc += dy[None, :, :] * x3
-        tl.store(out + (kh * KW + kw)[:, None] * C + offs_c[None, :], tl.sum(acc, axis=1),
-                 mask=kw_ok[:, None] & c_mask[None, :])
+    for kh in range(KH):  # runtime loop over rows, column chunks unrolled (as in _dw_tap_sum)
+        for kw0 in tl.static_range(0, KW, KWB):
+            kw = kw0 + tl.arange(0, KWB)
+            kw_ok = kw < KW
+            acc = tl.zeros([KWB, BLOCK_P, BLOCK_C], dtype=tl.float32)
+            for tile in range(first, last):
+                b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
+                dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
+                             mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+                hh = offs_h - PH + kh * DIL
+                h_ok = p_mask & (hh >= 0) & (hh < H)
+                ww = offs_w[None, :] - PW + kw[:, None] * DIL                        # [KWB, P]
+                m = h_ok[None, :] & (ww >= 0) & (ww < W) & kw_ok[:, None]
+                x3 = tl.load(X + b * sxb + (hh[None, :] * sxh + ww * sxw)[:, :, None] + offs_c[None, None, :] * sxc,
+                             mask=m[:, :, None] & c_mask[None, None, :], other=0.0).to(tl.float32)
+                acc += dy[None, :, :] * x3
+            tl.store(out + (kh * KW + kw)[:, None] * C + offs_c[None, :], tl.sum(acc, axis=1),
+                     mask=kw_ok[:, None] & c_mask[None, :])
 
 
 @triton.jit
@@ -392,14 +395,17 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _wgrad_config(kw_p2: int, block_c: int, hw: int) -> tuple[int, int]:
-    """(BLOCK_P, num_warps) of ``_dw_wgrad_kernel``. Its accumulator holds a whole row of taps,
-    [KW_P2, P, C] fp32: 8192 elements per program, spread over 8 warps, compile for sm_90 with no
-    spills at ~100 registers per thread (4 warps: ~190, 64 pixels at 4 warps: spills)."""
+def _wgrad_config(kw: int, block_c: int, hw: int) -> tuple[int, int, int]:
+    """(KWB, BLOCK_P, num_warps) of ``_dw_wgrad_kernel``, from probe20 on VAN's layer shapes (H200):
+    7-wide rows in one 8-column chunk on maps of >= 14x14 pixels (C64 56x56 at batch 128: 1339 ->
+    825 us), with 32-pixel tiles at 4 warps (~190 registers, no spills for sm_90; 8 warps measured
+    slower); otherwise one tap at a time on 64-pixel tiles."""
     if interpret_mode():
-        return _interp_pixel_block(hw) // 2, 4
-    block_p = min(64, max(16, 8192 // (kw_p2 * block_c)))
-    return block_p, 8 if kw_p2 * block_p * block_c >= 8192 else 4
+        return (next_power_of_2(kw) if kw >= 7 else 1), _interp_pixel_block(hw) // 2, 4
+    if kw >= 7 and hw >= 196:
+        kwb = next_power_of_2(kw)
+        return kwb, min(64, max(16, 8192 // (kwb * block_c))), 4
+    return 1, 64, 4
 
 
 def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
@@ -414,8 +420,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     kh, kw = kernel_size
     taps = kh * kw
     block_c = min(32, max(16, next_power_of_2(c)))
-    kw_p2 = next_power_of_2(kw)
-    block_p, warps = _wgrad_config(kw_p2, block_c, h * w)
+    kwb, block_p, warps = _wgrad_config(kw, block_c, h * w)
     n_ptiles = cdiv(h * w, block_p)
     total = bsz * n_ptiles
     n_cblocks = cdiv(c, block_c)
@@ -423,7 +428,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
         nsplit = min(total, 2)  # still exercises the split reduction
     else:
         nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-    # at most 512 pixels per split: a split re-reads its tiles once per row of taps, and longer
+    # at most 512 pixels per split: a split re-reads its tiles once per chunk of taps, and longer
     # runs fell out of L1 (probe12: C64 56x56 at batch 128 was slower at ~24 64-pixel tiles)
     per_split = min(cdiv(total, nsplit), 512 // block_p)
     nsplit = cdiv(total, per_split)
@@ -431,7 +436,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     _dw_wgrad[(nsplit, n_cblocks)](
         grad, x, part, *grad.stride(), *x.stride(),
         c, h, w, n_ptiles, total, per_split,
-        KH=kh, KW=kw, KW_P2=kw_p2, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=warps,
+        KH=kh, KW=kw, KWB=kwb, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=warps,
     )
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
     db = torch.empty(c, device=x.device, dtype=bias_dtype)
