@@ -13,7 +13,7 @@ algorithm and PyTorch's autocast LayerNorm.
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Union
 
 import torch
 import torch.nn as nn

@@ -11,7 +11,6 @@ call, forward and backward, on the H200 host, which left VAN's training step hos
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import List, Optional, Tuple, Union
 
 import torch

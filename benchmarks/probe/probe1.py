@@ -1,5 +1,5 @@
 """Exploration probe (session 2): where the time goes in BRA / BiFormer / LKA, NA box sweep."""
-import itertools, math, os, sys, time, json, traceback
+import math, os, time, traceback
 import torch, triton
 from triton.testing import do_bench
 from torch.profiler import profile, ProfilerActivity

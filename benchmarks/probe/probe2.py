@@ -1,5 +1,5 @@
 """Probe (session 2, part 2): where BRA's forward+backward time goes after the fusions."""
-import os, sys, time
+import time
 import torch
 from triton.testing import do_bench
 from torch.profiler import profile, ProfilerActivity

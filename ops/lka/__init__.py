@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import check_same_device, eager_autograd, op_name, op_or_impl, use_kernels
+from ..common import eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import check_depthwise, check_input, check_pointwise
 from .reference import depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference
 

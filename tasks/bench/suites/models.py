@@ -11,7 +11,6 @@ runner adds each call's peak memory on CUDA. ``--compile MODE`` runs every model
 """
 from __future__ import annotations
 
-import fnmatch
 
 import timm
 import torch
