@@ -138,6 +138,7 @@ def run_sweep_job(job, reference=None, time_it=False):
                 shape, dil, glen, pbm, pbn = plan(*a, **kw)
                 return (shape, dil, glen, bm, bn) if a[-1] == kind else (shape, dil, glen, pbm, pbn)
             K._plan = patched
+            K._bwd_launch.cache_clear()   # launch plans are cached per problem: rebuild them from the patched plan
             # dQ alone (dK/dV off), or dK/dV after a fixed dQ launch (it writes the delta dK/dV reads)
             K._na_bwd_dq = Fixed(K._na_bwd_dq_kernel, *((warps, stages) if kind == "dq" else (4, 1)))
             K._na_bwd_dkv = Fixed(K._na_bwd_dkv_kernel, warps if kind == "dkv" else None, stages)
@@ -152,6 +153,7 @@ def run_sweep_job(job, reference=None, time_it=False):
         return t, bm, bn, ratio, res.float()
     finally:
         K._na_fwd, K._na_bwd_dq, K._na_bwd_dkv, K._plan = saved
+        K._bwd_launch.cache_clear()
 
 
 def variant_jobs(specs):

@@ -1,6 +1,6 @@
 """Building blocks shared by every op: dispatch, argument checks, torch.library registration."""
 from .args import as_tuple, check_floating, check_positive, check_rank, check_same_device, check_same_dtype
-from .dispatch import has_triton, interpret_mode, tune_configs, use_kernels, use_triton
+from .dispatch import dot_precision, has_triton, interpret_mode, tune_configs, use_kernels, use_triton
 from .library import LIBRARY, eager_autograd, op_name, op_or_impl
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "check_rank",
     "check_same_device",
     "check_same_dtype",
+    "dot_precision",
     "eager_autograd",
     "has_triton",
     "interpret_mode",

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpret_mode, tune_configs
+from .dispatch import dot_precision, interpret_mode, tune_configs
 from .tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward"]
@@ -367,13 +367,10 @@ def _block_d(head_dim: int) -> int:
     return max(16, next_power_of_2(head_dim))
 
 
-def _upcast_dtype(dtype: torch.dtype) -> bool:
-    return interpret_mode() and dtype == torch.bfloat16
-
-
-def _precision_dtype(dtype: torch.dtype) -> str:
-    """fp32 inputs (and the interpreter's bf16 upcast) get IEEE dots, not TF32."""
-    return "ieee" if dtype == torch.float32 or _upcast_dtype(dtype) else "tf32"
+def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
+    """Meta-parameters every block-sparse kernel takes."""
+    upcast, precision = dot_precision(dtype)
+    return dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=upcast, PRECISION=precision, PACKED=group > 1)
 
 
 def _int32(index: torch.Tensor) -> torch.Tensor:
@@ -390,9 +387,7 @@ def _fwd_plan(B: int, X: int, C: int, th: int, tw: int, nq: int, nk: int, num_he
     bm, q_split, group = _tile_block(T)
     grid = (cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
-    meta = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), BLOCK_M=bm, UPCAST=_upcast_dtype(dtype),
-                PRECISION=_precision_dtype(dtype), PACKED=group > 1)
-    return grid, args, meta
+    return grid, args, dict(BLOCK_M=bm, **_meta(head_dim, dtype, group))
 
 
 @functools.lru_cache(maxsize=256)
@@ -403,8 +398,7 @@ def _bwd_plan(B: int, X: int, C: int, th: int, tw: int, n_tiles: int, nq: int, n
     T = th * tw
     ne = nq * nk
     block, split, group = _tile_block(T)
-    common = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=_upcast_dtype(dtype),
-                  PRECISION=_precision_dtype(dtype), PACKED=group > 1)
+    common = _meta(head_dim, dtype, group)
     dq_programs = cdiv(nq, group) * split
     dq_grid = (dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
     dq_args = (num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split, group, dq_programs, scale)

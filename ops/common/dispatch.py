@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["has_triton", "interpret_mode", "tune_configs", "use_kernels", "use_triton"]
+__all__ = ["dot_precision", "has_triton", "interpret_mode", "tune_configs", "use_kernels", "use_triton"]
 
 
 # Both are read once, at import: torch.compile traces the ops' dispatch (``use_kernels``) and
@@ -59,3 +59,11 @@ def use_kernels(*tensors: torch.Tensor | None) -> bool:
     """``use_triton`` and a dtype the kernels run (fp16/bf16/fp32): float64 (gradcheck, the fp64
     oracles) takes the reference. The first tensor decides the dtype (the ops check they agree)."""
     return tensors[0].dtype != torch.float64 and use_triton(*tensors)
+
+
+def dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
+    """(UPCAST, PRECISION) of the attention kernels' ``tl.dot`` for inputs of ``dtype``: fp32 gets
+    IEEE dots, not TF32; under the interpreter bf16 is upcast to fp32 first (its bf16 ``tl.dot``
+    returns garbage) and takes IEEE dots too."""
+    upcast = interpret_mode() and dtype == torch.bfloat16
+    return upcast, ("ieee" if dtype in (torch.float32, torch.float64) or upcast else "tf32")

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import interpret_mode, tune_configs
+from ..common import dot_precision, interpret_mode, tune_configs
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 from .tiling import choose_boxes
 
@@ -685,11 +685,6 @@ def _boxes_meta(dil, bm, bn) -> dict:
     return dict(D0=dil[0], D1=dil[1], D2=dil[2], BM0=bm[0], BM1=bm[1], BM2=bm[2], BN0=bn[0], BN1=bn[1], BN2=bn[2])
 
 
-def _precision(dtype: torch.dtype) -> tuple[bool, str]:
-    upcast = interpret_mode() and dtype == torch.bfloat16
-    return upcast, ("ieee" if dtype in (torch.float32, torch.float64) or upcast else "tf32")
-
-
 def _padded_window(kernel_size, stride, is_causal, rank):
     return (_pad_params(rank, kernel_size, 1), _pad_params(rank, stride, 1),
             _pad_params(rank, [bool(x) for x in is_causal], False))
@@ -710,6 +705,17 @@ def _extra(t):
     return None if t is None else _last_contiguous(t)
 
 
+def _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, kind, boxes):
+    """``_plan`` for one kernel (``boxes`` overrides its tile choice, for sweeps), plus the tiles per
+    axis of the boxes its programs own (query boxes; key boxes for "dkv") and the number of
+    programs per (batch, head): (shape, dil, bm, bn, tiles, programs)."""
+    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, kind)
+    if boxes is not None:
+        bm, bn = boxes
+    tiles = [-(-g // m) for g, m in zip(glen, bn if kind == "dkv" else bm)]
+    return shape, dil, bm, bn, tiles, math.prod(d * t for d, t in zip(dil, tiles))
+
+
 @functools.lru_cache(maxsize=256)
 def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is_causal, n_extra, dtype, scale,
                 boxes):
@@ -717,12 +723,10 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     the host cost of an NA call decides the time of small maps (a backbone's)."""
     rank = len(q_shape) - 3
     batch, *spatial, heads, head_dim = q_shape
-    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, "fwd")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles = [-(-g // m) for g, m in zip(glen, bm)]
-    upcast, precision = _precision(dtype)
-    grid = (math.prod(d * t for d, t in zip(dil, tiles)), batch * heads)
+    shape, dil, bm, bn, tiles, programs = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal,
+                                                        head_dim, "fwd", boxes)
+    upcast, precision = dot_precision(dtype)
+    grid = (programs, batch * heads)
     args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
     meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
                 HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
@@ -770,24 +774,19 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     and the extra-KV kernel when ``n_extra``), once per problem."""
     rank = len(q_shape) - 3
     batch, *spatial, heads, head_dim = q_shape
-    upcast, precision = _precision(dtype)
+    upcast, precision = dot_precision(dtype)
     common = dict(**_window_meta(kernel_size, stride, is_causal, rank),
                   HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim),
                   BLOCK_DV=_block(head_dim_v), DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision)
     d_max = max(head_dim, head_dim_v)
-    shape, dil, glen, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dq")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles_m = [-(-g // m) for g, m in zip(glen, bm)]
-    dq_grid = (math.prod(d * t for d, t in zip(dil, tiles_m)), batch * heads)
+    window = (kernel_size, dilation, stride, is_causal)
+    shape, dil, bm, bn, tiles_m, programs = _launch_tiles(spatial, rank, *window, d_max, "dq", boxes)
+    dq_grid = (programs, batch * heads)
     dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
     dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse,
                    MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
-    _, _, _, bm, bn = _plan(spatial, rank, kernel_size, dilation, stride, is_causal, d_max, "dkv")
-    if boxes is not None:
-        bm, bn = boxes
-    tiles_n = [-(-g // n) for g, n in zip(glen, bn)]
-    dkv_grid = (math.prod(d * t for d, t in zip(dil, tiles_n)), batch * kv_heads)
+    _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
+    dkv_grid = (programs, batch * kv_heads)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
     dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common)
     extra = None
