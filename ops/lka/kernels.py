@@ -23,6 +23,7 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -115,23 +116,100 @@ def _dw_conv_kernel(
 
 
 @triton.jit
+def _dw_row_block(x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
+                  KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+                  ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
+    input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip -> a tuple of
+    ROWS fp32 [W, C] tiles (zero padding outside the map; ``x_base`` points at the batch item
+    and channels). Each loaded input row serves every output row its column of taps reaches:
+    ROWS + KH - 1 loads per kernel column instead of ROWS * KH, so the taps cost one FMA each
+    plus a fraction of a load and a conversion."""
+    HALF: tl.constexpr = (KH - 1) // 2
+    PW: tl.constexpr = DIL * (KW - 1) // 2
+    accs = (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),) * ROWS
+    for kw in range(KW):   # runtime loop; the rows and the taps of a column are unrolled
+        ww = offs_w - PW + kw * DIL
+        m = ((ww >= 0) & (ww < W))[:, None] & c_mask[None, :]
+        col = x_base + ww[:, None] * sxw
+        ws = ()
+        for kh in tl.static_range(KH):
+            if FLIP:
+                tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
+            else:
+                tap = kh * KW + kw
+            ws = ws + (tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
+        for j in tl.static_range(ROWS + KH - 1):
+            row = phase + DIL * (m0 + j - HALF)
+            xv = tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0).to(tl.float32)
+            for kh in tl.static_range(KH):
+                if j - kh >= 0 and j - kh < ROWS:
+                    accs = accs[:j - kh] + (accs[j - kh] + xv * ws[kh],) + accs[j - kh + 1:]
+    return accs
+
+
+@triton.jit
+def _dw_rows_kernel(
+    X, Wt, Bias, R, Y,
+    sxb, sxc, sxh, sxw,
+    srb, src, srh, srw,
+    syb, syc, syh, syw,
+    C, H, W, n_rblocks,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """y = depthwise_conv(x) (+ bias) (+ r): one program per (batch item, dilation phase, block
+    of ROWS rows of that phase) x column strip x channel block, through ``_dw_row_block``."""
+    pid = tl.program_id(0)
+    per_b = DIL * n_rblocks
+    b = pid // per_b
+    phase = (pid % per_b) % DIL
+    m0 = ((pid % per_b) // DIL) * ROWS
+    offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
+                         phase, m0, H, W, KH, KW, DIL, FLIP, ROWS, BLOCK_W, BLOCK_C)
+    m = (offs_w < W)[:, None] & c_mask[None, :]
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
+    for r in tl.static_range(ROWS):
+        row = phase + DIL * (m0 + r)
+        acc = accs[r]
+        if HAS_BIAS:
+            acc += bias
+        mr = m & (row < H)
+        if HAS_RES:
+            acc += tl.load(R + b * srb + row * srh + offs_w[:, None] * srw + offs_c[None, :] * src,
+                           mask=mr, other=0.0).to(tl.float32)
+        tl.store(Y + b * syb + row * syh + offs_w[:, None] * syw + offs_c[None, :] * syc,
+                 acc.to(Y.dtype.element_ty), mask=mr)
+
+
+@triton.jit
 def _dw_pw_gate_kernel(
     A, Wd, Bd, W1, B1, X, OUT,
     sab, sac, sah, saw,
     sxb, sxc, sxh, sxw,
     sob, soc, soh, sow,
     C, H, W, n_ptiles,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, HAS_DW: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
-    """out = x * (W1 @ (depthwise_conv(a) + bd) + b1): the last conv of the chain, the 1x1 and the gate."""
+    """out = x * (W1 @ (depthwise_conv(a) + bd) + b1): the last conv of the chain, the 1x1 and the
+    gate; without ``HAS_DW``, ``a`` is the last conv's output s and only the 1x1 and gate run."""
     b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
     offs_ci = tl.arange(0, BLOCK_CI)
     ci_mask = offs_ci < C
-    s = _dw_tap_sum(A + b * sab, sac, sah, saw, Wd, offs_h, offs_w, offs_ci, p_mask, ci_mask, H, W,
-                    KH, KW, DIL, False, BLOCK_P, BLOCK_CI)
-    s += tl.load(Bd + offs_ci, mask=ci_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_DW:
+        s = _dw_tap_sum(A + b * sab, sac, sah, saw, Wd, offs_h, offs_w, offs_ci, p_mask, ci_mask, H, W,
+                        KH, KW, DIL, False, BLOCK_P, BLOCK_CI)
+        s += tl.load(Bd + offs_ci, mask=ci_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        s = tl.load(A + b * sab + offs_h[:, None] * sah + offs_w[:, None] * saw + offs_ci[None, :] * sac,
+                    mask=p_mask[:, None] & ci_mask[None, :], other=0.0).to(tl.float32)
     if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
         s_op = s
     else:
@@ -262,6 +340,7 @@ def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S
 # ----------------------------------------------------------------------------------- launchers
 
 _dw_conv = Launcher(_dw_conv_kernel)
+_dw_rows = Launcher(_dw_rows_kernel)
 _dw_pw_gate = Launcher(_dw_pw_gate_kernel)
 _pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
@@ -289,6 +368,23 @@ def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
     return upcast, "ieee" if upcast else "tf32"
 
 
+_ROWS = os.environ.get("FOVEAL_LKA_ROWS", "1") == "1"
+_SPLIT_PW = os.environ.get("FOVEAL_LKA_SPLIT_PW", "0") == "1"
+
+
+def _rows_config(c: int, h: int, w: int, dilation: int) -> tuple[int, int, int, int]:
+    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of ``_dw_rows_kernel``: up to 8 rows per program
+    (a phase's rows split into equal blocks), strips of 1024 elements (8 per thread at 4 warps)
+    with as many channels as fit."""
+    per_phase = cdiv(h, dilation)
+    rows = cdiv(per_phase, cdiv(per_phase, 8))
+    if interpret_mode():
+        return rows, min(32, next_power_of_2(w)), min(32, next_power_of_2(c)), 4
+    block_w = min(next_power_of_2(w), 16 if c >= 64 else 32)
+    block_c = min(max(16, next_power_of_2(c)), 1024 // block_w)
+    return rows, block_w, block_c, 4
+
+
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
             flip: bool = False, residual: torch.Tensor | None = None,
             out: torch.Tensor | None = None) -> torch.Tensor:
@@ -302,10 +398,21 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     weight = weight.reshape(c, kh * kw).contiguous()
     if out is None:
         out = torch.empty_like(x)
+    res = residual if residual is not None else out
+    if _ROWS:
+        rows, block_w, block_c, warps = _rows_config(c, h, w, dilation)
+        n_rblocks = cdiv(cdiv(h, dilation), rows)
+        _dw_rows[(bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))](
+            x, weight, bias if bias is not None else weight, res, out,
+            *x.stride(), *res.stride(), *out.stride(),
+            c, h, w, n_rblocks,
+            KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+            ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
+        )
+        return out
     block_c = _channel_block(c)
     block_p = _pixel_block(block_c, h * w)
     n_ptiles = cdiv(h * w, block_p)
-    res = residual if residual is not None else out
     _dw_conv[(bsz * n_ptiles, cdiv(c, block_c))](
         x, weight, bias if bias is not None else weight, res, out,
         *x.stride(), *res.stride(), *out.stride(),
@@ -349,6 +456,9 @@ def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, d
     """out = x * conv1x1(dw_conv(a, weight, bias, dilation)). a, x, out: [B, C, H, W] (any strides)."""
     bsz, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
+    has_dw = not _SPLIT_PW
+    if _SPLIT_PW:   # the last conv by the row-block kernel, then the 1x1 and the gate
+        a = dw_conv(a, weight, bias, dilation, out=torch.empty_like(x, memory_format=torch.channels_last))
     weight = weight.reshape(c, kh * kw).contiguous()
     w1 = _pw_weight(conv1_weight, x.dtype)
     if out is None:
@@ -360,7 +470,7 @@ def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, d
         a, weight, bias, w1, conv1_bias, x, out,
         *a.stride(), *x.stride(), *out.stride(),
         c, h, w, n_ptiles,
-        KH=kh, KW=kw, DIL=dilation, UPCAST=upcast, PRECISION=precision,
+        KH=kh, KW=kw, DIL=dilation, HAS_DW=has_dw, UPCAST=upcast, PRECISION=precision,
         BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps,
     )
     return out

@@ -98,6 +98,31 @@ def test_lka_half_activations_fp32_weights(device, layout):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("conv", [((5, 5), 1, False, False), ((7, 7), 3, True, True), ((11, 1), 3, False, True)],
+                         ids=str)
+def test_dw_conv_row_blocks(device, conv):
+    """The row-block depthwise kernel over several row blocks, dilation phases, column strips and
+    channel blocks (sizes not divisible by any of them), flipped kernels and the residual input;
+    NaN-poisoned outputs, both layouts."""
+    (kh, kw), dil, flip, residual = conv
+    gen, seed = fresh_generator()
+    dtype = torch.float32
+    b, c, h, w = (1, 40, 19, 37) if device == "cpu" else (2, 200, 61, 75)
+    for fmt in LAYOUTS.values():
+        x = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
+        wt = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen)
+        bias = None if flip else randn(c, dtype=dtype, device=device, gen=gen)
+        r = randn(b, c, h, w, dtype=dtype, device=device, gen=gen) if residual else None
+        out = dw_conv(x, wt, bias, dil, flip=flip, residual=r,
+                      out=poisoned(b, c, h, w, dtype=dtype, device=device).contiguous(memory_format=fmt))
+        ref = depthwise_conv2d_reference(x.double(), (wt.flip(-1, -2) if flip else wt).double(),
+                                         None if bias is None else bias.double(), dil)
+        if r is not None:
+            ref = ref + r.double()
+        assert_close(out, ref, dtype, f"dw_conv {kh}x{kw} d{dil} flip={flip} {fmt}", seed)
+
+
+@pytest.mark.kernel
 def test_pw_gate_backward_and_wgrad_poisoned(device):
     """The backward kernels write every element of their (NaN-poisoned) outputs."""
     gen, seed = fresh_generator()
