@@ -318,6 +318,65 @@ def _dw_wgrad_kernel(
 
 
 @triton.jit
+def _dw_wgrad_rows_kernel(
+    DY, X, PART,
+    sgb, sgc, sgh, sgw,
+    sxb, sxc, sxh, sxw,
+    C, H, W, n_rblocks, n_strips, total, per_split,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """PART[split, tap, c] = sum over this split's items of dy[c, p] * x[c, p + offset(tap)]; row
+    KH*KW holds sum dy (the bias gradient). An item is ``_dw_rows_kernel``'s unit: ROWS rows of
+    one dilation phase of one batch item, over one [BLOCK_W, BLOCK_C] column strip.
+
+    Kernel columns outer (runtime loop), the split's items inner: per item the ROWS dy rows and
+    the ROWS + KH - 1 input rows shifted by the column are loaded once, and each input row is
+    multiplied with the dy rows of every kernel row it meets, into KH elementwise accumulators
+    that are reduced over the strip once per column. The split's items stay in L1/L2 across the
+    KW columns."""
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    HALF: tl.constexpr = (KH - 1) // 2
+    PW: tl.constexpr = DIL * (KW - 1) // 2
+    first = split * per_split
+    last = tl.minimum(first + per_split, total)
+    out = PART + split * ((KH * KW + 1) * C)
+    bias = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
+    for kw in range(KW):
+        prods = (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),) * KH
+        for item in range(first, last):
+            strip = item % n_strips
+            rest = item // n_strips
+            phase = rest % DIL
+            m0 = ((rest // DIL) % n_rblocks) * ROWS
+            b = rest // (DIL * n_rblocks)
+            offs_w = strip * BLOCK_W + tl.arange(0, BLOCK_W)
+            mg = (offs_w < W)[:, None] & c_mask[None, :]
+            ww = offs_w - PW + kw * DIL
+            mx = ((ww >= 0) & (ww < W))[:, None] & c_mask[None, :]
+            g_col = DY + b * sgb + offs_w[:, None] * sgw + offs_c[None, :] * sgc
+            x_col = X + b * sxb + ww[:, None] * sxw + offs_c[None, :] * sxc
+            dys = ()
+            for r in tl.static_range(ROWS):
+                row = phase + DIL * (m0 + r)
+                dys = dys + (tl.load(g_col + row * sgh, mask=mg & (row < H), other=0.0).to(tl.float32),)
+            if kw == 0:
+                for r in tl.static_range(ROWS):
+                    bias += dys[r]
+            for j in tl.static_range(ROWS + KH - 1):
+                row = phase + DIL * (m0 + j - HALF)
+                xv = tl.load(x_col + row * sxh, mask=mx & (row >= 0) & (row < H), other=0.0).to(tl.float32)
+                for kh in tl.static_range(KH):
+                    if j - kh >= 0 and j - kh < ROWS:
+                        prods = prods[:kh] + (prods[kh] + dys[j - kh] * xv,) + prods[kh + 1:]
+        for kh in tl.static_range(KH):
+            tl.store(out + (kh * KW + kw) * C + offs_c, tl.sum(prods[kh], axis=0), mask=c_mask)
+    tl.store(out + (KH * KW) * C + offs_c, tl.sum(bias, axis=0), mask=c_mask)
+
+
+@triton.jit
 def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S: tl.constexpr,
                             BLOCK_C: tl.constexpr):
     """Sums the per-split partials of one row (a tap, or the bias row ``TAPS``) into the weight
@@ -344,6 +403,7 @@ _dw_rows = Launcher(_dw_rows_kernel)
 _dw_pw_gate = Launcher(_dw_pw_gate_kernel)
 _pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
+_dw_wgrad_rows = Launcher(_dw_wgrad_rows_kernel)
 _dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
 
 
@@ -369,15 +429,17 @@ def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
 
 
 _ROWS = os.environ.get("FOVEAL_LKA_ROWS", "1") == "1"
-_SPLIT_PW = os.environ.get("FOVEAL_LKA_SPLIT_PW", "0") == "1"
+_SPLIT_PW = os.environ.get("FOVEAL_LKA_SPLIT_PW", "1") == "1"
+_ROWS_WGRAD = os.environ.get("FOVEAL_LKA_ROWS_WGRAD", "1") == "1"
 
 
-def _rows_config(c: int, h: int, w: int, dilation: int) -> tuple[int, int, int, int]:
-    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of ``_dw_rows_kernel``: up to 8 rows per program
-    (a phase's rows split into equal blocks), strips of 1024 elements (8 per thread at 4 warps)
-    with as many channels as fit."""
+def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int = 12) -> tuple[int, int, int, int]:
+    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of the row-block kernels: up to ``max_rows`` rows per
+    program (a phase's rows split into equal blocks), strips of 1024 elements (8 per thread at 4
+    warps) with as many channels as fit. probe21 (H200): 12 rows for the 7x7 d3 conv, 82 vs 92 us
+    with 8 at B64 C64 56x56, 41 vs 60 at B64 C128 28x28."""
     per_phase = cdiv(h, dilation)
-    rows = cdiv(per_phase, cdiv(per_phase, 8))
+    rows = cdiv(per_phase, cdiv(per_phase, max_rows))
     if interpret_mode():
         return rows, min(32, next_power_of_2(w)), min(32, next_power_of_2(c)), 4
     block_w = min(next_power_of_2(w), 16 if c >= 64 else 32)
@@ -529,25 +591,44 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     bsz, c, h, w = x.shape
     kh, kw = kernel_size
     taps = kh * kw
-    block_c = min(32, max(16, next_power_of_2(c)))
-    kwb, block_p, warps = _wgrad_config(kw, block_c, h * w)
-    n_ptiles = cdiv(h * w, block_p)
-    total = bsz * n_ptiles
-    n_cblocks = cdiv(c, block_c)
-    if interpret_mode():
-        nsplit = min(total, 2)  # still exercises the split reduction
+    if _ROWS_WGRAD:
+        rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=8)
+        n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
+        total = bsz * dilation * n_rblocks * n_strips
+        n_cblocks = cdiv(c, block_c)
+        if interpret_mode():
+            nsplit = min(total, 2)  # still exercises the split reduction
+        else:
+            nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
+        # a split re-reads its items once per kernel column: at most ~512 pixels stay in L1
+        per_split = min(cdiv(total, nsplit), max(1, 512 // (rows * block_w)))
+        nsplit = cdiv(total, per_split)
+        part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
+        _dw_wgrad_rows[(nsplit, n_cblocks)](
+            grad, x, part, *grad.stride(), *x.stride(),
+            c, h, w, n_rblocks, n_strips, total, per_split,
+            KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
+        )
     else:
-        nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-    # at most 512 pixels per split: a split re-reads its tiles once per chunk of taps, and longer
-    # runs fell out of L1 (probe12: C64 56x56 at batch 128 was slower at ~24 64-pixel tiles)
-    per_split = min(cdiv(total, nsplit), 512 // block_p)
-    nsplit = cdiv(total, per_split)
-    part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
-    _dw_wgrad[(nsplit, n_cblocks)](
-        grad, x, part, *grad.stride(), *x.stride(),
-        c, h, w, n_ptiles, total, per_split,
-        KH=kh, KW=kw, KWB=kwb, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=warps,
-    )
+        block_c = min(32, max(16, next_power_of_2(c)))
+        kwb, block_p, warps = _wgrad_config(kw, block_c, h * w)
+        n_ptiles = cdiv(h * w, block_p)
+        total = bsz * n_ptiles
+        n_cblocks = cdiv(c, block_c)
+        if interpret_mode():
+            nsplit = min(total, 2)  # still exercises the split reduction
+        else:
+            nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
+        # at most 512 pixels per split: a split re-reads its tiles once per chunk of taps, and longer
+        # runs fell out of L1 (probe12: C64 56x56 at batch 128 was slower at ~24 64-pixel tiles)
+        per_split = min(cdiv(total, nsplit), 512 // block_p)
+        nsplit = cdiv(total, per_split)
+        part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
+        _dw_wgrad[(nsplit, n_cblocks)](
+            grad, x, part, *grad.stride(), *x.stride(),
+            c, h, w, n_ptiles, total, per_split,
+            KH=kh, KW=kw, KWB=kwb, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=warps,
+        )
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
     db = torch.empty(c, device=x.device, dtype=bias_dtype)
     block_rc = min(64, max(16, next_power_of_2(c)))

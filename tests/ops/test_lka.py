@@ -101,9 +101,9 @@ def test_lka_half_activations_fp32_weights(device, layout):
 @pytest.mark.parametrize("conv", [((5, 5), 1, False, False), ((7, 7), 3, True, True), ((11, 1), 3, False, True)],
                          ids=str)
 def test_dw_conv_row_blocks(device, conv):
-    """The row-block depthwise kernel over several row blocks, dilation phases, column strips and
-    channel blocks (sizes not divisible by any of them), flipped kernels and the residual input;
-    NaN-poisoned outputs, both layouts."""
+    """The row-block depthwise kernels (conv and weight gradient) over several row blocks,
+    dilation phases, column strips and channel blocks (sizes not divisible by any of them),
+    flipped kernels and the residual input; NaN-poisoned outputs, both layouts."""
     (kh, kw), dil, flip, residual = conv
     gen, seed = fresh_generator()
     dtype = torch.float32
@@ -120,6 +120,14 @@ def test_dw_conv_row_blocks(device, conv):
         if r is not None:
             ref = ref + r.double()
         assert_close(out, ref, dtype, f"dw_conv {kh}x{kw} d{dil} flip={flip} {fmt}", seed)
+        # the weight gradient walks the same row blocks (as split items)
+        g = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
+        xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
+        bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
+        dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, dil), (wl, bl), g.double())
+        dw, db = dw_conv_weight_grad(g, x, (kh, kw), dil)
+        assert_close(dw, dw_ref, dtype, f"weight grad {kh}x{kw} d{dil} {fmt}", seed)
+        assert_close(db, db_ref, dtype, f"bias grad {kh}x{kw} d{dil} {fmt}", seed)
 
 
 @pytest.mark.kernel
