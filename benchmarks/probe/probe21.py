@@ -6,6 +6,10 @@ kernel for the 5x5 (the 7x7 inside the fused 1x1 + gate kernel), and with the ro
 both convs followed by the 1x1 + gate kernel alone ("split").
 
     python benchmarks/probe/probe21.py
+
+Ran at 085ac68; the ``FOVEAL_LKA_*`` switches it toggles (module globals of ``ops.lka.kernels``)
+were removed when the row-block kernels became the only path, so run it in a checkout of that
+commit.
 """
 import torch
 from triton.testing import do_bench

@@ -5,6 +5,10 @@ item, pixels per split); then the LKA chain forward+backward with every row-bloc
 the per-tap kernels of session 8 (``FOVEAL_LKA_ROWS*`` switches), autocast bf16.
 
     python benchmarks/probe/probe22.py
+
+Ran at 4af2bf1; the ``FOVEAL_LKA_*`` switches it toggles (module globals of ``ops.lka.kernels``)
+were removed when the row-block kernels became the only path, so run it in a checkout of that
+commit.
 """
 import torch
 from triton.testing import do_bench

@@ -4,6 +4,10 @@ bf16 autocast, channels-last, the bench's step): do_bench time, GPU busy time, a
 with the most GPU time per iteration.
 
     python benchmarks/probe/probe23.py van_b0 van_b2
+
+Ran at 5e3b603; the ``FOVEAL_LKA_*`` switches it toggles (module globals of ``ops.lka.kernels``)
+were removed when the row-block kernels became the only path, so run it in a checkout of that
+commit.
 """
 import sys
 
@@ -12,8 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import ops.lka.kernels as L
-import zoo  # noqa: F401
-from tasks.bench.suites.models import _build, _infer, _train_step
+from tasks.bench.suites.models import _build, _infer, _train_step  # registers the zoo models
 
 
 def breakdown(fn, n=3, top=12):

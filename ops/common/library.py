@@ -81,10 +81,15 @@ def eager_autograd(op, impl: Callable, setup_context: Callable, backward: Callab
             args = flat if lengths is None else unflatten(lengths, flat)
             output = impl(*args)
             setup_context(ctx, args, output)
-            return output
+            # a list output (an op returning ``list[Tensor]``) travels as a tuple; its backward gets
+            # the list of gradients as one argument, as the registered op's does
+            ctx.list_output = isinstance(output, list)
+            return tuple(output) if ctx.list_output else output
 
         @staticmethod
         def backward(ctx, *grads):
+            if ctx.list_output:
+                grads = (list(grads),)
             if ctx.lengths is None:
                 return (None, *backward(ctx, *grads))
             flat = [None]   # the lengths argument

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..common import eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import check_depthwise, check_input, check_pointwise
@@ -31,14 +32,25 @@ __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_atten
 # ----------------------------------------------------------------------- chain: dw... -> 1x1 -> gate
 
 def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
-                   dilations: list[int], conv1_weight: torch.Tensor, conv1_bias: torch.Tensor) -> torch.Tensor:
+                        dilations: list[int], conv1_weight: torch.Tensor,
+                        conv1_bias: torch.Tensor) -> list[torch.Tensor]:
+    """[out, a_1, ..., a_n]: the gated output and every depthwise conv's output (a_n feeds the 1x1).
+    The backward reads the intermediates instead of recomputing the convs; without autograd they
+    are dropped with the call (they are written either way)."""
+    acts = []
     if not use_kernels(x):
-        return lka_chain_reference(x, weights, biases, dilations, conv1_weight, conv1_bias)
-    from .kernels import dw_conv, dw_conv_pw_gate
+        a = x
+        for w, b, d in zip(weights, biases, dilations):
+            a = depthwise_conv2d_reference(a, w, b, d)
+            acts.append(a)
+        c = x.shape[1]
+        return [x * F.conv2d(a, conv1_weight.reshape(c, c, 1, 1), conv1_bias), *acts]
+    from .kernels import dw_conv, pw_gate
     a = x
-    for w, b, d in zip(weights[:-1], biases[:-1], dilations[:-1]):
-        a = dw_conv(a, w, b, d)
-    return dw_conv_pw_gate(a, weights[-1], biases[-1], dilations[-1], conv1_weight, conv1_bias, x)
+    for w, b, d in zip(weights, biases, dilations):
+        a = dw_conv(a, w, b, d, out=torch.empty_like(x, memory_format=torch.channels_last))
+        acts.append(a)
+    return [pw_gate(a, conv1_weight, conv1_bias, x), *acts]
 
 
 _chain_forward = torch.library.custom_op(op_name("lka_chain_forward"), _chain_forward_impl, mutates_args=())
@@ -46,20 +58,18 @@ _chain_forward = torch.library.custom_op(op_name("lka_chain_forward"), _chain_fo
 
 @_chain_forward.register_fake
 def _(x, weights, biases, dilations, conv1_weight, conv1_bias):
-    return torch.empty_like(x)
+    return [torch.empty_like(x) for _ in range(len(weights) + 1)]
 
 
-def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, weights: list[torch.Tensor],
-                    biases: list[torch.Tensor], dilations: list[int], conv1_weight: torch.Tensor,
-                    conv1_bias: torch.Tensor) -> list[torch.Tensor]:
-    """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]."""
+def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, acts: list[torch.Tensor], weights: list[torch.Tensor],
+                         biases: list[torch.Tensor], dilations: list[int], conv1_weight: torch.Tensor,
+                         conv1_bias: torch.Tensor) -> list[torch.Tensor]:
+    """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]; ``acts`` are the forward's
+    conv outputs (channels-last, so the 1x1 weight gradient is one matmul)."""
     # Only reached on the kernel path: the public functions call the reference directly otherwise.
     from .kernels import dw_conv, dw_conv_weight_grad, pw_gate_backward
-    # Recompute the chain's intermediates (channels-last so the 1x1 weight grad is one matmul).
-    acts = [x]
-    for w, b, d in zip(weights, biases, dilations):
-        acts.append(dw_conv(acts[-1], w, b, d, out=torch.empty_like(x, memory_format=torch.channels_last)))
-    s = acts.pop()
+    s = acts[-1]
+    inputs = [x, *acts[:-1]]
     dx, dt, dcur = pw_gate_backward(s, conv1_weight, conv1_bias, x, grad)
     c = x.shape[1]
     dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
@@ -69,7 +79,7 @@ def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, weights: list[torc
     dws, dbs = [], []
     for i in reversed(range(len(weights))):
         w, d = weights[i], dilations[i]
-        dw, db = dw_conv_weight_grad(dcur, acts[i], tuple(w.shape[-2:]), d, w.dtype, biases[i].dtype)
+        dw, db = dw_conv_weight_grad(dcur, inputs[i], tuple(w.shape[-2:]), d, w.dtype, biases[i].dtype)
         dws.append(dw)
         dbs.append(db)
         if i > 0:
@@ -85,7 +95,7 @@ _chain_backward_call = op_or_impl(_chain_backward, _chain_backward_impl)
 
 
 @_chain_backward.register_fake
-def _(grad, x, weights, biases, dilations, conv1_weight, conv1_bias):
+def _(grad, x, acts, weights, biases, dilations, conv1_weight, conv1_bias):
     return [torch.empty_like(t) for t in (x, *weights, *biases, conv1_weight, conv1_bias)]
 
 
@@ -93,15 +103,16 @@ def _chain_setup(ctx, inputs, output):
     x, weights, biases, dilations, conv1_weight, conv1_bias = inputs
     ctx.n = len(weights)
     ctx.dilations = dilations
-    ctx.save_for_backward(x, *weights, *biases, conv1_weight, conv1_bias)
+    ctx.save_for_backward(x, *weights, *biases, conv1_weight, conv1_bias, *output[1:])
 
 
-def _chain_bwd(ctx, grad):
-    grad = grad.contiguous(memory_format=torch.channels_last)
+def _chain_bwd(ctx, grads):
+    grad = grads[0].contiguous(memory_format=torch.channels_last)
     saved = ctx.saved_tensors
     n = ctx.n
-    x, weights, biases, w1, b1 = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n]), saved[-2], saved[-1]
-    g = _chain_backward_call(grad, x, weights, biases, ctx.dilations, w1, b1)
+    x, weights, biases = saved[0], list(saved[1:1 + n]), list(saved[1 + n:1 + 2 * n])
+    w1, b1, acts = saved[1 + 2 * n], saved[2 + 2 * n], list(saved[3 + 2 * n:])
+    g = _chain_backward_call(grad, x, acts, weights, biases, ctx.dilations, w1, b1)
     return g[0], list(g[1:1 + n]), list(g[1 + n:1 + 2 * n]), None, g[-2], g[-1]
 
 
@@ -148,7 +159,7 @@ def separable_large_kernel_attention(
     xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
     # Weights go in as they are (fp32 parameters under autocast): the kernels convert them on load,
     # so there are no cast launches here, and the weight gradients come back in the weights' dtype.
-    out = _chain(xc, list(dw_weights), list(dw_biases), [int(d) for d in dilations], conv1_weight, conv1_bias)
+    out = _chain(xc, list(dw_weights), list(dw_biases), [int(d) for d in dilations], conv1_weight, conv1_bias)[0]
     return out.contiguous() if nchw else out
 
 

@@ -1,21 +1,23 @@
 """Triton kernels for large kernel attention (LKA) and its separable family.
 
 Design (by the arithmetic, per element of a [B, C, H, W] map):
-- LKA's depthwise 5x5 and dilated 7x7 are 25 + 49 = 74 MACs on CUDA cores. A one-kernel
-  version must recompute the 5x5 over an 18-pixel halo (a 16x16 tile needs 34x34 5x5 outputs,
-  4.5x recompute: ~160 MACs/element), which on an H200 costs more time in FMA throughput than
-  the extra read+write of one intermediate map costs in bandwidth. So the chain is two kernels:
-  ``_dw_conv_kernel`` (one depthwise conv, intermediate written in the input dtype) and
-  ``_dw_pw_gate_kernel`` (last depthwise conv + 1x1 on tensor cores via ``tl.dot`` over the
-  channel dimension + bias + gating multiply, the attention map never reaches memory).
-- Every depthwise conv, forward or backward, goes through ONE core, ``_dw_tap_sum``: a
-  [pixels, channels] tile accumulated tap by tap in fp32 from strided loads (NCHW and
-  channels-last both work by strides). The input gradient of a same-padded depthwise conv is
-  the same conv with the kernel flipped (``FLIP``), so the backward reuses the forward kernels.
-- Weight/bias gradients (``_dw_wgrad_kernel``): each program owns a run of pixel tiles and, tap
-  by tap, accumulates products elementwise over them before one reduction over pixels; it
-  writes one [taps + 1, C] partial and ``_dw_wgrad_reduce_kernel`` sums the partials into the
-  gradients in the parameters' dtype (no atomics on hot addresses, no torch epilogue).
+- LKA's depthwise 5x5 and dilated 7x7 are 25 + 49 = 74 MACs on CUDA cores; fusing the chain into
+  one kernel would recompute the 5x5 over the 7x7's 18-pixel halo (~2x the MACs), which costs
+  more than writing and reading one intermediate map. So each depthwise conv is one launch of
+  ``_dw_rows_kernel``, and ``_pw_gate_kernel`` runs the 1x1 on tensor cores (``tl.dot`` over the
+  channels) with its bias and the gating multiply (the attention map never reaches memory).
+- Every depthwise conv, forward or backward, goes through ONE core, ``_dw_row_block``: a block of
+  output rows of one dilation phase over a [columns, channels] strip. Each loaded input row feeds
+  every output row its kernel column reaches (ROWS + KH - 1 loads per kernel column instead of
+  ROWS * KH), so a tap costs one FMA plus a fraction of a load and a bf16 -> fp32 conversion
+  (the per-tap kernel it replaced spent ~6 instructions per FMA on sm_90 and ran 1.6-2x slower,
+  probe21). The input gradient of a same-padded conv is the same conv with the kernel flipped
+  (``FLIP``), so the backward reuses it; strides make NCHW and channels-last both work.
+- Weight/bias gradients (``_dw_wgrad_kernel``): the same row blocks as work items; kernel
+  columns outer, each program's items inner, the products of each kernel row accumulated
+  elementwise and reduced over the strip once per column. Per-program partials
+  [taps + 1, C] are summed by ``_dw_wgrad_reduce_kernel`` into the gradients in the parameters'
+  dtype (no atomics on hot addresses, no torch epilogue).
 - ``_pw_gate_bwd_kernel``: from the pre-1x1 map s, the input x and the output gradient g it
   writes dx = g * t (t = W1 s + b1, recomputed), dt = g * x and ds = W1^T dt; the 1x1 weight
   gradient dt^T s is one tensor-core matmul in torch.
@@ -23,7 +25,6 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
@@ -32,7 +33,7 @@ import triton.language as tl
 from ..common import interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["dw_conv", "dw_conv_pw_gate", "dw_conv_weight_grad", "pw_gate_backward"]
+__all__ = ["dw_conv", "dw_conv_weight_grad", "pw_gate", "pw_gate_backward"]
 
 
 @triton.jit
@@ -53,66 +54,6 @@ def _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO: tl.constexpr, PRECIS
     t = tl.dot(s, w1t, input_precision=PRECISION)
     t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
     return t, w1t, offs_co, co_mask
-
-
-@triton.jit
-def _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, ww, offs_c, c_mask, W):
-    """x[c, hh, ww] as fp32 [P, C] for one tap's shifted pixel rows ``hh`` / cols ``ww``; zero
-    outside the map (``h_ok``: row inside and pixel valid, hoisted out of the column loop)."""
-    m = h_ok & (ww >= 0) & (ww < W)
-    return tl.load(x_base + hh[:, None] * sxh + ww[:, None] * sxw + offs_c[None, :] * sxc,
-                   mask=m[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _dw_tap_sum(x_base, sxc, sxh, sxw, w_ptr, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
-                KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
-                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """sum_{kh,kw} w[c, kh, kw] * x[c, h - PH + kh*DIL, w - PW + kw*DIL] (zero outside) -> fp32 [P, C]."""
-    PH: tl.constexpr = DIL * (KH - 1) // 2
-    PW: tl.constexpr = DIL * (KW - 1) // 2
-    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-    # Rows are a runtime loop, columns unrolled: fully unrolling a 7x7 tap grid over 64x64 tiles
-    # took minutes to compile for sm_90.
-    for kh in range(KH):
-        hh = offs_h - PH + kh * DIL
-        h_ok = p_mask & (hh >= 0) & (hh < H)
-        for kw in tl.static_range(KW):
-            xv = _tap_load(x_base, sxc, sxh, sxw, hh, h_ok, offs_w - PW + kw * DIL, offs_c, c_mask, W)
-            if FLIP:
-                tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
-            else:
-                tap = kh * KW + kw
-            wv = tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)
-            acc += xv * wv[None, :]
-    return acc
-
-
-@triton.jit
-def _dw_conv_kernel(
-    X, Wt, Bias, R, Y,
-    sxb, sxc, sxh, sxw,
-    srb, src, srh, srw,
-    syb, syc, syh, syw,
-    C, H, W, n_ptiles,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """y = depthwise_conv(x) (+ bias) (+ r), one [BLOCK_P pixels, BLOCK_C channels] tile per program."""
-    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = offs_c < C
-    acc = _dw_tap_sum(X + b * sxb, sxc, sxh, sxw, Wt, offs_h, offs_w, offs_c, p_mask, c_mask, H, W,
-                      KH, KW, DIL, FLIP, BLOCK_P, BLOCK_C)
-    if HAS_BIAS:
-        acc += tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
-    m = p_mask[:, None] & c_mask[None, :]
-    if HAS_RES:
-        acc += tl.load(R + b * srb + offs_h[:, None] * srh + offs_w[:, None] * srw + offs_c[None, :] * src,
-                       mask=m, other=0.0).to(tl.float32)
-    tl.store(Y + b * syb + offs_h[:, None] * syh + offs_w[:, None] * syw + offs_c[None, :] * syc,
-             acc.to(Y.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -188,34 +129,25 @@ def _dw_rows_kernel(
 
 
 @triton.jit
-def _dw_pw_gate_kernel(
-    A, Wd, Bd, W1, B1, X, OUT,
-    sab, sac, sah, saw,
+def _pw_gate_kernel(
+    S, W1, B1, X, OUT,
+    ssb, ssc, ssh, ssw,
     sxb, sxc, sxh, sxw,
     sob, soc, soh, sow,
     C, H, W, n_ptiles,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, HAS_DW: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
-    """out = x * (W1 @ (depthwise_conv(a) + bd) + b1): the last conv of the chain, the 1x1 and the
-    gate; without ``HAS_DW``, ``a`` is the last conv's output s and only the 1x1 and gate run."""
+    """out = x * (W1 @ s + b1): the 1x1 on tensor cores and the gate, the attention map never in memory."""
     b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
     offs_ci = tl.arange(0, BLOCK_CI)
     ci_mask = offs_ci < C
-    if HAS_DW:
-        s = _dw_tap_sum(A + b * sab, sac, sah, saw, Wd, offs_h, offs_w, offs_ci, p_mask, ci_mask, H, W,
-                        KH, KW, DIL, False, BLOCK_P, BLOCK_CI)
-        s += tl.load(Bd + offs_ci, mask=ci_mask, other=0.0).to(tl.float32)[None, :]
-    else:
-        s = tl.load(A + b * sab + offs_h[:, None] * sah + offs_w[:, None] * saw + offs_ci[None, :] * sac,
-                    mask=p_mask[:, None] & ci_mask[None, :], other=0.0).to(tl.float32)
+    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
+                mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
     if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
-        s_op = s
-    else:
-        s_op = s.to(X.dtype.element_ty)
+        s = s.to(tl.float32)
     for co0 in range(0, C, BLOCK_CO):
-        t, w1t, offs_co, co_mask = _pw_tile(s_op, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
+        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
         m = p_mask[:, None] & co_mask[None, :]
         u = tl.load(X + b * sxb + offs_h[:, None] * sxh + offs_w[:, None] * sxw + offs_co[None, :] * sxc,
                     mask=m, other=0.0).to(tl.float32)
@@ -265,60 +197,6 @@ def _pw_gate_bwd_kernel(
 
 @triton.jit
 def _dw_wgrad_kernel(
-    DY, X, PART,
-    sgb, sgc, sgh, sgw,
-    sxb, sxc, sxh, sxw,
-    C, H, W, n_ptiles, total_tiles, per_split,
-    KH: tl.constexpr, KW: tl.constexpr, KWB: tl.constexpr, DIL: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """PART[split, tap, c] = sum over this split's pixels of dy[c, p] * x[c, p + offset(tap)];
-    row KH*KW holds sum dy (the bias gradient).
-
-    A split owns ``per_split`` consecutive pixel tiles. Taps outer in chunks of KWB columns of one
-    kernel row, tiles inner: for each chunk a tile's dy is loaded once and multiplied with the
-    chunk's shifted x tiles (one [KWB, P, C] load), the products accumulate elementwise over the
-    split's tiles and are reduced over pixels once per chunk. (With tiles outer, every tap of every
-    tile paid a cross-warp reduction, which cost more than the products.) KWB = 8 covers a 7-wide
-    row in one chunk (one dy load per row instead of per tap); KWB = 1 is one tap at a time, which
-    probe20 measured faster for 5x5 kernels (8-wide chunks would waste 3 of 8 lanes) and 7x7 maps.
-    A split's run of tiles stays in L1/L2 across the chunks."""
-    split = tl.program_id(0)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = offs_c < C
-    PH: tl.constexpr = DIL * (KH - 1) // 2
-    PW: tl.constexpr = DIL * (KW - 1) // 2
-    first = split * per_split
-    last = tl.minimum(first + per_split, total_tiles)
-    out = PART + split * ((KH * KW + 1) * C)
-    bias = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-    for tile in range(first, last):
-        b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
-        bias += tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
-                        mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-    tl.store(out + (KH * KW) * C + offs_c, tl.sum(bias, axis=0), mask=c_mask)
-    for kh in range(KH):  # runtime loop over rows, column chunks unrolled (as in _dw_tap_sum)
-        for kw0 in tl.static_range(0, KW, KWB):
-            kw = kw0 + tl.arange(0, KWB)
-            kw_ok = kw < KW
-            acc = tl.zeros([KWB, BLOCK_P, BLOCK_C], dtype=tl.float32)
-            for tile in range(first, last):
-                b, offs_h, offs_w, p_mask = _pixel_tile(tile, n_ptiles, H, W, BLOCK_P)
-                dy = tl.load(DY + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_c[None, :] * sgc,
-                             mask=p_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-                hh = offs_h - PH + kh * DIL
-                h_ok = p_mask & (hh >= 0) & (hh < H)
-                ww = offs_w[None, :] - PW + kw[:, None] * DIL                        # [KWB, P]
-                m = h_ok[None, :] & (ww >= 0) & (ww < W) & kw_ok[:, None]
-                x3 = tl.load(X + b * sxb + (hh[None, :] * sxh + ww * sxw)[:, :, None] + offs_c[None, None, :] * sxc,
-                             mask=m[:, :, None] & c_mask[None, None, :], other=0.0).to(tl.float32)
-                acc += dy[None, :, :] * x3
-            tl.store(out + (kh * KW + kw)[:, None] * C + offs_c[None, :], tl.sum(acc, axis=1),
-                     mask=kw_ok[:, None] & c_mask[None, :])
-
-
-@triton.jit
-def _dw_wgrad_rows_kernel(
     DY, X, PART,
     sgb, sgc, sgh, sgw,
     sxb, sxc, sxh, sxw,
@@ -398,12 +276,10 @@ def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S
 
 # ----------------------------------------------------------------------------------- launchers
 
-_dw_conv = Launcher(_dw_conv_kernel)
 _dw_rows = Launcher(_dw_rows_kernel)
-_dw_pw_gate = Launcher(_dw_pw_gate_kernel)
+_pw_gate = Launcher(_pw_gate_kernel)
 _pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
-_dw_wgrad_rows = Launcher(_dw_wgrad_rows_kernel)
 _dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
 
 
@@ -413,31 +289,15 @@ def _interp_pixel_block(hw: int) -> int:
     return min(256, max(16, next_power_of_2(hw)))
 
 
-def _pixel_block(channels_block: int, hw: int) -> int:
-    if interpret_mode():
-        return _interp_pixel_block(hw)
-    return max(16, min(128, 4096 // channels_block))
-
-
-def _channel_block(c: int) -> int:
-    return min(64, max(16, next_power_of_2(c)))
-
-
 def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
     upcast = dtype == torch.float32 or (interpret_mode() and dtype == torch.bfloat16)
     return upcast, "ieee" if upcast else "tf32"
 
 
-_ROWS = os.environ.get("FOVEAL_LKA_ROWS", "1") == "1"
-_SPLIT_PW = os.environ.get("FOVEAL_LKA_SPLIT_PW", "1") == "1"
-_ROWS_WGRAD = os.environ.get("FOVEAL_LKA_ROWS_WGRAD", "1") == "1"
-
-
-def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int = 12) -> tuple[int, int, int, int]:
-    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of the row-block kernels: up to ``max_rows`` rows per
-    program (a phase's rows split into equal blocks), strips of 1024 elements (8 per thread at 4
-    warps) with as many channels as fit. probe21 (H200): 12 rows for the 7x7 d3 conv, 82 vs 92 us
-    with 8 at B64 C64 56x56, 41 vs 60 at B64 C128 28x28."""
+def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int) -> tuple[int, int, int, int]:
+    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of the row-block kernels: up to ``max_rows`` rows of a
+    dilation phase per program (the phase's rows split into equal blocks), column strips of 1024
+    elements (8 per thread at 4 warps) with as many channels as fit (64 from 64 channels up)."""
     per_phase = cdiv(h, dilation)
     rows = cdiv(per_phase, cdiv(per_phase, max_rows))
     if interpret_mode():
@@ -454,6 +314,8 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
 
     ``flip`` convolves with the spatially flipped kernel (the input gradient of the conv);
     ``residual`` [B, C, H, W] is added to the result. ``out`` may be preallocated (any strides).
+    Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12 against 92
+    with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28.
     """
     bsz, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
@@ -461,45 +323,26 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    if _ROWS:
-        rows, block_w, block_c, warps = _rows_config(c, h, w, dilation)
-        n_rblocks = cdiv(cdiv(h, dilation), rows)
-        _dw_rows[(bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))](
-            x, weight, bias if bias is not None else weight, res, out,
-            *x.stride(), *res.stride(), *out.stride(),
-            c, h, w, n_rblocks,
-            KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-            ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
-        )
-        return out
-    block_c = _channel_block(c)
-    block_p = _pixel_block(block_c, h * w)
-    n_ptiles = cdiv(h * w, block_p)
-    _dw_conv[(bsz * n_ptiles, cdiv(c, block_c))](
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12)
+    n_rblocks = cdiv(cdiv(h, dilation), rows)
+    _dw_rows[(bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))](
         x, weight, bias if bias is not None else weight, res, out,
         *x.stride(), *res.stride(), *out.stride(),
-        c, h, w, n_ptiles,
+        c, h, w, n_rblocks,
         KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-        BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4,
+        ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
     )
     return out
 
 
-def _pw_config(c: int, hw: int, kind: str) -> tuple[int, int, int, int]:
-    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the 1x1 + gate kernels; ``kind`` is "fwd"
-    (``_dw_pw_gate_kernel``) or "bwd" (``_pw_gate_bwd_kernel``). Every input channel of a pixel
-    is in one tile (the 1x1 contracts over them), so wide layers take fewer pixels per tile."""
+def _pw_config(c: int, hw: int) -> tuple[int, int, int, int]:
+    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the 1x1 + gate kernels, forward and backward.
+    Every input channel of a pixel is in one tile (the 1x1 contracts over them), so wide layers
+    take fewer pixels per tile."""
     block_ci = max(16, next_power_of_2(c))
     block_co = min(64, block_ci)
-    if kind == "fwd" and block_ci == 128:
-        # the depthwise taps and the 1x1 share registers: at 64 pixels and 4 warps the C128
-        # kernel spilled 8.5 KB per thread on sm_90; 32 pixels at 8 warps: 0.6 KB, and on the
-        # H200 the C128 28x28 forward took 0.38 instead of 0.50 ms at batch 128. The same tiles
-        # were slower at 160-256 channels and for the backward (probe12, session 5).
-        budget, warps = 4096, 8
-    else:
-        budget, warps = 8192, 4 if block_ci <= 128 else 8
-    block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, budget // block_ci))
+    warps = 4 if block_ci <= 128 else 8
+    block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, 8192 // block_ci))
     return block_p, block_ci, block_co, warps
 
 
@@ -512,27 +355,20 @@ def _pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return conv1_weight.reshape(c, c).to(dtype).contiguous()
 
 
-def dw_conv_pw_gate(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int,
-                    conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
-    """out = x * conv1x1(dw_conv(a, weight, bias, dilation)). a, x, out: [B, C, H, W] (any strides)."""
+def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """out = x * conv1x1(s). s, x, out: [B, C, H, W] (any strides)."""
     bsz, c, h, w = x.shape
-    kh, kw = weight.shape[-2:]
-    has_dw = not _SPLIT_PW
-    if _SPLIT_PW:   # the last conv by the row-block kernel, then the 1x1 and the gate
-        a = dw_conv(a, weight, bias, dilation, out=torch.empty_like(x, memory_format=torch.channels_last))
-    weight = weight.reshape(c, kh * kw).contiguous()
     w1 = _pw_weight(conv1_weight, x.dtype)
     if out is None:
         out = torch.empty_like(x)
-    block_p, block_ci, block_co, warps = _pw_config(c, h * w, "fwd")
+    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
     upcast, precision = _dot_precision(x.dtype)
     n_ptiles = cdiv(h * w, block_p)
-    _dw_pw_gate[(bsz * n_ptiles,)](
-        a, weight, bias, w1, conv1_bias, x, out,
-        *a.stride(), *x.stride(), *out.stride(),
-        c, h, w, n_ptiles,
-        KH=kh, KW=kw, DIL=dilation, HAS_DW=has_dw, UPCAST=upcast, PRECISION=precision,
+    _pw_gate[(bsz * n_ptiles,)](
+        s, w1, conv1_bias, x, out,
+        *s.stride(), *x.stride(), *out.stride(),
+        c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
         BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps,
     )
     return out
@@ -550,7 +386,7 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     dx = torch.empty_like(x) if dx is None else dx
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
-    block_p, block_ci, block_co, warps = _pw_config(c, h * w, "bwd")
+    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
     upcast, precision = _dot_precision(x.dtype)
     n_ptiles = cdiv(h * w, block_p)
     _pw_gate_bwd[(bsz * n_ptiles,)](
@@ -567,19 +403,6 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _wgrad_config(kw: int, block_c: int, hw: int) -> tuple[int, int, int]:
-    """(KWB, BLOCK_P, num_warps) of ``_dw_wgrad_kernel``, from probe20 on VAN's layer shapes (H200):
-    7-wide rows in one 8-column chunk on maps of >= 14x14 pixels (C64 56x56 at batch 128: 1339 ->
-    825 us), with 32-pixel tiles at 4 warps (~190 registers, no spills for sm_90; 8 warps measured
-    slower); otherwise one tap at a time on 64-pixel tiles."""
-    if interpret_mode():
-        return (next_power_of_2(kw) if kw >= 7 else 1), _interp_pixel_block(hw) // 2, 4
-    if kw >= 7 and hw >= 196:
-        kwb = next_power_of_2(kw)
-        return kwb, min(64, max(16, 8192 // (kwb * block_c))), 4
-    return 1, 64, 4
-
-
 def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
                         weight_dtype: torch.dtype = torch.float32,
                         bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -587,48 +410,28 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     in fp32 and returned in ``weight_dtype`` / ``bias_dtype``.
 
     grad: dL/dy [B, C, H, W]; x: the conv's input. Per-split partials, then one reduction launch.
+    Items of up to 8 rows (the accumulators of every kernel row and the dy rows share registers).
     """
     bsz, c, h, w = x.shape
     kh, kw = kernel_size
     taps = kh * kw
-    if _ROWS_WGRAD:
-        rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=8)
-        n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
-        total = bsz * dilation * n_rblocks * n_strips
-        n_cblocks = cdiv(c, block_c)
-        if interpret_mode():
-            nsplit = min(total, 2)  # still exercises the split reduction
-        else:
-            nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-        # a split re-reads its items once per kernel column: at most ~512 pixels stay in L1
-        per_split = min(cdiv(total, nsplit), max(1, 512 // (rows * block_w)))
-        nsplit = cdiv(total, per_split)
-        part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
-        _dw_wgrad_rows[(nsplit, n_cblocks)](
-            grad, x, part, *grad.stride(), *x.stride(),
-            c, h, w, n_rblocks, n_strips, total, per_split,
-            KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
-        )
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=8)
+    n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
+    total = bsz * dilation * n_rblocks * n_strips
+    n_cblocks = cdiv(c, block_c)
+    if interpret_mode():
+        nsplit = min(total, 2)  # still exercises the split reduction
     else:
-        block_c = min(32, max(16, next_power_of_2(c)))
-        kwb, block_p, warps = _wgrad_config(kw, block_c, h * w)
-        n_ptiles = cdiv(h * w, block_p)
-        total = bsz * n_ptiles
-        n_cblocks = cdiv(c, block_c)
-        if interpret_mode():
-            nsplit = min(total, 2)  # still exercises the split reduction
-        else:
-            nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-        # at most 512 pixels per split: a split re-reads its tiles once per chunk of taps, and longer
-        # runs fell out of L1 (probe12: C64 56x56 at batch 128 was slower at ~24 64-pixel tiles)
-        per_split = min(cdiv(total, nsplit), 512 // block_p)
-        nsplit = cdiv(total, per_split)
-        part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
-        _dw_wgrad[(nsplit, n_cblocks)](
-            grad, x, part, *grad.stride(), *x.stride(),
-            c, h, w, n_ptiles, total, per_split,
-            KH=kh, KW=kw, KWB=kwb, DIL=dilation, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=warps,
-        )
+        nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
+    # a split re-reads its items once per kernel column: ~512 pixels of them stay in L1
+    per_split = min(cdiv(total, nsplit), max(1, 512 // (rows * block_w)))
+    nsplit = cdiv(total, per_split)
+    part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
+    _dw_wgrad[(nsplit, n_cblocks)](
+        grad, x, part, *grad.stride(), *x.stride(),
+        c, h, w, n_rblocks, n_strips, total, per_split,
+        KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
+    )
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
     db = torch.empty(c, device=x.device, dtype=bias_dtype)
     block_rc = min(64, max(16, next_power_of_2(c)))

@@ -56,8 +56,9 @@ def test_lka_eager_path_equals_the_custom_op(device):
     w1, b1 = randn(C, C, 1, 1, dtype=torch.float32, device=device, gen=gen), randn(C, dtype=torch.float32,
                                                                                   device=device, gen=gen)
     leaves = [x, w1, b1, *w, *b]
-    eager = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain(x, [wa, wb], [ba, bb], [1, 3], w1, b1), leaves, g)
-    registered = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain_forward(x, [wa, wb], [ba, bb], [1, 3], w1, b1),
+    # both return [out, conv outputs...]: the eager path as a tuple, the op as a list
+    eager = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain(x, [wa, wb], [ba, bb], [1, 3], w1, b1)[0], leaves, g)
+    registered = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain_forward(x, [wa, wb], [ba, bb], [1, 3], w1, b1)[0],
                         leaves, g)
     _same(eager, registered)
 

@@ -7,7 +7,7 @@ import torch
 import ops
 from ops.lka import (depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference,
                      lska_kernel_sizes)
-from ops.lka.kernels import dw_conv, dw_conv_pw_gate, dw_conv_weight_grad, pw_gate_backward
+from ops.lka.kernels import dw_conv, dw_conv_weight_grad, pw_gate, pw_gate_backward
 
 from .helpers import TOLERANCE, assert_close, fresh_generator, kernel_dtypes, poisoned, randn
 
@@ -35,7 +35,7 @@ def _fp64(ts):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 def test_lka_forward_kernels(device, dtype, layout):
-    """The two forward kernels (dw5x5 -> intermediate; dw7x7d3 + 1x1 + gate), odd sizes, NaN-poisoned outputs."""
+    """The forward kernels (dw5x5, dw7x7d3, then 1x1 + gate), odd sizes, NaN-poisoned outputs."""
     gen, seed = fresh_generator()
     b, c, h, w = (2, 20, 13, 11) if device == "cpu" else (3, 72, 29, 37)
     x, (w0, b0, ws, bs, w1, b1) = _lka_inputs(b, c, h, w, dtype, device, gen, LAYOUTS[layout])
@@ -43,7 +43,8 @@ def test_lka_forward_kernels(device, dtype, layout):
         memory_format=LAYOUTS[layout]))
     a_ref = depthwise_conv2d_reference(x.double(), w0.double(), b0.double(), 1)
     assert_close(a, a_ref, dtype, f"dw5x5 {layout}", seed)
-    out = dw_conv_pw_gate(a, ws, bs, 3, w1, b1, x, out=poisoned(b, c, h, w, dtype=dtype, device=device))
+    s = dw_conv(a, ws, bs, 3, out=poisoned(b, c, h, w, dtype=dtype, device=device))
+    out = pw_gate(s, w1, b1, x, out=poisoned(b, c, h, w, dtype=dtype, device=device))
     ref = large_kernel_attention_reference(*_fp64([x, w0, b0, ws, bs, w1, b1]))
     assert_close(out, ref, dtype, f"lka forward {layout}", seed)
     # the public op keeps x's memory format
