@@ -403,6 +403,18 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device: torch.device) -> tuple[int, int]:
+    """(splits, items per split) of the weight gradient's ``total`` work items: ~4 programs per SM,
+    and at most ~512 pixels per split (a split re-reads its items once per kernel column, and
+    they should stay in L1). Under the interpreter two splits still exercise the reduction."""
+    if interpret_mode():
+        nsplit = min(total, 2)
+    else:
+        nsplit = max(1, min(total, 4 * _sm_count(device.index) // n_cblocks))
+    per_split = min(cdiv(total, nsplit), max(1, 512 // item_pixels))
+    return cdiv(total, per_split), per_split
+
+
 def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
                         weight_dtype: torch.dtype = torch.float32,
                         bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,13 +431,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
     total = bsz * dilation * n_rblocks * n_strips
     n_cblocks = cdiv(c, block_c)
-    if interpret_mode():
-        nsplit = min(total, 2)  # still exercises the split reduction
-    else:
-        nsplit = max(1, min(total, 4 * _sm_count(x.device.index) // n_cblocks))
-    # a split re-reads its items once per kernel column: ~512 pixels of them stay in L1
-    per_split = min(cdiv(total, nsplit), max(1, 512 // (rows * block_w)))
-    nsplit = cdiv(total, per_split)
+    nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, x.device)
     part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[(nsplit, n_cblocks)](
         grad, x, part, *grad.stride(), *x.stride(),

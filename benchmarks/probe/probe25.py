@@ -1,0 +1,63 @@
+"""Probe (session 9, for the next GPU run): launch variants of the depthwise weight gradient
+(``dw_conv_weight_grad``) on VAN-b0/b2's layer shapes at batch 128 (channels-last bf16), against
+the default: rows per item (8, the default, or 12) and the work per split (the default ~4
+programs per SM and <= 512 pixels per split, or at least 1024 / 4096 pixels per split, which
+amortizes the per-column reductions that dominate on 7x7 maps). probe22 measured 12 rows faster
+for the dilated 7x7 (326 vs 396 us at C64 56x56) and the row-block gradient slower than the
+per-tap one on 7x7 maps (186 vs 113 us at C512); this probe picks the rule.
+
+    python benchmarks/probe/probe25.py
+"""
+import torch
+from triton.testing import do_bench
+
+import ops.lka.kernels as L
+from ops.common.tuning import cdiv
+
+SHAPES = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),     # VAN-b0
+          (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7)]    # VAN-b2
+ROWS_CONFIG, SPLITS = L._rows_config, L._wgrad_splits
+
+
+def min_pixels(px):
+    def splits(total, n_cblocks, item_pixels, device):
+        nsplit, per_split = SPLITS(total, n_cblocks, item_pixels, device)
+        per_split = min(total, max(per_split, cdiv(px, item_pixels)))
+        return cdiv(total, per_split), per_split
+    return splits
+
+
+VARIANTS = {"R12": (12, SPLITS), "P1024": (8, min_pixels(1024)), "P4096": (8, min_pixels(4096)),
+            "R12P1024": (12, min_pixels(1024))}
+
+
+def us(fn):
+    return do_bench(fn, warmup=5, rep=40, return_mode="median") * 1e3
+
+
+def main():
+    torch.manual_seed(0)
+    names = "  ".join(f"{n:>8s}" for n in VARIANTS)
+    print(f"shape           | 5x5 d1: default {names} | 7x7 d3: default {names} | max rel diff")
+    for b, c, s in SHAPES:
+        x, g = (torch.randn(b, c, s, s, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+                for _ in range(2))
+        cells, diff = [], 0.0
+        for k, d in ((5, 1), (7, 3)):
+            ref = L.dw_conv_weight_grad(g, x, (k, k), d)
+            cells.append(us(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
+            for rows, splits in VARIANTS.values():
+                L._rows_config = lambda c, h, w, dil, max_rows, rows=rows: ROWS_CONFIG(c, h, w, dil, rows)
+                L._wgrad_splits = splits
+                out = L.dw_conv_weight_grad(g, x, (k, k), d)
+                diff = max(diff, max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(out, ref)))
+                cells.append(us(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
+                L._rows_config, L._wgrad_splits = ROWS_CONFIG, SPLITS
+        n = len(cells) // 2
+        print(f"B{b} C{c} {s}x{s}".ljust(16) + "| " + "  ".join(f"{v:6.0f}" for v in cells[:n]) + " | "
+              + "  ".join(f"{v:6.0f}" for v in cells[n:]) + f" | {diff:.1e}", flush=True)
+    print("(microseconds, do_bench median)")
+
+
+if __name__ == "__main__":
+    main()
