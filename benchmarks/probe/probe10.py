@@ -3,23 +3,8 @@
 Prints each kernel's device time per call (torch.profiler), so a change to one kernel can be
 read apart from the host's launch cost. Usage: python benchmarks/probe/probe10.py
 """
-import torch
-from torch.profiler import ProfilerActivity, profile
-
 from bra_case import SHAPES, fwd_bwd  # the script's folder is on sys.path
-
-
-def kernel_times(fn, n=5):
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    rows = [(e.self_device_time_total / n / 1e3, e.count // n, e.key) for e in p.key_averages()
-            if getattr(e, "self_device_time_total", 0) > 0]
-    return sorted(rows, reverse=True)
-
+from profiling import kernel_times
 
 for B, S, C, n_win, topk in SHAPES:
     rows = kernel_times(fwd_bwd(B, S, C, n_win, topk)[0])

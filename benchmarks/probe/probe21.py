@@ -12,15 +12,13 @@ were removed when the row-block kernels became the only path, so run it in a che
 commit.
 """
 import torch
-from triton.testing import do_bench
 
 import ops
 import ops.lka.kernels as L
 from ops.common.tuning import cdiv, next_power_of_2
 
-BENCH = [(64, 64, 56), (64, 128, 28), (16, 64, 128)]
-VAN = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),     # VAN-b0
-       (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7)]    # VAN-b2
+from lka_case import BENCH, VAN, us  # the script's folder is on sys.path
+
 BASE = L._rows_config
 
 
@@ -35,9 +33,6 @@ def _variant(rmax, block_w, max_c, warps):
 VARIANTS = {"R4": _variant(4, 16, 64, 4), "R12": _variant(12, 16, 64, 4), "W8C128": _variant(8, 8, 128, 4),
             "W16C128w8": _variant(8, 16, 128, 8)}
 
-
-def us(fn):
-    return do_bench(fn, warmup=5, rep=40, return_mode="median") * 1e3
 
 
 def conv_row(b, c, s, variants):

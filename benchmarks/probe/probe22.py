@@ -11,20 +11,15 @@ were removed when the row-block kernels became the only path, so run it in a che
 commit.
 """
 import torch
-from triton.testing import do_bench
 
 import ops
 import ops.lka.kernels as L
 
-BENCH = [(64, 64, 56), (64, 128, 28), (16, 64, 128)]
-VAN = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),     # VAN-b0
-       (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7)]    # VAN-b2
+from lka_case import BENCH, VAN, us  # the script's folder is on sys.path
+
 BASE = L._rows_config
 VARIANTS = {"R4": 4, "R12": 12}
 
-
-def us(fn):
-    return do_bench(fn, warmup=5, rep=40, return_mode="median") * 1e3
 
 
 def wgrad_row(b, c, s):

@@ -12,27 +12,11 @@ commit.
 import sys
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-from triton.testing import do_bench
 
 import ops.lka.kernels as L
 from tasks.bench.suites.models import _build, _infer, _train_step  # registers the zoo models
 
-
-def breakdown(fn, n=3, top=12):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t = do_bench(fn, warmup=30, rep=200)
-    with profile(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    rows = [(e.self_device_time_total / n / 1e3, e.count // n, e.key) for e in p.key_averages()
-            if getattr(e, "self_device_time_total", 0) > 0]
-    rows.sort(reverse=True)
-    busy = sum(r[0] for r in rows)
-    return t, busy, rows[:top]
+from profiling import step_breakdown  # the script's folder is on sys.path
 
 
 for name in sys.argv[1:] or ["van_b0"]:
@@ -42,7 +26,7 @@ for name in sys.argv[1:] or ["van_b0"]:
     for mode, fn in (("infer", _infer(m, x, torch.bfloat16)), ("train", _train_step(m, x, y, torch.bfloat16))):
         for on in (False, True):
             L._ROWS = L._SPLIT_PW = L._ROWS_WGRAD = on
-            t, busy, rows = breakdown(fn)
+            t, busy, rows = step_breakdown(fn)
             print(f"== {name} {mode} row-block kernels={on}: {t:.2f} ms/iter (do_bench), GPU busy {busy:.2f} ms", flush=True)
             for ms, count, key in rows:
                 print(f"   {ms:7.3f} ms  {count:4d}x  {key[:90]}")

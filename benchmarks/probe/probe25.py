@@ -9,13 +9,12 @@ per-tap one on 7x7 maps (186 vs 113 us at C512); this probe picks the rule.
     python benchmarks/probe/probe25.py
 """
 import torch
-from triton.testing import do_bench
 
 import ops.lka.kernels as L
 from ops.common.tuning import cdiv
 
-SHAPES = [(128, 32, 56), (128, 64, 28), (128, 160, 14), (128, 256, 7),     # VAN-b0
-          (128, 64, 56), (128, 128, 28), (128, 320, 14), (128, 512, 7)]    # VAN-b2
+from lka_case import VAN, us  # the script's folder is on sys.path
+
 ROWS_CONFIG, SPLITS = L._rows_config, L._wgrad_splits
 
 
@@ -31,15 +30,12 @@ VARIANTS = {"R12": (12, SPLITS), "P1024": (8, min_pixels(1024)), "P4096": (8, mi
             "R12P1024": (12, min_pixels(1024))}
 
 
-def us(fn):
-    return do_bench(fn, warmup=5, rep=40, return_mode="median") * 1e3
-
 
 def main():
     torch.manual_seed(0)
     names = "  ".join(f"{n:>8s}" for n in VARIANTS)
     print(f"shape           | 5x5 d1: default {names} | 7x7 d3: default {names} | max rel diff")
-    for b, c, s in SHAPES:
+    for b, c, s in VAN:
         x, g = (torch.randn(b, c, s, s, device="cuda", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
                 for _ in range(2))
         cells, diff = [], 0.0

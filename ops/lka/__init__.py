@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..common import eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import check_depthwise, check_input, check_pointwise
-from .reference import depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference
+from .reference import (depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference,
+                        lka_chain_reference_with_intermediates)
 
 __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_attention",
            "large_kernel_attention_reference", "lka_chain_reference", "separable_large_kernel_attention",
@@ -37,16 +37,10 @@ def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: li
     """[out, a_1, ..., a_n]: the gated output and every depthwise conv's output (a_n feeds the 1x1).
     The backward reads the intermediates instead of recomputing the convs; without autograd they
     are dropped with the call (they are written either way)."""
-    acts = []
     if not use_kernels(x):
-        a = x
-        for w, b, d in zip(weights, biases, dilations):
-            a = depthwise_conv2d_reference(a, w, b, d)
-            acts.append(a)
-        c = x.shape[1]
-        return [x * F.conv2d(a, conv1_weight.reshape(c, c, 1, 1), conv1_bias), *acts]
+        return lka_chain_reference_with_intermediates(x, weights, biases, dilations, conv1_weight, conv1_bias)
     from .kernels import dw_conv, pw_gate
-    a = x
+    acts, a = [], x
     for w, b, d in zip(weights, biases, dilations):
         a = dw_conv(a, w, b, d, out=torch.empty_like(x, memory_format=torch.channels_last))
         acts.append(a)

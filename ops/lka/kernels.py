@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import interpret_mode
+from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["dw_conv", "dw_conv_weight_grad", "pw_gate", "pw_gate_backward"]
@@ -289,11 +289,6 @@ def _interp_pixel_block(hw: int) -> int:
     return min(256, max(16, next_power_of_2(hw)))
 
 
-def _dot_precision(dtype: torch.dtype) -> tuple[bool, str]:
-    upcast = dtype == torch.float32 or (interpret_mode() and dtype == torch.bfloat16)
-    return upcast, "ieee" if upcast else "tf32"
-
-
 def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int) -> tuple[int, int, int, int]:
     """(ROWS, BLOCK_W, BLOCK_C, num_warps) of the row-block kernels: up to ``max_rows`` rows of a
     dilation phase per program (the phase's rows split into equal blocks), column strips of 1024
@@ -363,7 +358,7 @@ def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tenso
     if out is None:
         out = torch.empty_like(x)
     block_p, block_ci, block_co, warps = _pw_config(c, h * w)
-    upcast, precision = _dot_precision(x.dtype)
+    upcast, precision = dot_precision(x.dtype)
     n_ptiles = cdiv(h * w, block_p)
     _pw_gate[(bsz * n_ptiles,)](
         s, w1, conv1_bias, x, out,
@@ -387,7 +382,7 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
     block_p, block_ci, block_co, warps = _pw_config(c, h * w)
-    upcast, precision = _dot_precision(x.dtype)
+    upcast, precision = dot_precision(x.dtype)
     n_ptiles = cdiv(h * w, block_p)
     _pw_gate_bwd[(bsz * n_ptiles,)](
         s, w1, conv1_bias, x, grad, dx, dt, ds,

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["depthwise_conv2d_reference", "lka_chain_reference", "large_kernel_attention_reference"]
+__all__ = ["depthwise_conv2d_reference", "lka_chain_reference", "lka_chain_reference_with_intermediates",
+           "large_kernel_attention_reference"]
 
 
 def depthwise_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -21,15 +22,23 @@ def depthwise_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torc
                     dilation=dilation, groups=x.shape[1])
 
 
+def lka_chain_reference_with_intermediates(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                                           biases: Sequence[torch.Tensor], dilations: Sequence[int],
+                                           conv1_weight: torch.Tensor, conv1_bias: torch.Tensor) -> list[torch.Tensor]:
+    """[out, a_1, ..., a_n]: :func:`lka_chain_reference`'s output and each depthwise conv's output."""
+    acts, a = [], x
+    for w, b, d in zip(weights, biases, dilations):
+        a = depthwise_conv2d_reference(a, w, b, d)
+        acts.append(a)
+    c = x.shape[1]
+    return [x * F.conv2d(a, conv1_weight.reshape(c, c, 1, 1), conv1_bias), *acts]
+
+
 def lka_chain_reference(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
                         dilations: Sequence[int], conv1_weight: torch.Tensor,
                         conv1_bias: torch.Tensor) -> torch.Tensor:
     """``x * conv1(dw_n(... dw_1(x)))``: a chain of same-padded depthwise convs, a 1x1 conv, a gate."""
-    a = x
-    for w, b, d in zip(weights, biases, dilations):
-        a = depthwise_conv2d_reference(a, w, b, d)
-    c = x.shape[1]
-    return x * F.conv2d(a, conv1_weight.reshape(c, c, 1, 1), conv1_bias)
+    return lka_chain_reference_with_intermediates(x, weights, biases, dilations, conv1_weight, conv1_bias)[0]
 
 
 def large_kernel_attention_reference(x, conv0_weight, conv0_bias, spatial_weight, spatial_bias,
