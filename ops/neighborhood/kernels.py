@@ -480,10 +480,12 @@ def _na_bwd_dkv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
 ):
     """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
-    of its inverse neighbourhood, for every query head of its GQA group."""
+    of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
+    ``_dkv_mask_mode``): 1 when every walked query box lies inside one stride group (one window
+    per box: the mask is a test of the key rows against it), 2 tests each (key, query) pair."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
@@ -537,11 +539,22 @@ def _na_bwd_dkv_kernel(
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
-        lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
-        lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-        mask = _win_mask(lo0[None, :], hi0[None, :], j0[:, None], lo1[None, :], hi1[None, :], j1[:, None],
-                         lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1) & q_ok[None, :]
+        if MASK_MODE == 1:
+            # the walk starts at a stride-group start (a group's queries share their window), so a
+            # box of BM rows with BM | S per axis has one window: its first row's
+            itb = it % n_blocks
+            lo0, hi0 = _axis_bounds(tl.minimum(qa0 + (itb // (nb1 * nb2)) * BM0, Lg0 - 1), Lg0, K0, S0, C0)
+            lo1, hi1 = _axis_bounds(tl.minimum(qa1 + ((itb // nb2) % nb1) * BM1, Lg1 - 1), Lg1, K1, S1, C1)
+            lo2, hi2 = _axis_bounds(tl.minimum(qa2 + (itb % nb2) * BM2, Lg2 - 1), Lg2, K2, S2, C2)
+            key_in = _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2, K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+            mask = key_in[:, None] & q_ok[None, :]
+        else:
+            lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+            lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+            lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+            mask = _win_mask(lo0[None, :], hi0[None, :], j0[:, None], lo1[None, :], hi1[None, :], j1[:, None],
+                             lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0,
+                             SKIP1) & q_ok[None, :]
         dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
 
     kv_mask = kv_ok[:, None]
@@ -671,14 +684,28 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     return shape, dil, glen, bm, bn
 
 
+def _in_stride_groups(bm, stride, is_causal) -> bool:
+    """Query boxes of extent ``bm`` that start at a stride-group start stay inside one group on
+    every axis (GNA with strides that are multiples of the box; on causal axes one row, whose
+    window ends at the query itself): all their rows share one window."""
+    return all(s % m == 0 and (not c or m == 1) for m, s, c in zip(bm, stride, is_causal))
+
+
 def _mask_mode(bm, bn, kernel, stride, is_causal) -> int:
-    """How the forward and dQ walks mask scores (padded per-axis tuples). A query box inside one
-    stride group on every axis (GNA with strides that are multiples of the box; on causal axes
-    one row) has one window for all its rows: 1 = test only the walk's bounds, 0 = not even those
-    (non-causal, the window a whole number of key boxes). Otherwise 2 = test each (query, key)."""
-    if not all(s % m == 0 and (not c or m == 1) for m, s, c in zip(bm, stride, is_causal)):
+    """How the forward and dQ walks mask scores (padded per-axis tuples). Query boxes with one
+    window for all rows (``_in_stride_groups``): 1 = test only the walk's bounds, 0 = not even
+    those (non-causal, the window a whole number of key boxes). Otherwise 2 = test each (query, key)."""
+    if not _in_stride_groups(bm, stride, is_causal):
         return 2
     return 0 if not any(is_causal) and all(k % n == 0 for k, n in zip(kernel, bn)) else 1
+
+
+def _dkv_mask_mode(bm, stride, is_causal) -> int:
+    """How the dK/dV walk masks scores: its query walk starts at a stride-group start (queries of a
+    group share their window, so the first query whose window meets a key box starts a group), so
+    with ``_in_stride_groups`` boxes each walked box has one window: 1 = test the key rows against
+    it. Otherwise 2 = test each (key, query)."""
+    return 1 if _in_stride_groups(bm, stride, is_causal) else 2
 
 
 def _boxes_meta(dil, bm, bn) -> dict:
@@ -788,7 +815,8 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
     dkv_grid = (programs, batch * kv_heads)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
-    dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common)
+    dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common,
+                    MASK_MODE=_dkv_mask_mode(bm, *_padded_window(kernel_size, stride, is_causal, rank)[1:]))
     extra = None
     if n_extra:
         extra = ((cdiv(n_extra, math.prod(bn)), batch * kv_heads),

@@ -84,7 +84,8 @@ def test_kernels_match_fp64_reference(rank, dtype, device):
 
 
 # GNA with query boxes inside stride groups: the forward and dQ walks skip the per-element window
-# test (mask mode 0: none; 1: the walk's bounds only). (shape, kernel, stride, causal, boxes, mode)
+# test (mask mode 0: none; 1: the walk's bounds only), and the dK/dV walk tests key rows only (its
+# mode 1). (shape, kernel, stride, causal, boxes, mode)
 ALIGNED_GNA = [
     ((8, 16), (4, 8), (4, 8), (False, False), ((1, 2, 8), (1, 2, 8)), 0),
     ((8, 8), (5, 6), (4, 4), (False, False), ((1, 4, 4), (1, 2, 8)), 1),
@@ -97,10 +98,11 @@ ALIGNED_GNA = [
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 @pytest.mark.parametrize("shape, kernel, stride, causal, boxes, mode", ALIGNED_GNA)
 def test_gna_stride_aligned_boxes(shape, kernel, stride, causal, boxes, mode, dtype, device):
-    from ops.neighborhood.kernels import _mask_mode
+    from ops.neighborhood.kernels import _dkv_mask_mode, _mask_mode
 
     pad = (1,) * (3 - len(shape))
     assert _mask_mode(*boxes, pad + kernel, pad + stride, (False,) * len(pad) + causal) == mode
+    assert _dkv_mask_mode(boxes[0], pad + stride, (False,) * len(pad) + causal) == 1
     gen, seed = fresh_generator()
     c = dict(shape=shape, kernel=kernel, dilation=(1,) * len(shape), stride=stride, causal=causal,
              batch=1, heads=2, kv_heads=1, dim=16, dim_v=32, extra=5 if mode == 0 else 0)
