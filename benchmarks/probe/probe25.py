@@ -5,6 +5,9 @@ programs per SM and <= 512 pixels per split, or at least 1024 / 4096 pixels per 
 amortizes the per-column reductions that dominate on 7x7 maps). probe22 measured 12 rows faster
 for the dilated 7x7 (326 vs 396 us at C64 56x56) and the row-block gradient slower than the
 per-tap one on 7x7 maps (186 vs 113 us at C512); this probe picks the rule.
+Run at bd4eb26 (session 10, ``probe-lka-wgrad-s10-h200-2026-11-29.txt``): the rule it chose
+(12 rows and >= 1024 pixels per split on maps of 28x28 and more) is now the default, so on
+those maps "default" equals R12P1024 after that commit.
 
     python benchmarks/probe/probe25.py
 """
@@ -19,7 +22,7 @@ ROWS_CONFIG, SPLITS = L._rows_config, L._wgrad_splits
 
 
 def min_pixels(px):
-    def splits(total, n_cblocks, item_pixels, device):
+    def splits(total, n_cblocks, item_pixels, device, *_):   # the rule before session 10's min_pixels
         nsplit, per_split = SPLITS(total, n_cblocks, item_pixels, device)
         per_split = min(total, max(per_split, cdiv(px, item_pixels)))
         return cdiv(total, per_split), per_split
