@@ -35,7 +35,7 @@ def wgrad_row(b, c, s):
         diff = max(diff, max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(new, ref)))
         cells.append(us(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
         for rmax in VARIANTS.values():
-            L._rows_config = lambda c, h, w, dil, max_rows=8, rmax=rmax: BASE(c, h, w, dil, rmax)
+            L._rows_config = lambda c, h, w, dil, max_rows=8, rmax=rmax, **kw: BASE(c, h, w, dil, rmax, **kw)
             cells.append(us(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
             L._rows_config = BASE
     return cells, diff

@@ -46,7 +46,7 @@ def main():
             ref = L.dw_conv_weight_grad(g, x, (k, k), d)
             cells.append(us(lambda: L.dw_conv_weight_grad(g, x, (k, k), d)))
             for rows, splits in VARIANTS.values():
-                L._rows_config = lambda c, h, w, dil, max_rows, rows=rows: ROWS_CONFIG(c, h, w, dil, rows)
+                L._rows_config = lambda c, h, w, dil, max_rows, rows=rows, **kw: ROWS_CONFIG(c, h, w, dil, rows, **kw)
                 L._wgrad_splits = splits
                 out = L.dw_conv_weight_grad(g, x, (k, k), d)
                 diff = max(diff, max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(out, ref)))

@@ -7,6 +7,10 @@ gradient, channels-last bf16, on the lka bench shapes and VAN-b0/b2's layer shap
 is checked against the default's output.
 
     python benchmarks/probe/probe27.py
+
+Ran at 7eff20c (``probe-lka-config-s10-h200-2026-11-29.txt``), where "default" was 8 elements per
+thread everywhere; the rule it chose is ``kernels._conv_elems`` and, for the weight gradient, 4
+elements per thread up to 28 columns.
 """
 import torch
 
@@ -20,7 +24,7 @@ BASE = L._rows_config
 
 def _variant(rows_cap, elems, warps):
     """max_rows -> min(max_rows, rows_cap) (None: keep), row tiles of ``elems`` elements."""
-    def config(c, h, w, dil, max_rows):
+    def config(c, h, w, dil, max_rows, elems=None):   # elems: the caller's choice, replaced
         rmax = max_rows if rows_cap is None else rows_cap
         per = cdiv(h, dil)
         bw = min(next_power_of_2(w), 16 if c >= 64 else 32)

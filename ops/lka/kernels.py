@@ -289,17 +289,27 @@ def _interp_pixel_block(hw: int) -> int:
     return min(256, max(16, next_power_of_2(hw)))
 
 
-def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int) -> tuple[int, int, int, int]:
+def _rows_config(c: int, h: int, w: int, dilation: int, max_rows: int,
+                 elems: int = 1024) -> tuple[int, int, int, int]:
     """(ROWS, BLOCK_W, BLOCK_C, num_warps) of the row-block kernels: up to ``max_rows`` rows of a
-    dilation phase per program (the phase's rows split into equal blocks), column strips of 1024
-    elements (8 per thread at 4 warps) with as many channels as fit (64 from 64 channels up)."""
+    dilation phase per program (the phase's rows split into equal blocks), column strips of
+    ``elems`` elements (1024: 8 per thread at 4 warps; 512: 4 per thread, fewer registers, more
+    programs) with as many channels as fit (from 64 channels up, 16 columns)."""
     per_phase = cdiv(h, dilation)
     rows = cdiv(per_phase, cdiv(per_phase, max_rows))
     if interpret_mode():
         return rows, min(32, next_power_of_2(w)), min(32, next_power_of_2(c)), 4
     block_w = min(next_power_of_2(w), 16 if c >= 64 else 32)
-    block_c = min(max(16, next_power_of_2(c)), 1024 // block_w)
+    block_c = min(max(16, next_power_of_2(c)), elems // block_w)
     return rows, block_w, block_c, 4
+
+
+def _conv_elems(w: int, dilation: int) -> int:
+    """Row-tile size of the conv (and of its flipped form, the input gradient). probe27 (H200,
+    bf16, the lka bench and VAN layer shapes): 4 elements per thread beat 8 from 14 to 56 columns
+    (C160 14x14 5x5: 19 against 34 us; C64 56x56 7x7 d3 at batch 128: 139 against 154) and lost
+    on 7x7 maps (C512 7x7 d3: 65 against 37) and for the dilated 7x7 on 128x128 (106 against 92)."""
+    return 512 if 8 < w and (dilation == 1 or w < 96) else 1024
 
 
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
@@ -318,7 +328,7 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12)
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
     n_rblocks = cdiv(cdiv(h, dilation), rows)
     _dw_rows[(bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))](
         x, weight, bias if bias is not None else weight, res, out,
@@ -430,7 +440,10 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     kh, kw = kernel_size
     taps = kh * kw
     large = h * w >= 28 * 28
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12 if large else 8)
+    # 4 elements per thread up to 28 columns (probe27: C512 7x7 map, 7x7 d3 kernel 68 against 186 us;
+    # C320 14x14 88 against 143), 8 on wider maps (C64 56x56: 294 against 332)
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12 if large else 8,
+                                                 elems=512 if w <= 28 else 1024)
     n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
     total = bsz * dilation * n_rblocks * n_strips
     n_cblocks = cdiv(c, block_c)
