@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from ..common import eager_autograd, op_name, op_or_impl, use_kernels
-from .checks import check_depthwise, check_input, check_pointwise
+from .checks import check_depthwise, check_input, check_pointwise, valid_chain
 from .reference import (depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference,
                         lka_chain_reference_with_intermediates)
 
@@ -116,6 +116,19 @@ _chain_forward.register_autograd(_chain_bwd, setup_context=_chain_setup)
 _chain = eager_autograd(_chain_forward, _chain_forward_impl, _chain_setup, _chain_bwd)
 
 
+def _check_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias) -> None:
+    """Every rule of a chain call, one at a time, raising the first that fails."""
+    check_input(x)
+    if not (len(dw_weights) == len(dw_biases) == len(dilations)) or len(dw_weights) == 0:
+        raise ValueError("dw_weights, dw_biases and dilations must be non-empty and of equal length, got "
+                         f"{len(dw_weights)}, {len(dw_biases)}, {len(dilations)}")
+    for i, (w, b, d) in enumerate(zip(dw_weights, dw_biases, dilations)):
+        if b is None:
+            raise ValueError(f"dw_biases[{i}] must be a tensor [C]; pass zeros for a bias-free conv")
+        check_depthwise(x, w, b, d, f"dw[{i}]")
+    check_pointwise(x, conv1_weight, conv1_bias)
+
+
 def separable_large_kernel_attention(
     x: torch.Tensor,
     dw_weights: Sequence[torch.Tensor],
@@ -134,15 +147,8 @@ def separable_large_kernel_attention(
     Returns:
         [B, C, H, W], same memory format as x.
     """
-    check_input(x)
-    if not (len(dw_weights) == len(dw_biases) == len(dilations)) or len(dw_weights) == 0:
-        raise ValueError("dw_weights, dw_biases and dilations must be non-empty and of equal length, got "
-                         f"{len(dw_weights)}, {len(dw_biases)}, {len(dilations)}")
-    for i, (w, b, d) in enumerate(zip(dw_weights, dw_biases, dilations)):
-        if b is None:
-            raise ValueError(f"dw_biases[{i}] must be a tensor [C]; pass zeros for a bias-free conv")
-        check_depthwise(x, w, b, d, f"dw[{i}]")
-    check_pointwise(x, conv1_weight, conv1_bias)
+    if not valid_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias):
+        _check_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias)
     dt = x.dtype
     if not use_kernels(x):  # plain autograd through the reference (float64, CPU, other devices)
         return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
@@ -176,10 +182,13 @@ def large_kernel_attention(
     Returns:
         [B, C, H, W], same memory format as x.
     """
-    check_input(x)
-    for name, w, k in (("conv0_weight", conv0_weight, 5), ("spatial_weight", spatial_weight, 7)):
-        if isinstance(w, torch.Tensor) and tuple(w.shape[-2:]) != (k, k):
-            raise ValueError(f"{name} must be a {k}x{k} depthwise kernel [C, 1, {k}, {k}], got {tuple(w.shape)}")
+    if not (isinstance(conv0_weight, torch.Tensor) and isinstance(spatial_weight, torch.Tensor)
+            and conv0_weight.shape[-2:] == (5, 5) and spatial_weight.shape[-2:] == (7, 7)):
+        check_input(x)
+        for name, w, k in (("conv0_weight", conv0_weight, 5), ("spatial_weight", spatial_weight, 7)):
+            if isinstance(w, torch.Tensor) and tuple(w.shape[-2:]) != (k, k):
+                raise ValueError(f"{name} must be a {k}x{k} depthwise kernel [C, 1, {k}, {k}], "
+                                 f"got {tuple(w.shape)}")
     return separable_large_kernel_attention(x, [conv0_weight, spatial_weight], [conv0_bias, spatial_bias],
                                             [1, 3], conv1_weight, conv1_bias)
 

@@ -324,7 +324,8 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     """
     bsz, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
-    weight = weight.reshape(c, kh * kw).contiguous()
+    if not weight.is_contiguous():   # the kernels read it as [C, kh * kw]
+        weight = weight.contiguous()
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
