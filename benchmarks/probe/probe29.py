@@ -1,0 +1,108 @@
+"""Probe (session 10, CPU): what accumulating the depthwise taps in 16 bits would cost in accuracy.
+
+LKA's convs run as fp32 FMAs on CUDA cores at ~70% of the SMs' compute throughput (Nsight
+Compute, session 10); packed 16-bit FMAs (HFMA2, two lanes per instruction) would halve the FMA
+instructions, but they round the running sum to bf16 (or fp16) after every tap. This emulates the
+kernel's accumulation order (kernel columns outer, kernel rows inner, one FMA per tap, bias last)
+for VAN's 5x5 and 7x7-dilation-3 convs with every FMA rounded to fp32 (the kernel now), to bf16
+or to fp16 (inputs converted first), and compares each output, rounded to bf16, with the fp64
+conv of the same bf16 inputs. Two weight scales: PyTorch's default init for these convs
+(uniform +-1/sqrt(k*k)) and 4x that.
+
+    python benchmarks/probe/probe29.py          # the accuracy table
+    python benchmarks/probe/probe29.py --sass   # does Triton emit packed HFMA2? (offline sm_90a compile)
+"""
+import collections
+import os
+import re
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def conv_emulated(x, w, b, dil, acc_dtype):
+    """x [C, H, W] (float64 holding bf16 values), w [C, k, k], b [C] -> [C, H, W], accumulated in
+    ``acc_dtype`` (each FMA computed exactly, then rounded: a fused multiply-add)."""
+    c, h, wd = x.shape
+    k = w.shape[-1]
+    pad = dil * (k - 1) // 2
+    xp = F.pad(x, (pad, pad, pad, pad))
+    if acc_dtype != torch.float32:   # packed 16-bit math converts its operands first
+        xp, w = xp.to(acc_dtype).double(), w.to(acc_dtype).double()
+    acc = torch.zeros(c, h, wd, dtype=torch.float64)
+    for kw in range(k):
+        for kh in range(k):
+            tap = xp[:, kh * dil:kh * dil + h, kw * dil:kw * dil + wd] * w[:, kh, kw, None, None]
+            acc = (acc + tap).to(acc_dtype).double()
+    return (acc + b[:, None, None]).to(acc_dtype).double()
+
+
+def main():
+    torch.manual_seed(0)
+    c, s = 16, 28
+    print("conv      weights    | max / mean relative error of the bf16 output vs fp64, accumulating in:")
+    print("                     |      fp32 (now)            bf16                  fp16")
+    for k, dil in ((5, 1), (7, 3)):
+        for scale_name, scale in (("default", 1.0), ("4x", 4.0)):
+            x = torch.randn(c, s, s).bfloat16().double()
+            bound = scale / k
+            w = ((torch.rand(c, k, k) * 2 - 1) * bound).bfloat16().double()
+            b = ((torch.rand(c) * 2 - 1) * bound).bfloat16().double()
+            ref = F.conv2d(x[None], w[:, None], b, padding=dil * (k - 1) // 2, dilation=dil, groups=c)[0]
+            norm = ref.abs().mean()
+            cells = []
+            for acc in (torch.float32, torch.bfloat16, torch.float16):
+                out = conv_emulated(x, w, b, dil, acc).bfloat16().double()
+                err = (out - ref).abs()
+                cells.append(f"{(err.max() / norm).item():8.2e} / {(err.mean() / norm).item():8.2e}")
+            print(f"{k}x{k} d{dil}  {scale_name:8s}   | " + "   ".join(cells))
+    print("(errors relative to the mean |output|; bf16 output rounding alone is ~2e-3 relative)")
+
+
+def sass_packed():
+    """SASS opcode counts of a 7-tap toy loop over a [16, 64] tile with an fp32 or fp16 accumulator,
+    for bf16 and fp16 inputs, compiled for sm_90a with the ptxas/cuobjdump of Triton's wheel."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    @triton.jit
+    def toy(X, W, Y, sxw, C, ACC16: tl.constexpr):
+        offs_w = tl.arange(0, 16)
+        offs_c = tl.program_id(0) * 64 + tl.arange(0, 64)
+        base = X + offs_w[:, None] * sxw + offs_c[None, :]
+        acc = tl.zeros([16, 64], dtype=tl.float16 if ACC16 else tl.float32)
+        for kw in range(7):
+            for j in tl.static_range(7):
+                x = tl.load(base + (kw + j) * 64)
+                w = tl.load(W + offs_c * 49 + j * 7 + kw)
+                if ACC16:
+                    acc = acc + x.to(tl.float16) * w.to(tl.float16)[None, :]
+                else:
+                    acc = acc + x.to(tl.float32) * w.to(tl.float32)[None, :]
+        tl.store(Y + offs_w[:, None] * sxw + offs_c[None, :], acc.to(Y.dtype.element_ty))
+
+    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    names = toy.arg_names
+    for dt in ("bf16", "fp16"):
+        for acc16 in (False, True):
+            sig = {"X": f"*{dt}", "W": f"*{dt}", "Y": f"*{dt}", "sxw": "i32", "C": "i32", "ACC16": "constexpr"}
+            attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n != "ACC16"}
+            kernel = triton.compile(ASTSource(fn=toy, signature=sig, constexprs={(names.index("ACC16"),): acc16},
+                                              attrs=attrs), target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+            with open("/tmp/_probe29.ptx", "w") as f:
+                f.write(kernel.asm["ptx"])
+            subprocess.run([os.path.join(tools, "ptxas"), "--gpu-name", "sm_90a", "/tmp/_probe29.ptx", "-o",
+                            "/tmp/_probe29.o"], check=True)
+            sass = subprocess.run([os.path.join(tools, "cuobjdump"), "-sass", "/tmp/_probe29.o"], capture_output=True,
+                                  text=True).stdout
+            ops = collections.Counter(m.group(2).split(".")[0] for m in (
+                re.match(r"\s*/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)", line) for line in sass.splitlines()) if m)
+            print(dt, "acc16" if acc16 else "acc32", sum(ops.values()), dict(ops.most_common(8)))
+
+
+if __name__ == "__main__":
+    sass_packed() if "--sass" in sys.argv else main()
