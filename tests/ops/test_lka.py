@@ -132,6 +132,39 @@ def test_dw_conv_row_blocks(device, conv):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3)], ids=str)
+def test_dw_gpu_launch_rules(device, monkeypatch, case):
+    """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
+    interpreter's): 8- and 4-element-per-thread row tiles, 12-row items and >= 1024 pixels per split
+    on maps of 28x28 and up. On CPU the rules are forced (Triton's interpreter runs any block
+    shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
+    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule)."""
+    import ops.lka.kernels as L
+    if device == "cpu":
+        monkeypatch.setattr(L, "interpret_mode", lambda: False)
+        monkeypatch.setattr(L, "_sm_count", lambda index: 132)
+    c, h, w, (kh, kw), dil = case
+    gen, seed = fresh_generator()
+    dtype = torch.float32
+    x, g, r = (randn(1, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+               for _ in range(3))
+    wt = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen)
+    bias = randn(c, dtype=dtype, device=device, gen=gen)
+    for flip in (False, True):
+        out = dw_conv(x, wt, None if flip else bias, dil, flip=flip, residual=r if flip else None,
+                      out=poisoned(1, c, h, w, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last))
+        ref = depthwise_conv2d_reference(x.double(), (wt.flip(-1, -2) if flip else wt).double(),
+                                         None if flip else bias.double(), dil)
+        assert_close(out, ref + r.double() if flip else ref, dtype, f"dw_conv {case} flip={flip}", seed)
+    xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
+    bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
+    dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, dil), (wl, bl), g.double())
+    dw, db = dw_conv_weight_grad(g, x, (kh, kw), dil)
+    assert_close(dw, dw_ref, dtype, f"weight grad {case}", seed)
+    assert_close(db, db_ref, dtype, f"bias grad {case}", seed)
+
+
+@pytest.mark.kernel
 def test_pw_gate_backward_and_wgrad_poisoned(device):
     """The backward kernels write every element of their (NaN-poisoned) outputs."""
     gen, seed = fresh_generator()
