@@ -10,26 +10,9 @@ and warps (4 now, 8), each checked against the current plan's means.
 import torch
 
 import ops.routing.kernels as RK
-from ops.common.tuning import cdiv, next_power_of_2
 
 from bra_case import SHAPES  # the script's folder is on sys.path
 from lka_case import us
-
-
-def plan(B, Y, X, C, ny, nx, elems, block_c_max, warps):
-    """The mean kernel's (grid, args, meta) as ``_topk_plan`` builds them, with other sizes."""
-    R, T = ny * nx, (Y // ny) * (X // nx)
-    block_c = min(max(next_power_of_2(C), 16), block_c_max)
-    rows = elems // block_c
-    t_rows = next_power_of_2(T)
-    if t_rows * 2 <= rows:
-        group = min(rows // t_rows, next_power_of_2(B * R))
-        block_t = group * t_rows
-    else:
-        group, block_t = 1, min(max(t_rows, 16), rows)
-    grid = (cdiv(B * R, group), cdiv(C, block_c))
-    args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
-    return grid, args, dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=warps)
 
 
 def main():
@@ -42,7 +25,7 @@ def main():
         R = nw * nw
         cells, ref, diff = [], None, 0.0
         for elems, bc, warps in variants:
-            grid, args, meta = plan(B, S, S, C, nw, nw, elems, bc, warps)
+            grid, args, meta = RK._mean_plan(B, S, S, C, nw, nw, elems, bc, warps)
             means = torch.empty((2, B, R, C), device="cuda", dtype=torch.float32)
 
             def run():

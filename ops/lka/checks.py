@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..common import check_floating, check_rank, check_same_device
+from ..common.args import FLOAT_DTYPES
 
 __all__ = ["check_depthwise", "check_input", "check_pointwise", "valid_chain"]
 
@@ -49,13 +50,11 @@ def check_pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     check_same_device(x=x, conv1_weight=weight, conv1_bias=bias)
 
 
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
 
 def _valid_depthwise(w, b, d, c: int, device) -> bool:
-    return (isinstance(w, torch.Tensor) and w.dtype in _FLOATS and w.dim() == 4 and w.shape[0] == c
+    return (isinstance(w, torch.Tensor) and w.dtype in FLOAT_DTYPES and w.dim() == 4 and w.shape[0] == c
             and w.shape[1] == 1 and w.shape[2] % 2 == 1 and w.shape[3] % 2 == 1 and w.device == device
-            and isinstance(b, torch.Tensor) and b.dtype in _FLOATS and b.shape == (c,) and b.device == device
+            and isinstance(b, torch.Tensor) and b.dtype in FLOAT_DTYPES and b.shape == (c,) and b.device == device
             and type(d) is int and d >= 1)
 
 
@@ -63,12 +62,12 @@ def valid_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias) -
     """True when a chain call passes every check above, tested in one pass: a model calls the op
     once per block, and the per-rule checks (with their messages) then run only for calls that
     may be wrong. A False result is not an error by itself."""
-    if not (isinstance(x, torch.Tensor) and x.dtype in _FLOATS and x.dim() == 4 and x.numel() > 0
+    if not (isinstance(x, torch.Tensor) and x.dtype in FLOAT_DTYPES and x.dim() == 4 and x.numel() > 0
             and isinstance(conv1_weight, torch.Tensor) and isinstance(conv1_bias, torch.Tensor)
             and len(dw_weights) == len(dw_biases) == len(dilations) > 0):
         return False
     c, device = x.shape[1], x.device
     return (all(_valid_depthwise(w, b, d, c, device) for w, b, d in zip(dw_weights, dw_biases, dilations))
-            and conv1_weight.dtype in _FLOATS and conv1_bias.dtype in _FLOATS
+            and conv1_weight.dtype in FLOAT_DTYPES and conv1_bias.dtype in FLOAT_DTYPES
             and conv1_weight.shape in ((c, c, 1, 1), (c, c)) and conv1_bias.shape == (c,)
             and conv1_weight.device == device and conv1_bias.device == device)

@@ -173,23 +173,31 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
     return out
 
 
-@functools.lru_cache(maxsize=128)
-def _topk_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int):
-    """Grids and meta-parameters of ``region_topk``'s two launches (once per problem: the host
-    cost of a call is part of BiFormer's step time)."""
+def _mean_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int, elems: int = 2048, block_c_max: int = 64,
+               warps: int = 4):
+    """(grid, scalar args, meta) of the region-mean launch: programs of ``elems`` elements per
+    tensor over channel blocks of up to ``block_c_max`` (probe30 times other sizes)."""
     R = ny * nx
     T = (Y // ny) * (X // nx)
-    block_c = min(max(next_power_of_2(C), 16), 64)
-    rows = 2048 // block_c   # elements per tensor and program: 2048
+    block_c = min(max(next_power_of_2(C), 16), block_c_max)
+    rows = elems // block_c
     t_rows = next_power_of_2(T)
     if t_rows * 2 <= rows:  # small regions: several per program, each in t_rows rows
         group = min(rows // t_rows, next_power_of_2(B * R))
         block_t = group * t_rows
     else:
         group, block_t = 1, min(max(t_rows, 16), rows)
-    mean_grid = (cdiv(B * R, group), cdiv(C, block_c))
-    mean_args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
-    mean_meta = dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=4)
+    grid = (cdiv(B * R, group), cdiv(C, block_c))
+    args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
+    return grid, args, dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=warps)
+
+
+@functools.lru_cache(maxsize=128)
+def _topk_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int):
+    """Grids and meta-parameters of ``region_topk``'s two launches (once per problem: the host
+    cost of a call is part of BiFormer's step time)."""
+    R = ny * nx
+    mean_grid, mean_args, mean_meta = _mean_plan(B, Y, X, C, ny, nx)
     # One warp per program up to 64 regions: the top-k chain's arg-max rounds then reduce with
     # shuffles only (no shared memory round trip per round); 2048-element affinity tiles.
     # On the H200 (probe13) this took BiFormer's 14x14 top-16 from 49 to 29 us and 28x28 top-4

@@ -98,6 +98,16 @@ def test_lka_half_activations_fp32_weights(device, layout):
         assert_close(g, r, dtype, f"grad {name} ({layout})", seed)
 
 
+def _check_weight_grad(g, x, wt, dil, dtype, what, seed):
+    """``dw_conv_weight_grad`` (weight and bias) against autograd through the fp64 reference."""
+    xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
+    bl = torch.zeros(wt.shape[0], dtype=torch.float64, device=x.device, requires_grad=True)
+    dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, dil), (wl, bl), g.double())
+    dw, db = dw_conv_weight_grad(g, x, tuple(wt.shape[-2:]), dil)
+    assert_close(dw, dw_ref, dtype, f"weight grad {what}", seed)
+    assert_close(db, db_ref, dtype, f"bias grad {what}", seed)
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("conv", [((5, 5), 1, False, False), ((7, 7), 3, True, True), ((11, 1), 3, False, True)],
                          ids=str)
@@ -123,12 +133,7 @@ def test_dw_conv_row_blocks(device, conv):
         assert_close(out, ref, dtype, f"dw_conv {kh}x{kw} d{dil} flip={flip} {fmt}", seed)
         # the weight gradient walks the same row blocks (as split items)
         g = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
-        xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
-        bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
-        dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, dil), (wl, bl), g.double())
-        dw, db = dw_conv_weight_grad(g, x, (kh, kw), dil)
-        assert_close(dw, dw_ref, dtype, f"weight grad {kh}x{kw} d{dil} {fmt}", seed)
-        assert_close(db, db_ref, dtype, f"bias grad {kh}x{kw} d{dil} {fmt}", seed)
+        _check_weight_grad(g, x, wt, dil, dtype, f"{kh}x{kw} d{dil} {fmt}", seed)
 
 
 @pytest.mark.kernel
@@ -156,12 +161,7 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
         ref = depthwise_conv2d_reference(x.double(), (wt.flip(-1, -2) if flip else wt).double(),
                                          None if flip else bias.double(), dil)
         assert_close(out, ref + r.double() if flip else ref, dtype, f"dw_conv {case} flip={flip}", seed)
-    xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
-    bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
-    dw_ref, db_ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, dil), (wl, bl), g.double())
-    dw, db = dw_conv_weight_grad(g, x, (kh, kw), dil)
-    assert_close(dw, dw_ref, dtype, f"weight grad {case}", seed)
-    assert_close(db, db_ref, dtype, f"bias grad {case}", seed)
+    _check_weight_grad(g, x, wt, dil, dtype, str(case), seed)
 
 
 @pytest.mark.kernel
@@ -180,12 +180,7 @@ def test_pw_gate_backward_and_wgrad_poisoned(device):
     assert_close(ds, torch.einsum("oi,bohw->bihw", w1.double().reshape(c, c), g.double() * x.double()),
                  dtype, "ds = W1^T dt", seed)
     wt = randn(c, 1, 1, 5, dtype=dtype, device=device, gen=gen)
-    xl, wl = x.double().requires_grad_(), wt.double().requires_grad_()
-    bl = torch.zeros(c, dtype=torch.float64, device=device, requires_grad=True)
-    ref = torch.autograd.grad(depthwise_conv2d_reference(xl, wl, bl, 3), (wl, bl), g.double())
-    dw, db = dw_conv_weight_grad(g, x, (1, 5), 3)
-    assert_close(dw, ref[0], dtype, "depthwise weight grad 1x5 d3", seed)
-    assert_close(db, ref[1], dtype, "depthwise bias grad", seed)
+    _check_weight_grad(g, x, wt, 3, dtype, "1x5 d3", seed)
 
 
 @pytest.mark.kernel
