@@ -46,13 +46,18 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     device (MPS, XPU, meta) runs the reference. ``FOVEAL_FORCE_REFERENCE=1`` forces the
     reference everywhere (for A/B checks).
     """
-    if os.environ.get("FOVEAL_FORCE_REFERENCE") == "1" or not has_triton():
+    if not _HAS_TRITON or os.environ.get("FOVEAL_FORCE_REFERENCE") == "1":
         return False
-    present = [t for t in tensors if t is not None]
-    if present and all(t.is_cuda for t in present):
-        return True
-    # len(), not bool(list): torch 2.11's dynamo cannot trace bool() of a list (fullgraph breaks)
-    return len(present) > 0 and interpret_mode() and all(t.device.type == "cpu" for t in present)
+    # one pass over the tensors: this runs on every call of every op, and eager calls of small
+    # problems are bound by their CPU time
+    present = cuda = 0
+    for t in tensors:
+        if t is not None:
+            present += 1
+            cuda += t.is_cuda
+    if cuda == present:
+        return present > 0
+    return interpret_mode() and all(t.device.type == "cpu" for t in tensors if t is not None)
 
 
 def use_kernels(*tensors: torch.Tensor | None) -> bool:

@@ -20,13 +20,26 @@ from .reference import region_routing, routing_attention_reference, routing_atte
 
 __all__ = ["region_routing", "routing_attention", "routing_attention_reference"]
 
+_KERNELS = None
+
+
+def _kernels():
+    """(forward, backward, region_topk) of the kernel path, imported on first use (they import
+    Triton, which CPU-only installs may lack) and then kept: an import statement per call costs
+    CPU time that eager calls on small maps are bound by."""
+    global _KERNELS
+    if _KERNELS is None:
+        from ..common.block_sparse import block_sparse_attention_backward, block_sparse_attention_forward
+        from .kernels import region_topk
+        _KERNELS = block_sparse_attention_forward, block_sparse_attention_backward, region_topk
+    return _KERNELS
+
 
 def _bra_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, indices: torch.Tensor,
                  regions: list[int], num_heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     if use_kernels(q, k, v):
-        from ..common.block_sparse import block_sparse_attention_forward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
-        return block_sparse_attention_forward(q, k, v, indices, tile, num_heads, scale)
+        return _kernels()[0](q, k, v, indices, tile, num_heads, scale)
     return routing_attention_reference(q, k, v, indices, tuple(regions), num_heads, scale, return_lse=True)
 
 
@@ -43,9 +56,8 @@ def _bra_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                   lse: torch.Tensor, indices: torch.Tensor, regions: list[int], num_heads: int,
                   scale: float) -> list[torch.Tensor]:
     if use_kernels(q, k, v):
-        from ..common.block_sparse import block_sparse_attention_backward
         tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
-        return list(block_sparse_attention_backward(grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
+        return list(_kernels()[1](grad_out, q, k, v, out, lse, indices, tile, num_heads, scale))
     return list(routing_attention_reference_backward(grad_out, q, k, v, indices, tuple(regions), num_heads, scale))
 
 
@@ -75,8 +87,7 @@ _bra_call = eager_autograd(_bra_forward, _bra_forward_impl, _setup_context, _bac
 
 
 def _bra_route_impl(q: torch.Tensor, k: torch.Tensor, regions: list[int], topk: int, scale: float) -> torch.Tensor:
-    from .kernels import region_topk   # two launches, int32, no copies
-    return region_topk(q, k, tuple(regions), topk, scale)
+    return _kernels()[2](q, k, tuple(regions), topk, scale)   # two launches, int32, no copies
 
 
 _bra_route = torch.library.custom_op(op_name("bra_route"), _bra_route_impl, mutates_args=())

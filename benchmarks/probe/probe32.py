@@ -1,0 +1,75 @@
+"""Probe (session 11): host cost A/B of BRA's eager forward+backward, this tree's ``ops`` against
+another copy of ``ops`` (e.g. an earlier commit's) in the same process, so both meet the same
+host. The other copy is loaded as package ``ops_base`` with its ``torch.library`` namespace
+renamed (both register their custom ops).
+
+Per bench shape, alternating base and this tree 5 times: CPU us per call (launches not waited
+for) and do_bench eager ms of the forward+backward, with a do-nothing ``autograd.Function``'s
+CPU time as the host-speed yardstick; medians.
+
+    git worktree add /tmp/base <commit> && python benchmarks/probe/probe32.py /tmp/base/ops
+"""
+import importlib
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench
+
+import ops
+
+from bra_case import SHAPES, cpu_ms  # the script's folder is on sys.path
+from probe31 import Noop
+
+
+def load_base(path: str):
+    root = Path(tempfile.mkdtemp())
+    shutil.copytree(path, root / "ops_base", ignore=shutil.ignore_patterns("__pycache__"))
+    lib = root / "ops_base" / "common" / "library.py"
+    lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', 'LIBRARY = "foveal_base"'))
+    sys.path.insert(0, str(root))
+    return importlib.import_module("ops_base")
+
+
+def case(mod, B, S, C, nw, topk):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, go = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+    leaves = tuple(t.clone().requires_grad_(True) for t in (q, k, v))
+
+    def call():
+        for t in leaves:
+            t.grad = None
+        mod.routing_attention(*leaves, nw, topk, scale=C ** -0.5, num_heads=C // 32).backward(go)
+
+    def floor():
+        for t in leaves:
+            t.grad = None
+        Noop.apply(*leaves).backward(go)
+    return call, floor, leaves
+
+
+def main():
+    base = load_base(sys.argv[1])
+    print("shape                 | CPU us/call base, this (no-op Function) | eager ms base, this | grads equal")
+    for shape in SHAPES:
+        (cb, fl, lb), (cn, _, ln) = case(base, *shape), case(ops, *shape)
+        cb(), cn()
+        same = all(torch.equal(a.grad, b.grad) for a, b in zip(lb, ln))
+        host = {"base": [], "this": [], "floor": []}
+        eager = {"base": [], "this": []}
+        for _ in range(5):
+            for name, fn in (("base", cb), ("this", cn)):
+                host[name].append(cpu_ms(fn, 100) * 1e3)
+                eager[name].append(do_bench(fn, warmup=10, rep=60))
+            host["floor"].append(cpu_ms(fl, 100) * 1e3)
+        m = {k: statistics.median(v) for k, v in host.items()}
+        e = {k: statistics.median(v) for k, v in eager.items()}
+        B, S, C, nw, topk = shape
+        print(f"B{B} {S}x{S} C{C} topk{topk}".ljust(22) + f"| {m['base']:6.0f} {m['this']:6.0f} ({m['floor']:4.0f})"
+              f"                    | {e['base']:.3f} {e['this']:.3f}     | {same}", flush=True)
+
+
+main()
