@@ -1,0 +1,48 @@
+"""Probe (session 11): 16- and 32-row query boxes for NA with small windows. The cost model only
+offered 64- and 128-row query boxes to the forward and dQ kernels (the wgmma M side); on the
+NA-2D backbone case (7x7 windows, head dim 32) 64-row boxes walk 4.85x the needed products,
+16-row boxes 2.2-2.6x, 32-row boxes 3.1-3.7x (``tiling.walk_products``). With head dim 32 the
+scores' softmax and mask, not the dots, are most of the work. Times the forward and dQ kernels
+of the backbone (and the forward of NA-2D large, whose best 32-row boxes walk 1.94x against
+1.99x) at fixed warps and stages, through probe15's sweep machinery; errors are against the
+first (current) configuration of each kernel.
+
+    python benchmarks/probe/probe33.py
+"""
+import torch
+
+import probe15 as P  # the script's folder is on sys.path
+
+JOBS = [
+    # (kind, case index, (query rows, key rows), warps, stages); the first of each (kind, case) is the current rule
+    ("fwd", 1, (64, 64), 4, 3), ("fwd", 1, (64, 64), 4, 2),
+    ("fwd", 1, (32, 64), 4, 3), ("fwd", 1, (32, 64), 2, 3), ("fwd", 1, (32, 32), 4, 3), ("fwd", 1, (32, 32), 2, 3),
+    ("fwd", 1, (16, 16), 4, 3), ("fwd", 1, (16, 16), 2, 3), ("fwd", 1, (16, 16), 1, 3),
+    ("fwd", 1, (16, 32), 2, 3), ("fwd", 1, (16, 64), 4, 3), ("fwd", 1, (16, 64), 2, 3),
+    ("dq", 1, (64, 64), 4, 1), ("dq", 1, (64, 64), 4, 2),
+    ("dq", 1, (32, 64), 4, 2), ("dq", 1, (32, 32), 4, 2), ("dq", 1, (16, 16), 4, 2), ("dq", 1, (16, 16), 2, 2),
+    ("dq", 1, (16, 32), 2, 2),
+    ("fwd", 0, (64, 64), 4, 3), ("fwd", 0, (32, 64), 4, 3), ("fwd", 0, (32, 64), 2, 3),
+]
+
+
+def main():
+    torch.backends.cuda.matmul.allow_tf32 = True
+    P.precompile("sweep", JOBS)
+    refs = {}
+    for job in JOBS:
+        kind, ci, rows, warps, stages = job
+        name = P.GPU_CASES[ci][0]
+        try:
+            t, bm, bn, ratio, res = P.run_sweep_job(job, time_it=True)
+        except Exception as e:
+            print(f"{name:15s} {kind:3s} {rows} w{warps} s{stages}: {type(e).__name__} {str(e)[:160]}", flush=True)
+            continue
+        ref = refs.setdefault((kind, ci), res)
+        err = (res - ref).abs().max().item()
+        print(f"{name:15s} {kind:3s} rows {rows} w{warps} s{stages} q{bm} k{bn} walk {ratio:.2f}: "
+              f"{t * 1e3:8.1f} us (err {err:.1e})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
