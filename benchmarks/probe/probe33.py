@@ -8,7 +8,10 @@ of the backbone (and the forward of NA-2D large, whose best 32-row boxes walk 1.
 first (current) configuration of each kernel.
 
     python benchmarks/probe/probe33.py
+    PROBE_ROUND=2 python benchmarks/probe/probe33.py   # one-warp programs, after the first round
 """
+import os
+
 import torch
 
 import probe15 as P  # the script's folder is on sys.path
@@ -24,13 +27,24 @@ JOBS = [
     ("dq", 1, (16, 32), 2, 2),
     ("fwd", 0, (64, 64), 4, 3), ("fwd", 0, (32, 64), 4, 3), ("fwd", 0, (32, 64), 2, 3),
 ]
+# second round (PROBE_ROUND=2): one warp per program won on the backbone forward in the first
+JOBS2 = [
+    ("fwd", 1, (64, 64), 4, 2),
+    ("fwd", 1, (16, 16), 1, 3), ("fwd", 1, (16, 16), 1, 2), ("fwd", 1, (16, 16), 1, 4),
+    ("fwd", 1, (16, 32), 1, 3), ("fwd", 1, (16, 64), 1, 3), ("fwd", 1, (32, 32), 1, 3), ("fwd", 1, (32, 64), 1, 3),
+    ("fwd", 1, (32, 32), 2, 2), ("fwd", 1, (32, 16), 1, 3), ("fwd", 1, (32, 16), 2, 3),
+    ("dq", 1, (64, 64), 4, 2),
+    ("dq", 1, (16, 16), 1, 2), ("dq", 1, (16, 32), 1, 2), ("dq", 1, (32, 32), 1, 2), ("dq", 1, (32, 32), 2, 2),
+    ("dq", 1, (64, 64), 2, 2),
+]
 
 
 def main():
     torch.backends.cuda.matmul.allow_tf32 = True
-    P.precompile("sweep", JOBS)
+    jobs = JOBS2 if os.environ.get("PROBE_ROUND") == "2" else JOBS
+    P.precompile("sweep", jobs)
     refs = {}
-    for job in JOBS:
+    for job in jobs:
         kind, ci, rows, warps, stages = job
         name = P.GPU_CASES[ci][0]
         try:
