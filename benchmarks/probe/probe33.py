@@ -9,6 +9,7 @@ first (current) configuration of each kernel.
 
     python benchmarks/probe/probe33.py
     PROBE_ROUND=2 python benchmarks/probe/probe33.py   # one-warp programs, after the first round
+    PROBE_ROUND=3 python benchmarks/probe/probe33.py   # the resulting rule on other shapes
 """
 import os
 
@@ -39,8 +40,37 @@ JOBS2 = [
 ]
 
 
+# third round (PROBE_ROUND=3): the rule taken from rounds 1-2 (``kernels._plan``: 32x32 boxes at
+# one warp for head dim 32 when they walk <= 0.7x the 64x64 boxes' products) on other small-window
+# shapes, against 64x64 boxes at 4 warps; compiled in this process (the cases are not probe15's)
+CASES3 = [
+    ("2-D 3x3 D32", (64, 4, 32), (56, 56), (3, 3), (1, 1), None),
+    ("2-D 13x13 D32", (16, 8, 32), (56, 56), (13, 13), (1, 1), None),
+    ("2-D 7x7 D32 28x28", (64, 8, 32), (28, 28), (7, 7), (1, 1), None),
+    ("1-D k7 D32", (8, 8, 32), (8192,), (7,), (1,), None),
+    ("3-D 3x7x7 D32", (2, 4, 32), (8, 28, 28), (3, 7, 7), (1, 1, 1), None),
+]
+
+
+def round3():
+    import ops.neighborhood.kernels as K
+    first = len(P.GPU_CASES)
+    P.GPU_CASES.extend(CASES3)
+    for ci in range(first, len(P.GPU_CASES)):
+        name, (b, h, d), shape, kernel, stride, _ = P.GPU_CASES[ci]
+        rank = len(shape)
+        rule = K._plan(shape, rank, kernel, (1,) * rank, stride, (False,) * rank, d, "fwd")[3:]
+        row = []
+        for job in (("fwd", ci, (64, 64), 4, 2), ("fwd", ci, (32, 32), 1, 2), ("fwd", ci, (32, 32), 1, 3)):
+            t, bm, bn, ratio, _ = P.run_sweep_job(job, time_it=True)
+            row.append(f"{job[2]} w{job[3]} s{job[4]} walk {ratio:.2f}: {t * 1e3:7.1f} us")
+        print(f"{name:18s} rule q{rule[0]} k{rule[1]} | " + " | ".join(row), flush=True)
+
+
 def main():
     torch.backends.cuda.matmul.allow_tf32 = True
+    if os.environ.get("PROBE_ROUND") == "3":
+        return round3()
     jobs = JOBS2 if os.environ.get("PROBE_ROUND") == "2" else JOBS
     P.precompile("sweep", jobs)
     refs = {}
