@@ -10,6 +10,7 @@ first (current) configuration of each kernel.
     python benchmarks/probe/probe33.py
     PROBE_ROUND=2 python benchmarks/probe/probe33.py   # one-warp programs, after the first round
     PROBE_ROUND=3 python benchmarks/probe/probe33.py   # the resulting rule on other shapes
+    PROBE_ROUND=4 python benchmarks/probe/probe33.py   # the backbone's dK/dV kernel
 """
 import os
 
@@ -52,6 +53,15 @@ CASES3 = [
 ]
 
 
+# fourth round (PROBE_ROUND=4): the dK/dV kernel of the backbone (it owns key boxes and walks query
+# boxes; rows are (walked queries, owned keys); 32 x 64 at 4 warps is the current rule)
+JOBS4 = [
+    ("dkv", 1, (32, 64), 4, 1), ("dkv", 1, (32, 64), 4, 2), ("dkv", 1, (32, 64), 2, 1),
+    ("dkv", 1, (32, 32), 1, 1), ("dkv", 1, (32, 32), 2, 1), ("dkv", 1, (16, 32), 1, 1), ("dkv", 1, (16, 32), 2, 1),
+    ("dkv", 1, (16, 64), 4, 1), ("dkv", 1, (16, 64), 2, 1), ("dkv", 1, (64, 32), 2, 1), ("dkv", 1, (64, 32), 4, 1),
+]
+
+
 def round3():
     import ops.neighborhood.kernels as K
     first = len(P.GPU_CASES)
@@ -71,7 +81,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     if os.environ.get("PROBE_ROUND") == "3":
         return round3()
-    jobs = JOBS2 if os.environ.get("PROBE_ROUND") == "2" else JOBS
+    jobs = {"2": JOBS2, "4": JOBS4}.get(os.environ.get("PROBE_ROUND"), JOBS)
     P.precompile("sweep", jobs)
     refs = {}
     for job in jobs:

@@ -690,10 +690,11 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
         bm2, bn2, cost2 = choose_boxes(glen, *window, *options[1], by_keys)
         if cost2 <= 1.05 * cost:
             bm, bn = bm2, bn2
-    elif kind == "fwd" and head_dim <= 32 and not interpret_mode():
-        # small windows: 64-row boxes walk many masked products (4.85x the needed ones on the
-        # NA-2D backbone's 7x7, 32x32 boxes 3.17x); at head dim 32 the scores' softmax, not
-        # the dots, is the work, and one-warp programs of 32 rows ran 15% faster (probe33)
+    elif kind == "fwd" and head_dim <= 32 and shape[0] == 1 and not interpret_mode():
+        # 1-D/2-D small windows: 64-row boxes walk many masked products (4.85x the needed ones
+        # on the NA-2D backbone's 7x7, 32x32 boxes 3.17x); at head dim 32 the scores' softmax,
+        # not the dots, is the work, and one-warp programs of 32 rows ran 10-27% faster on five
+        # such shapes, but 1.9x slower on a 3-D 3x7x7 one (probe33)
         bm2, bn2, cost2 = choose_boxes(glen, *window, 32, 32, by_keys)
         if cost2 <= 0.7 * cost:
             bm, bn = bm2, bn2
