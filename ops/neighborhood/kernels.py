@@ -667,7 +667,8 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
 
     Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles, or 128 x 128 when
     they cost no more than 5% extra products and windows hold >= 1024 keys (long walks of nearly
-    dense tiles, as in 3-D GNA, run faster on big tiles). dQ: 64 x 64. dK/dV: 64 owned key rows
+    dense tiles, as in 3-D GNA, run faster on big tiles), or 32 x 32 on one warp for 1-D/2-D
+    problems at head dim 32 when they walk <= 0.7x the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
     in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
     walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
