@@ -11,6 +11,7 @@ first (current) configuration of each kernel.
     PROBE_ROUND=2 python benchmarks/probe/probe33.py   # one-warp programs, after the first round
     PROBE_ROUND=3 python benchmarks/probe/probe33.py   # the resulting rule on other shapes
     PROBE_ROUND=4 python benchmarks/probe/probe33.py   # the backbone's dK/dV kernel
+    PROBE_ROUND=5 python benchmarks/probe/probe33.py   # GNA-2D's forward on bigger tiles
 """
 import os
 
@@ -62,6 +63,15 @@ JOBS4 = [
 ]
 
 
+# fifth round (PROBE_ROUND=5): GNA-2D's forward (no mask: its query boxes share one window) on
+# bigger tiles, which the 128x128 rule only offers to windows of >= 1024 keys (GNA-2D's holds 256)
+JOBS5 = [
+    ("fwd", 3, (64, 64), 4, 2), ("fwd", 3, (64, 64), 4, 3), ("fwd", 3, (64, 128), 4, 2), ("fwd", 3, (64, 128), 4, 3),
+    ("fwd", 3, (128, 64), 8, 2), ("fwd", 3, (128, 64), 8, 3), ("fwd", 3, (128, 128), 8, 2), ("fwd", 3, (128, 128), 8, 3),
+    ("fwd", 3, (128, 64), 4, 2),
+]
+
+
 def round3():
     import ops.neighborhood.kernels as K
     first = len(P.GPU_CASES)
@@ -81,7 +91,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     if os.environ.get("PROBE_ROUND") == "3":
         return round3()
-    jobs = {"2": JOBS2, "4": JOBS4}.get(os.environ.get("PROBE_ROUND"), JOBS)
+    jobs = {"2": JOBS2, "4": JOBS4, "5": JOBS5}.get(os.environ.get("PROBE_ROUND"), JOBS)
     P.precompile("sweep", jobs)
     refs = {}
     for job in jobs:

@@ -99,3 +99,31 @@ def test_dkv_boxes_are_costed_as_the_dkv_walk():
     bm, bn, cost = choose_boxes(lengths, kernel, stride, causal, 32, 64, by_keys=True)
     assert cost == walk_products(lengths, kernel, stride, causal, bm, bn, by_keys=True)
     assert cost / needed == pytest.approx(1.99, abs=0.01)
+
+
+def test_gpu_forward_boxes_for_small_windows(monkeypatch):
+    """The GPU plan's forward boxes (``kernels._plan`` off the interpreter): 32x32 boxes on one warp
+    for 1-D/2-D problems at head dim 32 whose 64x64 walk is >= 1/0.7 as long; 64-row boxes for
+    larger head dims, larger windows and 3-D problems (probe33)."""
+    K = pytest.importorskip("ops.neighborhood.kernels")
+    monkeypatch.setattr(K, "interpret_mode", lambda: False)
+
+    def fwd_boxes(spatial, kernel, head_dim):
+        r = len(spatial)
+        _, _, _, bm, bn = K._plan(spatial, r, kernel, (1,) * r, (1,) * r, (False,) * r, head_dim, "fwd")
+        return math.prod(bm), math.prod(bn)
+
+    assert fwd_boxes((56, 56), (7, 7), 32) == (32, 32)      # backbone: 3.17x vs 4.85x the needed products
+    assert fwd_boxes((4096,), (7,), 32) == (32, 32)
+    assert fwd_boxes((56, 56), (7, 7), 64) == (64, 64)      # the rule is measured at head dim 32 only
+    assert fwd_boxes((96, 96), (17, 17), 32) == (64, 64)    # 1.99x walk: 32x32 boxes save too little
+    assert fwd_boxes((8, 28, 28), (3, 7, 7), 32) == (64, 64)  # slower on 3-D
+    dq = K._plan((56, 56), 2, (7, 7), (1, 1), (1, 1), (False,) * 2, 32, "dq")
+    assert math.prod(dq[3]) == 64                           # dQ keeps 64-row boxes (16/32 rows were not faster)
+
+    import triton
+    configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 2), (4, 3), (8, 2), (8, 3)]]
+    small = K._fwd_warps(configs, {}, BM0=1, BM1=4, BM2=8)
+    assert {c.num_warps for c in small} == {1} and sorted(c.num_stages for c in small) == [2, 3]
+    assert {c.num_warps for c in K._fwd_warps(configs, {}, BM0=1, BM1=8, BM2=8)} == {4}
+    assert {c.num_warps for c in K._fwd_warps(configs, {}, BM0=1, BM1=8, BM2=16)} == {8}
