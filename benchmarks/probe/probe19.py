@@ -9,13 +9,13 @@ GPU time, the mean gap between consecutive kernels on the GPU, and the CPU ops t
     python benchmarks/probe/probe19.py
 """
 import torch
-from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 import ops
 from tasks.bench.suites.peers import CUDAGraphed
 
 from bra_case import SHAPES  # the script's folder is on sys.path
+from profiling import print_kernel_trace
 
 for B, S, C, nw, topk in SHAPES[:2]:
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -28,23 +28,4 @@ for B, S, C, nw, topk in SHAPES[:2]:
                      do_bench(graph, warmup=10, rep=60, return_mode="median")))
     print(f"B{B} {S}x{S} C{C} topk{topk}: eager/graph ms " + ", ".join(f"{e:.4f}/{gr:.4f}" for e, gr in rows),
           flush=True)
-    for _ in range(5):
-        fwd()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(20):
-            fwd()
-        torch.cuda.synchronize()
-    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
-                     key=lambda e: e.time_range.start)
-    per = {}
-    for e in kernels:
-        n, t = per.get(e.name, (0, 0.0))
-        per[e.name] = (n + 1, t + e.time_range.elapsed_us())
-    for name, (n, t) in per.items():
-        print(f"    {n:3d} x {t / n:7.1f} us  {name[:90]}")
-    gaps = [b.time_range.start - a.time_range.end for a, b in zip(kernels, kernels[1:])]
-    if gaps:
-        print(f"    GPU gaps between kernels: mean {sum(gaps) / len(gaps):.1f} us, max {max(gaps):.1f} us")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50),
-          flush=True)
+    print_kernel_trace(fwd, 20)

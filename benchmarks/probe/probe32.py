@@ -19,10 +19,7 @@ from pathlib import Path
 import torch
 from triton.testing import do_bench
 
-import ops
-
-from bra_case import SHAPES, cpu_ms  # the script's folder is on sys.path
-from probe31 import Noop
+from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd  # the script's folder is on sys.path
 
 
 def load_base(path: str):
@@ -34,28 +31,13 @@ def load_base(path: str):
     return importlib.import_module("ops_base")
 
 
-def case(mod, B, S, C, nw, topk):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, go = (torch.randn(B, S, S, C, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
-    leaves = tuple(t.clone().requires_grad_(True) for t in (q, k, v))
-
-    def call():
-        for t in leaves:
-            t.grad = None
-        mod.routing_attention(*leaves, nw, topk, scale=C ** -0.5, num_heads=C // 32).backward(go)
-
-    def floor():
-        for t in leaves:
-            t.grad = None
-        Noop.apply(*leaves).backward(go)
-    return call, floor, leaves
-
-
 def main():
     base = load_base(sys.argv[1])
     print("shape                 | CPU us/call base, this (no-op Function) | eager ms base, this | grads equal")
     for shape in SHAPES:
-        (cb, fl, lb), (cn, _, ln) = case(base, *shape), case(ops, *shape)
+        cb, _, lb = fwd_bwd(*shape, op=base.routing_attention)
+        cn, (_, _, _, go), ln = fwd_bwd(*shape)
+        fl = noop_fwd_bwd(ln, go)
         cb(), cn()
         same = all(torch.equal(a.grad, b.grad) for a, b in zip(lb, ln))
         host = {"base": [], "this": [], "floor": []}

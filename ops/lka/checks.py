@@ -50,7 +50,6 @@ def check_pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -
     check_same_device(x=x, conv1_weight=weight, conv1_bias=bias)
 
 
-
 def _valid_depthwise(w, b, d, c: int, device) -> bool:
     return (isinstance(w, torch.Tensor) and w.dtype in FLOAT_DTYPES and w.dim() == 4 and w.shape[0] == c
             and w.shape[1] == 1 and w.shape[2] % 2 == 1 and w.shape[3] % 2 == 1 and w.device == device
