@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from .dispatch import dot_precision, interpret_mode, tune_configs
-from .tuning import Launcher, cdiv, next_power_of_2
+from .tuning import Launcher, alignment, cdiv, next_power_of_2
 
 __all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward"]
 
@@ -436,14 +436,18 @@ def block_sparse_attention_forward(
         out [B, Y, X, C] in q's dtype and the natural-log LSE [B, Y, X, H] (float32).
     """
     B, Y, X, C = q.shape
-    grid, args, meta = _fwd_plan(B, X, C, *tile, *kv_index.shape[1:], num_heads, q.dtype, scale)
+    nq, nk = kv_index.shape[1:]
+    grid, args, meta = _fwd_plan(B, X, C, *tile, nq, nk, num_heads, q.dtype, scale)
     idx = _int32(kv_index)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
-    _bs_fwd[grid](q, k, v, out, lse, idx, *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
-                  idx.stride(0), idx.stride(1), *args, **meta)
+    tensors = (q, k, v, out, lse, idx)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), idx.stride(0), idx.stride(1))
+    # the site key holds what the plan, the strides and the pointers' alignment do not
+    site = (q.get_device(), B, Y, X, C, *tile, nq, nk, num_heads, q.dtype, strides, alignment(*tensors))
+    _bs_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
     return out, lse
 
 
@@ -455,26 +459,34 @@ def block_sparse_attention_backward(
     """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
     B, Y, X, C = q.shape
     n_tiles = (Y // tile[0]) * (X // tile[1])
-    ne = kv_index.shape[1] * kv_index.shape[2]
+    nq, nk = kv_index.shape[1:]
+    ne = nq * nk
     dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta = _bwd_plan(
-        B, X, C, *tile, n_tiles, *kv_index.shape[1:], num_heads, q.dtype, scale)
+        B, X, C, *tile, n_tiles, nq, nk, num_heads, q.dtype, scale)
     idx = _int32(kv_index)
     lse = lse.contiguous()
     n_delta = lse.numel()
     # delta = rowsum(dO * O) (written by the dQ programs for the dK/dV kernel), then the inverse
     # CSR lists (int32: src, ptr) in one fp32 buffer, addressed in-kernel by offsets
     ws = torch.empty(n_delta + B * (ne + n_tiles + 1), device=q.device, dtype=torch.float32)
-    dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    if dq is None and dk is None and dv is None:   # one allocation, not three (host time)
+        dq, dk, dv = torch.empty((3, B, Y, X, C), device=q.device, dtype=q.dtype).unbind(0)
+    else:
+        dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
+        dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
+        dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    qs, ks, vs, gs, ls = q.stride(), k.stride(), v.stride(), grad_out.stride(), lse.stride()
+    site = (q.get_device(), B, Y, X, C, *tile, nq, nk, num_heads, q.dtype, qs, ks, vs, gs, ls)
     # launch 1: dQ programs, then cdiv(n_tiles, H) more per (b, h) that build the inverse lists
-    _bs_bwd_dq[dq_grid](
-        q, k, v, out, grad_out, dq, lse, ws, idx, *q.stride(), *k.stride(), *v.stride(),
-        *out.stride(), *grad_out.stride(), *dq.stride(), *lse.stride(), idx.stride(0), idx.stride(1),
-        *dq_args, n_delta, B * ne, **dq_meta)
+    tensors = (q, k, v, out, grad_out, dq, lse, ws, idx)
+    _bs_bwd_dq.launch(
+        (*site, out.stride(), dq.stride(), alignment(*tensors)), dq_grid,
+        (*tensors, *qs, *ks, *vs, *out.stride(), *gs, *dq.stride(), *ls, idx.stride(0), idx.stride(1),
+         *dq_args, n_delta, B * ne), dq_meta)
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
-    _bs_bwd_dkv[dkv_grid](
-        q, k, v, grad_out, dk, dv, lse, ws, *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(),
-        *dk.stride(), *dv.stride(), *lse.stride(), *dkv_args, n_delta, B * ne, **dkv_meta)
+    tensors = (q, k, v, grad_out, dk, dv, lse, ws)
+    _bs_bwd_dkv.launch(
+        (*site, dk.stride(), dv.stride(), alignment(*tensors)), dkv_grid,
+        (*tensors, *qs, *ks, *vs, *gs, *dk.stride(), *dv.stride(), *ls, *dkv_args, n_delta, B * ne), dkv_meta)
     return dq, dk, dv

@@ -99,6 +99,41 @@ def _(q, k, regions, topk, scale):
     return q.new_empty((q.shape[0], regions[0] * regions[1], topk), dtype=torch.int32)
 
 
+class _RoutedAttention(torch.autograd.Function):
+    """The eager kernel path's autograd node: the block-sparse kernels called directly. It does
+    what ``_bra_call`` does on that path without the generic dispatch around it (custom-op
+    wrappers, argument flattening, the device test per call): eager BRA on BiFormer's maps is
+    bound by its CPU time, not by the GPU."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, indices, tile, num_heads, scale):
+        out, lse = _kernels()[0](q, k, v, indices, tile, num_heads, scale)
+        ctx.save_for_backward(q, k, v, indices, out, lse)
+        ctx.params = (tile, num_heads, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, indices, out, lse = ctx.saved_tensors
+        dq, dk, dv = _kernels()[1](grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params)
+        return dq, dk, dv, None, None, None, None
+
+
+def _eager_kernels(q, k, v, regions, topk, num_heads, scale, routing_indices):
+    """(out, indices) on the kernel path outside ``torch.compile``."""
+    fwd, _, route = _kernels()
+    if routing_indices is not None:
+        indices = routing_indices
+    elif regions[0] * regions[1] <= 256:
+        indices = route(q, k, regions, topk, scale)   # two launches, int32, no copies
+    else:
+        indices = region_routing(q, k, regions, topk, scale)
+    tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _RoutedAttention.apply(q, k, v, indices, tile, num_heads, scale), indices
+    return fwd(q, k, v, indices, tile, num_heads, scale)[0], indices
+
+
 def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
     """The common valid call, recognised in one expression: every rule of ``_check`` holds, so
     the per-rule checks (and their messages) are only run when something may be wrong."""
@@ -186,13 +221,17 @@ def routing_attention(
     pad_b, pad_r = (-H) % regions[0], (-W) % regions[1]
     if pad_b or pad_r:
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
-    if routing_indices is not None:
-        indices = routing_indices
-    elif use_kernels(q, k) and regions[0] * regions[1] <= 256:
-        indices = _bra_route_call(q, k, list(regions), topk, scale)
+    kernels = use_kernels(q, k, v)
+    if kernels and not torch.compiler.is_compiling():
+        out, indices = _eager_kernels(q, k, v, regions, topk, num_heads, scale, routing_indices)
     else:
-        indices = region_routing(q, k, regions, topk, scale)
-    out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
+        if routing_indices is not None:
+            indices = routing_indices
+        elif kernels and regions[0] * regions[1] <= 256:
+            indices = _bra_route_call(q, k, list(regions), topk, scale)
+        else:
+            indices = region_routing(q, k, regions, topk, scale)
+        out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
     if pad_b or pad_r:
         out = out[:, :H, :W]
     return (out, indices.long()) if return_indices else out

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.tuning import Launcher, cdiv, next_power_of_2
+from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2
 
 __all__ = ["region_topk"]
 
@@ -168,8 +168,12 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
     means = torch.empty((2, B, R, C), device=q.device, dtype=torch.float32)
     if out is None:
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
-    _region_mean[mean_grid](q, k, means, *mean_args, *q.stride(), *k.stride(), **mean_meta)
-    _region_topk[topk_grid](means, out, R, C, B * R * C, topk, scale, **topk_meta)
+    qs, ks = q.stride(), k.stride()
+    site = (q.get_device(), B, Y, X, C, *regions, q.dtype, k.dtype)
+    _region_mean.launch((*site, qs, ks, alignment(q, k, means)), mean_grid,
+                        (q, k, means, *mean_args, *qs, *ks), mean_meta)
+    _region_topk.launch((*site, topk, alignment(means, out)), topk_grid,
+                        (means, out, R, C, B * R * C, topk, scale), topk_meta)
     return out
 
 

@@ -138,3 +138,40 @@ def test_quick_tune_keeps_the_extreme_candidates(monkeypatch):
     monkeypatch.setattr(dispatch, "_QUICK_TUNE", True)
     assert tune_configs(configs) == [configs[0], configs[-1]]
     assert tune_configs(configs[:2]) == configs[:2]
+
+
+@pytest.mark.kernel
+def test_site_keyed_launches(device, monkeypatch):
+    """``Launcher.launch``: a caller-keyed site compiles once, then (GPU) launches its compiled
+    kernel without the jit or the generic key; another site is another problem. Under the
+    interpreter nothing is compiled, so no site is remembered and every call takes the jit."""
+    launcher = Launcher(_offset_kernel)
+    x = torch.randn(100, device=device)
+    y = torch.full_like(x, float("nan"))
+    launcher.launch(("n100",), (4,), (x, y, 100, 1.5), dict(BLOCK=32))
+    torch.testing.assert_close(y, x + 1.5)
+    assert list(launcher.sites) == ([("n100",)] if device == "cuda" else [])
+    if device == "cuda":
+        def no_jit(*args, **kwargs):
+            raise AssertionError("a known site went through the jit")
+        monkeypatch.setattr(type(_offset_kernel), "run", no_jit)
+        monkeypatch.setattr(launcher, "_launch", no_jit)
+    y2 = torch.full_like(x, float("nan"))
+    launcher.launch(("n100",), (4,), (x, y2, 100, -2.0), dict(BLOCK=32))
+    torch.testing.assert_close(y2, x - 2.0)
+    if device == "cuda":
+        monkeypatch.undo()
+        y3 = torch.full_like(x, float("nan"))
+        launcher.launch(("n1",), (1,), (x, y3, 1, 0.25), dict(BLOCK=32))   # n == 1: its own specialization
+        assert y3[0].item() == (x[0] + 0.25).item() and torch.isnan(y3[1:]).all()
+        assert len(launcher.sites) == 2 and len(launcher.compiled) == 2
+
+
+def test_alignment_key():
+    """The tensor part of a site key: one 0 when every pointer is 16-byte aligned, else each
+    pointer's offset (which tensor is misaligned matters to Triton)."""
+    from ops.common.tuning import alignment
+
+    x = torch.zeros(64)
+    assert alignment(x, x) == (0,)
+    assert alignment(x, x[1:]) == (0, 4) and alignment(x[1:], x) == (4, 0)
