@@ -6,7 +6,9 @@ region to the tokens of its routed regions through the index-driven block-sparse
 ``ops/common/block_sparse.py``, which reads keys/values by address (no gathered copies).
 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the kernels, the routing
 included (``kernels.region_topk``: region means and top-k in two launches); anything else runs
-``reference.py`` (the official gather algorithm).
+``reference.py`` (the official gather algorithm). Eager calls on the kernel path take a lean
+``autograd.Function`` (``_RoutedAttention``) that calls the kernels directly; ``torch.compile``
+traces the registered ``foveal::bra_*`` ops instead.
 """
 from __future__ import annotations
 
