@@ -1,13 +1,12 @@
 """The BRA cases the probes share: ``SHAPES`` (the bench's four), ``fwd_bwd`` (one eager bf16
 forward+backward of the fused op on fresh maps of a shape), ``noop_fwd_bwd`` (the same call
 shape through a do-nothing ``autograd.Function``: the autograd engine's host floor), the CPU-time probes' case
-B64 56x56 C64 topk1 (``fb`` and its tensors) and ``cpu_ms`` (CPU time per call, launches not
-waited for)."""
-import time
-
+B64 56x56 C64 topk1 (``fb`` and its tensors) and ``ab.cpu_ms`` (CPU time per call, launches not
+waited for), re-exported."""
 import torch
 
 import ops
+from ab import cpu_ms  # noqa: F401  (the probes import it from here too)
 
 # (batch, size, channels, n_win, topk): BiFormer stages 1-3 at 224 and a 128x128 map
 SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
@@ -52,15 +51,3 @@ def noop_fwd_bwd(leaves, go):
 
 B, S, C, nw, topk = SHAPES[0]
 fb, (q, k, v, go), (qg, kg, vg) = fwd_bwd(B, S, C, nw, topk)
-
-
-def cpu_ms(fn, n=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    c = (time.perf_counter() - t) / n * 1e3
-    torch.cuda.synchronize()
-    return c

@@ -9,26 +9,14 @@ CPU time as the host-speed yardstick; medians.
 
     git worktree add /tmp/base <commit> && python benchmarks/probe/probe32.py /tmp/base/ops
 """
-import importlib
-import shutil
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 from triton.testing import do_bench
 
-from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd  # the script's folder is on sys.path
-
-
-def load_base(path: str):
-    root = Path(tempfile.mkdtemp())
-    shutil.copytree(path, root / "ops_base", ignore=shutil.ignore_patterns("__pycache__"))
-    lib = root / "ops_base" / "common" / "library.py"
-    lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', 'LIBRARY = "foveal_base"'))
-    sys.path.insert(0, str(root))
-    return importlib.import_module("ops_base")
+from ab import load_base  # the script's folder is on sys.path
+from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd
 
 
 def main():

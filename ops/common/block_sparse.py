@@ -469,12 +469,9 @@ def block_sparse_attention_backward(
     # delta = rowsum(dO * O) (written by the dQ programs for the dK/dV kernel), then the inverse
     # CSR lists (int32: src, ptr) in one fp32 buffer, addressed in-kernel by offsets
     ws = torch.empty(n_delta + B * (ne + n_tiles + 1), device=q.device, dtype=torch.float32)
-    if dq is None and dk is None and dv is None:   # one allocation, not three (host time)
-        dq, dk, dv = torch.empty((3, B, Y, X, C), device=q.device, dtype=q.dtype).unbind(0)
-    else:
-        dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
-        dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
-        dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
     qs, ks, vs, gs, ls = q.stride(), k.stride(), v.stride(), grad_out.stride(), lse.stride()
     site = (q.get_device(), B, Y, X, C, *tile, nq, nk, num_heads, q.dtype, qs, ks, vs, gs, ls)
     # launch 1: dQ programs, then cdiv(n_tiles, H) more per (b, h) that build the inverse lists

@@ -158,7 +158,6 @@ class Launcher:
         self.compiled: dict[tuple, _Compiled] = {}
         self.layout: _ArgLayout | None = None
         self.sites: dict[tuple, _Compiled] = {}
-        self._last: _Compiled | None = None   # the compiled kernel of the latest generic-path call
         # compiled kernels exist only off the interpreter; FOVEAL_DIRECT_LAUNCH=0 keeps the jit path
         self.direct = (not interpret_mode() and _raw_stream is not None and _current_device is not None
                        and os.environ.get("FOVEAL_DIRECT_LAUNCH", "1") != "0")
@@ -176,12 +175,13 @@ class Launcher:
         if entry is not None:
             entry(grid, args)
             return
-        self._last = None
-        self._launch(grid, *args, **meta)
-        if self._last is not None:
-            self.sites[site] = self._last
+        entry = self._launch(grid, *args, **meta)
+        if entry is not None:
+            self.sites[site] = entry
 
-    def _launch(self, grid, *args, **kwargs):
+    def _launch(self, grid, *args, **kwargs) -> _Compiled | None:
+        """Launch through the generic key; returns the problem's compiled kernel once there is one
+        (returned, not kept on the launcher: threads, e.g. ``nn.DataParallel``'s, share it)."""
         layout = self.layout
         if layout is None:
             layout = self.layout = _ArgLayout(args)
@@ -192,8 +192,8 @@ class Launcher:
             key = (_current_device(), *key)
             entry = self.compiled.get(key)
             if entry is not None:
-                self._last = entry
-                return entry(grid, args)
+                entry(grid, args)
+                return entry
         tuned = {}
         if self.autotuner is not None:
             config = self.configs.get(key)
@@ -201,15 +201,15 @@ class Launcher:
                 self.autotuner[grid](*args, **kwargs)
                 self.configs[key] = self.autotuner.best_config
                 if self.direct:
-                    self._resolve(key, grid, args, kwargs, self.autotuner.best_config, launch=False)
-                return
+                    return self._resolve(key, grid, args, kwargs, self.autotuner.best_config, launch=False)
+                return None
             tuned = config.all_kwargs()
         if self.direct:
-            self._resolve(key, grid, args, kwargs, self.configs.get(key), launch=True)
-        else:
-            self.fn[grid](*args, **kwargs, **tuned)
+            return self._resolve(key, grid, args, kwargs, self.configs.get(key), launch=True)
+        self.fn[grid](*args, **kwargs, **tuned)
+        return None
 
-    def _resolve(self, key, grid, args, kwargs, config, launch: bool) -> None:
+    def _resolve(self, key, grid, args, kwargs, config, launch: bool) -> _Compiled | None:
         """Compile (or find) the kernel of this problem and remember it for direct launches;
         launch it through the jit when ``launch``."""
         options = config.all_kwargs() if config is not None else {}
@@ -222,5 +222,6 @@ class Launcher:
         named = {**kwargs, **(config.kwargs if config is not None else {})}
         names = self.fn.arg_names[len(args):]
         if kernel is None or any(n not in named for n in names):
-            return   # a defaulted parameter was left out: keep the jit path for this problem
-        self.compiled[key] = self._last = _Compiled(kernel, tuple(named[n] for n in names), key[0])
+            return None   # a defaulted parameter was left out: keep the jit path for this problem
+        entry = self.compiled[key] = _Compiled(kernel, tuple(named[n] for n in names), key[0])
+        return entry

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..common import dot_precision, interpret_mode, tune_configs
-from ..common.tuning import Launcher, cdiv, next_power_of_2
+from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2
 from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
@@ -798,12 +798,15 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
         lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     q, k, v = _last_contiguous(q), _last_contiguous(k), _last_contiguous(v)
     ek, ev = _extra(additional_keys), _extra(additional_values)
-    grid, args, meta = _fwd_launch(tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation),
-                                   tuple(stride), tuple(is_causal), 0 if ek is None else ek.shape[1], q.dtype,
-                                   scale, boxes)
-    _na_fwd[grid](q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, lse,
-                  *_s5(q, 2), *_s5(k, 2), *_s5(v, 2), *_extra_strides(ek, ev), *_s5(out, 2), *_s5(lse, 1),
-                  *args, **meta)
+    problem = (tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
+               tuple(is_causal), 0 if ek is None else ek.shape[1], q.dtype)
+    grid, args, meta = _fwd_launch(*problem, scale, boxes)
+    tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, lse)
+    strides = (*_s5(q, 2), *_s5(k, 2), *_s5(v, 2), *_extra_strides(ek, ev), *_s5(out, 2), *_s5(lse, 1))
+    # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
+    # on), the strides, the outputs' dtypes and the pointers' alignment
+    site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
+    _na_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
     return out, lse
 
 
@@ -864,20 +867,27 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     delta = torch.empty_like(lse)
     dlse = grad_lse.float().contiguous() if grad_lse is not None else lse
     n_extra = 0 if ek is None else ek.shape[1]
+    problem = (tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
+               tuple(is_causal), n_extra, q.dtype)
     dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(
-        tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
-        tuple(is_causal), n_extra, q.dtype, scale, grad_lse is not None, boxes)
+        *problem, scale, grad_lse is not None, boxes)
     sq, sk, sv, sdo, sl = _s5(q, 2), _s5(k, 2), _s5(v, 2), _s5(grad_out, 2), _s5(lse, 1)
-    _na_bwd_dq[dq_grid](
-        q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq,
-        *sq, *sk, *sv, *_extra_strides(ek, ev), *_s5(out, 2), *sdo, *sl, *_s5(dq, 2), *dq_args, **dq_meta)
-    _na_bwd_dkv[dkv_grid](
-        q, k, v, grad_out, lse, delta, dk, dv, *sq, *sk, *sv, *sdo, *sl, *_s5(dk, 2), *_s5(dv, 2),
-        *dkv_args, **dkv_meta)
+    se = _extra_strides(ek, ev)
+    # site keys as in na_forward; lse, dlse and delta are float32 with one stride set
+    site = (q.get_device(), *problem, grad_lse is not None, boxes, grad_out.dtype, dq.dtype, sq, sk, sv, sdo, sl)
+    tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq)
+    strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
+    _na_bwd_dq.launch((*site, out.dtype, strides, alignment(*tensors)), dq_grid,
+                      (*tensors, *strides, *dq_args), dq_meta)
+    tensors = (q, k, v, grad_out, lse, delta, dk, dv)
+    strides = (*_s5(dk, 2), *_s5(dv, 2))
+    _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, alignment(*tensors)), dkv_grid,
+                       (*tensors, *sq, *sk, *sv, *sdo, *sl, *strides, *dkv_args), dkv_meta)
     if ek is not None:
         dek, dev = grads[3], grads[4]
         grid, args, meta = extra
-        _na_bwd_extra_kv[grid](
-            q, ek, ev, grad_out, lse, delta, dek, dev, *sq, *_extra_strides(ek, ev), *sdo, *sl,
-            *_extra_strides(dek, dev), *args, **meta)
+        tensors = (q, ek, ev, grad_out, lse, delta, dek, dev)
+        strides = (*se, *_extra_strides(dek, dev))
+        _na_bwd_extra_kv.launch((*site, dek.dtype, dev.dtype, strides, alignment(*tensors)), grid,
+                                (*tensors, *sq, *strides[:6], *sdo, *sl, *strides[6:], *args), meta)
     return tuple(grads)

@@ -117,7 +117,10 @@ class _RoutedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, indices, out, lse = ctx.saved_tensors
-        dq, dk, dv = _kernels()[1](grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params)
+        # one allocation for the three gradients (host time); views of one buffer may be returned
+        # here, not by the registered op (custom ops' outputs must not alias each other)
+        dq, dk, dv = torch.empty((3, *q.shape), device=q.device, dtype=q.dtype).unbind(0)
+        _kernels()[1](grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params, dq=dq, dk=dk, dv=dv)
         return dq, dk, dv, None, None, None, None
 
 

@@ -94,6 +94,28 @@ def _git_commit() -> str | None:
         return None
 
 
+def host_speed_us(device: str, calls: int = 1000) -> float:
+    """CPU time per call of a trivial autograd step, ``(x * 1.0).sum().backward()`` on ``device``,
+    in microseconds: the host's speed. Eager rows of calls whose GPU work takes 0.1-0.3 ms are
+    bound by the host, whose speed differs between the machines of a pool and within minutes
+    (101-182 us on the H200 hosts), so every run records it at its start and end."""
+    x = torch.randn(64, device=device, requires_grad=True)
+
+    def step():
+        (x * 1.0).sum().backward()
+
+    for _ in range(100):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def environment(device: str) -> dict:
     info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -121,6 +143,7 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
     cases = SUITES[name](device, dtype, **options)
     rows: list[dict] = []
     record = {"suite": name, "environment": environment(device), "complete": False, "results": rows}
+    record["environment"]["host_us_start"] = host_speed_us(device)
     for case in tqdm(cases, desc=f"bench {name}", unit="case", leave=False, disable=None):
         for impl, fn in case.impls.items():
             if only and impl not in only and impl != "foveal":
@@ -150,6 +173,7 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
             if device == "cuda":
                 torch.cuda.empty_cache()
         _add_fraction_of_bound(case, [r for r in rows if r["case"] == case.name])
+    record["environment"]["host_us_end"] = host_speed_us(device)
     record["complete"] = True
     return record
 
@@ -182,7 +206,11 @@ def format_table(record: dict) -> str:
         frac = f"{r['fraction_of_bound']:6.0%}" if "fraction_of_bound" in r else f"{'':>6}"
         lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb} {ips} {mem} {frac}  {ratio}")
     env = record["environment"]
-    lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}]")
+    host = ""
+    if "host_us_start" in env:   # records of earlier versions lack it
+        end = f" -> {env['host_us_end']:.0f}" if "host_us_end" in env else ""
+        host = f" | host: trivial backward {env['host_us_start']:.0f}{end} us"
+    lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}{host}]")
     return "\n".join(lines)
 
 

@@ -24,10 +24,12 @@ def test_bench_na1d_writes_a_complete_record(tmp_path, capsys, monkeypatch):
     record = json.loads(files[0].read_text())
     env = record["environment"]
     assert {"device_name", "torch", "triton", "git_commit", "date", "command"} <= env.keys()
+    assert env["host_us_start"] > 0 and env["host_us_end"] > 0   # the host's speed, before and after
     foveal = [r for r in record["results"] if r["impl"] == "foveal"]
     assert foveal and all(r["median_ms"] > 0 and r["tflops"] > 0 for r in foveal)
     assert any(r["impl"].startswith("sdpa") and r["median_ms"] > 0 for r in record["results"])
-    assert "foveal speedup" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "foveal speedup" in printed and "host: trivial backward" in printed
 
 
 def test_unknown_suite_is_rejected():

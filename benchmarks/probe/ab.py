@@ -1,0 +1,34 @@
+"""Same-process A/B of two copies of ``ops`` (probe32, probe34): the other copy is loaded as
+package ``ops_base`` with its ``torch.library`` namespace renamed (both register their custom
+ops), so both copies meet the same host at the same minutes; ``cpu_ms`` is the CPU time of a call."""
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_base(path: str):
+    """Import the ``ops`` folder at ``path`` (e.g. a worktree of an earlier commit) as ``ops_base``."""
+    root = Path(tempfile.mkdtemp())
+    shutil.copytree(path, root / "ops_base", ignore=shutil.ignore_patterns("__pycache__"))
+    lib = root / "ops_base" / "common" / "library.py"
+    lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', 'LIBRARY = "foveal_base"'))
+    sys.path.insert(0, str(root))
+    return importlib.import_module("ops_base")
+
+
+def cpu_ms(fn, n=50):
+    """CPU ms per call of ``fn`` (launches not waited for), after 5 warm-up calls."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    c = (time.perf_counter() - t) / n * 1e3
+    torch.cuda.synchronize()
+    return c
