@@ -1,4 +1,5 @@
-"""Eager calls skip the custom-op dispatcher (``eager_autograd``, the LKA chain's flat Function);
+"""Eager calls skip the custom-op dispatcher (``eager_autograd``, the LKA chain's flat Function,
+NA's and BRA's lean Functions on the kernel path);
 they must give exactly what the registered custom ops give, forward and every gradient, and must
 not be taken while torch.compile traces."""
 from __future__ import annotations
@@ -30,9 +31,34 @@ def test_na_eager_path_equals_the_custom_op(device):
     gen, _ = fresh_generator()
     q, k, v, g = (randn(1, 6, 7, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
     args = ([3, 3], [1, 1], [1, 2], [False, True], 0.25, None, None)
-    eager = _grads(lambda a, b, c: na._na_call(a, b, c, *args)[0], [q, k, v], g)
     registered = _grads(lambda a, b, c: na._na_forward(a, b, c, *args)[0], [q, k, v], g)
-    _same(eager, registered)
+    generic = _grads(lambda a, b, c: na._na_call(a, b, c, *args)[0], [q, k, v], g)
+    # the public call: on the kernel path, the lean Function (_NeighborhoodAttention)
+    public = _grads(lambda a, b, c: ops.na2d(a, b, c, kernel_size=3, stride=(1, 2), is_causal=(False, True),
+                                             scale=0.25), [q, k, v], g)
+    _same(generic, registered)
+    _same(public, registered)
+
+
+@pytest.mark.kernel
+def test_na_lean_path_extra_kv_and_lse_gradients(device):
+    """The lean Function with additional keys/values and a gradient through the LSE only, and both."""
+    gen, _ = fresh_generator()
+    q, k, v, g = (randn(1, 9, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
+    ek, ev = (randn(1, 3, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(2))
+    gl = randn(1, 9, 2, dtype=torch.float32, device=device, gen=gen)
+    args = ([5], [1], [1], [False], 0.3, ek, ev)
+    for use_out in (True, False):
+        def loss(op_out, lse):   # without the output, its gradient reaches the backward as None
+            return ((op_out * g).sum() if use_out else 0) + (lse * gl).sum()
+        leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v, ek, ev)]
+        out, lse = ops.na1d(*leaves[:3], kernel_size=5, scale=0.3, additional_keys=leaves[3],
+                            additional_values=leaves[4], return_lse=True)
+        public = torch.autograd.grad(loss(out, lse), leaves)
+        leaves2 = [t.detach().clone().requires_grad_(True) for t in (q, k, v, ek, ev)]
+        out2, lse2 = na._na_forward(*leaves2[:3], *args[:5], leaves2[3], leaves2[4])
+        registered = torch.autograd.grad(loss(out2, lse2), leaves2)
+        _same([out.detach(), lse.detach(), *public], [out2.detach(), lse2.detach(), *registered])
 
 
 @pytest.mark.kernel
@@ -40,9 +66,13 @@ def test_bra_eager_path_equals_the_custom_op(device):
     gen, _ = fresh_generator()
     q, k, v, g = (randn(1, 8, 8, 32, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
     idx = torch.randint(0, 4, (1, 4, 2), generator=gen).to(device)
-    eager = _grads(lambda a, b, c: bra._bra_call(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
     registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
-    _same(eager, registered)
+    generic = _grads(lambda a, b, c: bra._bra_call(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
+    # the public call: on the kernel path, the lean Function (_RoutedAttention)
+    public = _grads(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1,
+                                                          routing_indices=idx), [q, k, v], g)
+    _same(generic, registered)
+    _same(public, registered)
 
 
 @pytest.mark.kernel
