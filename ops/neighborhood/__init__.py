@@ -163,7 +163,7 @@ class _NeighborhoodAttention(torch.autograd.Function):
 
 
 def _checked_call(p: NAParams, query, key, value, additional_keys, additional_values, return_lse):
-    if use_kernels(query, key, value, additional_keys, additional_values) and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and use_kernels(query, key, value, additional_keys, additional_values):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in
                                            (query, key, value, additional_keys, additional_values)):
             out, lse = _NeighborhoodAttention.apply(query, key, value, additional_keys, additional_values, p)
