@@ -124,19 +124,12 @@ class _RoutedAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def _eager_kernels(q, k, v, regions, topk, num_heads, scale, routing_indices):
-    """(out, indices) on the kernel path outside ``torch.compile``."""
-    fwd, _, route = _kernels()
-    if routing_indices is not None:
-        indices = routing_indices
-    elif regions[0] * regions[1] <= 256:
-        indices = route(q, k, regions, topk, scale)   # two launches, int32, no copies
-    else:
-        indices = region_routing(q, k, regions, topk, scale)
+def _eager_attention(q, k, v, indices, regions, num_heads, scale):
+    """The token-level attention on the kernel path outside ``torch.compile``."""
     tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _RoutedAttention.apply(q, k, v, indices, tile, num_heads, scale), indices
-    return fwd(q, k, v, indices, tile, num_heads, scale)[0], indices
+        return _RoutedAttention.apply(q, k, v, indices, tile, num_heads, scale)
+    return _kernels()[0](q, k, v, indices, tile, num_heads, scale)[0]
 
 
 def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
@@ -227,15 +220,15 @@ def routing_attention(
     if pad_b or pad_r:
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
     kernels = use_kernels(q, k, v)
-    if kernels and not torch.compiler.is_compiling():
-        out, indices = _eager_kernels(q, k, v, regions, topk, num_heads, scale, routing_indices)
+    if routing_indices is not None:
+        indices = routing_indices
+    elif kernels and regions[0] * regions[1] <= 256:
+        indices = _bra_route_call(q, k, list(regions), topk, scale)
     else:
-        if routing_indices is not None:
-            indices = routing_indices
-        elif kernels and regions[0] * regions[1] <= 256:
-            indices = _bra_route_call(q, k, list(regions), topk, scale)
-        else:
-            indices = region_routing(q, k, regions, topk, scale)
+        indices = region_routing(q, k, regions, topk, scale)
+    if kernels and not torch.compiler.is_compiling():
+        out = _eager_attention(q, k, v, indices, regions, num_heads, scale)
+    else:
         out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
     if pad_b or pad_r:
         out = out[:, :H, :W]
