@@ -30,9 +30,10 @@ import triton
 import triton.language as tl
 
 from .dispatch import dot_precision, interpret_mode, tune_configs
-from .tuning import Launcher, alignment, cdiv, next_power_of_2
+from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
 
-__all__ = ["block_sparse_attention_backward", "block_sparse_attention_forward"]
+__all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward", "contiguous_strides",
+           "forward_launch"]
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -389,36 +390,70 @@ def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
 
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides ``torch.empty(shape)`` gets (row-major, size-1 dims included)."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
+
+
 @functools.lru_cache(maxsize=256)
-def _fwd_plan(B: int, X: int, C: int, th: int, tw: int, nq: int, nk: int, num_heads: int, dtype: torch.dtype,
-              scale: float):
-    """Grid, trailing scalar arguments and meta-parameters of a forward launch, once per problem
-    (routed attention is called per block of a model: its host cost is part of the step)."""
-    head_dim = C // num_heads
+def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
+                   num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[int, ...],
+                   align: tuple[int, ...]) -> BoundLaunch:
+    """The forward's launch for one problem, bound once (routed attention runs per block of a
+    model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx): q/k/v
+    in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each, idx 2)
+    and :func:`alignment`."""
+    th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T)
     grid = (cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
-    return grid, args, dict(BLOCK_M=bm, **_meta(head_dim, dtype, group))
+    meta = dict(BLOCK_M=bm, **_meta(C // num_heads, dtype, group))
+    # the site holds what Triton specializes on; the scale, a float, is not
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
+    return _bs_fwd.bind(site, grid, (*strides, *args), meta)
 
 
 @functools.lru_cache(maxsize=256)
-def _bwd_plan(B: int, X: int, C: int, th: int, tw: int, n_tiles: int, nq: int, nk: int, num_heads: int,
-              dtype: torch.dtype, scale: float):
-    """Grids, trailing scalar arguments and meta-parameters of the backward's two launches."""
-    head_dim = C // num_heads
+def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
+                      num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
+                      align: tuple[int, ...]) -> tuple[BoundLaunch, BoundLaunch, int]:
+    """The backward's two launches for one problem, bound once, and the float32 workspace size.
+
+    ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is the
+    :func:`alignment` of (q, k, v, out, grad_out, dq, dk, dv, lse, ws, idx). The dQ launch is
+    called with (q, k, v, out, grad_out, dq, lse, ws, idx), the dK/dV launch with
+    (q, k, v, grad_out, dk, dv, lse, ws)."""
+    qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
+    th, tw = tile
     T = th * tw
+    n_tiles = (Y // th) * (X // tw)
     ne = nq * nk
+    n_delta = B * Y * X * num_heads
     block, split, group = _tile_block(T)
-    common = _meta(head_dim, dtype, group)
+    common = _meta(C // num_heads, dtype, group)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
+    # launch 1: dQ programs (storing delta = rowsum(dO * O) on the way), then cdiv(n_tiles, H)
+    # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
-    dq_grid = (dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
-    dq_args = (num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split, group, dq_programs, scale)
-    dq_meta = dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common)
-    dkv_grid = (cdiv(n_tiles, group) * split, B * num_heads)
-    dkv_args = (ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group, scale)
-    dkv_meta = dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common)
-    return dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta
+    dq = _bs_bwd_dq.bind(
+        site, (dq_programs + cdiv(n_tiles, num_heads), B * num_heads),
+        (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split,
+         group, dq_programs, scale, n_delta, B * ne),
+        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common))
+    # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
+    # tiles) and stream BLOCK_M query rows at a time
+    dkv = _bs_bwd_dkv.bind(
+        site, (cdiv(n_tiles, group) * split, B * num_heads),
+        (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group,
+         scale, n_delta, B * ne),
+        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common))
+    # delta, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
+    return dq, dkv, n_delta + B * (ne + n_tiles + 1)
 
 
 def block_sparse_attention_forward(
@@ -437,17 +472,15 @@ def block_sparse_attention_forward(
     """
     B, Y, X, C = q.shape
     nq, nk = kv_index.shape[1:]
-    grid, args, meta = _fwd_plan(B, X, C, *tile, nq, nk, num_heads, q.dtype, scale)
     idx = _int32(kv_index)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
     tensors = (q, k, v, out, lse, idx)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), idx.stride(0), idx.stride(1))
-    # the site key holds what the plan, the strides and the pointers' alignment do not
-    site = (q.get_device(), B, Y, X, C, *tile, nq, nk, num_heads, q.dtype, strides, alignment(*tensors))
-    _bs_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), *idx.stride()[:2])
+    forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
+                   alignment(*tensors))(*tensors)
     return out, lse
 
 
@@ -458,32 +491,18 @@ def block_sparse_attention_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
     B, Y, X, C = q.shape
-    n_tiles = (Y // tile[0]) * (X // tile[1])
     nq, nk = kv_index.shape[1:]
-    ne = nq * nk
-    dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta = _bwd_plan(
-        B, X, C, *tile, n_tiles, nq, nk, num_heads, q.dtype, scale)
     idx = _int32(kv_index)
     lse = lse.contiguous()
-    n_delta = lse.numel()
-    # delta = rowsum(dO * O) (written by the dQ programs for the dK/dV kernel), then the inverse
-    # CSR lists (int32: src, ptr) in one fp32 buffer, addressed in-kernel by offsets
-    ws = torch.empty(n_delta + B * (ne + n_tiles + 1), device=q.device, dtype=torch.float32)
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    qs, ks, vs, gs, ls = q.stride(), k.stride(), v.stride(), grad_out.stride(), lse.stride()
-    site = (q.get_device(), B, Y, X, C, *tile, nq, nk, num_heads, q.dtype, qs, ks, vs, gs, ls)
-    # launch 1: dQ programs, then cdiv(n_tiles, H) more per (b, h) that build the inverse lists
-    tensors = (q, k, v, out, grad_out, dq, lse, ws, idx)
-    _bs_bwd_dq.launch(
-        (*site, out.stride(), dq.stride(), alignment(*tensors)), dq_grid,
-        (*tensors, *qs, *ks, *vs, *out.stride(), *gs, *dq.stride(), *ls, idx.stride(0), idx.stride(1),
-         *dq_args, n_delta, B * ne), dq_meta)
-    # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
-    # tiles) and stream BLOCK_M query rows at a time
-    tensors = (q, k, v, grad_out, dk, dv, lse, ws)
-    _bs_bwd_dkv.launch(
-        (*site, dk.stride(), dv.stride(), alignment(*tensors)), dkv_grid,
-        (*tensors, *qs, *ks, *vs, *gs, *dk.stride(), *dv.stride(), *ls, *dkv_args, n_delta, B * ne), dkv_meta)
+    n_ws = B * Y * X * num_heads + B * (nq * nk + (Y // tile[0]) * (X // tile[1]) + 1)
+    ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
+    strides = tuple(t.stride() for t in (q, k, v, out, grad_out, dq, dk, dv, lse)) + (idx.stride()[:2],)
+    dq_launch, dkv_launch, _ = backward_launches(
+        q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
+        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, ws, idx))
+    dq_launch(q, k, v, out, grad_out, dq, lse, ws, idx)
+    dkv_launch(q, k, v, grad_out, dk, dv, lse, ws)
     return dq, dk, dv

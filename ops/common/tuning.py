@@ -29,7 +29,7 @@ import triton
 
 from .dispatch import interpret_mode
 
-__all__ = ["Launcher", "alignment", "cdiv", "next_power_of_2"]
+__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "next_power_of_2"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
@@ -165,19 +165,27 @@ class Launcher:
     def __getitem__(self, grid):
         return functools.partial(self._launch, grid)
 
-    def launch(self, site: tuple, grid, args: tuple, meta: dict) -> None:
+    def bind(self, site: tuple, grid: tuple, scalars: tuple, meta: dict) -> "BoundLaunch":
+        """A launch of this kernel with everything but its leading tensor arguments fixed (see
+        :class:`BoundLaunch`); ``site`` as in :meth:`launch`, for the tensors the bound launch
+        will be called with."""
+        return BoundLaunch(self, site, grid, scalars, meta)
+
+    def launch(self, site: tuple, grid, args: tuple, meta: dict) -> _Compiled | None:
         """``self[grid](*args, **meta)`` for a caller that keys its own problems: ``site`` must
         determine every value Triton specializes on (integer arguments, tensor dtypes and 16-byte
         alignment, ``meta``) and the device. A known site launches its compiled kernel without
         building the generic key (~5-10 us of CPU per launch on the H200 host, which eager BRA
-        is bound by); a new one takes the generic path and is remembered once compiled."""
+        is bound by); a new one takes the generic path and is remembered once compiled. Returns
+        the site's compiled kernel (None until there is one, and always under the interpreter)."""
         entry = self.sites.get(site)
         if entry is not None:
             entry(grid, args)
-            return
+            return entry
         entry = self._launch(grid, *args, **meta)
         if entry is not None:
             self.sites[site] = entry
+        return entry
 
     def _launch(self, grid, *args, **kwargs) -> _Compiled | None:
         """Launch through the generic key; returns the problem's compiled kernel once there is one
@@ -225,3 +233,33 @@ class Launcher:
             return None   # a defaulted parameter was left out: keep the jit path for this problem
         entry = self.compiled[key] = _Compiled(kernel, tuple(named[n] for n in names), key[0])
         return entry
+
+
+class BoundLaunch:
+    """``bound(*tensors)``: one launch site of a :class:`Launcher` with its grid, trailing scalar
+    arguments (strides, sizes) and meta-parameters fixed, called with the leading tensors only.
+
+    Ops keep one per problem (in their plan caches) so a repeated eager call neither rebuilds nor
+    hashes a key per launch: once the site has a compiled kernel the call goes straight to its C
+    launcher. The caller guarantees what the site stands for: tensors with the dtypes and the
+    16-byte alignment the site was built for, on its device. Under the interpreter (or with
+    launch hooks installed) every call goes through :meth:`Launcher.launch`.
+    """
+
+    __slots__ = ("launcher", "site", "grid", "scalars", "meta", "direct")
+
+    def __init__(self, launcher: Launcher, site: tuple, grid: tuple, scalars: tuple, meta: dict) -> None:
+        self.launcher, self.site, self.grid, self.scalars, self.meta = launcher, site, tuple(grid), scalars, meta
+        self.direct = None   # (run, g0, g1, g2, function, packed, device, trailing args) once compiled
+
+    def __call__(self, *tensors) -> None:
+        direct = self.direct
+        if direct is not None and _hooks() is None:
+            run, g0, g1, g2, function, packed, device, tail = direct
+            run(g0, g1, g2, _raw_stream(device), function, packed, None, None, None, *tensors, *tail)
+            return
+        entry = self.launcher.launch(self.site, self.grid, tensors + self.scalars, self.meta)
+        if entry is not None and direct is None:
+            g = self.grid
+            self.direct = (entry.run, g[0], g[1] if len(g) > 1 else 1, g[2] if len(g) > 2 else 1, entry.function,
+                           entry.packed, entry.device, self.scalars + entry.tail)

@@ -6,9 +6,9 @@ region to the tokens of its routed regions through the index-driven block-sparse
 ``ops/common/block_sparse.py``, which reads keys/values by address (no gathered copies).
 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the kernels, the routing
 included (``kernels.region_topk``: region means and top-k in two launches); anything else runs
-``reference.py`` (the official gather algorithm). Eager calls on the kernel path take a lean
-``autograd.Function`` (``_RoutedAttention``) that calls the kernels directly; ``torch.compile``
-traces the registered ``foveal::bra_*`` ops instead.
+``reference.py`` (the official gather algorithm). Eager calls on the kernel path run a program
+resolved once per problem (``eager.py``: bound launches, a lean ``autograd.Function``);
+``torch.compile`` traces the registered ``foveal::bra_*`` ops instead.
 """
 from __future__ import annotations
 
@@ -26,14 +26,16 @@ _KERNELS = None
 
 
 def _kernels():
-    """(forward, backward, region_topk) of the kernel path, imported on first use (they import
-    Triton, which CPU-only installs may lack) and then kept: an import statement per call costs
-    CPU time that eager calls on small maps are bound by."""
+    """(forward, backward, region_topk, eager_routing_attention) of the kernel path, imported on
+    first use (they import Triton, which CPU-only installs may lack) and then kept: an import
+    statement per call costs CPU time that eager calls on small maps are bound by."""
     global _KERNELS
     if _KERNELS is None:
         from ..common.block_sparse import block_sparse_attention_backward, block_sparse_attention_forward
+        from .eager import eager_routing_attention
         from .kernels import region_topk
-        _KERNELS = block_sparse_attention_forward, block_sparse_attention_backward, region_topk
+        _KERNELS = (block_sparse_attention_forward, block_sparse_attention_backward, region_topk,
+                    eager_routing_attention)
     return _KERNELS
 
 
@@ -99,37 +101,6 @@ _bra_route_call = op_or_impl(_bra_route, _bra_route_impl)
 @_bra_route.register_fake
 def _(q, k, regions, topk, scale):
     return q.new_empty((q.shape[0], regions[0] * regions[1], topk), dtype=torch.int32)
-
-
-class _RoutedAttention(torch.autograd.Function):
-    """The eager kernel path's autograd node: the block-sparse kernels called directly. It does
-    what ``_bra_call`` does on that path without the generic dispatch around it (custom-op
-    wrappers, argument flattening, the device test per call): eager BRA on BiFormer's maps is
-    bound by its CPU time, not by the GPU."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, indices, tile, num_heads, scale):
-        out, lse = _kernels()[0](q, k, v, indices, tile, num_heads, scale)
-        ctx.save_for_backward(q, k, v, indices, out, lse)
-        ctx.params = (tile, num_heads, scale)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, indices, out, lse = ctx.saved_tensors
-        # one allocation for the three gradients (host time); views of one buffer may be returned
-        # here, not by the registered op (custom ops' outputs must not alias each other)
-        dq, dk, dv = torch.empty((3, *q.shape), device=q.device, dtype=q.dtype).unbind(0)
-        _kernels()[1](grad_out.contiguous(), q, k, v, out, lse, indices, *ctx.params, dq=dq, dk=dk, dv=dv)
-        return dq, dk, dv, None, None, None, None
-
-
-def _eager_attention(q, k, v, indices, regions, num_heads, scale):
-    """The token-level attention on the kernel path outside ``torch.compile``."""
-    tile = (q.shape[1] // regions[0], q.shape[2] // regions[1])
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _RoutedAttention.apply(q, k, v, indices, tile, num_heads, scale)
-    return _kernels()[0](q, k, v, indices, tile, num_heads, scale)[0]
 
 
 def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
@@ -220,15 +191,17 @@ def routing_attention(
     if pad_b or pad_r:
         q, k, v = (F.pad(t, (0, 0, 0, pad_r, 0, pad_b)) for t in (q, k, v))
     kernels = use_kernels(q, k, v)
-    if routing_indices is not None:
-        indices = routing_indices
-    elif kernels and regions[0] * regions[1] <= 256:
-        indices = _bra_route_call(q, k, list(regions), topk, scale)
-    else:
+    indices = routing_indices
+    if indices is None and not (kernels and regions[0] * regions[1] <= 256):
         indices = region_routing(q, k, regions, topk, scale)
+    eager = None
     if kernels and not torch.compiler.is_compiling():
-        out = _eager_attention(q, k, v, indices, regions, num_heads, scale)
+        eager = _kernels()[3](q, k, v, regions, topk, num_heads, scale, indices)
+    if eager is not None:
+        out, indices = eager
     else:
+        if indices is None:
+            indices = _bra_route_call(q, k, list(regions), topk, scale)
         out, _ = _bra_call(q, k, v, indices, list(regions), num_heads, scale)
     if pad_b or pad_r:
         out = out[:, :H, :W]

@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2
+from ..common.tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
 
-__all__ = ["region_topk"]
+__all__ = ["region_topk", "topk_launches"]
 
 
 @triton.jit
@@ -164,17 +164,38 @@ def region_topk(q: torch.Tensor, k: torch.Tensor, regions: tuple[int, int], topk
     """
     B, Y, X, C = q.shape
     R = regions[0] * regions[1]
-    mean_grid, mean_args, mean_meta, topk_grid, topk_meta = _topk_plan(B, Y, X, C, *regions)
     means = torch.empty((2, B, R, C), device=q.device, dtype=torch.float32)
     if out is None:
         out = torch.empty((B, R, topk), device=q.device, dtype=torch.int32)
-    qs, ks = q.stride(), k.stride()
-    site = (q.get_device(), B, Y, X, C, *regions, q.dtype, k.dtype)
-    _region_mean.launch((*site, qs, ks, alignment(q, k, means)), mean_grid,
-                        (q, k, means, *mean_args, *qs, *ks), mean_meta)
-    _region_topk.launch((*site, topk, alignment(means, out)), topk_grid,
-                        (means, out, R, C, B * R * C, topk, scale), topk_meta)
+    mean, rank = topk_launches(q.get_device(), B, Y, X, C, tuple(regions), topk, scale, q.dtype, k.dtype, q.stride(),
+                               k.stride(), alignment(q, k, means, out))
+    mean(q, k, means)
+    rank(means, out)
     return out
+
+
+@functools.lru_cache(maxsize=128)
+def topk_launches(device: int, B: int, Y: int, X: int, C: int, regions: tuple[int, int], topk: int, scale: float,
+                  q_dtype: torch.dtype, k_dtype: torch.dtype, q_strides: tuple[int, ...], k_strides: tuple[int, ...],
+                  align: tuple[int, ...]) -> tuple[BoundLaunch, BoundLaunch]:
+    """``region_topk``'s two launches for one problem, bound once (the host cost of a call is
+    part of BiFormer's step time): the means, called with (q, k, means: float32 [2, B, R, C]),
+    and the ranking, called with (means, out: int32 [B, R, topk]); ``align`` is the
+    :func:`alignment` of (q, k, means, out)."""
+    ny, nx = regions
+    R = ny * nx
+    mean_grid, mean_args, mean_meta = _mean_plan(B, Y, X, C, ny, nx)
+    site = (device, B, Y, X, C, regions, q_dtype, k_dtype, q_strides, k_strides, topk, align)
+    mean = _region_mean.bind(site, mean_grid, (*mean_args, *q_strides, *k_strides), mean_meta)
+    # One warp per program up to 64 regions: the top-k chain's arg-max rounds then reduce with
+    # shuffles only (no shared memory round trip per round); 2048-element affinity tiles.
+    # On the H200 (probe13) this took BiFormer's 14x14 top-16 from 49 to 29 us and 28x28 top-4
+    # from 22 to 15 us, against 4 warps and 4096-element tiles.
+    block_r = max(next_power_of_2(R), 16)
+    topk_meta = dict(BLOCK_R=block_r, BLOCK_C=min(max(next_power_of_2(C), 16), max(2048 // block_r, 16)),
+                     num_warps=max(1, min(4, block_r // 64)))
+    rank = _region_topk.bind(site, (B * R,), (R, C, B * R * C, topk, scale), topk_meta)
+    return mean, rank
 
 
 def _mean_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int, elems: int = 2048, block_c_max: int = 64,
@@ -194,19 +215,3 @@ def _mean_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int, elems: int = 20
     grid = (cdiv(B * R, group), cdiv(C, block_c))
     args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
     return grid, args, dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=warps)
-
-
-@functools.lru_cache(maxsize=128)
-def _topk_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int):
-    """Grids and meta-parameters of ``region_topk``'s two launches (once per problem: the host
-    cost of a call is part of BiFormer's step time)."""
-    R = ny * nx
-    mean_grid, mean_args, mean_meta = _mean_plan(B, Y, X, C, ny, nx)
-    # One warp per program up to 64 regions: the top-k chain's arg-max rounds then reduce with
-    # shuffles only (no shared memory round trip per round); 2048-element affinity tiles.
-    # On the H200 (probe13) this took BiFormer's 14x14 top-16 from 49 to 29 us and 28x28 top-4
-    # from 22 to 15 us, against 4 warps and 4096-element tiles.
-    block_r = max(next_power_of_2(R), 16)
-    topk_meta = dict(BLOCK_R=block_r, BLOCK_C=min(max(next_power_of_2(C), 16), max(2048 // block_r, 16)),
-                     num_warps=max(1, min(4, block_r // 64)))
-    return mean_grid, mean_args, mean_meta, (B * R,), topk_meta

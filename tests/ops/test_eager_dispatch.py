@@ -68,11 +68,34 @@ def test_bra_eager_path_equals_the_custom_op(device):
     idx = torch.randint(0, 4, (1, 4, 2), generator=gen).to(device)
     registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
     generic = _grads(lambda a, b, c: bra._bra_call(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
-    # the public call: on the kernel path, the lean Function (_RoutedAttention)
+    # the public call: on the kernel path, the eager program's Function (_RoutedAttention)
     public = _grads(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1,
                                                           routing_indices=idx), [q, k, v], g)
     _same(generic, registered)
     _same(public, registered)
+
+
+@pytest.mark.kernel
+def test_bra_program_equals_the_custom_ops(device):
+    """The eager program (``ops/routing/eager.py``): kernel routing and attention with a
+    contiguous and a strided output gradient (which it copies first); misaligned q/k/v get no
+    program and take the registered ops. All give exactly what the registered ops give."""
+    from ops.routing.eager import program_for
+
+    gen, _ = fresh_generator()
+    qkv = randn(1, 8, 8, 97, dtype=torch.float32, device=device, gen=gen)
+    grads = (randn(1, 8, 8, 32, dtype=torch.float32, device=device, gen=gen),
+             randn(1, 8, 8, 64, dtype=torch.float32, device=device, gen=gen)[..., ::2])
+    for offset in (0, 1):   # channel slices of one qkv tensor; offset 1 is 4 bytes off alignment
+        q, k, v = (qkv[..., offset + 32 * i:offset + 32 * (i + 1)] for i in range(3))
+        assert (program_for(q, k, v, (2, 2), 2, 1, 0.3) is None) == bool(offset)
+        for g in grads:
+            leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+            out, idx = ops.routing_attention(*leaves, 2, 2, scale=0.3, num_heads=1, return_indices=True)
+            public = [out.detach(), idx, *torch.autograd.grad(out, leaves, g)]
+            ref_idx = bra._bra_route(q, k, [2, 2], 2, 0.3)
+            registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
+            _same(public, [registered[0], ref_idx.long(), *registered[1:]])
 
 
 @pytest.mark.kernel

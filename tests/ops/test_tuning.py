@@ -167,6 +167,29 @@ def test_site_keyed_launches(device, monkeypatch):
         assert len(launcher.sites) == 2 and len(launcher.compiled) == 2
 
 
+@pytest.mark.kernel
+def test_bound_launch(device, monkeypatch):
+    """``Launcher.bind``: a launch called with its tensors only. Once its site is compiled (GPU)
+    it calls the compiled kernel's launcher itself, through neither the site table nor the jit;
+    under the interpreter every call goes through ``Launcher.launch``."""
+    launcher = Launcher(_offset_kernel)
+    bound = launcher.bind(("n100",), (4,), (100, 1.5), dict(BLOCK=32))
+    x = torch.randn(100, device=device)
+    y = torch.full_like(x, float("nan"))
+    bound(x, y)
+    torch.testing.assert_close(y, x + 1.5)
+    assert (bound.direct is not None) == (device == "cuda")
+    if device == "cuda":
+        def no_jit(*args, **kwargs):
+            raise AssertionError("a compiled bound launch went through the launcher or the jit")
+        monkeypatch.setattr(type(_offset_kernel), "run", no_jit)
+        monkeypatch.setattr(launcher, "launch", no_jit)
+    x2 = torch.randn(100, device=device)
+    y2 = torch.full_like(x, float("nan"))
+    bound(x2, y2)
+    torch.testing.assert_close(y2, x2 + 1.5)
+
+
 def test_alignment_key():
     """The tensor part of a site key: one 0 when every pointer is 16-byte aligned, else each
     pointer's offset (which tensor is misaligned matters to Triton)."""
