@@ -15,6 +15,8 @@ import sys
 import torch
 from triton.testing import do_bench
 
+import ops
+
 from ab import load_base  # the script's folder is on sys.path
 from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd
 
@@ -28,6 +30,13 @@ def main():
         fl = noop_fwd_bwd(ln, go)
         cb(), cn()
         same = all(torch.equal(a.grad, b.grad) for a, b in zip(lb, ln))
+        if not same:   # say by how much, and whether the two copies' autotuners chose differently
+            diffs = [f"{(a.grad.float() - b.grad.float()).abs().max().item():.2e}" for a, b in zip(lb, ln)]
+            print("  grads differ (max abs dq, dk, dv):", *diffs)
+            for name in ("_bs_fwd", "_bs_bwd_dq", "_bs_bwd_dkv"):
+                picks = [sorted({str(c) for c in getattr(m.common.block_sparse, name).configs.values()})
+                         for m in (base, ops)]
+                print(f"  {name} configs base {picks[0]} this {picks[1]}")
         host = {"base": [], "this": [], "floor": []}
         eager = {"base": [], "this": []}
         for _ in range(5):
