@@ -5,7 +5,8 @@ A suite is a function ``(device, dtype, **options) -> list[Case]`` registered wi
 ``img_size``), ``None`` where not given, for the suite to default.
 Each case holds one or more implementations (foveal and its peers) as zero-argument callables
 built on already-allocated inputs. On CUDA a call is timed with ``triton.testing.do_bench``
-(median, after warm-up); on CPU with a wall-clock median.
+(median, after warm-up), and its rows also record ``cpu_ms``, the host's time to issue one call
+(a row close to it is bound by the host, not the GPU); on CPU with a wall-clock median.
 """
 from __future__ import annotations
 
@@ -68,6 +69,20 @@ def _time_ms(fn: Callable[[], object], device: str, warmup_ms: float, rep_ms: fl
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _issue_ms(fn: Callable[[], object], calls: int = 10) -> float:
+    """Median CPU time (ms) to issue one call on CUDA: each call starts with the device idle and is
+    not waited for, so this is the host's part alone. An eager row whose time is close to it is
+    bound by the host's CPU, not by the GPU (``do_bench`` then times the CPU)."""
+    times = []
+    for _ in range(calls):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    torch.cuda.synchronize()
     return statistics.median(times)
 
 
@@ -166,6 +181,7 @@ def run_suite(name: str, device: str, dtype: torch.dtype, warmup_ms: float = 25,
                     if case.items:
                         row["items_per_s"] = case.items / (ms * 1e-3)
                     if device == "cuda":
+                        row["cpu_ms"] = _issue_ms(fn)
                         row.update(_memory(fn))
             rows.append(row)
             if on_row is not None:
@@ -188,7 +204,7 @@ def _add_fraction_of_bound(case: Case, rows: list[dict]) -> None:
 
 
 def format_table(record: dict) -> str:
-    header = (f"{'case':<34} {'impl':<22} {'ms':>9} {'TFLOP/s':>9} {'GB/s':>9} {'img/s':>9} "
+    header = (f"{'case':<34} {'impl':<22} {'ms':>9} {'CPU ms':>8} {'TFLOP/s':>9} {'GB/s':>9} {'img/s':>9} "
               f"{'peak GiB':>8} {'bound':>6}  foveal speedup")
     lines = [header, "-" * len(header)]
     foveal_ms = {r["case"]: r["median_ms"] for r in record["results"] if r["impl"] == "foveal"}
@@ -204,13 +220,17 @@ def format_table(record: dict) -> str:
         ips = f"{r['items_per_s']:9.0f}" if "items_per_s" in r else f"{'':>9}"
         mem = f"{r['peak_mem_gib']:8.2f}" if "peak_mem_gib" in r else f"{'':>8}"
         frac = f"{r['fraction_of_bound']:6.0%}" if "fraction_of_bound" in r else f"{'':>6}"
-        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {tf} {gb} {ips} {mem} {frac}  {ratio}")
+        cpu = f"{r['cpu_ms']:8.4f}" if r.get("cpu_ms") is not None else f"{'':>8}"
+        lines.append(f"{r['case']:<34} {r['impl']:<22} {ms:9.4f} {cpu} {tf} {gb} {ips} {mem} {frac}  {ratio}")
     env = record["environment"]
     host = ""
     if "host_us_start" in env:   # records of earlier versions lack it
         end = f" -> {env['host_us_end']:.0f}" if "host_us_end" in env else ""
         host = f" | host: trivial backward {env['host_us_start']:.0f}{end} us"
     lines.append(f"[{env['device_name']} | torch {env['torch']} | triton {env['triton']} | {env['date']}{host}]")
+    if any(r.get("cpu_ms") is not None for r in record["results"]):
+        lines.append("CPU ms: the host's time to issue one call from an idle GPU; a row whose ms is close to it "
+                     "is bound by the host's CPU, not by the GPU.")
     return "\n".join(lines)
 
 

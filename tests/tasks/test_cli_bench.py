@@ -32,6 +32,21 @@ def test_bench_na1d_writes_a_complete_record(tmp_path, capsys, monkeypatch):
     assert "foveal speedup" in printed and "host: trivial backward" in printed
 
 
+def test_table_shows_the_hosts_issue_time():
+    """CUDA rows carry ``cpu_ms`` (the host's time to issue a call): the table prints it and says
+    what it means; CPU rows have none and print a blank."""
+    from tasks.bench.runner import format_table
+
+    env = {"device_name": "GPU", "torch": "t", "triton": "3", "date": "d", "host_us_start": 120.0, "host_us_end": 130.0}
+    rows = [{"case": "c", "impl": "foveal", "median_ms": 0.5, "cpu_ms": 0.45},
+            {"case": "c", "impl": "peer", "median_ms": 2.0, "cpu_ms": 0.3}]
+    table = format_table({"environment": env, "results": rows})
+    assert "CPU ms" in table.splitlines()[0] and "0.4500" in table and "0.3000" in table
+    assert "bound by the host's CPU" in table
+    cpu_table = format_table({"environment": env, "results": [dict(rows[0], cpu_ms=None)]})
+    assert "0.4500" not in cpu_table and "bound by the host's CPU" not in cpu_table
+
+
 def test_unknown_suite_is_rejected():
     with pytest.raises(SystemExit):
         bench_main(["no-such-suite"])
