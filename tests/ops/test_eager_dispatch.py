@@ -21,6 +21,14 @@ def _grads(fn, leaves, grad):
     return [out.detach(), *torch.autograd.grad(out, leaves, grad)]
 
 
+def _sliced_grads(fn, base, offset, width, grad):
+    """(out, d base) of ``fn(q, k, v)`` on three last-dim slices of one leaf, starting at ``offset``:
+    strided (and, for an odd offset, misaligned) views, like the slices of a qkv projection."""
+    base = base.detach().clone().requires_grad_(True)
+    out = fn(*(base[..., offset + width * i:offset + width * (i + 1)] for i in range(3)))
+    return [out.detach(), *torch.autograd.grad(out, base, grad)]
+
+
 def _same(a, b):
     for x, y in zip(a, b):
         assert torch.equal(x, y)
@@ -89,13 +97,15 @@ def test_bra_program_equals_the_custom_ops(device):
     for offset in (0, 1):   # channel slices of one qkv tensor; offset 1 is 4 bytes off alignment
         q, k, v = (qkv[..., offset + 32 * i:offset + 32 * (i + 1)] for i in range(3))
         assert (program_for(q, k, v, (2, 2), 2, 1, 0.3) is None) == bool(offset)
+        ref_idx = bra._bra_route(q, k, [2, 2], 2, 0.3)
+        _, idx = ops.routing_attention(q, k, v, 2, 2, scale=0.3, num_heads=1, return_indices=True)
+        assert torch.equal(idx, ref_idx.long())
         for g in grads:
-            leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-            out, idx = ops.routing_attention(*leaves, 2, 2, scale=0.3, num_heads=1, return_indices=True)
-            public = [out.detach(), idx, *torch.autograd.grad(out, leaves, g)]
-            ref_idx = bra._bra_route(q, k, [2, 2], 2, 0.3)
-            registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
-            _same(public, [registered[0], ref_idx.long(), *registered[1:]])
+            public = _sliced_grads(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1),
+                                   qkv, offset, 32, g)
+            registered = _sliced_grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, [2, 2], 1, 0.3)[0],
+                                       qkv, offset, 32, g)
+            _same(public, registered)
 
 
 @pytest.mark.kernel
