@@ -424,8 +424,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
                       align: tuple[int, ...]) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
-    ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is the
-    :func:`alignment` of (q, k, v, out, grad_out, dq, dk, dv, lse, ws, idx). The dQ launch is
+    ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
+    :func:`alignment` (the workspace ``ws`` is a fresh allocation, always aligned). The dQ launch is
     called with (q, k, v, out, grad_out, dq, lse, ws, idx), the dK/dV launch with
     (q, k, v, grad_out, dk, dv, lse, ws)."""
     qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
@@ -497,12 +497,11 @@ def block_sparse_attention_backward(
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
-    n_ws = B * Y * X * num_heads + B * (nq * nk + (Y // tile[0]) * (X // tile[1]) + 1)
-    ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
     strides = tuple(t.stride() for t in (q, k, v, out, grad_out, dq, dk, dv, lse)) + (idx.stride()[:2],)
-    dq_launch, dkv_launch, _ = backward_launches(
+    dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, ws, idx))
+        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx))
+    ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
     dq_launch(q, k, v, out, grad_out, dq, lse, ws, idx)
     dkv_launch(q, k, v, grad_out, dk, dv, lse, ws)
     return dq, dk, dv
