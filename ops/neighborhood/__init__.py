@@ -3,9 +3,9 @@
 ``neighborhood_attention(q, k, v, kernel_size, ...)`` takes ``[B, *spatial, H, D]`` with 1-3
 spatial axes; ``na1d`` / ``na2d`` / ``na3d`` are thin aliases that also check the rank.
 CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) run the Triton kernels in
-``kernels.py``; anything else runs ``reference.py``. Eager calls on the kernel path take a lean
-``autograd.Function`` (``_NeighborhoodAttention``) that calls the kernels directly;
-``torch.compile`` traces the registered ``foveal::na_*`` ops instead.
+``kernels.py``; anything else runs ``reference.py``. Eager calls on the kernel path run a program
+resolved once per problem (``eager.py``: bound launches) under a lean ``autograd.Function``
+(``_NeighborhoodAttention``); ``torch.compile`` traces the registered ``foveal::na_*`` ops instead.
 """
 from __future__ import annotations
 
@@ -128,49 +128,49 @@ _KERNELS = None
 
 
 def _kernels():
-    """(na_forward, na_backward), imported on first use (Triton may be missing on CPU-only
+    """(na_forward, program_for), imported on first use (Triton may be missing on CPU-only
     installs) and then kept: eager calls on small maps are bound by their CPU time."""
     global _KERNELS
     if _KERNELS is None:
-        from .kernels import na_backward, na_forward
-        _KERNELS = na_forward, na_backward
+        from .eager import program_for
+        from .kernels import na_forward
+        _KERNELS = na_forward, program_for
     return _KERNELS
 
 
 class _NeighborhoodAttention(torch.autograd.Function):
-    """The eager kernel path's autograd node: the kernels called directly, without the generic
-    dispatch of ``_na_call`` (custom-op wrappers, list arguments rebuilt into tuples, the device
-    test per call), whose CPU time small maps are bound by."""
+    """The eager kernel path's autograd node: the problem's program (``eager.py``: bound launches)
+    called directly, without the generic dispatch of ``_na_call`` (custom-op wrappers, list
+    arguments rebuilt into tuples, per-launch site keys), whose CPU time small maps are bound by."""
 
     @staticmethod
-    def forward(ctx, query, key, value, extra_k, extra_v, p: NAParams):
+    def forward(ctx, query, key, value, extra_k, extra_v, program):
         ctx.set_materialize_grads(False)
-        out, lse = _kernels()[0](query, key, value, p.kernel_size, p.dilation, p.stride, p.is_causal, p.scale,
-                                 extra_k, extra_v)
+        out, lse = program.forward(query, key, value, extra_k, extra_v)
         ctx.save_for_backward(query, key, value, extra_k, extra_v, out, lse)
-        ctx.p = p
+        ctx.program = program
         return out, lse
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
         query, key, value, extra_k, extra_v, out, lse = ctx.saved_tensors
-        p = ctx.p
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out   # only lse was used
-        dq, dk, dv, *dextra = _kernels()[1](grad_out, grad_lse, query, key, value, out, lse, p.kernel_size,
-                                            p.dilation, p.stride, p.is_causal, p.scale, extra_k, extra_v)
+        dq, dk, dv, *dextra = ctx.program.backward(grad_out, grad_lse, query, key, value, extra_k, extra_v, out, lse)
         dek, dev = dextra if dextra else (None, None)
         return dq, dk, dv, dek, dev, None
 
 
 def _checked_call(p: NAParams, query, key, value, additional_keys, additional_values, return_lse):
+    program = None
     if not torch.compiler.is_compiling() and use_kernels(query, key, value, additional_keys, additional_values):
+        program = _kernels()[1](query, key, value, additional_keys, additional_values, p)
+    if program is not None:
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in
                                            (query, key, value, additional_keys, additional_values)):
-            out, lse = _NeighborhoodAttention.apply(query, key, value, additional_keys, additional_values, p)
+            out, lse = _NeighborhoodAttention.apply(query, key, value, additional_keys, additional_values, program)
         else:   # nothing to differentiate: no autograd node, no saved tensors
-            out, lse = _kernels()[0](query, key, value, p.kernel_size, p.dilation, p.stride, p.is_causal,
-                                     p.scale, additional_keys, additional_values)
-    else:   # torch.compile traces the registered op; the reference runs through it too
+            out, lse = program.forward(query, key, value, additional_keys, additional_values)
+    else:   # torch.compile traces the registered op; the reference and odd views run through it too
         out, lse = _na_call(query, key, value, list(p.kernel_size), list(p.dilation), list(p.stride),
                             list(p.is_causal), p.scale, additional_keys, additional_values)
     return (out, lse) if return_lse else out

@@ -653,8 +653,12 @@ def _s5(t: torch.Tensor, trailing: int) -> tuple[int, ...]:
     """Strides of the batch, three (padded) spatial and head axes of ``[B, *spatial, H(, D)]``
     (``trailing`` = 2 with a head-dim axis, 1 for the LSE-like ``[B, *spatial, H]``). 1-D/2-D
     problems run as 3-D ones with leading size-1 axes, whose index is always 0: stride 0."""
-    st = t.stride()
-    rank = t.dim() - 1 - trailing
+    return _s5_of(t.stride(), trailing)
+
+
+def _s5_of(st: tuple[int, ...], trailing: int) -> tuple[int, ...]:
+    """``_s5`` from a stride tuple (the eager program binds its launches before any tensor exists)."""
+    rank = len(st) - 1 - trailing
     return (st[0], *(0,) * (3 - rank), *st[1:1 + rank], st[1 + rank])
 
 

@@ -49,16 +49,53 @@ def test_na_eager_path_equals_the_custom_op(device):
 
 
 @pytest.mark.kernel
-def test_na_lean_path_extra_kv_and_lse_gradients(device):
-    """The lean Function with additional keys/values and a gradient through the LSE only, and both."""
+def test_na_program_equals_the_custom_op(device):
+    """The eager program (``ops/neighborhood/eager.py``) on channel slices of one qkv leaf:
+    strided views get a program, misaligned ones (offset 1: 4 bytes off) do not and take the
+    registered op; a strided output gradient is copied first. All give exactly what the
+    registered op gives."""
+    from ops.neighborhood.checks import check_na_args
+    from ops.neighborhood.eager import program_for
+
     gen, _ = fresh_generator()
-    q, k, v, g = (randn(1, 9, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
-    ek, ev = (randn(1, 3, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(2))
+    qkv = randn(2, 5, 6, 2, 49, dtype=torch.float32, device=device, gen=gen)
+    grads = (randn(2, 5, 6, 2, 16, dtype=torch.float32, device=device, gen=gen),
+             randn(2, 5, 6, 2, 32, dtype=torch.float32, device=device, gen=gen)[..., ::2])
+    args = ([3, 5], [1, 1], [2, 1], [False, True], 0.25, None, None)
+    for offset in (0, 1):
+        q, k, v = (qkv[..., offset + 16 * i:offset + 16 * (i + 1)] for i in range(3))
+        p = check_na_args(q, k, v, (3, 5), 1, (2, 1), (False, True), 0.25, None, None)
+        assert (program_for(q, k, v, None, None, p) is None) == bool(offset)
+        for g in grads:
+            public = _sliced_grads(lambda a, b, c: ops.na2d(a, b, c, kernel_size=(3, 5), stride=(2, 1),
+                                                            is_causal=(False, True), scale=0.25), qkv, offset, 16, g)
+            registered = _sliced_grads(lambda a, b, c: na._na_forward(a, b, c, *args)[0], qkv, offset, 16, g)
+            _same(public, registered)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("kv_heads, dv", [(2, 16), (1, 32)], ids=["mha", "gqa-dv32"])
+def test_na_lean_path_extra_kv_and_lse_gradients(device, kv_heads, dv):
+    """The eager program with additional keys/values, grouped-query heads and a wider value head
+    dim, and a gradient through the LSE only, and both."""
+    from ops.neighborhood.checks import check_na_args
+    from ops.neighborhood.eager import program_for
+
+    gen, _ = fresh_generator()
+    q = randn(1, 9, 2, 16, dtype=torch.float32, device=device, gen=gen)
+    k = randn(1, 9, kv_heads, 16, dtype=torch.float32, device=device, gen=gen)
+    v = randn(1, 9, kv_heads, dv, dtype=torch.float32, device=device, gen=gen)
+    g = randn(1, 9, 2, dv, dtype=torch.float32, device=device, gen=gen)
+    ek = randn(1, 3, kv_heads, 16, dtype=torch.float32, device=device, gen=gen)
+    ev = randn(1, 3, kv_heads, dv, dtype=torch.float32, device=device, gen=gen)
     gl = randn(1, 9, 2, dtype=torch.float32, device=device, gen=gen)
     args = ([5], [1], [1], [False], 0.3, ek, ev)
-    for use_out in (True, False):
-        def loss(op_out, lse):   # without the output, its gradient reaches the backward as None
-            return ((op_out * g).sum() if use_out else 0) + (lse * gl).sum()
+    assert program_for(q, k, v, ek, ev, check_na_args(q, k, v, 5, 1, 1, False, 0.3, ek, ev)) is not None
+    # without the output, its gradient reaches the backward as None; lse.sum() gives an expanded
+    # (stride 0) LSE gradient
+    for use_out, weighted in ((True, True), (False, True), (True, False)):
+        def loss(op_out, lse):
+            return ((op_out * g).sum() if use_out else 0) + ((lse * gl).sum() if weighted else lse.sum())
         leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v, ek, ev)]
         out, lse = ops.na1d(*leaves[:3], kernel_size=5, scale=0.3, additional_keys=leaves[3],
                             additional_values=leaves[4], return_lse=True)

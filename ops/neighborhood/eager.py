@@ -1,0 +1,155 @@
+"""The eager kernel path of ``neighborhood_attention``: one resolved program per problem.
+
+NA on a backbone's small maps is bound by its CPU time: the kernels run 20-150 us, and each call
+rebuilt its launches' site keys (strides of every tensor, pointer alignment, the problem tuple)
+before reaching the compiled kernels. An :class:`NAProgram` is built once per problem (device,
+shapes, strides, dtype, window parameters, extra keys) and holds the bound forward launch and the
+bound backward launches (dQ, dK/dV, extra KV), so an eager call builds one cache key and goes
+straight to the compiled kernels. The launches and their sites are those ``na_forward`` and
+``na_backward`` use, so both paths share compiled kernels and autotuning choices.
+``torch.compile`` never comes here: it traces the registered ``foveal::na_*`` ops.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from ..common.block_sparse import contiguous_strides
+from ..common.tuning import BoundLaunch, alignment
+from .checks import NAParams
+from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
+                      na_backward)
+
+__all__ = ["NAProgram", "program_for"]
+
+_ALIGNED = (0,)   # ``alignment`` of tensors that are all 16-byte aligned (fresh allocations are)
+
+
+class NAProgram:
+    """Forward and backward of one NA problem on the kernel path, launches bound.
+
+    Built for q [B, *spatial, H, D], k [.., Hkv, D], v [.., Hkv, Dv] and optional extra keys /
+    values [B, N_extra, Hkv, D / Dv] with the strides, dtype, device and 16-byte alignment it
+    was made for (last dims contiguous). Outputs, LSE and gradients are allocated contiguous,
+    which the bound launches assume."""
+
+    __slots__ = ("problem", "p", "device", "dtype", "out_shape", "lse_shape", "shapes", "grad_strides",
+                 "lse_strides", "fwd", "dq", "dkv", "extra", "grad_buffer", "_dq_site")
+
+    def __init__(self, device: int, shapes: tuple[tuple[int, ...], ...], strides: tuple[tuple[int, ...], ...],
+                 dtype: torch.dtype, p: NAParams) -> None:
+        q_shape, k_shape, v_shape = shapes[:3]
+        has_extra = len(shapes) == 5
+        n_extra = shapes[3][1] if has_extra else 0
+        self.device, self.dtype, self.p, self.shapes = device, dtype, p, shapes
+        self.problem = (q_shape, k_shape[-2], v_shape[-1], p.kernel_size, p.dilation, p.stride, p.is_causal,
+                        n_extra, dtype)
+        self.out_shape = (*q_shape[:-1], v_shape[-1])
+        self.lse_shape = q_shape[:-1]
+        sq, sk, sv = (_s5_of(s, 2) for s in strides[:3])
+        se = (*strides[3][:3], *strides[4][:3]) if has_extra else (0,) * 6
+        so = _s5_of(contiguous_strides(self.out_shape), 2)
+        sl = _s5_of(contiguous_strides(self.lse_shape), 1)
+        self.grad_strides = contiguous_strides(self.out_shape)   # what grad_out must have
+        self.lse_strides = contiguous_strides(self.lse_shape)
+        # forward: the launch and site key na_forward builds for these tensors
+        grid, args, meta = _fwd_launch(*self.problem, p.scale, None)
+        fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
+        site = (device, *self.problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
+        self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
+        # backward: gradients contiguous, as one [3, ...] allocation when q, k and v have one shape
+        # (its views stay 16-byte aligned when a gradient's size is a multiple of 16 bytes)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        numel = math.prod(q_shape)
+        self.grad_buffer = (q_shape == k_shape == v_shape and numel * itemsize % 16 == 0)
+        sdq, sdk, sdv = (_s5_of(contiguous_strides(s), 2) for s in shapes[:3])
+        self._dq_site = (sq, sk, sv, se, so, sl, sdq)
+        self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs), bound on first use
+        dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(
+            *self.problem, p.scale, False, None)
+        self.dq[False] = self._bind_dq(False, dq_grid, dq_args, dq_meta)
+        bwd_site = (device, *self.problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
+        dkv_strides = (*sdk, *sdv)
+        self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,
+                                    (*sq, *sk, *sv, *so, *sl, *dkv_strides, *dkv_args), dkv_meta)
+        self.extra = None
+        if has_extra:
+            grid, args, meta = extra
+            sde = (*contiguous_strides(shapes[3])[:3], *contiguous_strides(shapes[4])[:3])
+            ex_strides = (*se, *sde)
+            self.extra = _na_bwd_extra_kv.bind((*bwd_site, dtype, dtype, ex_strides, _ALIGNED), grid,
+                                               (*sq, *se, *so, *sl, *sde, *args), meta)
+
+    def _bind_dq(self, has_dlse: bool, grid, args, meta) -> BoundLaunch:
+        sq, sk, sv, se, so, sl, sdq = self._dq_site
+        strides = (*sq, *sk, *sv, *se, *so, *so, *sl, *sdq)   # grad_out has out's strides
+        site = (self.device, *self.problem, has_dlse, None, self.dtype, self.dtype, sq, sk, sv, so, sl, self.dtype,
+                strides, _ALIGNED)
+        return _na_bwd_dq.bind(site, grid, (*strides, *args), meta)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
+                ev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(out [B, *spatial, H, Dv], natural-log LSE [B, *spatial, H] float32)."""
+        out = torch.empty(self.out_shape, device=q.device, dtype=self.dtype)
+        lse = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
+        self.fwd(q, k, v, k if ek is None else ek, v if ev is None else ev, out, lse)
+        return out, lse
+
+    def backward(self, grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor, ek: torch.Tensor | None, ev: torch.Tensor | None, out: torch.Tensor,
+                 lse: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(dq, dk, dv[, d extra k, d extra v]); dq/dk/dv may be views of one allocation, so only
+        for an eager autograd node (a registered op's outputs must not alias)."""
+        g = _laid_out(grad_out, self.grad_strides)
+        gl = None if grad_lse is None else _laid_out(grad_lse.float(), self.lse_strides)
+        if g is None or (grad_lse is not None and gl is None):   # odd strides of size-1 dims
+            p = self.p
+            return na_backward(grad_out, grad_lse, q, k, v, out, lse, p.kernel_size, p.dilation, p.stride,
+                               p.is_causal, p.scale, ek, ev)
+        grad_out, grad_lse = g, gl
+        if self.grad_buffer:
+            dq, dk, dv = torch.empty((3, *self.shapes[0]), device=q.device, dtype=self.dtype).unbind(0)
+        else:
+            dq, dk, dv = (torch.empty(s, device=q.device, dtype=self.dtype) for s in self.shapes[:3])
+        delta = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
+        has_dlse = grad_lse is not None
+        dq_launch = self.dq.get(has_dlse)
+        if dq_launch is None:
+            dq_grid, dq_args, dq_meta = _bwd_launch(*self.problem, self.p.scale, True, None)[:3]
+            dq_launch = self.dq[True] = self._bind_dq(True, dq_grid, dq_args, dq_meta)
+        ek_ = k if ek is None else ek
+        ev_ = v if ev is None else ev
+        dq_launch(q, k, v, ek_, ev_, out, grad_out, lse, grad_lse if has_dlse else lse, delta, dq)
+        self.dkv(q, k, v, grad_out, lse, delta, dk, dv)
+        if self.extra is None:
+            return dq, dk, dv
+        dek = torch.empty(self.shapes[3], device=q.device, dtype=self.dtype)
+        dev = torch.empty(self.shapes[4], device=q.device, dtype=self.dtype)
+        self.extra(q, ek, ev, grad_out, lse, delta, dek, dev)
+        return dq, dk, dv, dek, dev
+
+
+def _laid_out(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor | None:
+    """``t`` with these (contiguous) strides and 16-byte aligned, copied if need be; None when even
+    the copy differs (``contiguous`` keeps odd strides on size-1 dims)."""
+    if t.stride() == strides and not t.data_ptr() & 15:
+        return t
+    t = t.contiguous()
+    return t if t.stride() == strides and not t.data_ptr() & 15 else None
+
+
+@functools.lru_cache(maxsize=128)
+def _program(*key) -> NAProgram:
+    return NAProgram(*key)
+
+
+def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
+                ev: torch.Tensor | None, p: NAParams) -> NAProgram | None:
+    """The program of this (validated) call, or None when a tensor's last dim is strided or a
+    pointer is not 16-byte aligned (odd views), which ``na_forward`` / ``na_backward`` handle."""
+    tensors = (q, k, v) if ek is None else (q, k, v, ek, ev)
+    if alignment(*tensors) != _ALIGNED or any(t.stride(-1) != 1 for t in tensors):
+        return None
+    return _program(q.get_device(), tuple(t.shape for t in tensors), tuple(t.stride() for t in tensors), q.dtype, p)
