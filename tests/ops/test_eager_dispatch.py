@@ -107,6 +107,34 @@ def test_na_lean_path_extra_kv_and_lse_gradients(device, kv_heads, dv):
 
 
 @pytest.mark.kernel
+def test_na_program_backward_with_odd_gradient_strides(device, monkeypatch):
+    """Output and LSE gradients whose size-1 batch dim has an odd stride stay odd after
+    ``contiguous()``; the program then hands the backward to ``na_backward``, which must give what
+    the registered op gives."""
+    import ops.neighborhood.eager as eager
+    from ops.neighborhood.eager import _laid_out
+
+    handed = []
+    generic = eager.na_backward
+    monkeypatch.setattr(eager, "na_backward", lambda *a, **kw: handed.append(1) or generic(*a, **kw))
+
+    gen, _ = fresh_generator()
+    q, k, v, g = (randn(1, 5, 6, 2, 16, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
+    gl = randn(1, 5, 6, 2, dtype=torch.float32, device=device, gen=gen)
+    g_odd = g.as_strided(g.shape, (7, *g.stride()[1:]))
+    gl_odd = gl.as_strided(gl.shape, (7, *gl.stride()[1:]))
+    assert _laid_out(g_odd, g.stride()) is None and _laid_out(gl_odd, gl.stride()) is None
+    results = []
+    for fn in (lambda a, b, c: ops.na2d(a, b, c, kernel_size=3, scale=0.25, return_lse=True),
+               lambda a, b, c: na._na_forward(a, b, c, [3, 3], [1, 1], [1, 1], [False, False], 0.25, None, None)):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+        out, lse = fn(*leaves)
+        results.append([out.detach(), *torch.autograd.grad([out, lse], leaves, [g_odd, gl_odd])])
+    assert handed == [1]   # the public call's backward, not the registered op's
+    _same(*results)
+
+
+@pytest.mark.kernel
 def test_bra_eager_path_equals_the_custom_op(device):
     gen, _ = fresh_generator()
     q, k, v, g = (randn(1, 8, 8, 32, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
