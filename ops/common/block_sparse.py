@@ -32,7 +32,7 @@ import triton.language as tl
 from .dispatch import dot_precision, interpret_mode, tune_configs
 from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
 
-__all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward", "contiguous_strides",
+__all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
            "forward_launch"]
 
 LOG2E = 1.4426950408889634
@@ -388,15 +388,6 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
 
 def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
-
-
-def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The strides ``torch.empty(shape)`` gets (row-major, size-1 dims included)."""
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 @functools.lru_cache(maxsize=256)

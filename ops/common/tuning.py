@@ -29,7 +29,7 @@ import triton
 
 from .dispatch import interpret_mode
 
-__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "next_power_of_2"]
+__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "contiguous_strides", "next_power_of_2"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
@@ -45,6 +45,16 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """Smallest power of two >= n (n >= 1), on the host."""
     return 1 << (n - 1).bit_length()
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides ``torch.empty(shape)`` gets (row-major, size-1 dims included): what a plan
+    binds for the outputs it allocates, before any of them exists."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
 
 
 def alignment(*tensors: torch.Tensor) -> tuple[int, ...]:

@@ -16,8 +16,7 @@ import math
 
 import torch
 
-from ..common.block_sparse import contiguous_strides
-from ..common.tuning import BoundLaunch, alignment
+from ..common.tuning import BoundLaunch, alignment, contiguous_strides
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
                       na_backward)
@@ -61,9 +60,7 @@ class NAProgram:
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
         # backward: gradients contiguous, as one [3, ...] allocation when q, k and v have one shape
         # (its views stay 16-byte aligned when a gradient's size is a multiple of 16 bytes)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        numel = math.prod(q_shape)
-        self.grad_buffer = (q_shape == k_shape == v_shape and numel * itemsize % 16 == 0)
+        self.grad_buffer = q_shape == k_shape == v_shape and math.prod(q_shape) * dtype.itemsize % 16 == 0
         sdq, sdk, sdv = (_s5_of(contiguous_strides(s), 2) for s in shapes[:3])
         self._dq_site = (sq, sk, sv, se, so, sl, sdq)
         self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs), bound on first use

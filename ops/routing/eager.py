@@ -15,9 +15,8 @@ import functools
 
 import torch
 
-from ..common.block_sparse import (_int32, backward_launches, block_sparse_attention_backward, contiguous_strides,
-                                   forward_launch)
-from ..common.tuning import alignment
+from ..common.block_sparse import _int32, backward_launches, block_sparse_attention_backward, forward_launch
+from ..common.tuning import alignment, contiguous_strides
 from .kernels import topk_launches
 
 __all__ = ["RoutedProgram", "eager_routing_attention", "program_for"]
