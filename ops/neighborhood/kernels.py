@@ -258,55 +258,10 @@ _TUNE_KEY = ["L0", "L1", "L2", "N_EXTRA", "K0", "K1", "K2", "D0", "D1", "D2", "S
              "DTYPE_KEY"]
 
 
-@triton.autotune(configs=_configs("fwd"), key=_TUNE_KEY + ["PERSIST"],
-                 prune_configs_by={"early_config_prune": _fwd_warps})
+@triton.autotune(configs=_configs("fwd"), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _fwd_warps})
 @triton.jit
 def _na_fwd_kernel(
     Q, K, V, EK, EV, O, LSE,
-    sq_b, sq_0, sq_1, sq_2, sq_h,
-    sk_b, sk_0, sk_1, sk_2, sk_h,
-    sv_b, sv_0, sv_1, sv_2, sv_h,
-    sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
-    so_b, so_0, so_1, so_2, so_h,
-    sl_b, sl_0, sl_1, sl_2, sl_h,
-    H, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, N_TILES, qk_scale,
-    K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
-    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
-    S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
-    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
-    BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    PERSIST: tl.constexpr,
-):
-    """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
-    against the query's window, 1 only the walk's bounds, 0 nothing. PERSIST (host's
-    ``_persistent``): a grid of about two programs per SM, each looping over query boxes
-    (``N_TILES`` = boxes x batch x heads) in one flattened loop, so loads of the next box overlap
-    the current one's work; for short walks (GNA boxes that share one window), where a program
-    per box spends most of its time starting up. Otherwise one program per (box, batch x head)."""
-    if PERSIST:
-        per_bh = D0 * T0 * D1 * T1 * D2 * T2
-        for tile in tl.range(tl.program_id(0), N_TILES, tl.num_programs(0), flatten=True):
-            _fwd_tile(tile % per_bh, tile // per_bh, Q, K, V, EK, EV, O, LSE,
-                      sq_b, sq_0, sq_1, sq_2, sq_h, sk_b, sk_0, sk_1, sk_2, sk_h, sv_b, sv_0, sv_1, sv_2, sv_h,
-                      sek_b, sek_n, sek_h, sev_b, sev_n, sev_h, so_b, so_0, so_1, so_2, so_h,
-                      sl_b, sl_0, sl_1, sl_2, sl_h, H, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, qk_scale,
-                      K0, K1, K2, D0, D1, D2, S0, S1, S2, C0, C1, C2, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV,
-                      BM0, BM1, BM2, BN0, BN1, BN2, UPCAST, PRECISION, MASK_MODE)
-    else:
-        _fwd_tile(tl.program_id(0), tl.program_id(1), Q, K, V, EK, EV, O, LSE,
-                  sq_b, sq_0, sq_1, sq_2, sq_h, sk_b, sk_0, sk_1, sk_2, sk_h, sv_b, sv_0, sv_1, sv_2, sv_h,
-                  sek_b, sek_n, sek_h, sev_b, sev_n, sev_h, so_b, so_0, so_1, so_2, so_h,
-                  sl_b, sl_0, sl_1, sl_2, sl_h, H, KV_GROUP, L0, L1, L2, N_EXTRA, T0, T1, T2, qk_scale,
-                  K0, K1, K2, D0, D1, D2, S0, S1, S2, C0, C1, C2, HEAD_DIM, HEAD_DIM_V, BLOCK_D, BLOCK_DV,
-                  BM0, BM1, BM2, BN0, BN1, BN2, UPCAST, PRECISION, MASK_MODE)
-
-
-@triton.jit
-def _fwd_tile(
-    pid, pid_bh, Q, K, V, EK, EV, O, LSE,
     sq_b, sq_0, sq_1, sq_2, sq_h,
     sk_b, sk_0, sk_1, sk_2, sk_h,
     sv_b, sv_0, sv_1, sv_2, sv_h,
@@ -321,14 +276,16 @@ def _fwd_tile(
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
+    DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
 ):
-    """The forward of query box ``pid`` (over the dilation groups and box tiles of each axis) of
-    batch x head ``pid_bh``: walk, extra keys, and the output and LSE stores."""
+    """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
+    against the query's window, 1 only the walk's bounds, 0 nothing."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
     SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // KV_GROUP
@@ -818,46 +775,13 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     shape, dil, bm, bn, tiles, programs = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal,
                                                         head_dim, "fwd", boxes)
     upcast, precision = dot_precision(dtype)
-    window = _padded_window(kernel_size, stride, is_causal, rank)
-    mask_mode = _mask_mode(bm, bn, *window)
-    n_tiles = programs * batch * heads
-    persist = _persistent(mask_mode, window, bn, n_extra, n_tiles)
-    grid = (min(n_tiles, _persistent_programs()), 1) if persist else (programs, batch * heads)
-    args = (heads, heads // kv_heads, *shape, n_extra, *tiles, n_tiles, scale * LOG2E)
+    grid = (programs, batch * heads)
+    args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
     meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
                 HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
-                DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision, MASK_MODE=mask_mode, PERSIST=persist)
+                DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision,
+                MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
     return grid, args, meta
-
-
-PERSIST_MAX_BLOCKS = 8   # walks of at most this many key blocks run persistent (``_persistent``)
-PERSIST_PROGRAMS_PER_SM = 2
-
-
-def _persistent(mask_mode: int, window, bn, n_extra: int, n_tiles: int) -> bool:
-    """Whether the forward runs persistent programs (``_na_fwd_kernel``'s PERSIST): when every
-    query box walks the same few key blocks, a program per box spends most of its time loading
-    its first blocks. That holds for GNA boxes inside one stride group (``_mask_mode`` < 2), whose
-    rows share one window of exactly K keys per axis, on non-causal axes (a causal window is
-    clipped at the axis start) and without extra keys."""
-    kernel, _, causal = window
-    if mask_mode == 2 or any(causal) or n_extra:
-        return False
-    blocks = math.prod(-(-k // n) for k, n in zip(kernel, bn))
-    return blocks <= PERSIST_MAX_BLOCKS and n_tiles > _persistent_programs()
-
-
-def _persistent_programs() -> int:
-    """Grid size of a persistent launch: a few programs per SM (3 under the interpreter, so that
-    tests run several boxes per program)."""
-    if interpret_mode() or not torch.cuda.is_available():
-        return 3
-    return PERSIST_PROGRAMS_PER_SM * _sm_count(torch.cuda.current_device())
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device: int) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, dilation, stride,

@@ -110,28 +110,6 @@ def test_gna_stride_aligned_boxes(shape, kernel, stride, causal, boxes, mode, dt
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
-@pytest.mark.parametrize("shape, kernel, stride, boxes, dilation", [
-    ((8, 16), (4, 8), (4, 8), ((1, 2, 8), (1, 2, 8)), (1, 1)),      # mask mode 0
-    ((9, 8), (5, 6), (4, 4), ((1, 4, 4), (1, 2, 8)), (1, 1)),       # mode 1, a short last group
-    ((2, 7, 16), (2, 3, 8), (2, 3, 8), ((2, 1, 8), (1, 2, 8)), (1, 2, 1)),   # 3-D, dilation
-])
-def test_gna_persistent_forward(shape, kernel, stride, boxes, dilation, dtype, device):
-    """GNA walks of a few key blocks run persistent programs (several boxes each, 3 programs
-    under the interpreter); forward and gradients against the fp64 reference."""
-    from ops.neighborhood.kernels import _fwd_launch
-
-    rank = len(shape)
-    grid, _, meta = _fwd_launch((1, *shape, 2, 16), 1, 32, kernel, dilation, stride, (False,) * rank, 0,
-                                dtype, 0.25, boxes)
-    assert meta["PERSIST"] and grid[1] == 1
-    gen, seed = fresh_generator()
-    c = dict(shape=shape, kernel=kernel, dilation=dilation, stride=stride, causal=(False,) * rank,
-             batch=1, heads=2, kv_heads=1, dim=16, dim_v=32, extra=0)
-    _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
-
-
-@pytest.mark.kernel
 def test_public_op_autograd_on_strided_inputs(device):
     """Packed (non-contiguous) qkv through the registered op: output, lse and autograd grads."""
     gen, seed = fresh_generator()
