@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ..common.tuning import BoundLaunch, alignment, contiguous_strides
+from ..common.tuning import alignment, contiguous_strides
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
                       na_backward)
@@ -34,40 +34,42 @@ class NAProgram:
     was made for (last dims contiguous). Outputs, LSE and gradients are allocated contiguous,
     which the bound launches assume."""
 
-    __slots__ = ("problem", "p", "device", "dtype", "out_shape", "lse_shape", "shapes", "grad_strides",
-                 "lse_strides", "fwd", "dq", "dkv", "extra", "grad_buffer", "_dq_site")
+    __slots__ = ("p", "dtype", "out_shape", "lse_shape", "shapes", "grad_strides",
+                 "lse_strides", "fwd", "dq", "dkv", "extra", "grad_buffer")
 
     def __init__(self, device: int, shapes: tuple[tuple[int, ...], ...], strides: tuple[tuple[int, ...], ...],
                  dtype: torch.dtype, p: NAParams) -> None:
         q_shape, k_shape, v_shape = shapes[:3]
         has_extra = len(shapes) == 5
         n_extra = shapes[3][1] if has_extra else 0
-        self.device, self.dtype, self.p, self.shapes = device, dtype, p, shapes
-        self.problem = (q_shape, k_shape[-2], v_shape[-1], p.kernel_size, p.dilation, p.stride, p.is_causal,
-                        n_extra, dtype)
+        self.dtype, self.p, self.shapes = dtype, p, shapes
+        problem = (q_shape, k_shape[-2], v_shape[-1], p.kernel_size, p.dilation, p.stride, p.is_causal, n_extra,
+                   dtype)
         self.out_shape = (*q_shape[:-1], v_shape[-1])
         self.lse_shape = q_shape[:-1]
         sq, sk, sv = (_s5_of(s, 2) for s in strides[:3])
         se = (*strides[3][:3], *strides[4][:3]) if has_extra else (0,) * 6
-        so = _s5_of(contiguous_strides(self.out_shape), 2)
-        sl = _s5_of(contiguous_strides(self.lse_shape), 1)
-        self.grad_strides = contiguous_strides(self.out_shape)   # what grad_out must have
+        self.grad_strides = contiguous_strides(self.out_shape)   # what grad_out must have (out's strides)
         self.lse_strides = contiguous_strides(self.lse_shape)
+        so, sl = _s5_of(self.grad_strides, 2), _s5_of(self.lse_strides, 1)
         # forward: the launch and site key na_forward builds for these tensors
-        grid, args, meta = _fwd_launch(*self.problem, p.scale, None)
+        grid, args, meta = _fwd_launch(*problem, p.scale, None)
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
-        site = (device, *self.problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
+        site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
         # backward: gradients contiguous, as one [3, ...] allocation when q, k and v have one shape
         # (its views stay 16-byte aligned when a gradient's size is a multiple of 16 bytes)
         self.grad_buffer = q_shape == k_shape == v_shape and math.prod(q_shape) * dtype.itemsize % 16 == 0
         sdq, sdk, sdv = (_s5_of(contiguous_strides(s), 2) for s in shapes[:3])
-        self._dq_site = (sq, sk, sv, se, so, sl, sdq)
-        self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs), bound on first use
-        dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(
-            *self.problem, p.scale, False, None)
-        self.dq[False] = self._bind_dq(False, dq_grid, dq_args, dq_meta)
-        bwd_site = (device, *self.problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
+        dq_strides = (*sq, *sk, *sv, *se, *so, *so, *sl, *sdq)   # grad_out has out's strides
+        self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs)
+        for has_dlse in (False, True):
+            dq_grid, dq_args, dq_meta = _bwd_launch(*problem, p.scale, has_dlse, None)[:3]
+            site = (device, *problem, has_dlse, None, dtype, dtype, sq, sk, sv, so, sl, dtype, dq_strides,
+                    _ALIGNED)
+            self.dq[has_dlse] = _na_bwd_dq.bind(site, dq_grid, (*dq_strides, *dq_args), dq_meta)
+        _, _, _, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(*problem, p.scale, False, None)
+        bwd_site = (device, *problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
         dkv_strides = (*sdk, *sdv)
         self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,
                                     (*sq, *sk, *sv, *so, *sl, *dkv_strides, *dkv_args), dkv_meta)
@@ -78,13 +80,6 @@ class NAProgram:
             ex_strides = (*se, *sde)
             self.extra = _na_bwd_extra_kv.bind((*bwd_site, dtype, dtype, ex_strides, _ALIGNED), grid,
                                                (*sq, *se, *so, *sl, *sde, *args), meta)
-
-    def _bind_dq(self, has_dlse: bool, grid, args, meta) -> BoundLaunch:
-        sq, sk, sv, se, so, sl, sdq = self._dq_site
-        strides = (*sq, *sk, *sv, *se, *so, *so, *sl, *sdq)   # grad_out has out's strides
-        site = (self.device, *self.problem, has_dlse, None, self.dtype, self.dtype, sq, sk, sv, so, sl, self.dtype,
-                strides, _ALIGNED)
-        return _na_bwd_dq.bind(site, grid, (*strides, *args), meta)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
                 ev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,13 +107,8 @@ class NAProgram:
             dq, dk, dv = (torch.empty(s, device=q.device, dtype=self.dtype) for s in self.shapes[:3])
         delta = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
         has_dlse = grad_lse is not None
-        dq_launch = self.dq.get(has_dlse)
-        if dq_launch is None:
-            dq_grid, dq_args, dq_meta = _bwd_launch(*self.problem, self.p.scale, True, None)[:3]
-            dq_launch = self.dq[True] = self._bind_dq(True, dq_grid, dq_args, dq_meta)
-        ek_ = k if ek is None else ek
-        ev_ = v if ev is None else ev
-        dq_launch(q, k, v, ek_, ev_, out, grad_out, lse, grad_lse if has_dlse else lse, delta, dq)
+        self.dq[has_dlse](q, k, v, k if ek is None else ek, v if ev is None else ev, out, grad_out, lse,
+                          grad_lse if has_dlse else lse, delta, dq)
         self.dkv(q, k, v, grad_out, lse, delta, dk, dv)
         if self.extra is None:
             return dq, dk, dv
