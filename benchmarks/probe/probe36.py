@@ -11,25 +11,18 @@ kernel (``direct``).
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe36.py
 """
 import statistics
-import time
 
 import torch
 
 import ops
-from bra_case import SHAPES, fwd_bwd, noop_fwd_bwd
+from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd
 from ops.routing.eager import program_for
+from tasks.bench.runner import _issue_ms
 
 
 def issue_us(fn, n: int = 50) -> float:
     """Median CPU us of one call of ``fn`` started on an idle GPU (the bench's ``cpu_ms``)."""
-    times = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    torch.cuda.synchronize()
-    return statistics.median(times) * 1e6
+    return _issue_ms(fn, n) * 1e3
 
 
 def main():
@@ -69,12 +62,7 @@ def main():
         print(f"B{B} {S}x{S} C{C} topk{topk}".ljust(22) + f"| {direct}               | "
               + " ".join(f"{x:6.0f}" for x in figures), flush=True)
         # the same call with the GPU kept busy (back-to-back, as do_bench's loop issues them)
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(50):
-            call()
-        busy = (time.perf_counter() - t) / 50 * 1e6
-        torch.cuda.synchronize()
+        busy = cpu_ms(call, 50) * 1e3
         print(f"{'':22}| back-to-back: {busy:.0f} us per call", flush=True)
     print(f"host: trivial backward {issue_us(host_fn, 200):.0f} us (idle-GPU issue time)")
 

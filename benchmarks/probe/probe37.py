@@ -11,23 +11,14 @@ listing the top self-CPU entries and any ``cudaMalloc`` / ``cudaFree`` / synchro
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe37.py
 """
 import statistics
-import time
 
 import torch
 
-from bra_case import SHAPES, fwd_bwd, noop_fwd_bwd
+from bra_case import SHAPES, cpu_ms, fwd_bwd, noop_fwd_bwd
 
 
-def back_to_back_us(fn, n: int = 50) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    us = (time.perf_counter() - t) / n * 1e6
-    torch.cuda.synchronize()
-    return us
+def back_to_back_us(fn) -> float:
+    return cpu_ms(fn, 50) * 1e3
 
 
 def main():
