@@ -12,7 +12,9 @@ import torch
 __all__ = [
     "as_tuple",
     "check_floating",
+    "check_item_span",
     "check_rank",
+    "check_span",
     "check_same_device",
     "check_same_dtype",
     "check_positive",
@@ -74,3 +76,20 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     if len(devices) > 1:
         desc = ", ".join(f"{k} on {t.device}" for k, t in named.items())
         raise ValueError(f"all inputs must be on one device, got {desc}")
+
+
+def check_span(name: str, shape: Sequence[int], strides: Sequence[int]) -> None:
+    """The Triton kernels index within one batch item with 32-bit offsets (batch offsets are
+    64-bit): an item whose elements lie 2**31 or more apart would be read at wrapped addresses."""
+    span = sum((n - 1) * abs(s) for n, s in zip(shape[1:], strides[1:]) if n > 0)
+    if span >= 2**31:
+        raise ValueError(f"{name} {tuple(shape)} with strides {tuple(strides)} spans 2**31 or more elements "
+                         "within one batch item, more than the kernels' 32-bit offsets address: split it "
+                         "along a spatial axis")
+
+
+def check_item_span(**tensors: torch.Tensor | None) -> None:
+    """``check_span`` for each tensor given (None skipped)."""
+    for name, t in tensors.items():
+        if t is not None:
+            check_span(name, t.shape, t.stride())

@@ -29,6 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .args import check_span
 from .dispatch import dot_precision, interpret_mode, tune_configs
 from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
 
@@ -110,6 +111,16 @@ def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr, PACKED: tl.c
         return tile, 0, tile, offs, offs < T
 
 
+@triton.jit
+def _program(n_per_head, H):
+    """(program within its (batch, head), batch, head) on the flat grid (programs of one head
+    adjacent, then heads, then batch items; a second grid axis would cap batch * heads at
+    65535). The batch index is int64: batch offsets pass 2**31 elements on large maps."""
+    pid = tl.program_id(0)
+    bh = pid // n_per_head
+    return pid % n_per_head, (bh // H).to(tl.int64), bh % H
+
+
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
 @triton.jit
 def _bs_fwd_kernel(
@@ -120,10 +131,7 @@ def _bs_fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H)
 
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
@@ -268,10 +276,7 @@ def _bs_bwd_dq_kernel(
     p * H + h of batch item b), so the lists cost no launch of their own. ``WS`` is the
     backward's fp32 workspace: delta (LSE's layout), then the int32 lists (see :func:`_workspace`)."""
     DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H)
     if pid < dq_programs:
         _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
@@ -295,10 +300,7 @@ def _bs_bwd_dkv_kernel(
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
+    pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H)
 
     tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
@@ -398,10 +400,12 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx): q/k/v
     in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each, idx 2)
     and :func:`alignment`."""
+    for j, name in enumerate(("q", "k", "v")):
+        check_span(name, (B, Y, X, C), strides[4 * j:4 * j + 4])
     th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T)
-    grid = (cdiv(nq, group) * q_split, B * num_heads)
+    grid = (cdiv(nq, group) * q_split * B * num_heads,)
     args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
     meta = dict(BLOCK_M=bm, **_meta(C // num_heads, dtype, group))
     # the site holds what Triton specializes on; the scale, a float, is not
@@ -420,6 +424,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     called with (q, k, v, out, grad_out, dq, lse, ws, idx), the dK/dV launch with
     (q, k, v, grad_out, dk, dv, lse, ws)."""
     qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
+    for name, st in (("q", qs), ("k", ks), ("v", vs), ("out", os_), ("grad_out", gs)):
+        check_span(name, (B, Y, X, C), st)
     th, tw = tile
     T = th * tw
     n_tiles = (Y // th) * (X // tw)
@@ -432,14 +438,14 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
     dq = _bs_bwd_dq.bind(
-        site, (dq_programs + cdiv(n_tiles, num_heads), B * num_heads),
+        site, ((dq_programs + cdiv(n_tiles, num_heads)) * B * num_heads,),
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split,
          group, dq_programs, scale, n_delta, B * ne),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     dkv = _bs_bwd_dkv.bind(
-        site, (cdiv(n_tiles, group) * split, B * num_heads),
+        site, (cdiv(n_tiles, group) * split * B * num_heads,),
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group,
          scale, n_delta, B * ne),
         dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..common import eager_autograd, op_name, op_or_impl, use_kernels
+from ..common import check_span, eager_autograd, op_name, op_or_impl, use_kernels
 from .checks import check_depthwise, check_input, check_pointwise, valid_chain
 from .reference import (depthwise_conv2d_reference, large_kernel_attention_reference, lka_chain_reference,
                         lka_chain_reference_with_intermediates)
@@ -39,6 +39,7 @@ def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: li
     are dropped with the call (they are written either way)."""
     if not use_kernels(x):
         return lka_chain_reference_with_intermediates(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    check_span("x", x.shape, x.stride())   # the kernels' in-item offsets are 32-bit
     from .kernels import dw_conv, pw_gate
     acts, a = [], x
     for w, b, d in zip(weights, biases, dilations):
@@ -209,6 +210,7 @@ def _dw_forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if not use_kernels(x):
         return depthwise_conv2d_reference(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
                                           dilation)
+    check_span("x", x.shape, x.stride())   # the kernels' in-item offsets are 32-bit
     from .kernels import dw_conv
     return dw_conv(x, weight, bias, dilation)
 
@@ -224,6 +226,7 @@ def _(x, weight, bias, dilation):
 def _dw_backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias_dtype: torch.dtype,
                       dilation: int) -> list[torch.Tensor]:
     """Returns [dx, dweight, dbias] (dbias in ``bias_dtype``)."""
+    check_span("grad", grad.shape, grad.stride())
     from .kernels import dw_conv, dw_conv_weight_grad
     dx = dw_conv(grad, weight, None, dilation, flip=True)
     dw, db = dw_conv_weight_grad(grad, x, tuple(weight.shape[-2:]), dilation, weight.dtype, bias_dtype)

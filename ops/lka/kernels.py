@@ -38,9 +38,10 @@ __all__ = ["dw_conv", "dw_conv_weight_grad", "pw_gate", "pw_gate_backward"]
 
 @triton.jit
 def _pixel_tile(tile, n_ptiles, H, W, BLOCK_P: tl.constexpr):
-    """Tile index -> (batch, pixel rows, pixel cols, valid mask) of a BLOCK_P-pixel tile."""
+    """Tile index -> (batch, pixel rows, pixel cols, valid mask) of a BLOCK_P-pixel tile. The batch
+    index is int64: batch offsets pass 2**31 elements on large inputs."""
     offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-    return tile // n_ptiles, offs_p // W, offs_p % W, offs_p < H * W
+    return (tile // n_ptiles).to(tl.int64), offs_p // W, offs_p % W, offs_p < H * W
 
 
 @triton.jit
@@ -104,7 +105,7 @@ def _dw_rows_kernel(
     of ROWS rows of that phase) x column strip x channel block, through ``_dw_row_block``."""
     pid = tl.program_id(0)
     per_b = DIL * n_rblocks
-    b = pid // per_b
+    b = (pid // per_b).to(tl.int64)   # batch offsets pass 2**31 elements on large inputs
     phase = (pid % per_b) % DIL
     m0 = ((pid % per_b) // DIL) * ROWS
     offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
@@ -229,7 +230,7 @@ def _dw_wgrad_kernel(
             rest = item // n_strips
             phase = rest % DIL
             m0 = ((rest // DIL) % n_rblocks) * ROWS
-            b = rest // (DIL * n_rblocks)
+            b = (rest // (DIL * n_rblocks)).to(tl.int64)
             offs_w = strip * BLOCK_W + tl.arange(0, BLOCK_W)
             mg = (offs_w < W)[:, None] & c_mask[None, :]
             ww = offs_w - PW + kw * DIL

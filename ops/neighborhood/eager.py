@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ..common import check_span
 from ..common.tuning import alignment, contiguous_strides
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
@@ -39,6 +40,8 @@ class NAProgram:
 
     def __init__(self, device: int, shapes: tuple[tuple[int, ...], ...], strides: tuple[tuple[int, ...], ...],
                  dtype: torch.dtype, p: NAParams) -> None:
+        for name, shape, st in zip(("query", "key", "value", "additional_keys", "additional_values"), shapes, strides):
+            check_span(name, shape, st)
         q_shape, k_shape, v_shape = shapes[:3]
         has_extra = len(shapes) == 5
         n_extra = shapes[3][1] if has_extra else 0
@@ -46,6 +49,7 @@ class NAProgram:
         problem = (q_shape, k_shape[-2], v_shape[-1], p.kernel_size, p.dilation, p.stride, p.is_causal, n_extra,
                    dtype)
         self.out_shape = (*q_shape[:-1], v_shape[-1])
+        check_span("out", self.out_shape, contiguous_strides(self.out_shape))
         self.lse_shape = q_shape[:-1]
         sq, sk, sv = (_s5_of(s, 2) for s in strides[:3])
         se = (*strides[3][:3], *strides[4][:3]) if has_extra else (0,) * 6

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import dot_precision, interpret_mode, tune_configs
+from ..common import check_item_span, dot_precision, interpret_mode, tune_configs
 from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2
 from .tiling import choose_boxes
 
@@ -78,6 +78,14 @@ def _program_axis(pid, T, L, D: tl.constexpr):
     """Program index -> (rest, dilation group, tile index, group length) on one axis."""
     rest, g, t = _split(pid, T, D)
     return rest, g, t, _group_len(L, g, D)
+
+
+@triton.jit
+def _batch_head(rest, H):
+    """(batch, head) of a program from the index left after its box axes (the grid is flat: box
+    fastest, then head, then batch; a second grid axis would cap batch * heads at 65535). The
+    batch index is int64: batch offsets pass 2**31 elements on large inputs."""
+    return (rest // H).to(tl.int64), rest % H
 
 
 @triton.jit
@@ -285,13 +293,11 @@ def _na_fwd_kernel(
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
     SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // KV_GROUP
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
+    b, h = _batch_head(pid, H)
+    hk = h // KV_GROUP
 
     # query box (group-local indices), its rows' windows and the union of those windows
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
@@ -382,13 +388,11 @@ def _na_bwd_dq_kernel(
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
     SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    hk = h // KV_GROUP
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
+    b, h = _batch_head(pid, H)
+    hk = h // KV_GROUP
 
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
     i0, lo0, hi0, u_lo0, u_hi0 = _query_axis(t0, r0, Lg0, BM0, K0, S0, C0)
@@ -500,12 +504,10 @@ def _na_bwd_dkv_kernel(
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
     SKIP1: tl.constexpr = K1 == 1 and BM1 == 1 and BN1 == 1
     pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HKV
-    hk = pid_bh % HKV
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
+    b, hk = _batch_head(pid, HKV)
 
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     j0 = t0 * BN0 + c0
@@ -587,11 +589,10 @@ def _na_bwd_extra_kv_kernel(
 ):
     """dK, dV of the additional keys: every query attends them, so a key block visits all
     query tokens (row-major over the padded 3-D grid) of every query head of its group."""
+    n_blocks = tl.cdiv(N_EXTRA, BLOCK_N)
     pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // HKV
-    hk = pid_bh % HKV
-    ej = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    b, hk = _batch_head(pid // n_blocks, HKV)
+    ej = (pid % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
     e_ok = ej < N_EXTRA
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -775,7 +776,7 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     shape, dil, bm, bn, tiles, programs = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal,
                                                         head_dim, "fwd", boxes)
     upcast, precision = dot_precision(dtype)
-    grid = (programs, batch * heads)
+    grid = (programs * batch * heads,)
     args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
     meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
                 HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
@@ -802,6 +803,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
         lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     q, k, v = _last_contiguous(q), _last_contiguous(k), _last_contiguous(v)
     ek, ev = _extra(additional_keys), _extra(additional_values)
+    check_item_span(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out)
     problem = (tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
                tuple(is_causal), 0 if ek is None else ek.shape[1], q.dtype)
     grid, args, meta = _fwd_launch(*problem, scale, boxes)
@@ -833,18 +835,18 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     d_max = max(head_dim, head_dim_v)
     window = (kernel_size, dilation, stride, is_causal)
     shape, dil, bm, bn, tiles_m, programs = _launch_tiles(spatial, rank, *window, d_max, "dq", boxes)
-    dq_grid = (programs, batch * heads)
+    dq_grid = (programs * batch * heads,)
     dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
     dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse,
                    MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
     _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
-    dkv_grid = (programs, batch * kv_heads)
+    dkv_grid = (programs * batch * kv_heads,)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
     dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common,
                     MASK_MODE=_dkv_mask_mode(bm, *_padded_window(kernel_size, stride, is_causal, rank)[1:]))
     extra = None
     if n_extra:
-        extra = ((cdiv(n_extra, math.prod(bn)), batch * kv_heads),
+        extra = ((cdiv(n_extra, math.prod(bn)) * batch * kv_heads,),
                  (kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra, scale * LOG2E, scale),
                  dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
                       BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast, PRECISION=precision))
@@ -862,6 +864,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     """
     q, k, v, grad_out = (_last_contiguous(t) for t in (q, k, v, grad_out))
     ek, ev = _extra(additional_keys), _extra(additional_values)
+    check_item_span(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, grad_out=grad_out, out=out)
     if grads is None:
         grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                       for t in (q, k, v, ek, ev) if t is not None)

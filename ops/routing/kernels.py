@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common.args import check_span
 from ..common.tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
 
 __all__ = ["region_topk", "topk_launches"]
@@ -182,6 +183,8 @@ def topk_launches(device: int, B: int, Y: int, X: int, C: int, regions: tuple[in
     part of BiFormer's step time): the means, called with (q, k, means: float32 [2, B, R, C]),
     and the ranking, called with (means, out: int32 [B, R, topk]); ``align`` is the
     :func:`alignment` of (q, k, means, out)."""
+    check_span("q", (B, Y, X, C), q_strides)
+    check_span("k", (B, Y, X, C), k_strides)
     ny, nx = regions
     R = ny * nx
     mean_grid, mean_args, mean_meta = _mean_plan(B, Y, X, C, ny, nx)

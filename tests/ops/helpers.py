@@ -6,6 +6,7 @@ output buffers, and compare with the fp64 reference by relative Frobenius error
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -61,3 +62,27 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what:
     err = relative_error(out, ref)
     tol = TOLERANCE[dtype]
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e} for {dtype}, seed={seed}"
+
+
+# Item 2 of a batch with this stride starts past 2**31 elements while the stride itself fits in
+# int32, so a kernel that multiplies the batch index and stride in 32 bits reads wrapped addresses.
+FAR_BATCH_STRIDE = 2**30 + 4096
+
+
+def far_batch_views(count: int, item_shape: tuple[int, ...], dtype: torch.dtype, device: str | torch.device,
+                    gen: torch.Generator) -> list[torch.Tensor]:
+    """``count`` random tensors [3, *item_shape] (items contiguous) in one buffer of
+    ``2 * FAR_BATCH_STRIDE`` elements and more. Only the items are written: the rest of the buffer
+    is address space that is never touched (a few kB of memory for 4-8 GB of addresses)."""
+    item = math.prod(item_shape)
+    buf = torch.empty(2 * FAR_BATCH_STRIDE + count * item, dtype=dtype, device=device)
+    strides, step = [], 1
+    for n in reversed(item_shape):
+        strides.append(step)
+        step *= n
+    views = [buf.as_strided((3, *item_shape), (FAR_BATCH_STRIDE, *reversed(strides)), j * item)
+             for j in range(count)]
+    for view in views:
+        for b in range(3):
+            view[b].copy_(randn(*item_shape, dtype=dtype, device=device, gen=gen))
+    return views

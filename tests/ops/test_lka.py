@@ -9,7 +9,7 @@ from ops.lka import (depthwise_conv2d_reference, large_kernel_attention_referenc
                      lska_kernel_sizes)
 from ops.lka.kernels import dw_conv, dw_conv_weight_grad, pw_gate, pw_gate_backward
 
-from .helpers import TOLERANCE, assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+from .helpers import TOLERANCE, assert_close, far_batch_views, fresh_generator, kernel_dtypes, poisoned, randn
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -181,6 +181,34 @@ def test_pw_gate_backward_and_wgrad_poisoned(device):
                  dtype, "ds = W1^T dt", seed)
     wt = randn(c, 1, 1, 5, dtype=dtype, device=device, gen=gen)
     _check_weight_grad(g, x, wt, 3, dtype, "1x5 d3", seed)
+
+
+@pytest.mark.kernel
+def test_batch_offsets_past_2_31_elements(device):
+    """Inputs and an output whose last batch item starts past 2**31 elements (batch stride
+    < 2**31): the depthwise conv, its weight gradient and the 1x1 + gate forward and backward must
+    not wrap their batch offsets. Against the fp64 reference on all three items."""
+    gen, seed = fresh_generator()
+    dtype, (c, h, w) = torch.float16, (16, 9, 7)
+    x, s, g, o = far_batch_views(4, (c, h, w), dtype, device, gen)
+    o.fill_(float("nan"))
+    wt = randn(c, 1, 7, 7, dtype=dtype, device=device, gen=gen) * 0.15
+    bias = randn(c, dtype=dtype, device=device, gen=gen)
+    dw_conv(x, wt, bias, 3, out=o)
+    assert_close(o, depthwise_conv2d_reference(x.double(), wt.double(), bias.double(), 3), dtype,
+                 "dw_conv (far batch)", seed)
+    _check_weight_grad(g, x, wt, 3, dtype, "far batch", seed)
+    w1 = randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5
+    b1 = randn(c, dtype=dtype, device=device, gen=gen)
+    t = torch.einsum("oi,bihw->bohw", w1.double().reshape(c, c), s.double()) + b1.double()[:, None, None]
+    o.fill_(float("nan"))
+    pw_gate(s, w1, b1, x, out=o)
+    assert_close(o, x.double() * t, dtype, "pw_gate (far batch)", seed)
+    dx, dt, ds = pw_gate_backward(s, w1, b1, x, g)
+    assert_close(dx, g.double() * t, dtype, "dx (far batch)", seed)
+    assert_close(dt, g.double() * x.double(), dtype, "dt (far batch)", seed)
+    assert_close(ds, torch.einsum("oi,bohw->bihw", w1.double().reshape(c, c), g.double() * x.double()),
+                 dtype, "ds (far batch)", seed)
 
 
 @pytest.mark.kernel

@@ -9,7 +9,7 @@ import ops
 from ops.common import interpret_mode
 from ops.neighborhood.reference import (neighborhood_attention_reference,
                                         neighborhood_attention_reference_backward)
-from tests.ops.helpers import assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+from tests.ops.helpers import assert_close, far_batch_views, fresh_generator, kernel_dtypes, poisoned, randn
 
 # Interpreter-sized shapes (every kernel program is emulated in Python); bigger on the GPU.
 MAX_LEN = {1: 40, 2: 9, 3: 5} if interpret_mode() else {1: 300, 2: 40, 3: 14}
@@ -125,6 +125,59 @@ def test_public_op_autograd_on_strided_inputs(device):
     assert_close(out, r_out, torch.float32, "strided output", seed)
     assert_close(lse, r_lse, torch.float32, "strided lse", seed)
     assert_close(qkv.grad, torch.stack([qd.grad, kd.grad, vd.grad], dim=-3), torch.float32, "qkv grad", seed)
+
+
+@pytest.mark.kernel
+def test_batch_offsets_past_2_31_elements(device):
+    """q, k, v whose last batch item starts past 2**31 elements (batch stride < 2**31): the
+    kernels' batch offsets must not wrap. Item 2's output and gradients vs the fp64 reference."""
+    gen, seed = fresh_generator()
+    shape, win = (6, 7), dict(kernel_size=(3, 3), dilation=(1, 2), stride=(1, 1), is_causal=(False, True))
+    q, k, v = (t.detach().requires_grad_() for t in far_batch_views(3, (*shape, 2, 16), torch.float16, device, gen))
+    out, lse = ops.na2d(q, k, v, **win, return_lse=True)
+    w_out = randn(*out.shape, dtype=torch.float16, device=device, gen=gen)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), w_out)
+    for b in (0, 2):
+        qd, kd, vd = (t[b:b + 1].detach().double().requires_grad_() for t in (q, k, v))
+        r_out, r_lse = neighborhood_attention_reference(qd, kd, vd, (3, 3), (1, 2), (1, 1), (False, True), 0.25)
+        r_out.backward(w_out[b:b + 1].double())
+        assert_close(out[b:b + 1], r_out, torch.float16, f"output of item {b}", seed)
+        assert_close(lse[b:b + 1], r_lse, torch.float16, f"lse of item {b}", seed)
+        for name, g, r in (("dq", dq, qd.grad), ("dk", dk, kd.grad), ("dv", dv, vd.grad)):
+            assert_close(g[b:b + 1], r, torch.float16, f"{name} of item {b}", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="grid limits are the GPU's (the interpreter has none)")
+def test_batch_times_heads_past_65535():
+    """More (batch, head) pairs than a CUDA grid's second axis holds (65535): forward and
+    gradients of the last items vs the fp64 reference."""
+    gen, seed = fresh_generator()
+    q, k, v = (randn(33000, 8, 2, 16, dtype=torch.float16, device="cuda", gen=gen, requires_grad=True)
+               for _ in range(3))
+    out = ops.na1d(q, k, v, kernel_size=3)
+    w_out = randn(*out.shape, dtype=torch.float16, device="cuda", gen=gen)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), w_out)
+    tail = slice(32900, None)
+    qd, kd, vd = (t[tail].detach().double().requires_grad_() for t in (q, k, v))
+    ref, _ = neighborhood_attention_reference(qd, kd, vd, (3,), (1,), (1,), (False,), 0.25)
+    ref.backward(w_out[tail].double())
+    assert_close(out[tail], ref, torch.float16, "output of the last items", seed)
+    for name, g, r in (("dq", dq, qd.grad), ("dk", dk, kd.grad), ("dv", dv, vd.grad)):
+        assert_close(g[tail], r, torch.float16, f"{name} of the last items", seed)
+
+
+@pytest.mark.kernel
+def test_item_span_past_2_31_is_rejected(device):
+    """A batch item whose elements lie 2**31 or more apart cannot be addressed with the kernels'
+    32-bit in-item offsets: a clear error naming the tensor, before any launch."""
+    from ops.common import check_span
+
+    check_span("query", (2, 2**16, 2**15), (2**32, 2**15, 1))   # spans 2**31 - 1: addressable
+    buf = torch.empty(2**31 + 64, dtype=torch.float16, device=device)   # address space, never written
+    q = buf.as_strided((1, 5, 4, 1, 16), (0, 2**29, 16, 16, 1))
+    with pytest.raises(ValueError, match=r"query \(1, 5, 4, 1, 16\) with strides .* spans 2\*\*31"):
+        ops.na2d(q, q, q, kernel_size=3)
 
 
 @pytest.mark.kernel

@@ -15,7 +15,7 @@ import ops
 from ops.common.block_sparse import block_sparse_attention_backward, block_sparse_attention_forward
 from ops.routing import region_routing, routing_attention_reference
 
-from .helpers import assert_close, fresh_generator, kernel_dtypes, poisoned, randn
+from .helpers import assert_close, far_batch_views, fresh_generator, kernel_dtypes, poisoned, randn
 
 
 def _routing(kind: str, B: int, R: int, topk: int, gen: torch.Generator) -> torch.Tensor:
@@ -94,6 +94,50 @@ def test_public_op_routed_padded_noncontiguous(device):
     ref.backward(g.double())
     assert_close(out, ref, torch.float32, "out (padded, strided)", seed)
     assert_close(qkv.grad, qkv64.grad, torch.float32, "d qkv (padded, strided)", seed)
+
+
+@pytest.mark.kernel
+def test_batch_offsets_past_2_31_elements(device):
+    """q, k, v whose last batch item starts past 2**31 elements (batch stride < 2**31): routing,
+    forward and backward must not wrap their batch offsets. Items 0 and 2 vs the fp64 reference."""
+    gen, seed = fresh_generator()
+    C, heads, n, topk = 32, 1, (2, 2), 2
+    q, k, v = (t.detach().requires_grad_() for t in far_batch_views(3, (8, 8, C), torch.float16, device, gen))
+    out, idx = ops.routing_attention(q, k, v, n, topk, num_heads=heads, return_indices=True)
+    g = randn(*out.shape, dtype=torch.float16, device=device, gen=gen)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), g)
+    for b in (0, 2):
+        q64, k64, v64 = (t[b:b + 1].detach().double().requires_grad_() for t in (q, k, v))
+        idx64 = region_routing(q64, k64, n, topk, C ** -0.5)
+        assert torch.equal(idx64.cpu().sort(-1).values, idx[b:b + 1].cpu().sort(-1).values), \
+            f"routing of item {b} differs, seed={seed}"
+        ref = routing_attention_reference(q64, k64, v64, idx64, n, heads, C ** -0.5)
+        ref.backward(g[b:b + 1].double())
+        assert_close(out[b:b + 1], ref, torch.float16, f"out of item {b}", seed)
+        for name, got, r in (("dq", dq, q64.grad), ("dk", dk, k64.grad), ("dv", dv, v64.grad)):
+            assert_close(got[b:b + 1], r, torch.float16, f"{name} of item {b}", seed)
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="grid limits are the GPU's (the interpreter has none)")
+def test_batch_times_heads_past_65535():
+    """More (batch, head) pairs than a CUDA grid's second axis holds (65535): routing, forward
+    and gradients of the last items vs the fp64 reference."""
+    gen, seed = fresh_generator()
+    C, heads, n, topk = 64, 2, (2, 2), 2
+    q, k, v = (randn(33000, 4, 4, C, dtype=torch.float16, device="cuda", gen=gen, requires_grad=True)
+               for _ in range(3))
+    out, idx = ops.routing_attention(q, k, v, n, topk, num_heads=heads, return_indices=True)
+    g = randn(*out.shape, dtype=torch.float16, device="cuda", gen=gen)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), g)
+    tail = slice(32950, None)
+    q64, k64, v64 = (t[tail].detach().double().requires_grad_() for t in (q, k, v))
+    scale = (C // heads) ** -0.5
+    ref = routing_attention_reference(q64, k64, v64, idx[tail], n, heads, scale)
+    ref.backward(g[tail].double())
+    assert_close(out[tail], ref, torch.float16, "out of the last items", seed)
+    for name, got, r in (("dq", dq, q64.grad), ("dk", dk, k64.grad), ("dv", dv, v64.grad)):
+        assert_close(got[tail], r, torch.float16, f"{name} of the last items", seed)
 
 
 def test_reference_matches_dense_masked_attention():
