@@ -1,0 +1,42 @@
+"""Probe (session 15): does the flat grid and the int64 batch index cost NA forward time? This
+tree's ``ops`` against another copy (``ab.py``), same process, on the bench's NA forward cases;
+5 alternations of do_bench medians (bf16, the bench's kernel sizes, strides and dilations 1),
+and the outputs of both copies compared bit for bit.
+
+    git archive <commit> ops | tar -x -C /tmp/base && python benchmarks/probe/probe39.py /tmp/base/ops
+"""
+import statistics
+import sys
+
+import torch
+from triton.testing import do_bench
+
+import ops
+from ab import load_base  # the script's folder is on sys.path
+
+# (name, q shape [B, *spatial, H, D], kernel_size, stride)
+CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
+         ("NA-2D backbone", (64, 56, 56, 4, 32), (7, 7), (1, 1)),
+         ("NA-3D video", (1, 20, 48, 80, 12, 128), (7, 15, 15), (1, 1, 1)),
+         ("GNA-2D", (1, 96, 96, 24, 128), (16, 16), (8, 16)),
+         ("GNA-3D", (1, 20, 48, 80, 12, 128), (8, 16, 16), (2, 8, 8))]
+
+
+def main():
+    base = load_base(sys.argv[1])
+    print("case            | forward ms base, this (medians of 5 alternations) | this/base | outputs equal")
+    for name, shape, ks, st in CASES:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+        fb = lambda: base.neighborhood_attention(q, k, v, kernel_size=ks, stride=st)  # noqa: E731
+        fn = lambda: ops.neighborhood_attention(q, k, v, kernel_size=ks, stride=st)  # noqa: E731
+        same = torch.equal(fb(), fn())
+        tb, tn = [], []
+        for _ in range(5):
+            tb.append(do_bench(fb, warmup=10, rep=100))
+            tn.append(do_bench(fn, warmup=10, rep=100))
+        mb, mn = statistics.median(tb), statistics.median(tn)
+        print(f"{name:15s} | {mb:.4f}, {mn:.4f} | {mn / mb:.3f} | {same}", flush=True)
+
+
+main()
