@@ -1,7 +1,7 @@
-"""Probe (session 15): does the flat grid and the int64 batch index cost NA forward time? This
-tree's ``ops`` against another copy (``ab.py``), same process, on the bench's NA forward cases;
-5 alternations of do_bench medians (bf16, the bench's kernel sizes, strides and dilations 1),
-and the outputs of both copies compared bit for bit.
+"""Probe (session 15): do the flat grid and the int64 batch index cost NA time? This tree's
+``ops`` against another copy (``ab.py``), same process, on the bench's NA cases: forward, and
+forward+backward (``--backward``); 5 alternations of do_bench medians (bf16, the bench's kernel
+sizes and strides), and the outputs (and gradients) of both copies compared bit for bit.
 
     git archive <commit> ops | tar -x -C /tmp/base && python benchmarks/probe/probe39.py /tmp/base/ops
 """
@@ -24,13 +24,22 @@ CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
 
 def main():
     base = load_base(sys.argv[1])
-    print("case            | forward ms base, this (medians of 5 alternations) | this/base | outputs equal")
+    backward = "--backward" in sys.argv
+    what = "forward+backward" if backward else "forward"
+    print(f"case            | {what} ms base, this (medians of 5 alternations) | this/base | results equal")
     for name, shape, ks, st in CASES:
         g = torch.Generator(device="cuda").manual_seed(0)
-        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
-        fb = lambda: base.neighborhood_attention(q, k, v, kernel_size=ks, stride=st)  # noqa: E731
-        fn = lambda: ops.neighborhood_attention(q, k, v, kernel_size=ks, stride=st)  # noqa: E731
-        same = torch.equal(fb(), fn())
+        q, k, v, go = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
+        if backward:
+            q, k, v = (t.requires_grad_() for t in (q, k, v))
+
+        def run(op):
+            out = op(q, k, v, kernel_size=ks, stride=st)
+            return torch.autograd.grad(out, (q, k, v), go) if backward else (out,)
+
+        fb = lambda: run(base.neighborhood_attention)  # noqa: E731
+        fn = lambda: run(ops.neighborhood_attention)  # noqa: E731
+        same = all(torch.equal(a, b) for a, b in zip(fb(), fn()))
         tb, tn = [], []
         for _ in range(5):
             tb.append(do_bench(fb, warmup=10, rep=100))

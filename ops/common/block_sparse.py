@@ -198,10 +198,11 @@ def _dq_program(
                  mask=qmask, other=0.0)
     o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
                 mask=qmask, other=0.0)
-    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
-    lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+    l_bh = b * sl_b + h * sl_h   # int64 scalar; the per-row offsets stay int32
+    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
+    lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
-    tl.store(DELTA + l_off, delta, mask=m_valid)
+    tl.store(DELTA + l_bh + l_off, delta, mask=m_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -317,6 +318,7 @@ def _bs_bwd_dkv_kernel(
         v = v.to(tl.float32)
 
     qk_scale = sm_scale * 1.4426950408889634
+    l_bh = b * sl_b + h * sl_h   # int64 scalar; the per-row offsets stay int32
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
@@ -336,13 +338,13 @@ def _bs_bwd_dkv_kernel(
         q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
-        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + b * sl_b + h * sl_h
+        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x)
         q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
                     mask=qmask, other=0.0)
         do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
                      mask=qmask, other=0.0)
-        lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+        lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + l_bh + l_off, mask=m_valid, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)

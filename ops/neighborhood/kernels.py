@@ -411,12 +411,13 @@ def _na_bwd_dq_kernel(
                  + offs_dv[None, :], mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
     o = tl.load(O + b * so_b + h * so_h + (p0 * so_0 + p1 * so_1 + p2 * so_2)[:, None] + offs_dv[None, :],
                 mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
-    l_off = b * sl_b + h * sl_h + p0 * sl_0 + p1 * sl_1 + p2 * sl_2
-    lse2 = tl.load(LSE + l_off, mask=q_valid, other=0.0) * 1.4426950408889634
+    l_bh = b * sl_b + h * sl_h                    # int64 scalar; the per-row offsets stay int32
+    l_tok = p0 * sl_0 + p1 * sl_1 + p2 * sl_2
+    lse2 = tl.load(LSE + l_bh + l_tok, mask=q_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
     if HAS_DLSE:  # the dLSE term enters dS = P (dP - delta) the same way
-        delta -= tl.load(DLSE + l_off, mask=q_valid, other=0.0)
-    tl.store(DELTA + l_off, delta, mask=q_valid)
+        delta -= tl.load(DLSE + l_bh + l_tok, mask=q_valid, other=0.0)
+    tl.store(DELTA + l_bh + l_tok, delta, mask=q_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -544,9 +545,10 @@ def _na_bwd_dkv_kernel(
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
         do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                      + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-        l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
-        lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
+        l_bh = b * sl_b + hq * sl_h
+        l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
+        lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -619,9 +621,10 @@ def _na_bwd_extra_kv_kernel(
                         + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
             do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                          + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-            l_off = b * sl_b + hq * sl_h + x0 * sl_0 + x1 * sl_1 + x2 * sl_2
-            lse2 = tl.load(LSE + l_off, mask=q_ok, other=0.0) * 1.4426950408889634
-            delta = tl.load(DELTA + l_off, mask=q_ok, other=0.0)
+            l_bh = b * sl_b + hq * sl_h
+            l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
+            lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
+            delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
             if UPCAST:
                 q = q.to(tl.float32)
                 do = do.to(tl.float32)
