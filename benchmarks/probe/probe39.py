@@ -1,6 +1,6 @@
 """Probe (session 15): do the flat grid and the int64 batch index cost NA time? This tree's
 ``ops`` against another copy (``ab.py``), same process, on the bench's NA cases: forward, and
-forward+backward (``--backward``); 5 alternations of do_bench medians (bf16, the bench's kernel
+forward+backward (``--backward``), optionally only the cases named; 5 alternations of do_bench medians (bf16, the bench's kernel
 sizes and strides), and the outputs (and gradients) of both copies compared bit for bit.
 
     git archive <commit> ops | tar -x -C /tmp/base && python benchmarks/probe/probe39.py /tmp/base/ops
@@ -25,9 +25,12 @@ CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
 def main():
     base = load_base(sys.argv[1])
     backward = "--backward" in sys.argv
+    only = [a for a in sys.argv[2:] if not a.startswith("--")]   # case names to run (default: all)
     what = "forward+backward" if backward else "forward"
     print(f"case            | {what} ms base, this (medians of 5 alternations) | this/base | results equal")
     for name, shape, ks, st in CASES:
+        if only and name not in only:
+            continue
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v, go = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(4))
         if backward:
