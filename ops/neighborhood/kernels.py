@@ -84,14 +84,8 @@ def _program_axis(pid, T, L, D: tl.constexpr):
 def _batch_head(rest, H):
     """(batch, head) of a program from the index left after its box axes (the grid is flat: box
     fastest, then head, then batch; a second grid axis would cap batch * heads at 65535). The
-    batch index stays int32 (one register across the walks, which are register-bound); every
-    batch offset is ``_bat(b) * stride``, in int64: it passes 2**31 elements on large inputs."""
-    return rest // H, rest % H
-
-
-@triton.jit
-def _bat(b):
-    return b.to(tl.int64)
+    batch index is int64: batch offsets pass 2**31 elements on large inputs."""
+    return (rest // H).to(tl.int64), rest % H
 
 
 @triton.jit
@@ -318,7 +312,7 @@ def _na_fwd_kernel(
     dv_ok = offs_dv < HEAD_DIM_V
     p0, p1, p2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
     q_tok = p0 * sq_0 + p1 * sq_1 + p2 * sq_2
-    q = tl.load(Q + _bat(b) * sq_b + h * sq_h + q_tok[:, None] + offs_d[None, :],
+    q = tl.load(Q + b * sq_b + h * sq_h + q_tok[:, None] + offs_d[None, :],
                 mask=q_valid[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:  # the interpreter's tl.dot is wrong on bf16 operands
         q = q.to(tl.float32)
@@ -327,8 +321,8 @@ def _na_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
-    k_base = K + _bat(b) * sk_b + hk * sk_h
-    v_base = V + _bat(b) * sv_b + hk * sv_h
+    k_base = K + b * sk_b + hk * sk_h
+    v_base = V + b * sv_b + hk * sv_h
     nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     for it in range(0, n_blocks):
         kt, v, mask = _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
@@ -342,9 +336,9 @@ def _na_fwd_kernel(
     for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
         ej = e + offs_e
         e_ok = ej < N_EXTRA
-        kt = tl.load(EK + _bat(b) * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
+        kt = tl.load(EK + b * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
                      mask=e_ok[None, :] & d_ok[:, None], other=0.0)
-        v = tl.load(EV + _bat(b) * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
+        v = tl.load(EV + b * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
                     mask=e_ok[:, None] & dv_ok[None, :], other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
@@ -354,10 +348,10 @@ def _na_fwd_kernel(
 
     acc = acc / l_i[:, None]
     o_tok = p0 * so_0 + p1 * so_1 + p2 * so_2
-    tl.store(O + _bat(b) * so_b + h * so_h + o_tok[:, None] + offs_dv[None, :], acc.to(O.dtype.element_ty),
+    tl.store(O + b * so_b + h * so_h + o_tok[:, None] + offs_dv[None, :], acc.to(O.dtype.element_ty),
              mask=q_valid[:, None] & dv_ok[None, :])
     l_tok = p0 * sl_0 + p1 * sl_1 + p2 * sl_2
-    tl.store(LSE + _bat(b) * sl_b + h * sl_h + l_tok, (m_i + tl.log2(l_i)) / 1.4426950408889634, mask=q_valid)
+    tl.store(LSE + b * sl_b + h * sl_h + l_tok, (m_i + tl.log2(l_i)) / 1.4426950408889634, mask=q_valid)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,13 +405,13 @@ def _na_bwd_dq_kernel(
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
     p0, p1, p2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
-    q = tl.load(Q + _bat(b) * sq_b + h * sq_h + (p0 * sq_0 + p1 * sq_1 + p2 * sq_2)[:, None] + offs_d[None, :],
+    q = tl.load(Q + b * sq_b + h * sq_h + (p0 * sq_0 + p1 * sq_1 + p2 * sq_2)[:, None] + offs_d[None, :],
                 mask=q_valid[:, None] & d_ok[None, :], other=0.0)
-    do = tl.load(DO + _bat(b) * sdo_b + h * sdo_h + (p0 * sdo_0 + p1 * sdo_1 + p2 * sdo_2)[:, None]
+    do = tl.load(DO + b * sdo_b + h * sdo_h + (p0 * sdo_0 + p1 * sdo_1 + p2 * sdo_2)[:, None]
                  + offs_dv[None, :], mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
-    o = tl.load(O + _bat(b) * so_b + h * so_h + (p0 * so_0 + p1 * so_1 + p2 * so_2)[:, None] + offs_dv[None, :],
+    o = tl.load(O + b * so_b + h * so_h + (p0 * so_0 + p1 * so_1 + p2 * so_2)[:, None] + offs_dv[None, :],
                 mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
-    l_bh = _bat(b) * sl_b + h * sl_h                    # int64 scalar; the per-row offsets stay int32
+    l_bh = b * sl_b + h * sl_h                    # int64 scalar; the per-row offsets stay int32
     l_tok = p0 * sl_0 + p1 * sl_1 + p2 * sl_2
     lse2 = tl.load(LSE + l_bh + l_tok, mask=q_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
@@ -430,8 +424,8 @@ def _na_bwd_dq_kernel(
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
-    k_base = K + _bat(b) * sk_b + hk * sk_h
-    v_base = V + _bat(b) * sv_b + hk * sv_h
+    k_base = K + b * sk_b + hk * sk_h
+    v_base = V + b * sv_b + hk * sv_h
     nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     for it in range(0, n_blocks):
         # rows past the grid need no mask: they load q = dO = 0 and lse = delta = 0, so their dS is 0
@@ -446,9 +440,9 @@ def _na_bwd_dq_kernel(
     for e in range(0, N_EXTRA, BLOCK_N):
         ej = e + offs_e
         e_ok = ej < N_EXTRA
-        kt = tl.load(EK + _bat(b) * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
+        kt = tl.load(EK + b * sek_b + hk * sek_h + ej[None, :] * sek_n + offs_d[:, None],
                      mask=e_ok[None, :] & d_ok[:, None], other=0.0)
-        vt = tl.load(EV + _bat(b) * sev_b + hk * sev_h + ej[None, :] * sev_n + offs_dv[:, None],
+        vt = tl.load(EV + b * sev_b + hk * sev_h + ej[None, :] * sev_n + offs_dv[:, None],
                      mask=e_ok[None, :] & dv_ok[:, None], other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
@@ -457,7 +451,7 @@ def _na_bwd_dq_kernel(
         dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, True, PRECISION)
 
     dq_tok = p0 * sdq_0 + p1 * sdq_1 + p2 * sdq_2
-    tl.store(DQ + _bat(b) * sdq_b + h * sdq_h + dq_tok[:, None] + offs_d[None, :],
+    tl.store(DQ + b * sdq_b + h * sdq_h + dq_tok[:, None] + offs_d[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=q_valid[:, None] & d_ok[None, :])
 
 
@@ -530,9 +524,9 @@ def _na_bwd_dkv_kernel(
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
     p0, p1, p2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
-    k = tl.load(K + _bat(b) * sk_b + hk * sk_h + (p0 * sk_0 + p1 * sk_1 + p2 * sk_2)[:, None] + offs_d[None, :],
+    k = tl.load(K + b * sk_b + hk * sk_h + (p0 * sk_0 + p1 * sk_1 + p2 * sk_2)[:, None] + offs_d[None, :],
                 mask=kv_ok[:, None] & d_ok[None, :], other=0.0)
-    v = tl.load(V + _bat(b) * sv_b + hk * sv_h + (p0 * sv_0 + p1 * sv_1 + p2 * sv_2)[:, None] + offs_dv[None, :],
+    v = tl.load(V + b * sv_b + hk * sv_h + (p0 * sv_0 + p1 * sv_1 + p2 * sv_2)[:, None] + offs_dv[None, :],
                 mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
@@ -547,11 +541,11 @@ def _na_bwd_dkv_kernel(
         i0, i1, i2, q_ok = _walk_block(it % n_blocks, qa0, qa1, qa2, qb0, qb1, qb2, nb1, nb2, r0, r1, r2,
                                        BM0, BM1, BM2)
         x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
-        q = tl.load(Q + _bat(b) * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
+        q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-        do = tl.load(DO + _bat(b) * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+        do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                      + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-        l_bh = _bat(b) * sl_b + hq * sl_h
+        l_bh = b * sl_b + hq * sl_h
         l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
         lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
         delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
@@ -577,9 +571,9 @@ def _na_bwd_dkv_kernel(
         dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
 
     kv_mask = kv_ok[:, None]
-    tl.store(DK + _bat(b) * sdk_b + hk * sdk_h + (p0 * sdk_0 + p1 * sdk_1 + p2 * sdk_2)[:, None] + offs_d[None, :],
+    tl.store(DK + b * sdk_b + hk * sdk_h + (p0 * sdk_0 + p1 * sdk_1 + p2 * sdk_2)[:, None] + offs_d[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=kv_mask & d_ok[None, :])
-    tl.store(DV + _bat(b) * sdv_b + hk * sdv_h + (p0 * sdv_0 + p1 * sdv_1 + p2 * sdv_2)[:, None] + offs_dv[None, :],
+    tl.store(DV + b * sdv_b + hk * sdv_h + (p0 * sdv_0 + p1 * sdv_1 + p2 * sdv_2)[:, None] + offs_dv[None, :],
              dv.to(DV.dtype.element_ty), mask=kv_mask & dv_ok[None, :])
 
 
@@ -606,9 +600,9 @@ def _na_bwd_extra_kv_kernel(
     offs_dv = tl.arange(0, BLOCK_DV)
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DIM_V
-    k = tl.load(EK + _bat(b) * sek_b + hk * sek_h + ej[:, None] * sek_n + offs_d[None, :],
+    k = tl.load(EK + b * sek_b + hk * sek_h + ej[:, None] * sek_n + offs_d[None, :],
                 mask=e_ok[:, None] & d_ok[None, :], other=0.0)
-    v = tl.load(EV + _bat(b) * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
+    v = tl.load(EV + b * sev_b + hk * sev_h + ej[:, None] * sev_n + offs_dv[None, :],
                 mask=e_ok[:, None] & dv_ok[None, :], other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
@@ -623,11 +617,11 @@ def _na_bwd_extra_kv_kernel(
             x0 = t // (L1 * L2)
             x1 = (t // L2) % L1
             x2 = t % L2
-            q = tl.load(Q + _bat(b) * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None]
+            q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None]
                         + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-            do = tl.load(DO + _bat(b) * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+            do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                          + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-            l_bh = _bat(b) * sl_b + hq * sl_h
+            l_bh = b * sl_b + hq * sl_h
             l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
             lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
             delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
@@ -636,9 +630,9 @@ def _na_bwd_extra_kv_kernel(
                 do = do.to(tl.float32)
             mask = e_ok[:, None] & q_ok[None, :]
             dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
-    tl.store(DEK + _bat(b) * sdek_b + hk * sdek_h + ej[:, None] * sdek_n + offs_d[None, :],
+    tl.store(DEK + b * sdek_b + hk * sdek_h + ej[:, None] * sdek_n + offs_d[None, :],
              (dk * scale).to(DEK.dtype.element_ty), mask=e_ok[:, None] & d_ok[None, :])
-    tl.store(DEV + _bat(b) * sdev_b + hk * sdev_h + ej[:, None] * sdev_n + offs_dv[None, :],
+    tl.store(DEV + b * sdev_b + hk * sdev_h + ej[:, None] * sdev_n + offs_dv[None, :],
              dv.to(DEV.dtype.element_ty), mask=e_ok[:, None] & dv_ok[None, :])
 
 
