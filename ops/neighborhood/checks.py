@@ -79,11 +79,14 @@ def _check_na_args(query, key, value, kernel_size, dilation, stride, is_causal, 
         raise ValueError(f"query and key must share batch, spatial shape and head_dim, "
                          f"got query {tuple(query.shape)} and key {tuple(key.shape)}")
     heads, kv_heads = query.shape[-2], key.shape[-2]
+    if heads < 1 or kv_heads < 1:
+        raise ValueError(f"query and key/value need at least one head, got {heads} and {kv_heads} "
+                         f"(layout {LAYOUT})")
     if heads % kv_heads:
         raise ValueError(f"query heads ({heads}) must be a multiple of key/value heads ({kv_heads})")
     for name, d in (("query/key head_dim", query.shape[-1]), ("value head_dim", value.shape[-1])):
-        if d % 8 or d > MAX_HEAD_DIM:
-            raise ValueError(f"{name} must be a multiple of 8 and at most {MAX_HEAD_DIM}, got {d}")
+        if d % 8 or not 8 <= d <= MAX_HEAD_DIM:
+            raise ValueError(f"{name} must be a multiple of 8 from 8 to {MAX_HEAD_DIM}, got {d}")
 
     spatial = tuple(query.shape[1:-2])
     kernel = as_tuple(kernel_size, spatial_rank, "kernel_size")

@@ -109,7 +109,8 @@ def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
     return (routing_indices is None and isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor) and q.dim() == 4 and k.shape == q.shape and v.shape == q.shape
             and q.dtype in FLOAT_DTYPES and k.dtype == q.dtype and v.dtype == q.dtype
-            and k.device == q.device and v.device == q.device and num_heads >= 1 and q.shape[3] % num_heads == 0
+            and k.device == q.device and v.device == q.device and num_heads >= 1 and q.shape[3] >= 1
+            and q.shape[3] % num_heads == 0
             and 1 <= regions[0] <= q.shape[1] and 1 <= regions[1] <= q.shape[2]
             and 1 <= topk <= regions[0] * regions[1])
 
@@ -129,6 +130,8 @@ def _check(q, k, v, regions, topk, num_heads, routing_indices):
     if ny > q.shape[1] or nx > q.shape[2]:
         raise ValueError(f"num_regions {regions} exceeds the map size {tuple(q.shape[1:3])}")
     C = q.shape[-1]
+    if C < 1:
+        raise ValueError(f"q, k and v need at least one channel, got shape {tuple(q.shape)}")
     if C % num_heads:
         raise ValueError(f"num_heads ({num_heads}) must divide the channel count C={C}")
     if routing_indices is None:
@@ -178,9 +181,9 @@ def routing_attention(
     """
     regions = as_tuple(num_regions, 2, "num_regions")
     if num_heads is None:
-        if q.shape[-1] % 32:
-            raise ValueError(f"num_heads defaults to C // 32, but C={q.shape[-1]} is not a multiple of 32; "
-                             "pass num_heads")
+        if q.shape[-1] % 32 or q.shape[-1] == 0:
+            raise ValueError(f"num_heads defaults to C // 32, but C={q.shape[-1]} is not a positive multiple "
+                             "of 32; pass num_heads")
         num_heads = q.shape[-1] // 32
     if not _plain_call(q, k, v, regions, topk, num_heads, routing_indices):
         check_positive((num_heads,), "num_heads")

@@ -289,13 +289,21 @@ def test_device_mismatch():
 
 
 def test_unsupported_head_dim():
-    with pytest.raises(ValueError, match="query/key head_dim must be a multiple of 8 and at most 256"):
-        ops.na2d(*_qkv2d(dim=20), kernel_size=3)
-    with pytest.raises(ValueError, match="query/key head_dim must be a multiple of 8 and at most 256"):
-        ops.na2d(*_qkv2d(shape=(3, 3), dim=264), kernel_size=3)
+    for dim in (20, 264, 0):
+        with pytest.raises(ValueError, match="query/key head_dim must be a multiple of 8 from 8 to 256"):
+            ops.na2d(*_qkv2d(shape=(3, 3), dim=dim), kernel_size=3)
     q, k, _ = _qkv2d()
     with pytest.raises(ValueError, match="value head_dim must be a multiple of 8"):
         ops.na2d(q, k, torch.randn(1, 8, 9, 2, 12), kernel_size=3)
+
+
+def test_zero_heads():
+    q = torch.randn(1, 8, 9, 0, 16)
+    with pytest.raises(ValueError, match="need at least one head, got 0 and 0"):
+        ops.na2d(q, q, q, kernel_size=3)
+    q, k, v = _qkv2d()
+    with pytest.raises(ValueError, match="need at least one head, got 2 and 0"):
+        ops.na2d(q, k[..., :0, :], v[..., :0, :], kernel_size=3)
 
 
 def test_additional_kv_rules():

@@ -33,9 +33,11 @@ def test_layer_matches_reference(cls, shape, kw, reference_path):
     assert_close(y, layer.proj(o.flatten(-2)), torch.float64, f"{cls.__name__} output", seed)
 
 
-def test_layer_rejects_wrong_rank():
-    with pytest.raises(ValueError, match=r"NeighborhoodAttention2D expects \[batch, 2 spatial axes, channels\]"):
+def test_layer_rejects_wrong_rank_or_channels():
+    with pytest.raises(ValueError, match=r"NeighborhoodAttention2D expects \[batch, 2 spatial axes, 16 channels\]"):
         NeighborhoodAttention2D(16, 2, 3)(torch.randn(1, 8, 16))
+    with pytest.raises(ValueError, match=r"16 channels\], got shape \(1, 8, 8, 32\)"):
+        NeighborhoodAttention2D(16, 2, 3)(torch.randn(1, 8, 8, 32))
 
 
 def test_torch_compile_fullgraph(reference_path):

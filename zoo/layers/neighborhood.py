@@ -28,9 +28,9 @@ class _NeighborhoodAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, *spatial, C] with ``rank`` spatial axes -> [B, *spatial, C]."""
-        if x.dim() != self.rank + 2:
-            raise ValueError(f"{type(self).__name__} expects [batch, {self.rank} spatial axes, channels], "
-                             f"got shape {tuple(x.shape)}")
+        if x.dim() != self.rank + 2 or x.shape[-1] != self.qkv.in_features:
+            raise ValueError(f"{type(self).__name__} expects [batch, {self.rank} spatial axes, "
+                             f"{self.qkv.in_features} channels], got shape {tuple(x.shape)}")
         qkv = self.qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))
         q, k, v = qkv.unbind(-3)   # strided views: the kernels read them in place
         out = neighborhood_attention(q, k, v, self.kernel_size, self.dilation, self.stride, self.is_causal)
