@@ -260,6 +260,8 @@ class BiFormer(nn.Module):
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
                 checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            except OSError:   # a missing or unreadable file: nothing to convert
+                raise
             except Exception as e:  # e.g. an OmegaConf ``args`` that weights_only refuses
                 raise RuntimeError(
                     f"could not load {checkpoint_path} safely ({e}); convert the trusted file once to a plain "

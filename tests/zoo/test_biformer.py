@@ -94,6 +94,13 @@ def test_release_file_loads_model_not_ema(tmp_path):
     assert torch.equal(model10.state_dict()["stages.2.3.attn.qkv.qkv.weight"], sd["stages.2.3.attn.qkv.qkv.weight"])
 
 
+def test_missing_release_file_says_so(tmp_path):
+    """A wrong path is reported as a missing file, not as a file to convert."""
+    with pytest.raises(FileNotFoundError, match="nonexistent.pth"):
+        timm.create_model("biformer_tiny", pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / "nonexistent.pth")))
+
+
 @pytest.mark.kernel
 def test_use_kernels_on_off_logits_agree():
     """Small BiFormer (auto_pad exercised: 9x9 stage-2 map with n_win=2) under the kernel and
