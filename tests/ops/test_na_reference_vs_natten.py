@@ -1,4 +1,6 @@
-"""Our NA reference against NATTEN's flex backend (a peer implementation) on random settings."""
+"""Our NA reference against NATTEN's flex backend (a peer implementation) on random settings:
+output and LSE, with additional keys/values in every other trial and grouped-query attention
+(4 query heads on 2 key/value heads) in the last two."""
 import random
 
 import pytest
@@ -31,12 +33,21 @@ def test_reference_matches_natten(rank, trial):
     gen, seed = fresh_generator()
     rng = random.Random(seed)
     shape, kernel, dilation, stride, causal = _random_setting(rng, rank)
-    q, k, v = (randn(1, *shape, 2, 8, dtype=torch.float32, device="cpu", gen=gen) for _ in range(3))
+    heads, kv_heads = (4, 2) if trial >= 2 else (2, 2)
+    q = randn(1, *shape, heads, 8, dtype=torch.float32, device="cpu", gen=gen)
+    k, v = (randn(1, *shape, kv_heads, 8, dtype=torch.float32, device="cpu", gen=gen) for _ in range(2))
+    ek = ev = None
+    if trial % 2:   # extra tokens every query attends, in the same softmax
+        n_extra = rng.randint(1, 6)
+        ek, ev = (randn(1, n_extra, kv_heads, 8, dtype=torch.float32, device="cpu", gen=gen) for _ in range(2))
     fn = {1: natten.na1d, 2: natten.na2d, 3: natten.na3d}[rank]
-    theirs = fn(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, is_causal=causal,
-                backend="flex-fna", torch_compile=False)
-    ours, _ = neighborhood_attention_reference(q.double(), k.double(), v.double(), kernel, dilation,
-                                               stride, causal, 8 ** -0.5)
-    assert_close(theirs, ours, torch.float32,
-                 f"natten vs reference shape={shape} k={kernel} d={dilation} s={stride} c={causal}", seed)
+    theirs, their_lse = fn(q, k, v, kernel_size=kernel, stride=stride, dilation=dilation, is_causal=causal,
+                           additional_keys=ek, additional_values=ev, backend="flex-fna", torch_compile=False,
+                           return_lse=True)
+    ours, our_lse = neighborhood_attention_reference(
+        q.double(), k.double(), v.double(), kernel, dilation, stride, causal, 8 ** -0.5,
+        None if ek is None else ek.double(), None if ev is None else ev.double())
+    what = f"heads={heads}/{kv_heads} shape={shape} k={kernel} d={dilation} s={stride} c={causal} extra={None if ek is None else ek.shape[1]}"
+    assert_close(theirs, ours, torch.float32, f"natten vs reference output {what}", seed)
+    assert_close(their_lse, our_lse, torch.float32, f"natten vs reference lse {what}", seed)
 
