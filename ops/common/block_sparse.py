@@ -31,7 +31,7 @@ import triton.language as tl
 
 from .args import check_span
 from .dispatch import dot_precision, interpret_mode, tune_configs
-from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2
+from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2, wide_offsets
 
 __all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
            "forward_launch"]
@@ -112,13 +112,23 @@ def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr, PACKED: tl.c
 
 
 @triton.jit
-def _program(n_per_head, H):
-    """(program within its (batch, head), batch, head) on the flat grid (programs of one head
-    adjacent, then heads, then batch items; a second grid axis would cap batch * heads at
-    65535). The batch index is int64: batch offsets pass 2**31 elements on large maps."""
+def _program(n_per_head, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
+    """(program within its (batch, head), batch, head). The grid is (programs, batch * heads), or
+    flat when batch * heads passes the second axis' 65535 (FLAT: programs of one head adjacent,
+    then heads, then batch items; the 2-D grid spares the common case two runtime divisions per
+    program, probe41). WIDE (host: ``wide_offsets``, some tensor's offsets reach 2**31): the batch
+    index is int64, so batch offsets are; otherwise int32, which compiles to 3-8% fewer
+    instructions (probe41)."""
     pid = tl.program_id(0)
-    bh = pid // n_per_head
-    return pid % n_per_head, (bh // H).to(tl.int64), bh % H
+    if FLAT:
+        bh = pid // n_per_head
+        pid = pid % n_per_head
+    else:
+        bh = tl.program_id(1)
+    b = bh // H
+    if WIDE:
+        b = b.to(tl.int64)
+    return pid, b, bh % H
 
 
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
@@ -129,9 +139,10 @@ def _bs_fwd_kernel(
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, WIDE: tl.constexpr,
+    FLAT: tl.constexpr,
 ):
-    pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H)
+    pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H, WIDE, FLAT)
 
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
@@ -271,13 +282,14 @@ def _bs_bwd_dq_kernel(
     H, tiles_x, tile_h, tile_w, T, NK, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
     p * H + h of batch item b), so the lists cost no launch of their own. ``WS`` is the
     backward's fp32 workspace: delta (LSE's layout), then the int32 lists (see :func:`_workspace`)."""
     DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
-    pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H)
+    pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H, WIDE, FLAT)
     if pid < dq_programs:
         _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
@@ -299,9 +311,10 @@ def _bs_bwd_dkv_kernel(
     H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
-    pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H)
+    pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H, WIDE, FLAT)
 
     tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
@@ -318,7 +331,7 @@ def _bs_bwd_dkv_kernel(
         v = v.to(tl.float32)
 
     qk_scale = sm_scale * 1.4426950408889634
-    l_bh = b * sl_b + h * sl_h   # int64 scalar; the per-row offsets stay int32
+    l_bh = b * sl_b + h * sl_h   # int64 (and so are the row offsets) only when WIDE
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     # the group's inverse lists are adjacent in SRC; bounds[g] = start of member g + 1's list
@@ -338,13 +351,13 @@ def _bs_bwd_dkv_kernel(
         q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
-        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x)
+        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + l_bh
         q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
                     mask=qmask, other=0.0)
         do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
                      mask=qmask, other=0.0)
-        lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_bh + l_off, mask=m_valid, other=0.0)
+        lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -390,6 +403,14 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
     return dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=upcast, PRECISION=precision, PACKED=group > 1)
 
 
+_GRID_Y_MAX = 65535   # CUDA's limit on a grid's second axis
+
+
+def _grid(per_head: int, heads: int) -> tuple[int, ...]:
+    """(programs per (batch, head), batch * heads), or the flat grid (``FLAT``) past the limit."""
+    return (per_head, heads) if heads <= _GRID_Y_MAX else (per_head * heads,)
+
+
 def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
@@ -407,9 +428,12 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T)
-    grid = (cdiv(nq, group) * q_split * B * num_heads,)
+    grid = _grid(cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
-    meta = dict(BLOCK_M=bm, **_meta(C // num_heads, dtype, group))
+    dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
+    wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
+                        ((B, nq, nk), (*strides[20:22], 1)))
+    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_meta(C // num_heads, dtype, group))
     # the site holds what Triton specializes on; the scale, a float, is not
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
     return _bs_fwd.bind(site, grid, (*strides, *args), meta)
@@ -434,20 +458,22 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     ne = nq * nk
     n_delta = B * Y * X * num_heads
     block, split, group = _tile_block(T)
-    common = _meta(C // num_heads, dtype, group)
+    wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
+                        ((B, nq, nk), (*is_, 1)))
+    common = dict(WIDE=wide, FLAT=B * num_heads > _GRID_Y_MAX, **_meta(C // num_heads, dtype, group))
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
     # launch 1: dQ programs (storing delta = rowsum(dO * O) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
     dq = _bs_bwd_dq.bind(
-        site, ((dq_programs + cdiv(n_tiles, num_heads)) * B * num_heads,),
+        site, _grid(dq_programs + cdiv(n_tiles, num_heads), B * num_heads),
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split,
          group, dq_programs, scale, n_delta, B * ne),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     dkv = _bs_bwd_dkv.bind(
-        site, (cdiv(n_tiles, group) * split * B * num_heads,),
+        site, _grid(cdiv(n_tiles, group) * split, B * num_heads),
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group,
          scale, n_delta, B * ne),
         dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common))

@@ -29,7 +29,7 @@ import triton
 
 from .dispatch import interpret_mode
 
-__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "contiguous_strides", "next_power_of_2"]
+__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "contiguous_strides", "next_power_of_2", "wide_offsets"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
@@ -55,6 +55,13 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= n
     return tuple(reversed(strides))
+
+
+def wide_offsets(*layouts: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool:
+    """True when some (shape, strides) layout has elements 2**31 or more apart: its kernels then
+    need 64-bit batch offsets (a ``WIDE`` meta-parameter), which cost the common case instructions."""
+    return any(lay is not None and sum((n - 1) * abs(st) for n, st in zip(*lay) if n > 0) >= 2**31
+               for lay in layouts)
 
 
 def alignment(*tensors: torch.Tensor) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..common import check_span
-from ..common.tuning import alignment, contiguous_strides
+from ..common.tuning import alignment, contiguous_strides, wide_offsets
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
                       na_backward)
@@ -56,8 +56,15 @@ class NAProgram:
         self.grad_strides = contiguous_strides(self.out_shape)   # what grad_out must have (out's strides)
         self.lse_strides = contiguous_strides(self.lse_shape)
         so, sl = _s5_of(self.grad_strides, 2), _s5_of(self.lse_strides, 1)
+        # 64-bit batch offsets when a launch's tensors reach 2**31 elements, decided as na_forward
+        # and na_backward do (inputs as given; outputs, LSE and gradients contiguous)
+        given = tuple(zip(shapes, strides))
+        made = tuple((sh, contiguous_strides(sh)) for sh in (self.out_shape, self.lse_shape))
+        grads = tuple((sh, contiguous_strides(sh)) for sh in shapes)
+        wide = wide_offsets(*given, *made, *grads)
         # forward: the launch and site key na_forward builds for these tensors
         grid, args, meta = _fwd_launch(*problem, p.scale, None)
+        meta = {**meta, "WIDE": wide_offsets(*given, *made)}
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
         site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
@@ -69,10 +76,12 @@ class NAProgram:
         self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs)
         for has_dlse in (False, True):
             dq_grid, dq_args, dq_meta = _bwd_launch(*problem, p.scale, has_dlse, None)[:3]
+            dq_meta = {**dq_meta, "WIDE": wide}
             site = (device, *problem, has_dlse, None, dtype, dtype, sq, sk, sv, so, sl, dtype, dq_strides,
                     _ALIGNED)
             self.dq[has_dlse] = _na_bwd_dq.bind(site, dq_grid, (*dq_strides, *dq_args), dq_meta)
         _, _, _, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(*problem, p.scale, False, None)
+        dkv_meta = {**dkv_meta, "WIDE": wide}
         bwd_site = (device, *problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
         dkv_strides = (*sdk, *sdv)
         self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,
@@ -80,6 +89,7 @@ class NAProgram:
         self.extra = None
         if has_extra:
             grid, args, meta = extra
+            meta = {**meta, "WIDE": wide}
             sde = (*contiguous_strides(shapes[3])[:3], *contiguous_strides(shapes[4])[:3])
             ex_strides = (*se, *sde)
             self.extra = _na_bwd_extra_kv.bind((*bwd_site, dtype, dtype, ex_strides, _ALIGNED), grid,

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..common import check_item_span, dot_precision, interpret_mode, tune_configs
-from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2
+from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2, wide_offsets
 from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
@@ -81,11 +81,17 @@ def _program_axis(pid, T, L, D: tl.constexpr):
 
 
 @triton.jit
-def _batch_head(rest, H):
-    """(batch, head) of a program from the index left after its box axes (the grid is flat: box
-    fastest, then head, then batch; a second grid axis would cap batch * heads at 65535). The
-    batch index is int64: batch offsets pass 2**31 elements on large inputs."""
-    return (rest // H).to(tl.int64), rest % H
+def _batch_head(rest, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
+    """(batch, head) of a program. The grid is (boxes, batch * heads), or flat when batch * heads
+    passes the second axis' 65535 (FLAT: ``rest``, the index left after the box axes, counts head
+    then batch). WIDE (host: ``_wide``, some tensor's offsets reach 2**31): the batch index is
+    int64, so batch offsets are; otherwise it stays int32, as 64-bit offsets cost the
+    register-bound dK/dV walk ~8% more instructions (probe40)."""
+    bh = rest if FLAT else tl.program_id(1)
+    b = bh // H
+    if WIDE:
+        b = b.to(tl.int64)
+    return b, bh % H
 
 
 @triton.jit
@@ -285,6 +291,7 @@ def _na_fwd_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
     against the query's window, 1 only the walk's bounds, 0 nothing."""
@@ -296,7 +303,7 @@ def _na_fwd_kernel(
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
-    b, h = _batch_head(pid, H)
+    b, h = _batch_head(pid, H, WIDE, FLAT)
     hk = h // KV_GROUP
 
     # query box (group-local indices), its rows' windows and the union of those windows
@@ -378,7 +385,7 @@ def _na_bwd_dq_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
-    MASK_MODE: tl.constexpr,
+    MASK_MODE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows (written to
     DELTA for the dK/dV kernel), so no separate pass reads O and dO. LSE, DLSE and DELTA share
@@ -391,7 +398,7 @@ def _na_bwd_dq_kernel(
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
-    b, h = _batch_head(pid, H)
+    b, h = _batch_head(pid, H, WIDE, FLAT)
     hk = h // KV_GROUP
 
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
@@ -495,6 +502,7 @@ def _na_bwd_dkv_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
     of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
@@ -508,7 +516,7 @@ def _na_bwd_dkv_kernel(
     pid, g2, t2, Lg2 = _program_axis(pid, T2, L2, D2)
     pid, g1, t1, Lg1 = _program_axis(pid, T1, L1, D1)
     pid, g0, t0, Lg0 = _program_axis(pid, T0, L0, D0)
-    b, hk = _batch_head(pid, HKV)
+    b, hk = _batch_head(pid, HKV, WIDE, FLAT)
 
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     j0 = t0 * BN0 + c0
@@ -588,13 +596,14 @@ def _na_bwd_extra_kv_kernel(
     HKV, KV_GROUP, L1, L2, N_TOKENS, N_EXTRA, qk_scale, scale,
     HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dK, dV of the additional keys: every query attends them, so a key block visits all
     query tokens (row-major over the padded 3-D grid) of every query head of its group."""
     n_blocks = tl.cdiv(N_EXTRA, BLOCK_N)
     pid = tl.program_id(0)
-    b, hk = _batch_head(pid // n_blocks, HKV)
-    ej = (pid % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    b, hk = _batch_head(pid // n_blocks, HKV, WIDE, FLAT)
+    ej = ((pid % n_blocks) if FLAT else pid) * BLOCK_N + tl.arange(0, BLOCK_N)
     e_ok = ej < N_EXTRA
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -643,6 +652,14 @@ _na_fwd = Launcher(_na_fwd_kernel)
 _na_bwd_dq = Launcher(_na_bwd_dq_kernel)
 _na_bwd_dkv = Launcher(_na_bwd_dkv_kernel)
 _na_bwd_extra_kv = Launcher(_na_bwd_extra_kv_kernel)
+
+
+_GRID_Y_MAX = 65535   # CUDA's limit on a grid's second axis
+
+
+def _grid(per_head: int, heads: int) -> tuple[int, ...]:
+    """(programs per (batch, head), batch * heads), or the flat grid (``FLAT``) past the limit."""
+    return (per_head, heads) if heads <= _GRID_Y_MAX else (per_head * heads,)
 
 
 def _block(d: int) -> int:
@@ -779,12 +796,13 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     shape, dil, bm, bn, tiles, programs = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal,
                                                         head_dim, "fwd", boxes)
     upcast, precision = dot_precision(dtype)
-    grid = (programs * batch * heads,)
+    grid = _grid(programs, batch * heads)
     args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
     meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
                 HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
                 DTYPE_KEY=str(dtype), UPCAST=upcast, PRECISION=precision,
-                MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
+                MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)),
+                FLAT=len(grid) == 1)
     return grid, args, meta
 
 
@@ -815,8 +833,13 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
     # on), the strides, the outputs' dtypes and the pointers' alignment
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
+    meta = {**meta, "WIDE": _wide(q, k, v, ek, ev, out, lse)}
     _na_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
     return out, lse
+
+
+def _wide(*tensors) -> bool:
+    return wide_offsets(*(None if t is None else (t.shape, t.stride()) for t in tensors))
 
 
 def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
@@ -838,21 +861,23 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     d_max = max(head_dim, head_dim_v)
     window = (kernel_size, dilation, stride, is_causal)
     shape, dil, bm, bn, tiles_m, programs = _launch_tiles(spatial, rank, *window, d_max, "dq", boxes)
-    dq_grid = (programs * batch * heads,)
+    dq_grid = _grid(programs, batch * heads)
     dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
-    dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse,
+    dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse, FLAT=len(dq_grid) == 1,
                    MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
     _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
-    dkv_grid = (programs * batch * kv_heads,)
+    dkv_grid = _grid(programs, batch * kv_heads)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
-    dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common,
+    dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common, FLAT=len(dkv_grid) == 1,
                     MASK_MODE=_dkv_mask_mode(bm, *_padded_window(kernel_size, stride, is_causal, rank)[1:]))
     extra = None
     if n_extra:
-        extra = ((cdiv(n_extra, math.prod(bn)) * batch * kv_heads,),
+        grid = _grid(cdiv(n_extra, math.prod(bn)), batch * kv_heads)
+        extra = (grid,
                  (kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra, scale * LOG2E, scale),
                  dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
-                      BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast, PRECISION=precision))
+                      BLOCK_M=math.prod(bm), BLOCK_N=math.prod(bn), UPCAST=upcast, PRECISION=precision,
+                      FLAT=len(grid) == 1))
     return dq_grid, dq_args, dq_meta, dkv_grid, dkv_args, dkv_meta, extra
 
 
@@ -885,6 +910,8 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     se = _extra_strides(ek, ev)
     # site keys as in na_forward; lse, dlse and delta are float32 with one stride set
     site = (q.get_device(), *problem, grad_lse is not None, boxes, grad_out.dtype, dq.dtype, sq, sk, sv, sdo, sl)
+    wide = _wide(q, k, v, ek, ev, out, grad_out, lse, *grads)
+    dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
     _na_bwd_dq.launch((*site, out.dtype, strides, alignment(*tensors)), dq_grid,
@@ -896,6 +923,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     if ek is not None:
         dek, dev = grads[3], grads[4]
         grid, args, meta = extra
+        meta = {**meta, "WIDE": wide}
         tensors = (q, ek, ev, grad_out, lse, delta, dek, dev)
         strides = (*se, *_extra_strides(dek, dev))
         _na_bwd_extra_kv.launch((*site, dek.dtype, dev.dtype, strides, alignment(*tensors)), grid,

@@ -168,6 +168,22 @@ def test_batch_times_heads_past_65535():
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+def test_flat_grid(monkeypatch, dtype, device):
+    """The flat launch grid that batch * heads past 65535 takes (here from 2 on): forward, LSE and
+    every gradient (extra KV and GQA included) vs the fp64 reference."""
+    import ops.neighborhood.kernels as K
+
+    monkeypatch.setattr(K, "_GRID_Y_MAX", 1)
+    gen, seed = fresh_generator()
+    c = dict(shape=(5, 7), kernel=(3, 5), dilation=(1, 1), stride=(1, 2), causal=(False, True), batch=2,
+             heads=4, kv_heads=2, dim=16, dim_v=32, extra=3)
+    assert len(K._fwd_launch(((2, 5, 7, 4, 16)), 2, 32, (3, 5), (1, 1), (1, 2), (False, True), 3, dtype,
+                             0.25, None)[0]) == 1
+    _check_against_reference(c, dtype, device, gen, seed)
+
+
+@pytest.mark.kernel
 def test_item_span_past_2_31_is_rejected(device):
     """A batch item whose elements lie 2**31 or more apart cannot be addressed with the kernels'
     32-bit in-item offsets: a clear error naming the tensor, before any launch."""
