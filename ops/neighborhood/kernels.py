@@ -824,7 +824,6 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
         lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     q, k, v = _last_contiguous(q), _last_contiguous(k), _last_contiguous(v)
     ek, ev = _extra(additional_keys), _extra(additional_values)
-    check_item_span(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out)
     problem = (tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
                tuple(is_causal), 0 if ek is None else ek.shape[1], q.dtype)
     grid, args, meta = _fwd_launch(*problem, scale, boxes)
@@ -833,13 +832,26 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
     # on), the strides, the outputs' dtypes and the pointers' alignment
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
-    meta = {**meta, "WIDE": _wide(q, k, v, ek, ev, out, lse)}
+    meta = _layout_meta(("fwd", site), meta, query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
+                        out=out, lse=lse)
     _na_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
     return out, lse
 
 
-def _wide(*tensors) -> bool:
-    return wide_offsets(*(None if t is None else (t.shape, t.stride()) for t in tensors))
+_LAYOUT_META: dict = {}   # (kind, site) -> the launch's meta with WIDE, once its layouts passed check_span
+
+
+def _layout_meta(layouts: tuple, meta: dict, /, **tensors) -> dict:
+    """``meta`` with ``WIDE`` for these tensors' layouts, after ``check_item_span`` (``lse``, whose
+    layout follows q's, is not checked), once per launch site: the site holds every layout."""
+    out = _LAYOUT_META.get(layouts)
+    if out is None:
+        check_item_span(**{n: t for n, t in tensors.items() if n != "lse"})
+        out = {**meta, "WIDE": wide_offsets(*(None if t is None else (t.shape, t.stride())
+                                               for t in tensors.values()))}
+        if len(_LAYOUT_META) < 4096:
+            _LAYOUT_META[layouts] = out
+    return out
 
 
 def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
@@ -892,7 +904,6 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     """
     q, k, v, grad_out = (_last_contiguous(t) for t in (q, k, v, grad_out))
     ek, ev = _extra(additional_keys), _extra(additional_values)
-    check_item_span(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, grad_out=grad_out, out=out)
     if grads is None:
         grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                       for t in (q, k, v, ek, ev) if t is not None)
@@ -910,7 +921,11 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     se = _extra_strides(ek, ev)
     # site keys as in na_forward; lse, dlse and delta are float32 with one stride set
     site = (q.get_device(), *problem, grad_lse is not None, boxes, grad_out.dtype, dq.dtype, sq, sk, sv, sdo, sl)
-    wide = _wide(q, k, v, ek, ev, out, grad_out, lse, *grads)
+    # one WIDE for the backward's launches, decided by every tensor they touch (once per layout set)
+    layouts = (site, se, out.stride(), tuple(g.stride() for g in grads))
+    named = dict(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out, grad_out=grad_out,
+                 lse=lse, **{f"grad {i}": g for i, g in enumerate(grads)})
+    wide = _layout_meta(("bwd", layouts), {}, **named)["WIDE"]
     dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))

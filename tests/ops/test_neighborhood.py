@@ -194,6 +194,10 @@ def test_item_span_past_2_31_is_rejected(device):
     q = buf.as_strided((1, 5, 4, 1, 16), (0, 2**29, 16, 16, 1))
     with pytest.raises(ValueError, match=r"query \(1, 5, 4, 1, 16\) with strides .* spans 2\*\*31"):
         ops.na2d(q, q, q, kernel_size=3)
+    from ops.neighborhood.kernels import na_forward   # the registered op's path (torch.compile)
+
+    with pytest.raises(ValueError, match=r"query \(1, 5, 4, 1, 16\) with strides .* spans 2\*\*31"):
+        na_forward(q, q, q, (3, 3), (1, 1), (1, 1), (False, False), 0.25)
 
 
 @pytest.mark.kernel
