@@ -9,7 +9,7 @@ import triton.language as tl
 
 import ops.common.dispatch as dispatch
 from ops.common import interpret_mode, tune_configs
-from ops.common.tuning import Launcher
+from ops.common.tuning import Launcher, wide_offsets
 
 # the interpreter cannot time configs: one there, two on the GPU
 _CONFIGS = [triton.Config({"BLOCK": 16}, num_warps=1)] + ([] if interpret_mode() else
@@ -198,3 +198,12 @@ def test_alignment_key():
     x = torch.zeros(64)
     assert alignment(x, x) == (0,)
     assert alignment(x, x[1:]) == (0, 4) and alignment(x[1:], x) == (4, 0)
+
+
+def test_wide_offsets():
+    """64-bit batch offsets exactly when some layout's last element lies 2**31 or more past its first."""
+    assert not wide_offsets(((2, 2**30), (2**30, 1)))              # last element at 2**31 - 1
+    assert wide_offsets(((2, 2**30 + 1), (2**30 + 1, 1)))          # at 2**31 + 1
+    assert wide_offsets(None, ((3, 4), (2**30, 1)), ((1, 1), (1, 1)))
+    assert not wide_offsets(((2**20, 64), (0, 1)))                   # expanded batch: stride 0
+    assert not wide_offsets(((0, 2**31), (2**31, 1)))                # empty
