@@ -84,7 +84,7 @@ def _program_axis(pid, T, L, D: tl.constexpr):
 def _batch_head(rest, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
     """(batch, head) of a program. The grid is (boxes, batch * heads), or flat when batch * heads
     passes the second axis' 65535 (FLAT: ``rest``, the index left after the box axes, counts head
-    then batch). WIDE (host: ``_wide``, some tensor's offsets reach 2**31): the batch index is
+    then batch). WIDE (host: ``_layout_meta``, some tensor's offsets reach 2**31): the batch index is
     int64, so batch offsets are; otherwise it stays int32, as 64-bit offsets cost the
     register-bound dK/dV walk ~8% more instructions (probe40)."""
     bh = rest if FLAT else tl.program_id(1)
@@ -418,7 +418,7 @@ def _na_bwd_dq_kernel(
                  + offs_dv[None, :], mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
     o = tl.load(O + b * so_b + h * so_h + (p0 * so_0 + p1 * so_1 + p2 * so_2)[:, None] + offs_dv[None, :],
                 mask=q_valid[:, None] & dv_ok[None, :], other=0.0)
-    l_bh = b * sl_b + h * sl_h                    # int64 scalar; the per-row offsets stay int32
+    l_bh = b * sl_b + h * sl_h   # added to the base first: the per-row offsets stay int32 when WIDE
     l_tok = p0 * sl_0 + p1 * sl_1 + p2 * sl_2
     lse2 = tl.load(LSE + l_bh + l_tok, mask=q_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
