@@ -209,7 +209,7 @@ def _dq_program(
                  mask=qmask, other=0.0)
     o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
                 mask=qmask, other=0.0)
-    l_bh = b * sl_b + h * sl_h   # int64 scalar; the per-row offsets stay int32
+    l_bh = b * sl_b + h * sl_h   # added to the base first: the per-row offsets stay int32 when WIDE
     l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
     lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
