@@ -87,7 +87,7 @@ class NAProgram:
         self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,
                                     (*sq, *sk, *sv, *so, *sl, *dkv_strides, *dkv_args), dkv_meta)
         self.extra = None
-        if has_extra:
+        if extra is not None:   # extra keys given and not empty
             grid, args, meta = extra
             meta = {**meta, "WIDE": wide}
             sde = (*contiguous_strides(shapes[3])[:3], *contiguous_strides(shapes[4])[:3])
@@ -124,7 +124,7 @@ class NAProgram:
         self.dq[has_dlse](q, k, v, k if ek is None else ek, v if ev is None else ev, out, grad_out, lse,
                           grad_lse if has_dlse else lse, delta, dq)
         self.dkv(q, k, v, grad_out, lse, delta, dk, dv)
-        if self.extra is None:
+        if self.extra is None:   # no extra keys, or zero of them (their gradients: None)
             return dq, dk, dv
         dek = torch.empty(self.shapes[3], device=q.device, dtype=self.dtype)
         dev = torch.empty(self.shapes[4], device=q.device, dtype=self.dtype)

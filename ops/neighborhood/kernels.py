@@ -935,7 +935,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     strides = (*_s5(dk, 2), *_s5(dv, 2))
     _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, alignment(*tensors)), dkv_grid,
                        (*tensors, *sq, *sk, *sv, *sdo, *sl, *strides, *dkv_args), dkv_meta)
-    if ek is not None:
+    if extra is not None:   # extra keys given and not empty (empty ones keep their empty gradients)
         dek, dev = grads[3], grads[4]
         grid, args, meta = extra
         meta = {**meta, "WIDE": wide}

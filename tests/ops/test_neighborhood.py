@@ -184,6 +184,34 @@ def test_flat_grid(monkeypatch, dtype, device):
 
 
 @pytest.mark.kernel
+def test_zero_additional_tokens(device):
+    """Additional keys/values with no tokens (e.g. a conditioning that is empty this step) give the
+    plain NA result and gradients, on the eager path and the registered op's."""
+    from ops.neighborhood.kernels import na_backward, na_forward
+
+    gen, seed = fresh_generator()
+    q, k, v = (randn(1, 6, 7, 2, 16, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+               for _ in range(3))
+    ek, ev = (torch.empty(1, 0, 2, 16, device=device, requires_grad=True) for _ in range(2))
+    w = randn(1, 6, 7, 2, 16, dtype=torch.float32, device=device, gen=gen)
+    out = ops.na2d(q, k, v, kernel_size=3, additional_keys=ek, additional_values=ev)
+    grads = torch.autograd.grad(out, (q, k, v), w)
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ref, _ = neighborhood_attention_reference(qd, kd, vd, (3, 3), (1, 1), (1, 1), (False, False), 0.25)
+    ref.backward(w.double())
+    assert_close(out, ref, torch.float32, "output, zero extra tokens", seed)
+    for name, g, r in zip(("dq", "dk", "dv"), grads, (qd.grad, kd.grad, vd.grad)):
+        assert_close(g, r, torch.float32, f"{name}, zero extra tokens", seed)
+    win = ((3, 3), (1, 1), (1, 1), (False, False))
+    o2, lse = na_forward(q.detach(), k.detach(), v.detach(), *win, 0.25, ek.detach(), ev.detach())
+    assert_close(o2, ref, torch.float32, "registered op's output, zero extra tokens", seed)
+    g2 = na_backward(w, None, q.detach(), k.detach(), v.detach(), o2, lse, *win, 0.25, ek.detach(), ev.detach())
+    assert [tuple(t.shape) for t in g2[3:]] == [(1, 0, 2, 16)] * 2
+    for name, g, r in zip(("dq", "dk", "dv"), g2, (qd.grad, kd.grad, vd.grad)):
+        assert_close(g, r, torch.float32, f"registered op's {name}, zero extra tokens", seed)
+
+
+@pytest.mark.kernel
 def test_item_span_past_2_31_is_rejected(device):
     """A batch item whose elements lie 2**31 or more apart cannot be addressed with the kernels'
     32-bit in-item offsets: a clear error naming the tensor, before any launch."""
