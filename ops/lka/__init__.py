@@ -151,7 +151,8 @@ def separable_large_kernel_attention(
     if not valid_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias):
         _check_chain(x, dw_weights, dw_biases, dilations, conv1_weight, conv1_bias)
     dt = x.dtype
-    if not use_kernels(x):  # plain autograd through the reference (float64, CPU, other devices)
+    if not use_kernels(x) or x.shape[0] == 0:  # plain autograd through the reference (float64, CPU, other
+        # devices, and empty batches: their weight gradients are zeros, which no kernel launch writes)
         return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
                                    list(dilations), conv1_weight.to(dt), conv1_bias.to(dt))
     # The kernels tile pixels x channels with channels innermost: NCHW input is run channels-last
@@ -269,7 +270,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """
     check_input(x)
     check_depthwise(x, weight, bias, dilation, "")  # names: weight, bias
-    if not use_kernels(x):  # plain autograd through the reference
+    if not use_kernels(x) or x.shape[0] == 0:  # plain autograd through the reference (empty batches too)
         return depthwise_conv2d_reference(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
                                           dilation)
     # weights in their own dtype (the kernels convert on load; gradients come back in it)

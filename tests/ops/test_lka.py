@@ -307,6 +307,24 @@ def test_separable_lska_chain(device):
         assert_close(g, r, dtype, f"lska grad of input #{i}", seed)
 
 
+@pytest.mark.kernel
+def test_empty_batch(device):
+    """A batch of zero images: empty outputs, an empty input gradient and zero weight gradients
+    (PyTorch's convolutions behave the same), from the LKA op and the single depthwise conv."""
+    c = 8
+    x = torch.empty(0, c, 9, 7, device=device, requires_grad=True)
+    params = [torch.randn(*s, device=device, requires_grad=True)
+              for s in [(c, 1, 5, 5), (c,), (c, 1, 7, 7), (c,), (c, c, 1, 1), (c,)]]
+    out = ops.large_kernel_attention(x, *params)
+    assert out.shape == x.shape
+    grads = torch.autograd.grad(out.sum(), [x, *params])
+    assert grads[0].shape == x.shape and all(torch.count_nonzero(g) == 0 for g in grads[1:])
+    y = ops.depthwise_conv2d(x, params[2], params[3], dilation=3)
+    assert y.shape == x.shape
+    grads = torch.autograd.grad(y.sum(), [x, params[2], params[3]])
+    assert grads[0].shape == x.shape and all(torch.count_nonzero(g) == 0 for g in grads[1:])
+
+
 def test_reference_gradcheck():
     """The fp64 reference (the oracle) has correct gradients."""
     gen = torch.Generator().manual_seed(0)
@@ -327,6 +345,8 @@ def test_bad_arguments():
         ops.large_kernel_attention(x[0], w5, b, w7, b, w1, b)
     with pytest.raises(TypeError, match="x must be float"):
         ops.large_kernel_attention(x.long(), w5, b, w7, b, w1, b)
+    with pytest.raises(ValueError, match="x must have at least one channel, row and column"):
+        ops.large_kernel_attention(x[:, :, :0], w5, b, w7, b, w1, b)
     with pytest.raises(ValueError, match="conv0_weight must be a 5x5"):
         ops.large_kernel_attention(x, w7, b, w7, b, w1, b)
     with pytest.raises(ValueError, match=r"dw\[1\]_weight must be a depthwise kernel"):
