@@ -106,7 +106,8 @@ def _(q, k, regions, topk, scale):
 def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
     """The common valid call, recognised in one expression: every rule of ``_check`` holds, so
     the per-rule checks (and their messages) are only run when something may be wrong."""
-    return (routing_indices is None and isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
+    return (routing_indices is None and type(topk) is int and type(num_heads) is int
+            and isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor)
             and isinstance(v, torch.Tensor) and q.dim() == 4 and k.shape == q.shape and v.shape == q.shape
             and q.dtype in FLOAT_DTYPES and k.dtype == q.dtype and v.dtype == q.dtype
             and k.device == q.device and v.device == q.device and num_heads >= 1 and q.shape[3] >= 1
@@ -116,6 +117,10 @@ def _plain_call(q, k, v, regions, topk, num_heads, routing_indices) -> bool:
 
 
 def _check(q, k, v, regions, topk, num_heads, routing_indices):
+    for name, n in (("num_heads", num_heads), ("topk", topk)):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    check_positive((num_heads,), "num_heads")
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_rank(t, name, (4,), "[B, H, W, C]")
     if k.shape != q.shape or v.shape != q.shape:
@@ -186,7 +191,6 @@ def routing_attention(
                              "of 32; pass num_heads")
         num_heads = q.shape[-1] // 32
     if not _plain_call(q, k, v, regions, topk, num_heads, routing_indices):
-        check_positive((num_heads,), "num_heads")
         _check(q, k, v, regions, topk, num_heads, routing_indices)
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else float(scale)
     H, W = q.shape[1:3]
