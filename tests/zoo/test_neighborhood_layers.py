@@ -33,6 +33,14 @@ def test_layer_matches_reference(cls, shape, kw, reference_path):
     assert_close(y, layer.proj(o.flatten(-2)), torch.float64, f"{cls.__name__} output", seed)
 
 
+def test_layer_rejects_bad_sizes():
+    for dim, heads in ((32, 0), (32, 4.0), (0, 1), (True, 1)):
+        with pytest.raises(ValueError, match="must be a positive int"):
+            NeighborhoodAttention2D(dim, heads, 3)
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        NeighborhoodAttention2D(30, 4, 3)
+
+
 def test_layer_rejects_wrong_rank_or_channels():
     with pytest.raises(ValueError, match=r"NeighborhoodAttention2D expects \[batch, 2 spatial axes, 16 channels\]"):
         NeighborhoodAttention2D(16, 2, 3)(torch.randn(1, 8, 16))

@@ -18,6 +18,9 @@ class _NeighborhoodAttention(nn.Module):
                  is_causal: bool | tuple[bool, ...] = False, qkv_bias: bool = True,
                  proj_drop: float = 0.0) -> None:
         super().__init__()
+        for name, n in (("dim", dim), ("num_heads", num_heads)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{name} must be a positive int, got {n!r}")
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
