@@ -204,14 +204,17 @@ def main(argv: list[str] | None = None) -> None:
         try:
             out = convert(args.src, args.model, args.out, key=args.key, ema=args.ema, trusted=args.trusted,
                           converter=args.converter, num_classes=args.num_classes)
-        except ValueError as err:
+        except (ValueError, OSError) as err:   # OSError: a missing or unreadable file
             raise SystemExit(f"foveal weights convert: {err}")
         width = json.loads(out.with_suffix(".json").read_text())["num_classes"]
         print(f"wrote {out} and {out.with_suffix('.json')}\n"
               f"load: timm.create_model({args.model!r}, pretrained=True, "
               f"pretrained_cfg_overlay=dict(file={str(out)!r}, num_classes={width}))")
     else:
-        ok, actual, source = verify(args.file, args.sha256)
+        try:
+            ok, actual, source = verify(args.file, args.sha256)
+        except OSError as err:
+            raise SystemExit(f"foveal weights verify: {err}")
         print(f"{args.file}: sha256 {actual} ({source})")
         if ok is False:
             raise SystemExit(f"foveal weights verify: MISMATCH for {args.file}")

@@ -102,3 +102,12 @@ def test_cli_list_and_verify_mismatch_exit_code(tmp_path, capsys):
         main(["weights", "verify", str(f), "--sha256", "0" * 64])
     main(["weights", "verify", str(f), "--sha256", hashlib.sha256(b"abc").hexdigest()])
     assert "OK" in capsys.readouterr().out
+
+
+def test_cli_missing_file_is_a_clean_error(tmp_path):
+    """A wrong path ends the command with one line naming it, not a traceback."""
+    missing = str(tmp_path / "nope.pth")
+    with pytest.raises(SystemExit, match="foveal weights convert: .*nope.pth"):
+        main(["weights", "convert", missing, "--model", "van_b0", "--out", str(tmp_path / "x.safetensors")])
+    with pytest.raises(SystemExit, match="foveal weights verify: .*nope.pth"):
+        main(["weights", "verify", missing])
