@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         if name not in SUITES:
             parser.error(f"unknown suite {name!r}; choose from {', '.join(sorted(SUITES))}")
+    if "models" in names and args.model:
+        from .suites.models import _expand
+        try:
+            _expand(args.model)
+        except ValueError as err:   # a --model name no registry knows: one line before anything runs
+            parser.error(str(err))
     for name in names:
         partial = None if args.no_json else (lambda rec: write_json(rec, args.out))
         record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only, on_row=partial,

@@ -53,6 +53,12 @@ def test_unknown_suite_is_rejected():
     assert "na1d" in SUITES
 
 
+def test_unknown_model_is_rejected_before_anything_runs(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["models", "--model", "nosuch_net", "--no-json"])
+    assert "--model 'nosuch_net' matches no registered model" in capsys.readouterr().err
+
+
 def test_models_suite_times_inference_and_training(tmp_path):
     from tasks.bench import run_suite
 

@@ -25,7 +25,8 @@ DEFAULT_MODELS = ["van_b0"]
 def _expand(patterns: list[str]) -> list[str]:
     names = []
     for pattern in patterns:
-        matches = timm.list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+        matches = timm.list_models(pattern) if any(c in pattern for c in "*?[") else \
+            [pattern] if timm.is_model(pattern) else []
         if not matches:
             raise ValueError(f"--model {pattern!r} matches no registered model")
         names += [m for m in matches if m not in names]
