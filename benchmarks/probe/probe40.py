@@ -20,20 +20,13 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import ops
+from ops.common.tuning import contiguous_strides
 from ab import load_base
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 NVDISASM = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 # NA-3D video: q [1, 20, 48, 80, 12, 128], window 7x15x15, bf16
 SHAPE, WINDOW = (1, 20, 48, 80, 12, 128), ((7, 15, 15), (1, 1, 1), (1, 1, 1), (False, False, False))
-
-
-def _contiguous(shape):
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def compile_report(label, fn, values: dict, num_warps: int, num_stages: int) -> None:
@@ -80,8 +73,8 @@ def launches(mod):
     """(name, jit fn, argument values) of the NA forward, dQ and dK/dV launches of the problem."""
     K = importlib.import_module(mod.__name__ + ".neighborhood.kernels")
     problem = (SHAPE, SHAPE[-2], SHAPE[-1], *WINDOW, 0, torch.bfloat16)
-    s5 = K._s5_of(_contiguous(SHAPE), 2)
-    sl = K._s5_of(_contiguous(SHAPE[:-1]), 1)
+    s5 = K._s5_of(contiguous_strides(SHAPE), 2)
+    sl = K._s5_of(contiguous_strides(SHAPE[:-1]), 1)
     se = (0,) * 6
     out = []
     grid, args, meta = K._fwd_launch(*problem, 128 ** -0.5, None)

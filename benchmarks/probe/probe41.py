@@ -11,19 +11,12 @@ import sys
 import torch
 
 import ops
+from ops.common.tuning import contiguous_strides
 from ab import load_base
 from probe40 import compile_report
 
 # (name, B, Y, X, C, heads, regions, topk)
 CASES = [("B64 28x28 C128 topk4", 64, 28, 28, 128, 4, (7, 7), 4), ("B8 128x128 C64 topk4", 8, 128, 128, 64, 2, (8, 8), 4)]
-
-
-def _contiguous(shape):
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def kernels(mod, case):
@@ -32,7 +25,7 @@ def kernels(mod, case):
     _, B, Y, X, C, heads, regions, nk = case
     R = regions[0] * regions[1]
     tile = (Y // regions[0], X // regions[1])
-    dense, lse, idx = _contiguous((B, Y, X, C)), _contiguous((B, Y, X, heads)), _contiguous((B, R, nk))[:2]
+    dense, lse, idx = contiguous_strides((B, Y, X, C)), contiguous_strides((B, Y, X, heads)), contiguous_strides((B, R, nk))[:2]
     fwd = bs.forward_launch(0, B, Y, X, C, tile, R, nk, heads, torch.bfloat16, C ** -0.5,
                             (*dense, *dense, *dense, *dense, *lse, *idx), (0,))
     dq, dkv, _ = bs.backward_launches(0, B, Y, X, C, tile, R, nk, heads, torch.bfloat16, C ** -0.5,

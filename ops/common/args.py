@@ -78,11 +78,15 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
         raise ValueError(f"all inputs must be on one device, got {desc}")
 
 
+def element_span(shape: Sequence[int], strides: Sequence[int]) -> int:
+    """Elements between a layout's first and last element (0 for an empty one)."""
+    return sum((n - 1) * abs(s) for n, s in zip(shape, strides) if n > 0)
+
+
 def check_span(name: str, shape: Sequence[int], strides: Sequence[int]) -> None:
     """The Triton kernels index within one batch item with 32-bit offsets (batch offsets are
     64-bit): an item whose elements lie 2**31 or more apart would be read at wrapped addresses."""
-    span = sum((n - 1) * abs(s) for n, s in zip(shape[1:], strides[1:]) if n > 0)
-    if span >= 2**31:
+    if element_span(shape[1:], strides[1:]) >= 2**31:
         raise ValueError(f"{name} {tuple(shape)} with strides {tuple(strides)} spans 2**31 or more elements "
                          "within one batch item, more than the kernels' 32-bit offsets address: split it "
                          "along a spatial axis")

@@ -31,7 +31,7 @@ import triton.language as tl
 
 from .args import check_span
 from .dispatch import dot_precision, interpret_mode, tune_configs
-from .tuning import BoundLaunch, Launcher, alignment, cdiv, next_power_of_2, wide_offsets
+from .tuning import BoundLaunch, Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
 
 __all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
            "forward_launch"]
@@ -403,14 +403,6 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
     return dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=upcast, PRECISION=precision, PACKED=group > 1)
 
 
-_GRID_Y_MAX = 65535   # CUDA's limit on a grid's second axis
-
-
-def _grid(per_head: int, heads: int) -> tuple[int, ...]:
-    """(programs per (batch, head), batch * heads), or the flat grid (``FLAT``) past the limit."""
-    return (per_head, heads) if heads <= _GRID_Y_MAX else (per_head * heads,)
-
-
 def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
@@ -428,7 +420,7 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T)
-    grid = _grid(cdiv(nq, group) * q_split, B * num_heads)
+    grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
@@ -460,23 +452,25 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     block, split, group = _tile_block(T)
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
-    common = dict(WIDE=wide, FLAT=B * num_heads > _GRID_Y_MAX, **_meta(C // num_heads, dtype, group))
+    common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
     # launch 1: dQ programs (storing delta = rowsum(dO * O) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
+    grid = heads_grid(dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
     dq = _bs_bwd_dq.bind(
-        site, _grid(dq_programs + cdiv(n_tiles, num_heads), B * num_heads),
+        site, grid,
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split,
          group, dq_programs, scale, n_delta, B * ne),
-        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), **common))
+        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
+    grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
     dkv = _bs_bwd_dkv.bind(
-        site, _grid(cdiv(n_tiles, group) * split, B * num_heads),
+        site, grid,
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group,
          scale, n_delta, B * ne),
-        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), **common))
+        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, **common))
     # delta, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
     return dq, dkv, n_delta + B * (ne + n_tiles + 1)
 

@@ -27,9 +27,11 @@ import operator
 import torch
 import triton
 
+from .args import element_span
 from .dispatch import interpret_mode
 
-__all__ = ["BoundLaunch", "Launcher", "alignment", "cdiv", "contiguous_strides", "next_power_of_2", "wide_offsets"]
+__all__ = ["BoundLaunch", "GRID_Y_MAX", "Launcher", "alignment", "cdiv", "contiguous_strides", "heads_grid",
+           "next_power_of_2", "wide_offsets"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
@@ -60,8 +62,17 @@ def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 def wide_offsets(*layouts: tuple[tuple[int, ...], tuple[int, ...]] | None) -> bool:
     """True when some (shape, strides) layout has elements 2**31 or more apart: its kernels then
     need 64-bit batch offsets (a ``WIDE`` meta-parameter), which cost the common case instructions."""
-    return any(lay is not None and sum((n - 1) * abs(st) for n, st in zip(*lay) if n > 0) >= 2**31
-               for lay in layouts)
+    return any(lay is not None and element_span(*lay) >= 2**31 for lay in layouts)
+
+
+GRID_Y_MAX = 65535   # CUDA's limit on a grid's second axis
+
+
+def heads_grid(per_head: int, heads: int) -> tuple[int, ...]:
+    """The grid of kernels that run ``per_head`` programs for each of ``heads`` (batch, head)
+    pairs: 2-D, or flat past the second axis' limit (their ``FLAT`` meta-parameter is then
+    ``len(grid) == 1``)."""
+    return (per_head, heads) if heads <= GRID_Y_MAX else (per_head * heads,)
 
 
 def alignment(*tensors: torch.Tensor) -> tuple[int, ...]:

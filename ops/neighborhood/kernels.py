@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..common import check_item_span, dot_precision, interpret_mode, tune_configs
-from ..common.tuning import Launcher, alignment, cdiv, next_power_of_2, wide_offsets
+from ..common.tuning import Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
 from .tiling import choose_boxes
 
 LOG2E = 1.4426950408889634
@@ -84,7 +84,7 @@ def _program_axis(pid, T, L, D: tl.constexpr):
 def _batch_head(rest, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
     """(batch, head) of a program. The grid is (boxes, batch * heads), or flat when batch * heads
     passes the second axis' 65535 (FLAT: ``rest``, the index left after the box axes, counts head
-    then batch). WIDE (host: ``_layout_meta``, some tensor's offsets reach 2**31): the batch index is
+    then batch). WIDE (host: ``_checked_wide``, some tensor's offsets reach 2**31): the batch index is
     int64, so batch offsets are; otherwise it stays int32, as 64-bit offsets cost the
     register-bound dK/dV walk ~8% more instructions (probe40)."""
     bh = rest if FLAT else tl.program_id(1)
@@ -654,14 +654,6 @@ _na_bwd_dkv = Launcher(_na_bwd_dkv_kernel)
 _na_bwd_extra_kv = Launcher(_na_bwd_extra_kv_kernel)
 
 
-_GRID_Y_MAX = 65535   # CUDA's limit on a grid's second axis
-
-
-def _grid(per_head: int, heads: int) -> tuple[int, ...]:
-    """(programs per (batch, head), batch * heads), or the flat grid (``FLAT``) past the limit."""
-    return (per_head, heads) if heads <= _GRID_Y_MAX else (per_head * heads,)
-
-
 def _block(d: int) -> int:
     return max(16, next_power_of_2(d))
 
@@ -796,7 +788,7 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     shape, dil, bm, bn, tiles, programs = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal,
                                                         head_dim, "fwd", boxes)
     upcast, precision = dot_precision(dtype)
-    grid = _grid(programs, batch * heads)
+    grid = heads_grid(programs, batch * heads)
     args = (heads, heads // kv_heads, *shape, n_extra, *tiles, scale * LOG2E)
     meta = dict(**_boxes_meta(dil, bm, bn), **_window_meta(kernel_size, stride, is_causal, rank),
                 HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
@@ -832,26 +824,25 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
     # on), the strides, the outputs' dtypes and the pointers' alignment
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
-    meta = _layout_meta(("fwd", site), meta, query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
-                        out=out, lse=lse)
-    _na_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
+    wide = _checked_wide(("fwd", site), query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
+                         out=out, lse=lse)
+    _na_fwd.launch(site, grid, (*tensors, *strides, *args), {**meta, "WIDE": wide})
     return out, lse
 
 
-_LAYOUT_META: dict = {}   # (kind, site) -> the launch's meta with WIDE, once its layouts passed check_span
+_WIDE: dict = {}   # layouts key -> WIDE of the launches, once their tensors passed check_span
 
 
-def _layout_meta(layouts: tuple, meta: dict, /, **tensors) -> dict:
-    """``meta`` with ``WIDE`` for these tensors' layouts, after ``check_item_span`` (``lse``, whose
-    layout follows q's, is not checked), once per launch site: the site holds every layout."""
-    out = _LAYOUT_META.get(layouts)
-    if out is None:
+def _checked_wide(layouts: tuple, /, **tensors) -> bool:
+    """``WIDE`` (64-bit batch offsets) for these tensors, after ``check_item_span`` (``lse``, whose
+    layout follows q's, is not checked), once per ``layouts``: a key that holds every layout."""
+    wide = _WIDE.get(layouts)
+    if wide is None:
         check_item_span(**{n: t for n, t in tensors.items() if n != "lse"})
-        out = {**meta, "WIDE": wide_offsets(*(None if t is None else (t.shape, t.stride())
-                                               for t in tensors.values()))}
-        if len(_LAYOUT_META) < 4096:
-            _LAYOUT_META[layouts] = out
-    return out
+        wide = wide_offsets(*(None if t is None else (t.shape, t.stride()) for t in tensors.values()))
+        if len(_WIDE) < 4096:
+            _WIDE[layouts] = wide
+    return wide
 
 
 def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
@@ -873,18 +864,18 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     d_max = max(head_dim, head_dim_v)
     window = (kernel_size, dilation, stride, is_causal)
     shape, dil, bm, bn, tiles_m, programs = _launch_tiles(spatial, rank, *window, d_max, "dq", boxes)
-    dq_grid = _grid(programs, batch * heads)
+    dq_grid = heads_grid(programs, batch * heads)
     dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
     dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse, FLAT=len(dq_grid) == 1,
                    MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
     _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
-    dkv_grid = _grid(programs, batch * kv_heads)
+    dkv_grid = heads_grid(programs, batch * kv_heads)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
     dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common, FLAT=len(dkv_grid) == 1,
                     MASK_MODE=_dkv_mask_mode(bm, *_padded_window(kernel_size, stride, is_causal, rank)[1:]))
     extra = None
     if n_extra:
-        grid = _grid(cdiv(n_extra, math.prod(bn)), batch * kv_heads)
+        grid = heads_grid(cdiv(n_extra, math.prod(bn)), batch * kv_heads)
         extra = (grid,
                  (kv_heads, heads // kv_heads, shape[1], shape[2], math.prod(shape), n_extra, scale * LOG2E, scale),
                  dict(HEAD_DIM=head_dim, HEAD_DIM_V=head_dim_v, BLOCK_D=_block(head_dim), BLOCK_DV=_block(head_dim_v),
@@ -925,7 +916,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     layouts = (site, se, out.stride(), tuple(g.stride() for g in grads))
     named = dict(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out, grad_out=grad_out,
                  lse=lse, **{f"grad {i}": g for i, g in enumerate(grads)})
-    wide = _layout_meta(("bwd", layouts), {}, **named)["WIDE"]
+    wide = _checked_wide(("bwd", layouts), **named)
     dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))

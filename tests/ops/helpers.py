@@ -76,12 +76,8 @@ def far_batch_views(count: int, item_shape: tuple[int, ...], dtype: torch.dtype,
     is address space that is never touched (a few kB of memory for 4-8 GB of addresses)."""
     item = math.prod(item_shape)
     buf = torch.empty(2 * FAR_BATCH_STRIDE + count * item, dtype=dtype, device=device)
-    strides, step = [], 1
-    for n in reversed(item_shape):
-        strides.append(step)
-        step *= n
-    views = [buf.as_strided((3, *item_shape), (FAR_BATCH_STRIDE, *reversed(strides)), j * item)
-             for j in range(count)]
+    item_strides = torch.empty(item_shape, device="meta").stride()
+    views = [buf.as_strided((3, *item_shape), (FAR_BATCH_STRIDE, *item_strides), j * item) for j in range(count)]
     for view in views:
         for b in range(3):
             view[b].copy_(randn(*item_shape, dtype=dtype, device=device, gen=gen))

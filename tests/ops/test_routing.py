@@ -122,9 +122,9 @@ def test_batch_offsets_past_2_31_elements(device):
 def test_flat_grid(monkeypatch, device):
     """The flat launch grid that batch * heads past 65535 takes (here from 2 on): forward and
     gradients vs the fp64 reference, packed and split tiles."""
-    import ops.common.block_sparse as bs
+    import ops.common.tuning as tuning
 
-    monkeypatch.setattr(bs, "_GRID_Y_MAX", 1)
+    monkeypatch.setattr(tuning, "GRID_Y_MAX", 1)
     gen, seed = fresh_generator()
     for B, Y, X, C, heads, regions, topk in ((2, 4, 8, 64, 2, (2, 4), 3), (1, 12, 8, 64, 2, (1, 2), 2)):
         q, k, v, g = (randn(B, Y, X, C, dtype=torch.float32, device=device, gen=gen) for _ in range(4))
