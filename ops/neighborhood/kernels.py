@@ -260,9 +260,14 @@ def _warps_for_tile(configs, named_args, **kwargs):
 def _fwd_warps(configs, named_args, **kwargs):
     """The forward's rule: as ``_warps_for_tile``, and one warp for 32-row query boxes (``_plan``
     takes them for small windows at head dim 32): on the NA-2D backbone they ran in 150 us at
-    one warp against 177 (2 warps) and 321 (4 warps), probe33."""
+    one warp against 177 (2 warps) and 321 (4 warps), probe33. Those one-warp programs are bound
+    by latency at 143 registers, 3 warps per scheduler (Nsight Compute, probe42), so they are also
+    offered a 128-register cap (4 warps per scheduler, 2 spilled registers): 142 against 150 us
+    on the backbone, probe43; larger programs lost with any cap."""
     if kwargs["BM0"] * kwargs["BM1"] * kwargs["BM2"] <= 32:
-        return [triton.Config({}, num_warps=1, num_stages=c.num_stages) for c in configs if c.num_warps == 4]
+        caps = (None,) if interpret_mode() else (None, 128)
+        return [triton.Config({}, num_warps=1, num_stages=c.num_stages, maxnreg=r)
+                for c in configs if c.num_warps == 4 for r in caps]
     return _warps_for_tile(configs, named_args, **kwargs)
 
 
