@@ -2,9 +2,9 @@
 latency at low occupancy: the backbone's one-warp programs use 143 registers (3 warps per scheduler),
 GNA-2D's 4-warp ones 182 registers and 82 KB of shared memory (2 programs per SM). This times the
 forward kernel alone at fixed warps, stages and register caps (``maxnreg``), outputs compared bit for bit
-with the first row of each case.
+with the first row of each case (and their largest difference).
 
-    python benchmarks/probe/probe43.py [case ...]
+    python benchmarks/probe/probe43.py [case ...] [--boxes]   # --boxes: round 2, smaller key boxes
 """
 import statistics
 import sys
@@ -29,13 +29,14 @@ CASES = {
 }
 
 
-def launcher(q, k, v, ks, st):
-    """The forward's launch as ``na_forward`` builds it, as a function of (warps, stages, maxnreg)."""
+def launcher(q, k, v, ks, st, boxes=None):
+    """The forward's launch as ``na_forward`` builds it (``boxes``: (query box, key box) over the
+    padded axes, or the plan's), as a function of (warps, stages, maxnreg)."""
     n = len(ks)
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
     grid, args, meta = K._fwd_launch(tuple(q.shape), k.shape[-2], v.shape[-1], ks, (1,) * n, st, (False,) * n, 0,
-                                     q.dtype, q.shape[-1] ** -0.5, None)
+                                     q.dtype, q.shape[-1] ** -0.5, boxes)
     strides = (*K._s5(q, 2), *K._s5(k, 2), *K._s5(v, 2), *(0,) * 6, *K._s5(out, 2), *K._s5(lse, 1))
     full = (q, k, v, k, v, out, lse, *strides, *args)
 
@@ -45,30 +46,51 @@ def launcher(q, k, v, ks, st):
     return run, out, meta
 
 
+# round 2 (--boxes): smaller key boxes (less shared memory and fewer registers per program) for the
+# 4-warp cases; rows (warps, stages, maxnreg, (query box, key box) or None for the plan's)
+BOXES = {
+    "GNA-2D": [(4, 3, None, None), (4, 3, None, ((1, 4, 16), (1, 2, 16))), (4, 4, None, ((1, 4, 16), (1, 2, 16))),
+               (4, 2, None, ((1, 4, 16), (1, 2, 16))), (2, 3, None, ((1, 2, 16), (1, 4, 16))),
+               (2, 3, None, ((1, 2, 16), (1, 2, 16))), (1, 3, 128, ((1, 2, 16), (1, 2, 16)))],
+    "NA-2D large": [(4, 3, None, None), (4, 3, None, ((1, 8, 8), (1, 4, 8))), (4, 4, None, ((1, 8, 8), (1, 4, 8))),
+                    (4, 2, None, ((1, 8, 8), (1, 4, 8)))],
+}
+
+
 def main():
-    only = sys.argv[1:]
+    only = [a for a in sys.argv[1:] if not a.startswith("--")]
     for name, (shape, ks, st, variants) in CASES.items():
         if only and name not in only:
             continue
+        if "--boxes" in sys.argv:
+            if name not in BOXES:
+                continue
+            variants = BOXES[name]
+        else:
+            variants = [(w, s, r, None) for w, s, r in variants]
         g = torch.Generator(device="cuda").manual_seed(0)
         q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
         run, out, meta = launcher(q, k, v, ks, st)
         boxes = tuple(meta[f"BM{i}"] for i in range(3)), tuple(meta[f"BN{i}"] for i in range(3))
         print(f"{name}: boxes {boxes}, MASK_MODE {meta['MASK_MODE']}", flush=True)
         ref = None
-        for w, s, r in variants:
+        for w, s, r, bx in variants:
+            if bx is not None:
+                run, out, meta = launcher(q, k, v, ks, st, bx)
+            label = "" if bx is None else f" boxes {bx} mask {meta['MASK_MODE']}"
             out.fill_(float("nan"))
             kern = run(w, s, r)
             torch.cuda.synchronize()
             same = ref is None or torch.equal(out, ref)
+            diff = 0.0 if ref is None else (out.float() - ref.float()).abs().max().item()
             if ref is None:
                 ref = out.clone()
             ts = [do_bench(lambda: run(w, s, r), warmup=10, rep=100) for _ in range(3)]
             regs, spills = getattr(kern, "n_regs", "?"), getattr(kern, "n_spills", "?")
             smem = getattr(kern, "metadata", None)
             smem = getattr(smem, "shared", "?") if smem is not None else "?"
-            print(f"  w{w} s{s} maxnreg {str(r):4s}: {1e3 * statistics.median(ts):8.1f} us  regs {regs} spills {spills}"
-                  f" smem {smem}  same {same}", flush=True)
+            print(f"  w{w} s{s} maxnreg {str(r):4s}{label}: {1e3 * statistics.median(ts):8.1f} us  regs {regs}"
+                  f" spills {spills} smem {smem}  same {same} (max diff {diff:.2g})", flush=True)
 
 
 main()
