@@ -8,6 +8,8 @@
 # Set FOVEAL_GIT_COMMIT=<hash> when the GPU copy has no (or a stale) .git: the JSON records it.
 # .whl/ (not in git; carry it) holds what the GPU image lacks: pip download --no-deps --only-binary=:all:
 #   --python-version 3.12 -d .whl jsonargparse docstring-parser typeshed-client pytest pluggy iniconfig pygments
+#   pytest-xdist execnet (the tests part runs 8 pytest workers when xdist is there: Triton's compiles, not the GPU,
+#   bound the serial run, ~530 s against ~143 s in session 16)
 # Every suite runs under its own time limit and writes its JSON after each row, so a suite cut
 # short keeps what it measured. Logs go to OUTDIR/log-<part>.txt.
 set -uo pipefail
@@ -23,9 +25,14 @@ python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'trito
 bench="python3 -m tasks.cli bench --out $out --warmup-ms 10 --rep-ms 60"
 if [ "$part" = tests ]; then  # the interpreter does not show every GPU bug (session 3: region_topk)
   echo "== tests" >>"$log"
-  timeout ${T_TESTS:-540} python3 -m pytest -q -p no:cacheprovider --tb=short tests/ops/test_tuning.py \
-    tests/ops/test_eager_dispatch.py tests/ops/test_routing_kernels.py tests/ops/test_routing.py tests/ops/test_lka.py \
-    tests/ops/test_neighborhood.py >>"$log" 2>&1
+  files="tests/ops/test_tuning.py tests/ops/test_eager_dispatch.py tests/ops/test_routing_kernels.py
+    tests/ops/test_routing.py tests/ops/test_lka.py tests/ops/test_neighborhood.py tests/ops/test_na_tiling.py
+    tests/ops/test_na1d_slice.py tests/zoo/test_neighborhood_layers.py"
+  workers=""; python3 -c "import xdist" 2>/dev/null && workers="-n 8"
+  # the big-memory tests (2**31-element batches, 66,000 (batch, head) pairs) run alone, after the rest
+  FOVEAL_QUICK_TUNE=1 timeout ${T_TESTS:-400} python3 -m pytest -q $workers -p no:cacheprovider --tb=short $files \
+    -k "not 2_31 and not 65535" >>"$log" 2>&1
+  FOVEAL_QUICK_TUNE=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short $files -k "2_31 or 65535" >>"$log" 2>&1
 elif [ "$part" = van ]; then
   echo "== probe11" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe11.py van_b0 >>"$log" 2>&1
   echo "== probe12" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe12.py >>"$log" 2>&1
