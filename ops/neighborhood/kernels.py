@@ -129,14 +129,29 @@ def _walk_len(a0, b0, a1, b1, a2, b2, B0: tl.constexpr, B1: tl.constexpr, B2: tl
 
 @triton.jit
 def _walk_block(it, a0, a1, a2, b0, b1, b2, n1, n2, r0, r1, r2,
-                B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+                B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, ONE0: tl.constexpr, ONE1: tl.constexpr):
     """Block ``it`` of the walk over the box [a, b] (last axis fastest): its rows' group-local
     indices (``r*`` from ``_box_rows``) and which rows lie inside the box. One flat loop instead
     of nested per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis
-    innermost loop is often one or two blocks long."""
-    j0 = a0 + (it // (n1 * n2)) * B0 + r0
-    j1 = a1 + ((it // n2) % n1) * B1 + r1
-    j2 = a2 + (it % n2) * B2 + r2
+    innermost loop is often one or two blocks long. ``ONE0``/``ONE1``: the walk is one block
+    long on that axis (the padding axes of 1-D/2-D problems, ``SKIP*``), so fewer runtime
+    divisions locate the block: they were ~45 of the 490 instructions of a backbone forward
+    block (probe40-style offline compile, session 16)."""
+    if ONE0 and ONE1:
+        w0 = 0
+        w1 = 0
+        w2 = it
+    elif ONE0:   # it < n1 * n2
+        w0 = 0
+        w1 = it // n2
+        w2 = it - w1 * n2
+    else:
+        w0 = it // (n1 * n2)
+        w1 = (it // n2) % n1
+        w2 = it % n2
+    j0 = a0 + w0 * B0 + r0
+    j1 = a1 + w1 * B1 + r1
+    j2 = a2 + w2 * B2 + r2
     return j0, j1, j2, (j0 <= b0) & (j1 <= b1) & (j2 <= b2)
 
 
@@ -223,7 +238,7 @@ def _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
     ``_mask_mode``): 2 tests each (query, key) pair against the query's window, 1 only the walk's
     bounds, 0 nothing (the caller then ignores the mask)."""
     j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
-                                    BN0, BN1, BN2)
+                                    BN0, BN1, BN2, SKIP0, SKIP1)
     x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
     k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
     v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
@@ -552,7 +567,7 @@ def _na_bwd_dkv_kernel(
     for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_block)
         hq = hk * KV_GROUP + it // n_blocks
         i0, i1, i2, q_ok = _walk_block(it % n_blocks, qa0, qa1, qa2, qb0, qb1, qb2, nb1, nb2, r0, r1, r2,
-                                       BM0, BM1, BM2)
+                                       BM0, BM1, BM2, SKIP0, SKIP1)
         x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
         q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
