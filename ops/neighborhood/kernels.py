@@ -124,35 +124,49 @@ def _walk_len(a0, b0, a1, b1, a2, b2, B0: tl.constexpr, B1: tl.constexpr, B2: tl
     n0 = (b0 - a0 + B0) // B0
     n1 = (b1 - a1 + B1) // B1
     n2 = (b2 - a2 + B2) // B2
-    return n1, n2, n0 * n1 * n2
+    return n0, n1, n2, n0 * n1 * n2
 
 
 @triton.jit
-def _walk_block(it, a0, a1, a2, b0, b1, b2, n1, n2, r0, r1, r2,
-                B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, ONE0: tl.constexpr, ONE1: tl.constexpr):
-    """Block ``it`` of the walk over the box [a, b] (last axis fastest): its rows' group-local
-    indices (``r*`` from ``_box_rows``) and which rows lie inside the box. One flat loop instead
-    of nested per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis
-    innermost loop is often one or two blocks long. ``ONE0``/``ONE1``: the walk is one block
-    long on that axis (the padding axes of 1-D/2-D problems, ``SKIP*``), so fewer runtime
-    divisions locate the block: they were ~45 of the 490 instructions of a backbone forward
-    block (probe40-style offline compile, session 16)."""
-    if ONE0 and ONE1:
-        w0 = 0
-        w1 = 0
-        w2 = it
-    elif ONE0:   # it < n1 * n2
-        w0 = 0
-        w1 = it // n2
-        w2 = it - w1 * n2
-    else:
-        w0 = it // (n1 * n2)
-        w1 = (it // n2) % n1
-        w2 = it % n2
+def _walk_block(w0, w1, w2, a0, a1, a2, b0, b1, b2, r0, r1, r2,
+                B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
+    """Block (w0, w1, w2) of the walk over the box [a, b]: its rows' group-local indices (``r*``
+    from ``_box_rows``) and which rows lie inside the box. The walks are one flat loop, not
+    nested per-axis loops: Triton software-pipelines only the innermost loop, and a per-axis
+    innermost loop is often one or two blocks long."""
     j0 = a0 + w0 * B0 + r0
     j1 = a1 + w1 * B1 + r1
     j2 = a2 + w2 * B2 + r2
     return j0, j1, j2, (j0 <= b0) & (j1 <= b1) & (j2 <= b2)
+
+
+@triton.jit
+def _walk_start():
+    """The first block's counters: int32 scalars that the loop carries (a runtime zero, so their
+    type does not change in the loop)."""
+    zero = tl.program_id(0) * 0
+    return zero, zero, zero
+
+
+@triton.jit
+def _walk_next(w0, w1, w2, n0, n1, n2, ONE0: tl.constexpr, ONE1: tl.constexpr):
+    """The walk's next block (last axis fastest) and whether the walk wrapped to its first.
+    Counters carried across the loop, not the loop index divided by the block counts: those three
+    runtime divisions were ~70 of a 3-D forward block's 604 SASS instructions and ~45 of a 2-D
+    backbone block's 490 (offline sm_90 compiles, session 16). ``ONE0``/``ONE1``: the walk is one
+    block long on that axis (the padding axes of 1-D/2-D problems, ``SKIP*``)."""
+    w2 = w2 + 1
+    wrap = w2 == n2
+    w2 = tl.where(wrap, 0, w2)
+    if not ONE1:
+        w1 = tl.where(wrap, w1 + 1, w1)
+        wrap = w1 == n1
+        w1 = tl.where(wrap, 0, w1)
+    if not ONE0:
+        w0 = tl.where(wrap, w0 + 1, w0)
+        wrap = w0 == n0
+        w0 = tl.where(wrap, 0, w0)
+    return w0, w1, w2, wrap
 
 
 @triton.jit
@@ -225,20 +239,20 @@ def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, PRECISION: tl
 # forward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
-               lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, nb1, nb2, c0, c1, c2,
+def _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+               lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, c0, c1, c2,
                g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
                C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
                BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr,
                MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr):
-    """Key block ``it`` of a query box's walk over its window union [u_lo, u_hi] (forward and dQ):
+    """Key block (w0, w1, w2) of a query box's walk over its window union [u_lo, u_hi] (forward and dQ):
     K^T [D, N], V as [N, Dv] (or V^T [Dv, N] when V_T) and the scores' mask. MASK_MODE (host's
     ``_mask_mode``): 2 tests each (query, key) pair against the query's window, 1 only the walk's
     bounds, 0 nothing (the caller then ignores the mask)."""
-    j0, j1, j2, kv_ok = _walk_block(it, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, nb1, nb2, c0, c1, c2,
-                                    BN0, BN1, BN2, SKIP0, SKIP1)
+    j0, j1, j2, kv_ok = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
+                                    BN0, BN1, BN2)
     x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
     k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
     v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
@@ -350,14 +364,16 @@ def _na_fwd_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    nb0, nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    w0, w1, w2 = _walk_start()
     for it in range(0, n_blocks):
-        kt, v, mask = _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+        kt, v, mask = _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                                  lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-                                 nb1, nb2, c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                 c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                  K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
                                  MASK_MODE, False, UPCAST)
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASK_MODE > 0, PRECISION)
+        w0, w1, w2, _ = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):   # additional keys: dense, same softmax
@@ -453,15 +469,17 @@ def _na_bwd_dq_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
-    nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    nb0, nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
+    w0, w1, w2 = _walk_start()
     for it in range(0, n_blocks):
         # rows past the grid need no mask: they load q = dO = 0 and lse = delta = 0, so their dS is 0
-        kt, vt, mask = _walk_step(it, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
+        kt, vt, mask = _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                                   lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-                                  nb1, nb2, c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                  c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                   K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
                                   MASK_MODE, True, UPCAST)
         dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASK_MODE > 0, PRECISION)
+        w0, w1, w2, _ = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
 
     offs_e = tl.arange(0, BLOCK_N)
     for e in range(0, N_EXTRA, BLOCK_N):
@@ -563,11 +581,11 @@ def _na_bwd_dkv_kernel(
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
-    nb1, nb2, n_blocks = _walk_len(qa0, qb0, qa1, qb1, qa2, qb2, BM0, BM1, BM2)
+    nb0, nb1, nb2, n_blocks = _walk_len(qa0, qb0, qa1, qb1, qa2, qb2, BM0, BM1, BM2)
+    w0, w1, w2 = _walk_start()
+    hq = hk * KV_GROUP
     for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_block)
-        hq = hk * KV_GROUP + it // n_blocks
-        i0, i1, i2, q_ok = _walk_block(it % n_blocks, qa0, qa1, qa2, qb0, qb1, qb2, nb1, nb2, r0, r1, r2,
-                                       BM0, BM1, BM2, SKIP0, SKIP1)
+        i0, i1, i2, q_ok = _walk_block(w0, w1, w2, qa0, qa1, qa2, qb0, qb1, qb2, r0, r1, r2, BM0, BM1, BM2)
         x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
         q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
@@ -583,10 +601,9 @@ def _na_bwd_dkv_kernel(
         if MASK_MODE == 1:
             # the walk starts at a stride-group start (a group's queries share their window), so a
             # box of BM rows with BM | S per axis has one window: its first row's
-            itb = it % n_blocks
-            lo0, hi0 = _axis_bounds(tl.minimum(qa0 + (itb // (nb1 * nb2)) * BM0, Lg0 - 1), Lg0, K0, S0, C0)
-            lo1, hi1 = _axis_bounds(tl.minimum(qa1 + ((itb // nb2) % nb1) * BM1, Lg1 - 1), Lg1, K1, S1, C1)
-            lo2, hi2 = _axis_bounds(tl.minimum(qa2 + (itb % nb2) * BM2, Lg2 - 1), Lg2, K2, S2, C2)
+            lo0, hi0 = _axis_bounds(tl.minimum(qa0 + w0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
+            lo1, hi1 = _axis_bounds(tl.minimum(qa1 + w1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
+            lo2, hi2 = _axis_bounds(tl.minimum(qa2 + w2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
             key_in = _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2, K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
             mask = key_in[:, None] & q_ok[None, :]
         else:
@@ -597,6 +614,8 @@ def _na_bwd_dkv_kernel(
                              lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0,
                              SKIP1) & q_ok[None, :]
         dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+        w0, w1, w2, wrapped = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
+        hq += wrapped.to(tl.int32)   # the walk starts over for the group's next query head
 
     kv_mask = kv_ok[:, None]
     tl.store(DK + b * sdk_b + hk * sdk_h + (p0 * sdk_0 + p1 * sdk_1 + p2 * sdk_2)[:, None] + offs_d[None, :],
