@@ -47,8 +47,15 @@ def launcher(q, k, v, ks, st, boxes=None):
 
 
 # round 2 (--boxes): smaller key boxes (less shared memory and fewer registers per program) for the
-# 4-warp cases; rows (warps, stages, maxnreg, (query box, key box) or None for the plan's)
+# 4-warp cases; rows (warps, stages, maxnreg, (query box, key box) or None for the plan's). The
+# backbone rows (added after 653eb65, untimed): 16-row boxes on one warp walk 2.2-2.7x the needed
+# products against 3.17x and compile to 64 registers against 128-144 (8 warps per scheduler), with
+# main loops of ~175-190 SASS instructions per 256 scores against ~440-480 per 1024 (probe44-style
+# compile); before the walk counters their three divisions made them lose (probe33)
 BOXES = {
+    "NA-2D backbone": [(1, 2, 128, None), (1, 3, 128, None), (1, 2, None, ((1, 8, 2), (1, 2, 8))),
+                       (1, 3, None, ((1, 8, 2), (1, 2, 8))), (1, 2, None, ((1, 4, 4), (1, 4, 4))),
+                       (1, 2, None, ((1, 2, 8), (1, 1, 16))), (1, 3, None, ((1, 2, 8), (1, 1, 16)))],
     "GNA-2D": [(4, 3, None, None), (4, 3, None, ((1, 4, 16), (1, 2, 16))), (4, 4, None, ((1, 4, 16), (1, 2, 16))),
                (4, 2, None, ((1, 4, 16), (1, 2, 16))), (2, 3, None, ((1, 2, 16), (1, 4, 16))),
                (2, 3, None, ((1, 2, 16), (1, 2, 16))), (1, 3, 128, ((1, 2, 16), (1, 2, 16)))],
