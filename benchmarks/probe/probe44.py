@@ -27,7 +27,8 @@ CASES = {"NA-2D large": ((1, 96, 96, 24, 128), ((17, 17), (1, 1), (1, 1), (False
 
 
 def compile_counts(fn, values: dict, num_warps: int, num_stages: int, maxnreg=None) -> tuple[int, int, int, int]:
-    """(registers, spill-store bytes, SASS instructions, instructions in the main loop)."""
+    """(registers, spill-store bytes, SASS instructions, instructions in the main loop; 0 when
+    the compiler unrolled every loop)."""
     names = fn.arg_names
     sig, consts, attrs = {}, {}, {}
     for i, n in enumerate(names):
@@ -62,6 +63,8 @@ def compile_counts(fn, values: dict, num_warps: int, num_stages: int, maxnreg=No
     ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"\n\s+/\*([0-9a-f]{4})\*/\s+(.*?);", sass)]
     loops = [(int(m.group(1), 16), a) for a, t in ins for m in [re.search(r"BRA\s+0x([0-9a-f]+)", t)]
              if m and int(m.group(1), 16) < a]
+    if not loops:   # fully unrolled
+        return regs, spill, len(ins), 0
     lo, hi = max(loops, key=lambda x: x[1] - x[0])
     return regs, spill, len(ins), sum(1 for a, _ in ins if lo <= a <= hi)
 
