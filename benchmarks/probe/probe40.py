@@ -64,7 +64,7 @@ def compile_report(label, fn, values: dict, num_warps: int, num_stages: int) -> 
     regs = re.search(r"Used (\d+) registers", err).group(1)
     spill = re.search(r"(\d+) bytes spill stores", err).group(1)
     sass = subprocess.run([NVDISASM, "-sass", ptx + ".o"], capture_output=True, text=True).stdout
-    n_sass = sum(1 for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", line))
+    n_sass = sum(1 for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line))
     print(f"{label:28s} w{num_warps} s{num_stages}: {regs:>4s} registers, {spill:>5s} B spills, "
           f"{n_sass:6d} SASS instructions", flush=True)
 

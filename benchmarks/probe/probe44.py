@@ -60,7 +60,7 @@ def compile_counts(fn, values: dict, num_warps: int, num_stages: int, maxnreg=No
     regs = int(re.search(r"Used (\d+) registers", err).group(1))
     spill = int(re.search(r"(\d+) bytes spill stores", err).group(1))
     sass = subprocess.run([probe40.NVDISASM, "-sass", ptx + ".o"], capture_output=True, text=True).stdout
-    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"\n\s+/\*([0-9a-f]{4})\*/\s+(.*?);", sass)]
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"\n\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
     loops = [(int(m.group(1), 16), a) for a, t in ins for m in [re.search(r"BRA\s+0x([0-9a-f]+)", t)]
              if m and int(m.group(1), 16) < a]
     if not loops:   # fully unrolled
