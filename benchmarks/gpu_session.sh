@@ -5,6 +5,10 @@
 #   bash benchmarks/gpu_session.sh OUTDIR tests   # the kernel test files on CUDA (pytest travels in .whl/)
 #   bash benchmarks/gpu_session.sh OUTDIR van     # VAN: host vs GPU time (probe11), LKA kernels (probe12),
 #                                                 # models eager and compiled
+#   BASE=<ops copy> bash benchmarks/gpu_session.sh OUTDIR ab   # NA kernels against another copy of ops, same
+#                                                 # process (probe39, forward and forward+backward), then
+#                                                 # the forward's box/config sweep (probe43 --boxes)
+#   (an ops copy: git archive <commit> ops | tar -x -C <folder>, carried to the GPU machine)
 # Set FOVEAL_GIT_COMMIT=<hash> when the GPU copy has no (or a stale) .git: the JSON records it.
 # .whl/ (not in git; carry it) holds what the GPU image lacks: pip download --no-deps --only-binary=:all:
 #   --python-version 3.12 -d .whl jsonargparse docstring-parser typeshed-client pytest pluggy iniconfig pygments
@@ -13,7 +17,7 @@
 # Every suite runs under its own time limit and writes its JSON after each row, so a suite cut
 # short keeps what it measured. Logs go to OUTDIR/log-<part>.txt.
 set -uo pipefail
-out=${1:?output folder}; part=${2:?part: ops, na, van or tests}
+out=${1:?output folder}; part=${2:?part: ops, na, van, tests or ab}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -d .whl ]; then  # packages the GPU image lacks travel as wheels
@@ -33,6 +37,11 @@ if [ "$part" = tests ]; then  # the interpreter does not show every GPU bug (ses
   FOVEAL_QUICK_TUNE=1 timeout ${T_TESTS:-400} python3 -m pytest -q $workers -p no:cacheprovider --tb=short $files \
     -k "not 2_31 and not 65535" >>"$log" 2>&1
   FOVEAL_QUICK_TUNE=1 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short $files -k "2_31 or 65535" >>"$log" 2>&1
+elif [ "$part" = ab ]; then
+  base=$(cd "${BASE:?BASE=<folder holding another copy of ops>}" && pwd)
+  echo "== probe39 forward" >>"$log"; (cd benchmarks/probe && timeout ${T_PROBE:-120} python3 probe39.py "$base" >>"$log" 2>&1)
+  echo "== probe39 --backward" >>"$log"; (cd benchmarks/probe && timeout ${T_PROBE_BWD:-240} python3 probe39.py "$base" --backward >>"$log" 2>&1)
+  echo "== probe43 --boxes" >>"$log"; timeout ${T_PROBE:-120} python3 benchmarks/probe/probe43.py --boxes >>"$log" 2>&1
 elif [ "$part" = van ]; then
   echo "== probe11" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe11.py van_b0 >>"$log" 2>&1
   echo "== probe12" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe12.py >>"$log" 2>&1
