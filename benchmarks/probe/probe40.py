@@ -29,16 +29,19 @@ NVDISASM = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", 
 SHAPE, WINDOW = (1, 20, 48, 80, 12, 128), ((7, 15, 15), (1, 1, 1), (1, 1, 1), (False, False, False))
 
 
-def compile_report(label, fn, values: dict, num_warps: int, num_stages: int) -> None:
+def compile_counts(fn, values: dict, num_warps: int, num_stages: int, maxnreg=None) -> tuple[int, int, int, int]:
     """Compile ``fn`` (a jit function) for sm_90 with ``values`` (every argument by name: tensors
-    as dtype strings, ints, floats, constexprs) and print registers, spills and SASS lines."""
+    as dtype strings, ints, floats, constexprs) and an optional register cap: (registers,
+    spill-store bytes, SASS instructions, instructions in the main loop, the longest backward
+    branch's body; 0 when the compiler unrolled every loop)."""
     names = fn.arg_names
     sig, consts, attrs = {}, {}, {}
     for i, n in enumerate(names):
         v = values[n]
         if i in fn.constexprs:
-            continue                      # below
-        if isinstance(v, str):            # a pointer
+            sig[n] = "constexpr"
+            consts[(i,)] = v
+        elif isinstance(v, str):           # a pointer
             sig[n] = v
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(v, float):
@@ -50,22 +53,31 @@ def compile_report(label, fn, values: dict, num_warps: int, num_stages: int) -> 
             sig[n] = "i64" if abs(v) >= 2**31 else "i32"
             if v % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
-    for i in fn.constexprs:
-        sig[names[i]] = "constexpr"
-        consts[(i,)] = values[names[i]]
-    src = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
-                                                                                  num_stages=num_stages))
+    options = dict(num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg else {}))
+    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                            target=GPUTarget("cuda", 90, 32), options=options)
     ptx = "/tmp/_probe40.ptx"
     with open(ptx, "w") as f:
         f.write(kernel.asm["ptx"])
-    err = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", ptx + ".o"],
+    cap = ["--maxrregcount", str(maxnreg)] if maxnreg else []
+    err = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", ptx + ".o", *cap],
                          capture_output=True, text=True).stderr
-    regs = re.search(r"Used (\d+) registers", err).group(1)
-    spill = re.search(r"(\d+) bytes spill stores", err).group(1)
+    regs = int(re.search(r"Used (\d+) registers", err).group(1))
+    spill = int(re.search(r"(\d+) bytes spill stores", err).group(1))
     sass = subprocess.run([NVDISASM, "-sass", ptx + ".o"], capture_output=True, text=True).stdout
-    n_sass = sum(1 for line in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4,}\*/", line))
-    print(f"{label:28s} w{num_warps} s{num_stages}: {regs:>4s} registers, {spill:>5s} B spills, "
+    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"\n\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
+    loops = [(int(m.group(1), 16), a) for a, t in ins for m in [re.search(r"BRA\s+0x([0-9a-f]+)", t)]
+             if m and int(m.group(1), 16) < a]
+    if not loops:
+        return regs, spill, len(ins), 0
+    lo, hi = max(loops, key=lambda x: x[1] - x[0])
+    return regs, spill, len(ins), sum(1 for a, _ in ins if lo <= a <= hi)
+
+
+def compile_report(label, fn, values: dict, num_warps: int, num_stages: int) -> None:
+    """Print registers, spills and SASS instructions of ``fn`` compiled as ``compile_counts`` does."""
+    regs, spill, n_sass, _ = compile_counts(fn, values, num_warps, num_stages)
+    print(f"{label:28s} w{num_warps} s{num_stages}: {regs:4d} registers, {spill:5d} B spills, "
           f"{n_sass:6d} SASS instructions", flush=True)
 
 

@@ -1,72 +1,24 @@
 """Probe (session 16, no GPU needed): registers, spills, SASS instructions and the size of the main
 loop of NA's forward, dQ and dK/dV kernels on the five bench cases, this tree's ``ops`` against
-another copy (``ab.py``), compiled offline for sm_90 (probe40's method: the launch's
+another copy (``ab.py``), compiled offline for sm_90 (``probe40.compile_counts``: the launch's
 meta-parameters and Triton's integer specialization). The main loop is the longest backward
 branch's body: one key block of a walk per iteration. Warps as the kernels' rules pick them;
 stages and register caps as their autotuners offer them.
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe44.py /tmp/base/ops
 """
-import re
-import subprocess
 import sys
-
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 import ops
 import probe40
 from ab import load_base
+from probe40 import compile_counts
 
 CASES = {"NA-2D large": ((1, 96, 96, 24, 128), ((17, 17), (1, 1), (1, 1), (False, False))),
          "NA-2D backbone": ((64, 56, 56, 4, 32), ((7, 7), (1, 1), (1, 1), (False, False))),
          "NA-3D video": ((1, 20, 48, 80, 12, 128), ((7, 15, 15), (1, 1, 1), (1, 1, 1), (False,) * 3)),
          "GNA-2D": ((1, 96, 96, 24, 128), ((16, 16), (1, 1), (8, 16), (False, False))),
          "GNA-3D": ((1, 20, 48, 80, 12, 128), ((8, 16, 16), (1, 1, 1), (2, 8, 8), (False,) * 3))}
-
-
-def compile_counts(fn, values: dict, num_warps: int, num_stages: int, maxnreg=None) -> tuple[int, int, int, int]:
-    """(registers, spill-store bytes, SASS instructions, instructions in the main loop; 0 when
-    the compiler unrolled every loop)."""
-    names = fn.arg_names
-    sig, consts, attrs = {}, {}, {}
-    for i, n in enumerate(names):
-        v = values[n]
-        if i in fn.constexprs:
-            sig[n] = "constexpr"
-            consts[(i,)] = v
-        elif isinstance(v, str):
-            sig[n] = v
-            attrs[(i,)] = [["tt.divisibility", 16]]
-        elif isinstance(v, float):
-            sig[n] = "fp32"
-        elif v == 1:
-            sig[n] = "constexpr"
-            consts[(i,)] = 1
-        else:
-            sig[n] = "i32"
-            if v % 16 == 0:
-                attrs[(i,)] = [["tt.divisibility", 16]]
-    options = dict(num_warps=num_warps, num_stages=num_stages, **({"maxnreg": maxnreg} if maxnreg else {}))
-    kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
-                            target=GPUTarget("cuda", 90, 32), options=options)
-    ptx = "/tmp/_probe44.ptx"
-    with open(ptx, "w") as f:
-        f.write(kernel.asm["ptx"])
-    cap = ["--maxrregcount", str(maxnreg)] if maxnreg else []
-    err = subprocess.run([probe40.PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", ptx + ".o", *cap],
-                         capture_output=True, text=True).stderr
-    regs = int(re.search(r"Used (\d+) registers", err).group(1))
-    spill = int(re.search(r"(\d+) bytes spill stores", err).group(1))
-    sass = subprocess.run([probe40.NVDISASM, "-sass", ptx + ".o"], capture_output=True, text=True).stdout
-    ins = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"\n\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", sass)]
-    loops = [(int(m.group(1), 16), a) for a, t in ins for m in [re.search(r"BRA\s+0x([0-9a-f]+)", t)]
-             if m and int(m.group(1), 16) < a]
-    if not loops:   # fully unrolled
-        return regs, spill, len(ins), 0
-    lo, hi = max(loops, key=lambda x: x[1] - x[0])
-    return regs, spill, len(ins), sum(1 for a, _ in ins if lo <= a <= hi)
 
 
 def main():

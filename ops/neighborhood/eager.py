@@ -49,17 +49,17 @@ class NAProgram:
         problem = (q_shape, k_shape[-2], v_shape[-1], p.kernel_size, p.dilation, p.stride, p.is_causal, n_extra,
                    dtype)
         self.out_shape = (*q_shape[:-1], v_shape[-1])
-        check_span("out", self.out_shape, contiguous_strides(self.out_shape))
         self.lse_shape = q_shape[:-1]
-        sq, sk, sv = (_s5_of(s, 2) for s in strides[:3])
-        se = (*strides[3][:3], *strides[4][:3]) if has_extra else (0,) * 6
         self.grad_strides = contiguous_strides(self.out_shape)   # what grad_out must have (out's strides)
         self.lse_strides = contiguous_strides(self.lse_shape)
+        check_span("out", self.out_shape, self.grad_strides)
+        sq, sk, sv = (_s5_of(s, 2) for s in strides[:3])
+        se = (*strides[3][:3], *strides[4][:3]) if has_extra else (0,) * 6
         so, sl = _s5_of(self.grad_strides, 2), _s5_of(self.lse_strides, 1)
         # 64-bit batch offsets when a launch's tensors reach 2**31 elements, decided as na_forward
         # and na_backward do (inputs as given; outputs, LSE and gradients contiguous)
         given = tuple(zip(shapes, strides))
-        made = tuple((sh, contiguous_strides(sh)) for sh in (self.out_shape, self.lse_shape))
+        made = ((self.out_shape, self.grad_strides), (self.lse_shape, self.lse_strides))
         grads = tuple((sh, contiguous_strides(sh)) for sh in shapes)
         wide = wide_offsets(*given, *made, *grads)
         # forward: the launch and site key na_forward builds for these tensors
