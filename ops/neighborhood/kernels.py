@@ -721,10 +721,11 @@ def _pad_params(rank: int, values, fill):
 def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int, kind: str):
     """Padded per-axis sizes, dilation, group lengths and the (query box, key box) of a launch.
 
-    Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles, or 128 x 128 when
-    they cost no more than 5% extra products and windows hold >= 1024 keys (long walks of nearly
-    dense tiles, as in 3-D GNA, run faster on big tiles), or 32 x 32 on one warp for 1-D/2-D
-    problems at head dim 32 when they walk <= 0.7x the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
+    Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles (64 x 32 for 1-D/2-D
+    problems at head dims above 64), or 128 x 128 when they cost no more than 5% extra products
+    and windows hold >= 1024 keys (long walks of nearly dense tiles, as in 3-D GNA, run faster on
+    big tiles), or 32 x 32 on one warp for 1-D/2-D problems at head dim 32 when they walk <= 0.7x
+    the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
     in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
     walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
@@ -736,7 +737,10 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     if interpret_mode():
         options = [(16, 16)]
     elif kind == "fwd":
-        options = [(64, 64), (128, 128)] if head_dim <= 128 else [(64, 32)]
+        # 1-D/2-D at head dims above 64: 32-key boxes (136 registers against 176, half the shared
+        # memory) ran NA-2D large 2% and GNA-2D 5% faster, NA-3D video 10% slower (probe39/43, s17)
+        keys = 32 if head_dim > 64 and shape[0] == 1 else 64
+        options = [(64, keys), (128, 128)] if head_dim <= 128 else [(64, 32)]
     elif kind == "dq":
         options = [(64, 64)] if head_dim <= 128 else [(64, 32)]
     else:
