@@ -82,6 +82,10 @@ class Fixed:
             return lambda *a, **k: None
         return lambda *a, **k: self.fn[grid](*a, **k, num_warps=self.warps, num_stages=self.stages)
 
+    def launch(self, site, grid, args, meta):
+        """``Launcher.launch``'s signature (the kernels' callers key their launches by site)."""
+        self[grid](*args, **meta)
+
 
 def boxes(case, rows, by_keys=False):
     """The cost model's (query box, key box) for ``rows`` and its walk / needed products;
