@@ -149,6 +149,23 @@ def _walk_start():
 
 
 @triton.jit
+def _window_core(t, Lg, BM: tl.constexpr, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
+    """The keys [x_lo, x_hi] inside the window of every query of box ``t`` on one axis (the last
+    query's low bound to the first query's high bound: both are monotone); empty when x_lo > x_hi."""
+    x_lo, _ = _axis_bounds(tl.minimum(t * BM + BM - 1, Lg - 1), Lg, K, S, CAUSAL)
+    _, x_hi = _axis_bounds(tl.minimum(t * BM, Lg - 1), Lg, K, S, CAUSAL)
+    return x_lo, x_hi
+
+
+@triton.jit
+def _block_edge(w, u_lo, x_lo, x_hi, BN: tl.constexpr):
+    """Whether key block ``w`` of a walk from ``u_lo`` leaves the window core [x_lo, x_hi] on one
+    axis (then some of its scores need the per-element window test)."""
+    a = u_lo + w * BN
+    return (a < x_lo) | (a + (BN - 1) > x_hi)
+
+
+@triton.jit
 def _walk_next(w0, w1, w2, n0, n1, n2, ONE0: tl.constexpr, ONE1: tl.constexpr):
     """The walk's next block (last axis fastest) and whether the walk wrapped to its first.
     Counters carried across the loop, not the loop index divided by the block counts: those three
@@ -202,6 +219,12 @@ def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASKED: tl.constexpr, PR
     s = tl.dot(q, kt, input_precision=PRECISION)
     if MASKED:
         s = tl.where(mask, s, float("-inf"))
+    return _fwd_update(acc, m_i, l_i, s, v, qk_scale, PRECISION)
+
+
+@triton.jit
+def _fwd_update(acc, m_i, l_i, s, v, qk_scale, PRECISION: tl.constexpr):
+    """The online softmax's update with the (masked) scores ``s`` of one key block."""
     m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet stay at zero
     alpha = tl.exp2(m_i - m_safe)
@@ -364,6 +387,12 @@ def _na_fwd_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
+    # key blocks inside every query's window (the core: the last query's low bound to the first
+    # query's high bound, per axis) skip the per-element window test
+    x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
+    x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)
+    x_lo2, x_hi2 = _window_core(t2, Lg2, BM2, K2, S2, C2)
+    STEP_MASK: tl.constexpr = 1 if MASK_MODE == 2 else MASK_MODE
     nb0, nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     w0, w1, w2 = _walk_start()
     for it in range(0, n_blocks):
@@ -371,8 +400,23 @@ def _na_fwd_kernel(
                                  lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
                                  c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                  K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                 MASK_MODE, False, UPCAST)
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASK_MODE > 0, PRECISION)
+                                 STEP_MASK, False, UPCAST)
+        s = tl.dot(q, kt, input_precision=PRECISION)
+        if MASK_MODE == 2:
+            edge = _block_edge(w2, u_lo2, x_lo2, x_hi2, BN2)
+            if not SKIP1:
+                edge = edge | _block_edge(w1, u_lo1, x_lo1, x_hi1, BN1)
+            if not SKIP0:
+                edge = edge | _block_edge(w0, u_lo0, x_lo0, x_hi0, BN0)
+            if edge:
+                j0, j1, j2, _ = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
+                                            BN0, BN1, BN2)
+                win = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
+                                lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+                s = tl.where(win, s, float("-inf"))
+        elif MASK_MODE == 1:
+            s = tl.where(mask, s, float("-inf"))
+        acc, m_i, l_i = _fwd_update(acc, m_i, l_i, s, v, qk_scale, PRECISION)
         w0, w1, w2, _ = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
 
     offs_e = tl.arange(0, BLOCK_N)
@@ -722,10 +766,10 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     """Padded per-axis sizes, dilation, group lengths and the (query box, key box) of a launch.
 
     Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles (64 x 32 for 1-D/2-D
-    problems at head dims above 64), or 128 x 128 when they cost no more than 5% extra products
-    and windows hold >= 1024 keys (long walks of nearly dense tiles, as in 3-D GNA, run faster on
-    big tiles), or 32 x 32 on one warp for 1-D/2-D problems at head dim 32 when they walk <= 0.7x
-    the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
+    problems at head dims above 64 with windows under 512 keys), or 128 x 128 when they cost no
+    more than 5% extra products and windows hold >= 1024 keys (long walks of nearly dense tiles,
+    as in 3-D GNA, run faster on big tiles), or 32 x 32 on one warp for 1-D/2-D problems at head
+    dim 32 when they walk <= 0.7x the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
     in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
     walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
@@ -737,9 +781,11 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     if interpret_mode():
         options = [(16, 16)]
     elif kind == "fwd":
-        # 1-D/2-D at head dims above 64: 32-key boxes (136 registers against 176, half the shared
-        # memory) ran NA-2D large 2% and GNA-2D 5% faster, NA-3D video 10% slower (probe39/43, s17)
-        keys = 32 if head_dim > 64 and shape[0] == 1 else 64
+        # 1-D/2-D at head dims above 64 with windows under 512 keys: 32-key boxes (136 registers
+        # against 176, half the shared memory) ran 2-23% faster on six such shapes (NA-2D large 2%,
+        # GNA-2D 5%, 1-D k31 23%), 7% slower on 2-D windows of 961-1089 keys and 10% slower on
+        # NA-3D video (probe39/43/45, session 17)
+        keys = 32 if head_dim > 64 and shape[0] == 1 and math.prod(window[0]) < 512 else 64
         options = [(64, keys), (128, 128)] if head_dim <= 128 else [(64, 32)]
     elif kind == "dq":
         options = [(64, 64)] if head_dim <= 128 else [(64, 32)]

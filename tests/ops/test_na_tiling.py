@@ -105,7 +105,7 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     """The GPU plan's forward boxes (``kernels._plan`` off the interpreter): 32x32 boxes on one warp
     for 1-D/2-D problems at head dim 32 whose 64x64 walk is >= 1/0.7 as long; 64-row boxes for
     larger head dims, larger windows and 3-D problems (probe33), with 32-key boxes for 1-D/2-D
-    problems above head dim 64 (probe39/43, session 17)."""
+    problems above head dim 64 with windows under 512 keys (probe39/43/45, session 17)."""
     K = pytest.importorskip("ops.neighborhood.kernels")
     monkeypatch.setattr(K, "interpret_mode", lambda: False)
 
@@ -119,6 +119,8 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     assert fwd_boxes((56, 56), (7, 7), 64) == (64, 64)      # the rule is measured at head dim 32 only
     assert fwd_boxes((96, 96), (17, 17), 32) == (64, 64)    # 1.99x walk: 32x32 boxes save too little
     assert fwd_boxes((96, 96), (17, 17), 128) == (64, 32)   # 1-D/2-D above head dim 64: 32-key boxes
+    assert fwd_boxes((4096,), (257,), 128) == (64, 32)
+    assert fwd_boxes((64, 64), (33, 33), 128) == (64, 64)   # unless the window holds >= 512 keys
     assert fwd_boxes((20, 48, 80), (7, 15, 15), 128) == (64, 64)  # not 3-D (10% slower there)
     assert fwd_boxes((8, 28, 28), (3, 7, 7), 32) == (64, 64)  # slower on 3-D
     dq = K._plan((56, 56), 2, (7, 7), (1, 1), (1, 1), (False,) * 2, 32, "dq")

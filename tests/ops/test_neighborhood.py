@@ -94,6 +94,52 @@ ALIGNED_GNA = [
 ]
 
 
+# Windows larger than the boxes: key blocks inside every window of their query box (the box's
+# window core) skip the forward's per-element window test, the others keep it.
+# (shape, kernel, dilation, stride, causal, boxes)
+WINDOW_CORE = [
+    ((40,), (17,), (1,), (1,), (False,), ((1, 1, 8), (1, 1, 4))),
+    ((37,), (11,), (2,), (2,), (True,), ((1, 1, 4), (1, 1, 4))),
+    ((8, 9), (7, 5), (1, 1), (2, 1), (False, True), ((1, 2, 4), (1, 2, 2))),
+    ((3, 3, 9), (3, 3, 7), (1, 1, 1), (1, 2, 1), (False, False, False), ((1, 2, 4), (1, 1, 4))),
+]
+
+
+def _has_core_blocks(shape, kernel, dilation, stride, causal, boxes) -> bool:
+    """Whether some query box of the launch has a key block inside its window core, on every axis
+    (the axes are independent, so per axis is enough)."""
+    from ops.neighborhood.tiling import axis_window
+
+    pad = 3 - len(shape)
+    found = []
+    for length, k, d, s, c, bm, bn in zip(shape, kernel, dilation, stride, causal, boxes[0][pad:], boxes[1][pad:]):
+        ok = False
+        for g in range(d):
+            lg = -(-(length - g) // d)
+            for t in range(-(-lg // bm)):
+                first, last = min(t * bm, lg - 1), min(t * bm + bm - 1, lg - 1)
+                u_lo = axis_window(first, lg, k, s, c)[0]
+                x_lo, x_hi = axis_window(last, lg, k, s, c)[0], axis_window(first, lg, k, s, c)[1]
+                ok |= any(x_lo <= u_lo + w * bn and u_lo + w * bn + bn - 1 <= x_hi for w in range(lg))
+        found.append(ok)
+    return all(found)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("shape, kernel, dilation, stride, causal, boxes", WINDOW_CORE)
+def test_window_core_blocks(shape, kernel, dilation, stride, causal, boxes, dtype, device):
+    from ops.neighborhood.kernels import _mask_mode
+
+    pad = (1,) * (3 - len(shape))
+    assert _mask_mode(*boxes, pad + kernel, pad + stride, (False,) * len(pad) + causal) == 2
+    assert _has_core_blocks(shape, kernel, dilation, stride, causal, boxes)
+    gen, seed = fresh_generator()
+    c = dict(shape=shape, kernel=kernel, dilation=dilation, stride=stride, causal=causal,
+             batch=1, heads=1, kv_heads=1, dim=16, dim_v=32, extra=0)
+    _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
+
+
 @pytest.mark.kernel
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 @pytest.mark.parametrize("shape, kernel, stride, causal, boxes, mode", ALIGNED_GNA)
