@@ -20,7 +20,7 @@ import math
 
 Box = tuple[int, int, int]
 
-__all__ = ["axis_window", "choose_boxes", "query_range", "walk_products"]
+__all__ = ["axis_window", "choose_boxes", "core_fraction", "query_range", "walk_products"]
 
 
 def axis_window(i: int, length: int, kernel: int, stride: int, causal: bool) -> tuple[int, int]:
@@ -73,6 +73,29 @@ def walk_products(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bo
     programs own query boxes (forward, dQ) or key boxes (``by_keys``: dK/dV)."""
     blocks = math.prod(_axis_blocks(*args, by_keys) for args in zip(lengths, kernel, stride, causal, bm, bn))
     return blocks * math.prod(bm) * math.prod(bn)
+
+
+def _axis_core_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int) -> tuple[int, int]:
+    """(walked key boxes, those inside every window of their query box) on one axis, summed over
+    the query boxes of the forward walk. A query box's window core runs from its last query's low
+    bound to its first query's high bound (both bounds are monotone in the query)."""
+    walked = core = 0
+    for t in range(-(-length // bm)):
+        first, last = min(t * bm, length - 1), min(t * bm + bm - 1, length - 1)
+        lo = axis_window(first, length, kernel, stride, causal)[0]
+        hi = axis_window(last, length, kernel, stride, causal)[1]
+        x_lo, x_hi = axis_window(last, length, kernel, stride, causal)[0], axis_window(first, length, kernel, stride, causal)[1]
+        n = -(-(hi - lo + 1) // bn)
+        walked += n
+        core += sum(1 for w in range(n) if x_lo <= lo + w * bn and lo + w * bn + bn - 1 <= x_hi)
+    return walked, core
+
+
+def core_fraction(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], bm: Box, bn: Box) -> float:
+    """Share of the forward walk's key blocks that lie inside every window of their query box (no
+    per-element window test needed); the axes are independent, so the shares multiply."""
+    walked, core = zip(*(_axis_core_blocks(*args) for args in zip(lengths, kernel, stride, causal, bm, bn)))
+    return math.prod(core) / math.prod(walked)
 
 
 def _boxes(rows: int, caps: Box) -> list[Box]:

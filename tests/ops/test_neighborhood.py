@@ -95,13 +95,18 @@ ALIGNED_GNA = [
 
 
 # Windows larger than the boxes: key blocks inside every window of their query box (the box's
-# window core) skip the forward's per-element window test, the others keep it.
-# (shape, kernel, dilation, stride, causal, boxes)
+# window core) may skip the forward's per-element window test (``CORE``), the others keep it.
+# (shape, kernel, dilation, stride, causal, boxes); boxes of 16+ tokens on the GPU (tl.dot's minimum)
 WINDOW_CORE = [
     ((40,), (17,), (1,), (1,), (False,), ((1, 1, 8), (1, 1, 4))),
     ((37,), (11,), (2,), (2,), (True,), ((1, 1, 4), (1, 1, 4))),
     ((8, 9), (7, 5), (1, 1), (2, 1), (False, True), ((1, 2, 4), (1, 2, 2))),
     ((3, 3, 9), (3, 3, 7), (1, 1, 1), (1, 2, 1), (False, False, False), ((1, 2, 4), (1, 1, 4))),
+] if interpret_mode() else [
+    ((300,), (65,), (1,), (1,), (False,), ((1, 1, 32), (1, 1, 16))),
+    ((200,), (41,), (2,), (2,), (True,), ((1, 1, 16), (1, 1, 16))),
+    ((40, 40), (21, 17), (1, 1), (2, 1), (False, True), ((1, 4, 4), (1, 4, 4))),
+    ((6, 12, 40), (3, 9, 21), (1, 1, 1), (1, 2, 1), (False, False, False), ((1, 2, 8), (1, 1, 16))),
 ]
 
 
@@ -128,16 +133,40 @@ def _has_core_blocks(shape, kernel, dilation, stride, causal, boxes) -> bool:
 @pytest.mark.kernel
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 @pytest.mark.parametrize("shape, kernel, dilation, stride, causal, boxes", WINDOW_CORE)
-def test_window_core_blocks(shape, kernel, dilation, stride, causal, boxes, dtype, device):
-    from ops.neighborhood.kernels import _mask_mode
+def test_window_core_blocks(shape, kernel, dilation, stride, causal, boxes, dtype, device, monkeypatch):
+    import ops.neighborhood.kernels as K
 
     pad = (1,) * (3 - len(shape))
-    assert _mask_mode(*boxes, pad + kernel, pad + stride, (False,) * len(pad) + causal) == 2
+    assert K._mask_mode(*boxes, pad + kernel, pad + stride, (False,) * len(pad) + causal) == 2
     assert _has_core_blocks(shape, kernel, dilation, stride, causal, boxes)
+    monkeypatch.setattr(K, "CORE_SHARE", 0.0)   # skip the test on core blocks whatever their share
+    K._fwd_launch.cache_clear()                  # launch plans are cached per problem
+    win = (kernel, dilation, stride, causal)
+    assert K._fwd_launch((1, *shape, 1, 16), 1, 32, *win, 0, torch.float32, 0.25, boxes)[2]["CORE"]
     gen, seed = fresh_generator()
     c = dict(shape=shape, kernel=kernel, dilation=dilation, stride=stride, causal=causal,
              batch=1, heads=1, kv_heads=1, dim=16, dim_v=32, extra=0)
-    _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
+    try:
+        _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
+    finally:
+        K._fwd_launch.cache_clear()
+
+
+def test_core_skip_rule():
+    """The forward skips the window test on core blocks only where they are most of its walk."""
+    import ops.neighborhood.kernels as K
+    from ops.neighborhood.tiling import core_fraction
+
+    one = ((1, 1, 1), (False, False, False))
+    # 1-D, 128-token boxes, window 2049 on 32768: 15 of 17 walked blocks are core blocks
+    share = core_fraction((1, 1, 32768), (1, 1, 2049), *one, (1, 1, 128), (1, 1, 128))
+    assert share == pytest.approx(0.89, abs=0.01)
+    assert K._core_skip((1, 1, 32768), (1, 1, 1), ((1, 1, 2049), *one), (1, 1, 128), (1, 1, 128))
+    # NA-2D large (8x8 query boxes, 4x8 key boxes, 17x17): 16%; a 7x7 window on 8x8 boxes: none
+    window = ((1, 17, 17), *one)
+    assert core_fraction((1, 96, 96), *window, (1, 8, 8), (1, 4, 8)) == pytest.approx(0.16, abs=0.01)
+    assert not K._core_skip((1, 96, 96), (1, 1, 1), window, (1, 8, 8), (1, 4, 8))
+    assert core_fraction((1, 56, 56), (1, 7, 7), *one, (1, 8, 8), (1, 8, 8)) == 0
 
 
 @pytest.mark.kernel
