@@ -12,8 +12,10 @@ union in key boxes starting exactly at its low corner, in one flat loop (so Trit
 the loads across the whole walk), masks per element with the per-axis window bounds
 (``_axis_bounds``, NATTEN's rules; one unsigned compare per non-causal axis, none on the size-1
 padding axes) and keeps an online softmax in exp2. Query boxes inside one GNA stride group share
-one window and skip the per-element test (``_mask_mode``; the forward and dQ walks). The attention matrix
-never exists in memory. Box shapes come from the product-count cost model in ``tiling.py``.
+one window and skip the per-element test (``_mask_mode``; the forward and dQ walks), and so may
+the forward's key boxes inside every window of their query box (``CORE``, where such boxes make
+up most of the walk: long 1-D windows). The attention matrix never exists in memory. Box shapes
+come from the product-count cost model in ``tiling.py``.
 Additional keys/values are dense key blocks in the same softmax; grouped-query attention maps
 query head ``h`` to key head ``h // group``.
 
@@ -390,7 +392,7 @@ def _na_fwd_kernel(
     v_base = V + b * sv_b + hk * sv_h
     # CORE: key blocks inside every query's window (the box's core: the last query's low bound to
     # the first query's high bound, per axis) skip the per-element window test; the test runs in a
-    # branch, which costs 3-11% where few blocks skip it (probe45), so the host turns CORE on only
+    # branch, which cost 1-11% where few blocks skip it (probe45), so the host turns CORE on only
     # for walks mostly made of core blocks (``_core_skip``)
     x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
     x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)

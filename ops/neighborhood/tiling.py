@@ -11,6 +11,9 @@ to boxes that are longer along the last (contiguous) axis. The two walks differ:
 large (17x17 on 96x96, 32-query x 64-key tiles) the boxes that are best for the forward walk
 make the dK/dV walk 2.99x the needed products, the inverse model's choice 1.99x.
 
+``core_fraction`` counts the walked key boxes that lie inside every window of their query box,
+which the forward may walk without the per-element window test.
+
 Pure Python on the problem's sizes, cached per problem: it runs once per shape, not per call.
 """
 from __future__ import annotations
@@ -81,13 +84,11 @@ def _axis_core_blocks(length: int, kernel: int, stride: int, causal: bool, bm: i
     bound to its first query's high bound (both bounds are monotone in the query)."""
     walked = core = 0
     for t in range(-(-length // bm)):
-        first, last = min(t * bm, length - 1), min(t * bm + bm - 1, length - 1)
-        lo = axis_window(first, length, kernel, stride, causal)[0]
-        hi = axis_window(last, length, kernel, stride, causal)[1]
-        x_lo, x_hi = axis_window(last, length, kernel, stride, causal)[0], axis_window(first, length, kernel, stride, causal)[1]
-        n = -(-(hi - lo + 1) // bn)
+        lo_first, hi_first = axis_window(min(t * bm, length - 1), length, kernel, stride, causal)
+        lo_last, hi_last = axis_window(min(t * bm + bm - 1, length - 1), length, kernel, stride, causal)
+        n = -(-(hi_last - lo_first + 1) // bn)   # the walk covers the union [lo_first, hi_last]
         walked += n
-        core += sum(1 for w in range(n) if x_lo <= lo + w * bn and lo + w * bn + bn - 1 <= x_hi)
+        core += sum(1 for w in range(n) if lo_last <= lo_first + w * bn and lo_first + (w + 1) * bn - 1 <= hi_first)
     return walked, core
 
 
