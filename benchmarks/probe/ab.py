@@ -3,12 +3,14 @@ package ``ops_base`` with its ``torch.library`` namespace renamed (both register
 ops), so both copies meet the same host at the same minutes; ``cpu_ms`` is the CPU time of a call."""
 import importlib
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from triton.testing import do_bench
 
 
 def load_base(path: str):
@@ -32,3 +34,13 @@ def cpu_ms(fn, n=50):
     c = (time.perf_counter() - t) / n * 1e3
     torch.cuda.synchronize()
     return c
+
+
+def alternating_medians(fb, fn, rounds: int = 5, rep: int = 100) -> tuple[float, float]:
+    """Median ms of ``fb`` and ``fn`` over ``rounds`` alternations of ``do_bench`` medians, so both
+    meet the same GPU and host state."""
+    tb, tn = [], []
+    for _ in range(rounds):
+        tb.append(do_bench(fb, warmup=10, rep=rep))
+        tn.append(do_bench(fn, warmup=10, rep=rep))
+    return statistics.median(tb), statistics.median(tn)

@@ -5,14 +5,12 @@ sizes and strides), and the outputs (and gradients) of both copies compared bit 
 
     git archive <commit> ops | tar -x -C /tmp/base && python benchmarks/probe/probe39.py /tmp/base/ops
 """
-import statistics
 import sys
 
 import torch
-from triton.testing import do_bench
 
 import ops
-from ab import load_base  # the script's folder is on sys.path
+from ab import alternating_medians, load_base  # the script's folder is on sys.path
 
 # (name, q shape [B, *spatial, H, D], kernel_size, stride)
 CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
@@ -43,11 +41,7 @@ def main():
         fb = lambda: run(base.neighborhood_attention)  # noqa: E731
         fn = lambda: run(ops.neighborhood_attention)  # noqa: E731
         same = all(torch.equal(a, b) for a, b in zip(fb(), fn()))
-        tb, tn = [], []
-        for _ in range(5):
-            tb.append(do_bench(fb, warmup=10, rep=100))
-            tn.append(do_bench(fn, warmup=10, rep=100))
-        mb, mn = statistics.median(tb), statistics.median(tn)
+        mb, mn = alternating_medians(fb, fn)
         print(f"{name:15s} | {mb:.4f}, {mn:.4f} | {mn / mb:.3f} | {same}", flush=True)
 
 

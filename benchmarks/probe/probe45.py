@@ -6,14 +6,12 @@ outputs compared (the key boxes change the summation order, so they differ in th
 
     git archive 20f743d ops | tar -x -C /tmp/base && python benchmarks/probe/probe45.py /tmp/base/ops
 """
-import statistics
 import sys
 
 import torch
-from triton.testing import do_bench
 
 import ops
-from ab import load_base  # the script's folder is on sys.path
+from ab import alternating_medians, load_base  # the script's folder is on sys.path
 
 # (name, q shape [B, *spatial, H, D], kernel_size)
 CASES = [("1-D L4096 k257 B8 H8", (8, 4096, 8, 128), (257,)),
@@ -35,11 +33,7 @@ def main():
         fb = lambda: base.neighborhood_attention(q, k, v, kernel_size=ks)  # noqa: E731
         fn = lambda: ops.neighborhood_attention(q, k, v, kernel_size=ks)  # noqa: E731
         diff = (fb().float() - fn().float()).abs().max().item()
-        tb, tn = [], []
-        for _ in range(5):
-            tb.append(do_bench(fb, warmup=10, rep=100))
-            tn.append(do_bench(fn, warmup=10, rep=100))
-        mb, mn = statistics.median(tb), statistics.median(tn)
+        mb, mn = alternating_medians(fb, fn)
         print(f"{name:34s} | {mb:.4f}, {mn:.4f} | {mn / mb:.3f} | {diff:.2g}", flush=True)
 
 
