@@ -394,9 +394,10 @@ def _na_fwd_kernel(
     # the first query's high bound, per axis) skip the per-element window test; the test runs in a
     # branch, which cost 1-11% where few blocks skip it (probe45), so the host turns CORE on only
     # for walks mostly made of core blocks (``_core_skip``)
-    x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
-    x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)
-    x_lo2, x_hi2 = _window_core(t2, Lg2, BM2, K2, S2, C2)
+    if CORE:
+        x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
+        x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)
+        x_lo2, x_hi2 = _window_core(t2, Lg2, BM2, K2, S2, C2)
     STEP_MASK: tl.constexpr = 1 if CORE else MASK_MODE
     nb0, nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     w0, w1, w2 = _walk_start()
