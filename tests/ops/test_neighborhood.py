@@ -1,5 +1,6 @@
 """Neighborhood attention 1-D/2-D/3-D: fused Triton forward and backward vs the fp64 reference,
 dense equivalence, the reference's gradcheck, and one test per argument rule."""
+import math
 import random
 
 import pytest
@@ -49,12 +50,13 @@ def _d(t):
     return None if t is None else t.double()
 
 
-def _check_against_reference(c: dict, dtype, device, gen, seed, boxes=None) -> None:
+def _check_against_reference(c: dict, dtype, device, gen, seed, boxes=None, inputs=None) -> None:
     """Forward (O, LSE) and all gradients of case ``c`` vs the fp64 reference, into NaN-poisoned
-    buffers; ``boxes`` overrides the kernels' (query box, key box)."""
+    buffers; ``boxes`` overrides the kernels' (query box, key box), ``inputs`` the random q, k, v,
+    extra k, extra v."""
     from ops.neighborhood.kernels import na_backward, na_forward
 
-    q, k, v, ek, ev = _inputs(c, dtype, device, gen)
+    q, k, v, ek, ev = inputs or _inputs(c, dtype, device, gen)
     win = (c["kernel"], c["dilation"], c["stride"], c["causal"])
     scale = c["dim"] ** -0.5
     out = poisoned(*q.shape[:-1], c["dim_v"], dtype=dtype, device=device)
@@ -167,6 +169,30 @@ def test_core_skip_rule():
     assert core_fraction((1, 96, 96), *window, (1, 8, 8), (1, 4, 8)) == pytest.approx(0.16, abs=0.01)
     assert not K._core_skip((1, 96, 96), (1, 1, 1), window, (1, 8, 8), (1, 4, 8))
     assert core_fraction((1, 56, 56), (1, 7, 7), *one, (1, 8, 8), (1, 8, 8)) == 0
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("ramp", [0.15, 0.6, -0.3])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_scores_that_climb_along_the_walk(rank, ramp, dtype, device):
+    """The forward's lazy rescale (``RESCALE_SLACK``): keys grow (or shrink) along the walk, so row
+    maxima climb by more than the slack on some key blocks (a rescale) and by less on others (the
+    stale maximum stays, p reaches up to 2**8). Output, LSE and gradients vs the fp64 reference."""
+    shape = ((40,) if rank == 1 else (9, 9)) if interpret_mode() else ((300,) if rank == 1 else (40, 40))
+    kernel = ((17,) if rank == 1 else (7, 7)) if interpret_mode() else ((65,) if rank == 1 else (21, 21))
+    boxes = ((1, 1, 8), (1, 1, 4)) if interpret_mode() and rank == 1 else None
+    c = dict(shape=shape, kernel=kernel, dilation=(1,) * rank, stride=(1,) * rank, causal=(False,) * rank,
+             batch=1, heads=2, kv_heads=1, dim=16, dim_v=16, extra=0)   # extra keys: vanishing weights
+    gen, seed = fresh_generator()
+    q, k, v, _, _ = _inputs(c, torch.float32, "cpu", gen)
+    u = torch.randn(16, generator=gen)
+    u = u / u.norm() * 4                        # q.k ~ 16 * key scale: scores of ~1-2 per unit
+    position = torch.arange(math.prod(shape), dtype=torch.float32).reshape(1, *shape, 1, 1)
+    q = u + 0.3 * q
+    k = (ramp * position + 1) * (u + 0.3 * k) / 4
+    inputs = (*(t.to(device=device, dtype=dtype) for t in (q, k, v)), None, None)
+    _check_against_reference(c, dtype, device, gen, seed, boxes=boxes, inputs=inputs)
 
 
 @pytest.mark.kernel
