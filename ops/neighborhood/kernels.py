@@ -39,7 +39,6 @@ from ..common.tuning import Launcher, alignment, cdiv, heads_grid, next_power_of
 from .tiling import choose_boxes, core_fraction
 
 LOG2E = 1.4426950408889634
-RESCALE_SLACK: tl.constexpr = tl.constexpr(8.0)   # log2 units: p stays <= 256 between rescales
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,25 +226,14 @@ def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASKED: tl.constexpr, PR
 
 @triton.jit
 def _fwd_update(acc, m_i, l_i, s, v, qk_scale, PRECISION: tl.constexpr):
-    """The online softmax's update with the (masked) scores ``s`` of one key block.
-
-    Lazy rescaling: the running maxima ``m_i`` move (and ``acc``/``l_i`` are rescaled) only
-    when some row's block maximum passes its ``m_i`` by more than ``RESCALE_SLACK`` (log2
-    units), so the [M, Dv] rescale runs on few blocks of a walk. Between rescales
-    ``p <= 2**RESCALE_SLACK``, far inside fp32/bf16/fp16 range; the result is exact either way
-    (acc, l_i and the LSE all use the same ``m_i``)."""
-    m_blk = tl.max(s, axis=1) * qk_scale
-    if tl.max((m_blk > m_i + RESCALE_SLACK).to(tl.int32), axis=0) > 0:
-        m_new = tl.maximum(m_i, m_blk)
-        alpha = tl.exp2(m_i - tl.where(m_new == float("-inf"), 0.0, m_new))
-        acc = acc * alpha[:, None]
-        l_i = l_i * alpha
-        m_i = m_new
-    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)   # rows with no key yet stay at zero
+    """The online softmax's update with the (masked) scores ``s`` of one key block."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no key yet stay at zero
+    alpha = tl.exp2(m_i - m_safe)
     p = tl.exp2(s * qk_scale - m_safe[:, None])
-    l_i = l_i + tl.sum(p, axis=1)
-    acc = acc + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-    return acc, m_i, l_i
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return acc, m_new, l_i
 
 
 @triton.jit
