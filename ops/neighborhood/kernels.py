@@ -168,6 +168,19 @@ def _block_edge(w, u_lo, x_lo, x_hi, BN: tl.constexpr):
 
 
 @triton.jit
+def _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
+               BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr):
+    """Whether key block (w0, w1, w2) of a forward/dQ walk leaves the query box's window core on
+    some axis (``CORE``: only those blocks run the per-element window test)."""
+    edge = _block_edge(w2, u_lo2, x_lo2, x_hi2, BN2)
+    if not SKIP1:
+        edge = edge | _block_edge(w1, u_lo1, x_lo1, x_hi1, BN1)
+    if not SKIP0:
+        edge = edge | _block_edge(w0, u_lo0, x_lo0, x_hi0, BN0)
+    return edge
+
+
+@triton.jit
 def _walk_next(w0, w1, w2, n0, n1, n2, ONE0: tl.constexpr, ONE1: tl.constexpr):
     """The walk's next block (last axis fastest) and whether the walk wrapped to its first.
     Counters carried across the loop, not the loop index divided by the block counts: those three
@@ -215,6 +228,19 @@ def _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2,
 
 
 @triton.jit
+def _block_window_mask(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
+                       lo0, hi0, lo1, hi1, lo2, hi2, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                       C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+                       BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
+                       SKIP0: tl.constexpr, SKIP1: tl.constexpr):
+    """[queries, keys] window test of key block (w0, w1, w2) of a forward/dQ walk (its rows from
+    ``_box_rows``: ``c*``), against the query rows' windows [lo, hi]."""
+    j0, j1, j2, _ = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2, BN0, BN1, BN2)
+    return _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
+                     lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+
+
+@triton.jit
 def _fwd_block(acc, m_i, l_i, q, kt, v, mask, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     """One key block of the online softmax (log2 domain; m_i is in scaled units, so the scale
     rides in the exponent's FMA). kt: [D, N], v: [N, Dv]; ``mask`` is ignored unless MASKED."""
@@ -243,17 +269,30 @@ def _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASKED: tl.constex
     p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
     if MASKED:
         p = tl.where(mask, p, 0.0)
+    return _dq_update(dq, p, do, delta, kt, vt, PRECISION)
+
+
+@triton.jit
+def _dq_update(dq, p, do, delta, kt, vt, PRECISION: tl.constexpr):
+    """dQ += dS K with the (masked) probabilities ``p`` of one key block."""
     dp = tl.dot(do, vt, input_precision=PRECISION)
     ds = p * (dp - delta[:, None])
     return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
 
 
 @triton.jit
-def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, PRECISION: tl.constexpr):
+def _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask_t, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     """dK += dS^T Q, dV += P^T dO for one query block. k: [N, D], v: [N, Dv], q: [M, D],
-    do: [M, Dv]; mask_t: [N, M]."""
-    st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
-    pt = tl.where(mask_t, tl.exp2(st - lse2[None, :]), 0.0)
+    do: [M, Dv]; mask_t: [N, M], ignored unless MASKED."""
+    pt = tl.exp2(tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale - lse2[None, :])
+    if MASKED:
+        pt = tl.where(mask_t, pt, 0.0)
+    return _dkv_update(dk, dv, pt, v, q, do, delta, PRECISION)
+
+
+@triton.jit
+def _dkv_update(dk, dv, pt, v, q, do, delta, PRECISION: tl.constexpr):
+    """dK += dS^T Q, dV += P^T dO with the (masked) transposed probabilities ``pt`` [N, M]."""
     dv = dv + tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
     dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
     dst = pt * (dpt - delta[None, :])
@@ -409,16 +448,11 @@ def _na_fwd_kernel(
                                  STEP_MASK, False, UPCAST)
         if CORE:
             s = tl.dot(q, kt, input_precision=PRECISION)
-            edge = _block_edge(w2, u_lo2, x_lo2, x_hi2, BN2)
-            if not SKIP1:
-                edge = edge | _block_edge(w1, u_lo1, x_lo1, x_hi1, BN1)
-            if not SKIP0:
-                edge = edge | _block_edge(w0, u_lo0, x_lo0, x_hi0, BN0)
-            if edge:
-                j0, j1, j2, _ = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
-                                            BN0, BN1, BN2)
-                win = _win_mask(lo0[:, None], hi0[:, None], j0[None, :], lo1[:, None], hi1[:, None], j1[None, :],
-                                lo2[:, None], hi2[:, None], j2[None, :], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+            if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
+                          BN0, BN1, BN2, SKIP0, SKIP1):
+                win = _block_window_mask(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
+                                         lo0, hi0, lo1, hi1, lo2, hi2, K0, K1, K2, C0, C1, C2,
+                                         BN0, BN1, BN2, SKIP0, SKIP1)
                 s = tl.where(win, s, float("-inf"))
             acc, m_i, l_i = _fwd_update(acc, m_i, l_i, s, v, qk_scale, PRECISION)
         else:
@@ -471,11 +505,11 @@ def _na_bwd_dq_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
-    MASK_MODE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
+    MASK_MODE: tl.constexpr, CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows (written to
     DELTA for the dK/dV kernel), so no separate pass reads O and dO. LSE, DLSE and DELTA share
-    one stride set ([B, *spatial, H] fp32)."""
+    one stride set ([B, *spatial, H] fp32). MASK_MODE and CORE as in the forward."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
@@ -519,6 +553,11 @@ def _na_bwd_dq_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
+    if CORE:
+        x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
+        x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)
+        x_lo2, x_hi2 = _window_core(t2, Lg2, BM2, K2, S2, C2)
+    STEP_MASK: tl.constexpr = 1 if CORE else MASK_MODE
     nb0, nb1, nb2, n_blocks = _walk_len(u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, BN0, BN1, BN2)
     w0, w1, w2 = _walk_start()
     for it in range(0, n_blocks):
@@ -527,8 +566,18 @@ def _na_bwd_dq_kernel(
                                   lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
                                   c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                   K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                  MASK_MODE, True, UPCAST)
-        dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASK_MODE > 0, PRECISION)
+                                  STEP_MASK, True, UPCAST)
+        if CORE:
+            p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
+            if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
+                          BN0, BN1, BN2, SKIP0, SKIP1):
+                win = _block_window_mask(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
+                                         lo0, hi0, lo1, hi1, lo2, hi2, K0, K1, K2, C0, C1, C2,
+                                         BN0, BN1, BN2, SKIP0, SKIP1)
+                p = tl.where(win, p, 0.0)
+            dq = _dq_update(dq, p, do, delta, kt, vt, PRECISION)
+        else:
+            dq = _dq_block(dq, q, do, lse2, delta, kt, vt, mask, qk_scale, MASK_MODE > 0, PRECISION)
         w0, w1, w2, _ = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
 
     offs_e = tl.arange(0, BLOCK_N)
@@ -551,23 +600,53 @@ def _na_bwd_dq_kernel(
 
 
 @triton.jit
+def _box_outside(first, c_first, c_last, BM: tl.constexpr):
+    """Whether a walked query box [first, first + BM - 1] on one axis leaves the core [c_first, c_last]."""
+    return (first < c_first) | (first + (BM - 1) > c_last)
+
+
+@triton.jit
+def _dkv_window_mask(i0, i1, i2, j0, j1, j2, q_ok, Lg0, Lg1, Lg2,
+                     K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                     S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
+                     C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+                     SKIP0: tl.constexpr, SKIP1: tl.constexpr):
+    """[keys, queries] test of the key rows ``j*`` against the windows of the query rows ``i*``
+    (and the query rows inside the walk, ``q_ok``) in the dK/dV walk."""
+    lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
+    lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
+    lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
+    return _win_mask(lo0[None, :], hi0[None, :], j0[:, None], lo1[None, :], hi1[None, :], j1[:, None],
+                     lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0, SKIP1) & q_ok[None, :]
+
+
+@triton.jit
 def _query_range(jf, jl, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
     """Contiguous group-local query range whose windows meet keys [jf, jl] on one axis.
 
-    A window always holds its leader, which is within S-1 of the query, so |i - j| <= K + S;
-    the loops then tighten both ends with the exact (monotone) bounds. Needs jf <= Lg - 1.
+    Binary searches on the window bounds, which are monotone in the query: the first query is
+    the first whose window ends at or after ``jf`` and the last the last whose window starts at
+    or before ``jl``. A window holds its query and lies within K + S of it, so the first is in
+    [jf - (K + S), jf] and the last in [jl, jl + K + S]: log2(K + S) steps (a linear scan took
+    ~K/2 + S steps, ~2000 for a 2049-key window, per program). Needs jf, jl <= Lg - 1; swapped
+    (jf > jl), the range is the queries whose windows hold all of [jl, jf] (empty: first > last).
     """
-    first = tl.maximum(jf - (K + S), 0)
-    _, hi = _axis_bounds(first, Lg, K, S, CAUSAL)
-    while hi < jf:
-        first += 1
-        _, hi = _axis_bounds(first, Lg, K, S, CAUSAL)
-    last = tl.minimum(jl + (K + S), Lg - 1)
-    lo, _ = _axis_bounds(last, Lg, K, S, CAUSAL)
-    while lo > jl:
-        last -= 1
-        lo, _ = _axis_bounds(last, Lg, K, S, CAUSAL)
-    return first, last
+    a = tl.maximum(jf - (K + S), 0)
+    b = jf
+    while a < b:
+        m = (a + b) // 2
+        _, hi = _axis_bounds(m, Lg, K, S, CAUSAL)
+        a = tl.where(hi < jf, m + 1, a)
+        b = tl.where(hi < jf, b, m)
+    first = a
+    a = jl
+    b = tl.minimum(jl + (K + S), Lg - 1)
+    while a < b:
+        m = (a + b + 1) // 2
+        lo, _ = _axis_bounds(m, Lg, K, S, CAUSAL)
+        a = tl.where(lo > jl, a, m)
+        b = tl.where(lo > jl, m - 1, b)
+    return first, a
 
 
 @triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
@@ -590,12 +669,14 @@ def _na_bwd_dkv_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    WIDE: tl.constexpr, FLAT: tl.constexpr,
+    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
     of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
     ``_dkv_mask_mode``): 1 when every walked query box lies inside one stride group (one window
-    per box: the mask is a test of the key rows against it), 2 tests each (key, query) pair."""
+    per box: the mask is a test of the key rows against it), 2 tests each (key, query) pair.
+    CORE (with MASK_MODE 2; host's ``_dkv_core_skip``): query boxes whose every window holds the
+    whole key box skip that test."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
@@ -628,6 +709,11 @@ def _na_bwd_dkv_kernel(
         k = k.to(tl.float32)
         v = v.to(tl.float32)
 
+    if CORE:   # the queries whose windows hold the whole key box (swapped key range), per axis
+        ca0, cb0 = _query_range(tl.minimum(t0 * BN0 + BN0 - 1, Lg0 - 1), tl.minimum(t0 * BN0, Lg0 - 1), Lg0, K0, S0, C0)
+        ca1, cb1 = _query_range(tl.minimum(t1 * BN1 + BN1 - 1, Lg1 - 1), tl.minimum(t1 * BN1, Lg1 - 1), Lg1, K1, S1, C1)
+        ca2, cb2 = _query_range(tl.minimum(t2 * BN2 + BN2 - 1, Lg2 - 1), tl.minimum(t2 * BN2, Lg2 - 1), Lg2, K2, S2, C2)
+
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     r0, r1, r2 = _box_rows(BM1, BM2, BLOCK_M)
@@ -648,22 +734,30 @@ def _na_bwd_dkv_kernel(
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
-        if MASK_MODE == 1:
-            # the walk starts at a stride-group start (a group's queries share their window), so a
-            # box of BM rows with BM | S per axis has one window: its first row's
-            lo0, hi0 = _axis_bounds(tl.minimum(qa0 + w0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
-            lo1, hi1 = _axis_bounds(tl.minimum(qa1 + w1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
-            lo2, hi2 = _axis_bounds(tl.minimum(qa2 + w2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
-            key_in = _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2, K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
-            mask = key_in[:, None] & q_ok[None, :]
+        if CORE:
+            pt = tl.exp2(tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale - lse2[None, :])
+            edge = _box_outside(qa2 + w2 * BM2, ca2, cb2, BM2)
+            if not SKIP1:
+                edge = edge | _box_outside(qa1 + w1 * BM1, ca1, cb1, BM1)
+            if not SKIP0:
+                edge = edge | _box_outside(qa0 + w0 * BM0, ca0, cb0, BM0)
+            if edge:
+                pt = tl.where(_dkv_window_mask(i0, i1, i2, j0, j1, j2, q_ok, Lg0, Lg1, Lg2, K0, K1, K2, S0, S1, S2,
+                                               C0, C1, C2, SKIP0, SKIP1), pt, 0.0)
+            dk, dv = _dkv_update(dk, dv, pt, v, q, do, delta, PRECISION)
         else:
-            lo0, hi0 = _axis_bounds(tl.minimum(i0, Lg0 - 1), Lg0, K0, S0, C0)
-            lo1, hi1 = _axis_bounds(tl.minimum(i1, Lg1 - 1), Lg1, K1, S1, C1)
-            lo2, hi2 = _axis_bounds(tl.minimum(i2, Lg2 - 1), Lg2, K2, S2, C2)
-            mask = _win_mask(lo0[None, :], hi0[None, :], j0[:, None], lo1[None, :], hi1[None, :], j1[:, None],
-                             lo2[None, :], hi2[None, :], j2[:, None], K0, K1, K2, C0, C1, C2, SKIP0,
-                             SKIP1) & q_ok[None, :]
-        dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+            if MASK_MODE == 1:
+                # the walk starts at a stride-group start (a group's queries share their window), so a
+                # box of BM rows with BM | S per axis has one window: its first row's
+                lo0, hi0 = _axis_bounds(tl.minimum(qa0 + w0 * BM0, Lg0 - 1), Lg0, K0, S0, C0)
+                lo1, hi1 = _axis_bounds(tl.minimum(qa1 + w1 * BM1, Lg1 - 1), Lg1, K1, S1, C1)
+                lo2, hi2 = _axis_bounds(tl.minimum(qa2 + w2 * BM2, Lg2 - 1), Lg2, K2, S2, C2)
+                key_in = _win_mask(lo0, hi0, j0, lo1, hi1, j1, lo2, hi2, j2, K0, K1, K2, C0, C1, C2, SKIP0, SKIP1)
+                mask = key_in[:, None] & q_ok[None, :]
+            else:
+                mask = _dkv_window_mask(i0, i1, i2, j0, j1, j2, q_ok, Lg0, Lg1, Lg2, K0, K1, K2, S0, S1, S2,
+                                        C0, C1, C2, SKIP0, SKIP1)
+            dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, True, PRECISION)
         w0, w1, w2, wrapped = _walk_next(w0, w1, w2, nb0, nb1, nb2, SKIP0, SKIP1)
         hq += wrapped.to(tl.int32)   # the walk starts over for the group's next query head
 
@@ -727,7 +821,7 @@ def _na_bwd_extra_kv_kernel(
                 q = q.to(tl.float32)
                 do = do.to(tl.float32)
             mask = e_ok[:, None] & q_ok[None, :]
-            dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, PRECISION)
+            dk, dv = _dkv_block(dk, dv, k, v, q, do, lse2, delta, mask, qk_scale, True, PRECISION)
     tl.store(DEK + b * sdek_b + hk * sdek_h + ej[:, None] * sdek_n + offs_d[None, :],
              (dk * scale).to(DEK.dtype.element_ty), mask=e_ok[:, None] & d_ok[None, :])
     tl.store(DEV + b * sdev_b + hk * sdev_h + ej[:, None] * sdev_n + offs_dv[None, :],
@@ -898,13 +992,14 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
 CORE_SHARE = 0.7   # the share of core key blocks from which the forward skips their window test
 
 
-def _core_skip(shape, dil, window, bm, bn) -> bool:
-    """Whether the forward's walk skips the window test on core key blocks (``CORE``): when they make
-    up >= ``CORE_SHARE`` of it. GPU A/B (probe45, session 17): a 1-D window of 2049 keys (0.89 of
-    the blocks) ran 17% faster (and the bench's 513-key one, 0.78, 14% against the run before); at
-    shares of 0.62, 0.49 and 0 the branch cost 5%, 0% and 1-11%."""
+def _core_skip(shape, dil, window, bm, bn, by_keys: bool = False) -> bool:
+    """Whether a walk skips the window test on its core blocks (``CORE``): when they make up >=
+    ``CORE_SHARE`` of it (``by_keys``: the dK/dV walk). GPU A/B of the forward (probe45, session
+    17): a 1-D window of 2049 keys (0.89 of the blocks) ran 17% faster (and the bench's 513-key
+    one, 0.78, 14% against the run before); at shares of 0.62, 0.49 and 0 the branch cost 5%, 0%
+    and 1-11%."""
     glen = tuple(-(-n // d) for n, d in zip(shape, dil))
-    return core_fraction(glen, *window, bm, bn) >= CORE_SHARE
+    return core_fraction(glen, *window, bm, bn, by_keys) >= CORE_SHARE
 
 
 def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, dilation, stride,
@@ -975,13 +1070,16 @@ def _bwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     shape, dil, bm, bn, tiles_m, programs = _launch_tiles(spatial, rank, *window, d_max, "dq", boxes)
     dq_grid = heads_grid(programs, batch * heads)
     dq_args = (heads, heads // kv_heads, *shape, n_extra, *tiles_m, scale * LOG2E, scale)
+    padded = _padded_window(kernel_size, stride, is_causal, rank)
     dq_meta = dict(**_boxes_meta(dil, bm, bn), **common, HAS_DLSE=has_dlse, FLAT=len(dq_grid) == 1,
-                   MASK_MODE=_mask_mode(bm, bn, *_padded_window(kernel_size, stride, is_causal, rank)))
+                   MASK_MODE=_mask_mode(bm, bn, *padded))
+    dq_meta["CORE"] = dq_meta["MASK_MODE"] == 2 and _core_skip(shape, dil, padded, bm, bn)
     _, _, bm, bn, tiles_n, programs = _launch_tiles(spatial, rank, *window, d_max, "dkv", boxes)
     dkv_grid = heads_grid(programs, batch * kv_heads)
     dkv_args = (kv_heads, heads // kv_heads, *shape, n_extra, *tiles_n, scale * LOG2E, scale)
     dkv_meta = dict(**_boxes_meta(dil, bm, bn), **common, FLAT=len(dkv_grid) == 1,
-                    MASK_MODE=_dkv_mask_mode(bm, *_padded_window(kernel_size, stride, is_causal, rank)[1:]))
+                    MASK_MODE=_dkv_mask_mode(bm, *padded[1:]))
+    dkv_meta["CORE"] = dkv_meta["MASK_MODE"] == 2 and _core_skip(shape, dil, padded, bm, bn, by_keys=True)
     extra = None
     if n_extra:
         grid = heads_grid(cdiv(n_extra, math.prod(bn)), batch * kv_heads)

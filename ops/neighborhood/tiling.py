@@ -11,8 +11,9 @@ to boxes that are longer along the last (contiguous) axis. The two walks differ:
 large (17x17 on 96x96, 32-query x 64-key tiles) the boxes that are best for the forward walk
 make the dK/dV walk 2.99x the needed products, the inverse model's choice 1.99x.
 
-``core_fraction`` counts the walked key boxes that lie inside every window of their query box,
-which the forward may walk without the per-element window test.
+``core_fraction`` counts the walked blocks that need no per-element window test: key boxes inside
+every window of their query box (forward, dQ), query boxes whose every window holds their key box
+(dK/dV); walks mostly made of such blocks skip the test on them (the kernels' ``CORE``).
 
 Pure Python on the problem's sizes, cached per problem: it runs once per shape, not per call.
 """
@@ -42,15 +43,19 @@ def query_range(first_key: int, last_key: int, length: int, kernel: int, stride:
                 causal: bool) -> tuple[int, int]:
     """Inclusive range of the queries whose windows meet keys [first_key, last_key] on one axis
     (contiguous: window bounds are monotone in the query); the rule of the kernels'
-    ``_query_range``. A window holds its leader, within ``stride - 1`` of the query, so no
-    such query is further than ``kernel + stride`` from the keys."""
-    first = max(first_key - (kernel + stride), 0)
-    while axis_window(first, length, kernel, stride, causal)[1] < first_key:
-        first += 1
-    last = min(last_key + (kernel + stride), length - 1)
-    while axis_window(last, length, kernel, stride, causal)[0] > last_key:
-        last -= 1
-    return first, last
+    ``_query_range``, the same binary searches. A window holds its query and lies within
+    ``kernel + stride`` of it, which bounds both searches. Swapped (``first_key > last_key``), it
+    gives the queries whose windows hold all of [last_key, first_key] (empty: first > last)."""
+    a, b = max(first_key - (kernel + stride), 0), first_key
+    while a < b:   # the first query whose window ends at or after first_key
+        m = (a + b) // 2
+        a, b = (m + 1, b) if axis_window(m, length, kernel, stride, causal)[1] < first_key else (a, m)
+    first = a
+    a, b = last_key, min(last_key + (kernel + stride), length - 1)
+    while a < b:   # the last query whose window starts at or before last_key
+        m = (a + b + 1) // 2
+        a, b = (a, m - 1) if axis_window(m, length, kernel, stride, causal)[0] > last_key else (m, b)
+    return first, a
 
 
 def _axis_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int, by_keys: bool) -> int:
@@ -78,11 +83,24 @@ def walk_products(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bo
     return blocks * math.prod(bm) * math.prod(bn)
 
 
-def _axis_core_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int) -> tuple[int, int]:
-    """(walked key boxes, those inside every window of their query box) on one axis, summed over
-    the query boxes of the forward walk. A query box's window core runs from its last query's low
-    bound to its first query's high bound (both bounds are monotone in the query)."""
+def _axis_core_blocks(length: int, kernel: int, stride: int, causal: bool, bm: int, bn: int,
+                      by_keys: bool) -> tuple[int, int]:
+    """(walked boxes, those that need no window test) on one axis, summed over the owned boxes.
+    Forward/dQ: key boxes inside every window of their query box, whose window core runs from its
+    last query's low bound to its first query's high bound (both bounds are monotone in the
+    query). dK/dV (``by_keys``): query boxes whose every window holds the whole key box, the
+    queries from the first whose window ends at or after the box's last key to the last whose
+    window starts at or before its first key."""
     walked = core = 0
+    if by_keys:
+        for t in range(-(-length // bn)):
+            first_key, last_key = min(t * bn, length - 1), min(t * bn + bn - 1, length - 1)
+            first, last = query_range(first_key, last_key, length, kernel, stride, causal)
+            c_first, c_last = query_range(last_key, first_key, length, kernel, stride, causal)
+            n = -(-(last - first + 1) // bm)
+            walked += n
+            core += sum(1 for w in range(n) if c_first <= first + w * bm and first + (w + 1) * bm - 1 <= c_last)
+        return walked, core
     for t in range(-(-length // bm)):
         lo_first, hi_first = axis_window(min(t * bm, length - 1), length, kernel, stride, causal)
         lo_last, hi_last = axis_window(min(t * bm + bm - 1, length - 1), length, kernel, stride, causal)
@@ -92,10 +110,12 @@ def _axis_core_blocks(length: int, kernel: int, stride: int, causal: bool, bm: i
     return walked, core
 
 
-def core_fraction(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], bm: Box, bn: Box) -> float:
-    """Share of the forward walk's key blocks that lie inside every window of their query box (no
-    per-element window test needed); the axes are independent, so the shares multiply."""
-    walked, core = zip(*(_axis_core_blocks(*args) for args in zip(lengths, kernel, stride, causal, bm, bn)))
+def core_fraction(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], bm: Box, bn: Box,
+                  by_keys: bool = False) -> float:
+    """Share of a walk's blocks that need no per-element window test: key boxes inside every window
+    of their query box (forward, dQ), or query boxes whose every window holds their key box
+    (``by_keys``: dK/dV). The axes are independent, so the shares multiply."""
+    walked, core = zip(*(_axis_core_blocks(*args, by_keys) for args in zip(lengths, kernel, stride, causal, bm, bn)))
     return math.prod(core) / math.prod(walked)
 
 

@@ -6,7 +6,10 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+from ops.neighborhood.kernels import _query_range
 from ops.neighborhood.reference import axis_mask
 from ops.neighborhood.tiling import axis_window, choose_boxes, query_range, walk_products
 
@@ -135,3 +138,90 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     assert sorted((c.num_stages, c.maxnreg or 0) for c in small) == [(s, r or 0) for s in (2, 3) for r in caps]
     assert {c.num_warps for c in K._fwd_warps(configs, {}, BM0=1, BM1=8, BM2=8)} == {4}
     assert {c.num_warps for c in K._fwd_warps(configs, {}, BM0=1, BM1=8, BM2=16)} == {8}
+
+
+# (length, kernel, stride, causal): odd and even kernels and strides, windows as long as the axis
+QUERY_RANGE_CASES = [(13, 5, 1, False), (12, 4, 3, False), (9, 9, 2, False), (11, 3, 2, True), (16, 6, 4, True),
+                     (40, 17, 1, False), (40, 16, 16, False), (37, 11, 5, True), (23, 8, 7, False), (7, 7, 1, True)]
+
+
+def _query_range_bruteforce(first_key, last_key, length, kernel, stride, causal):
+    hits = [i for i in range(length)
+            if axis_window(i, length, kernel, stride, causal)[1] >= first_key
+            and axis_window(i, length, kernel, stride, causal)[0] <= last_key]
+    return hits[0], hits[-1]
+
+
+@pytest.mark.parametrize("length,kernel,stride,causal", QUERY_RANGE_CASES)
+def test_query_range_matches_bruteforce(length, kernel, stride, causal):
+    """Every key range [first, last] of the axis: the binary searches find the exact query range."""
+    for first in range(length):
+        for last in range(first, length):
+            assert query_range(first, last, length, kernel, stride, causal) == \
+                _query_range_bruteforce(first, last, length, kernel, stride, causal), (first, last)
+            # swapped: the queries whose windows hold all of [first, last] (dK/dV's window core)
+            holds = [i for i in range(length) if axis_window(i, length, kernel, stride, causal)[0] <= first
+                     and axis_window(i, length, kernel, stride, causal)[1] >= last]
+            core = query_range(last, first, length, kernel, stride, causal)
+            assert (core == (holds[0], holds[-1])) if holds else core[0] > core[1], (first, last, core)
+
+
+@triton.jit
+def _ranges_kernel(JF, JL, OUT, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr):
+    pid = tl.program_id(0)
+    first, last = _query_range(tl.load(JF + pid), tl.load(JL + pid), Lg, K, S, CAUSAL)
+    tl.store(OUT + 2 * pid, first)
+    tl.store(OUT + 2 * pid + 1, last)
+
+
+@pytest.mark.kernel
+def test_kernel_query_range_matches_host(device):
+    """The dK/dV kernel's ``_query_range`` (one program per key range, also swapped) against the host's."""
+    for length, kernel, stride, causal in QUERY_RANGE_CASES:
+        pairs = [(f, l) for f in range(length) for l in range(max(f - 9, 0), min(f + 9, length))]
+        jf = torch.tensor([p[0] for p in pairs], dtype=torch.int32, device=device)
+        jl = torch.tensor([p[1] for p in pairs], dtype=torch.int32, device=device)
+        out = torch.full((len(pairs), 2), -1, dtype=torch.int32, device=device)
+        _ranges_kernel[(len(pairs),)](jf, jl, out, length, kernel, stride, causal)
+        expected = [query_range(f, l, length, kernel, stride, causal) for f, l in pairs]
+        assert out.tolist() == [list(e) for e in expected], (length, kernel, stride, causal)
+
+
+def _core_share_bruteforce(lengths, kernel, stride, causal, bm, bn, by_keys):
+    """Share of the walk's (owned box, walked box) pairs whose every (query, key) pair is inside
+    the query's window, by enumeration; a walked query box with rows past the axis is not (its
+    rows need the walk's mask)."""
+    walked = core = 0
+    owned = bn if by_keys else bm
+    for t in itertools.product(*[range(-(-n // m)) for n, m in zip(lengths, owned)]):
+        per_axis = []
+        for a in range(3):
+            own = range(t[a] * owned[a], min(t[a] * owned[a] + owned[a], lengths[a]))
+            win = [axis_window(i, lengths[a], kernel[a], stride[a], causal[a]) for i in range(lengths[a])]
+            if by_keys:   # walked query boxes from the first query whose window meets the key box
+                first, last = query_range(own[0], own[-1], lengths[a], kernel[a], stride[a], causal[a])
+                boxes = [range(s, s + bm[a]) for s in range(first, last + 1, bm[a])]
+                inside = [all(i < lengths[a] and win[i][0] <= j <= win[i][1] for i in box for j in own)
+                          for box in boxes]
+            else:         # walked key boxes from the union's low corner
+                lo, hi = win[own[0]][0], win[own[-1]][1]
+                boxes = [range(s, s + bn[a]) for s in range(lo, hi + 1, bn[a])]
+                inside = [all(win[i][0] <= j <= win[i][1] for i in own for j in box) for box in boxes]
+            per_axis.append((len(inside), sum(inside)))
+        walked += math.prod(n for n, _ in per_axis)
+        core += math.prod(c for _, c in per_axis)
+    return core / walked
+
+
+@pytest.mark.parametrize("by_keys", [False, True])
+@pytest.mark.parametrize("lengths,kernel,stride,causal,bm,bn", [
+    ((1, 1, 40), (1, 1, 17), (1, 1, 1), (False,) * 3, (1, 1, 8), (1, 1, 4)),
+    ((1, 1, 37), (1, 1, 11), (1, 1, 2), (False, False, True), (1, 1, 4), (1, 1, 4)),
+    ((1, 8, 9), (1, 7, 5), (1, 2, 1), (False, False, True), (1, 2, 4), (1, 2, 2)),
+    ((3, 3, 9), (3, 3, 7), (1, 2, 1), (False,) * 3, (1, 2, 4), (1, 1, 4)),
+])
+def test_core_fraction_matches_bruteforce(lengths, kernel, stride, causal, bm, bn, by_keys):
+    from ops.neighborhood.tiling import core_fraction
+
+    expected = _core_share_bruteforce(lengths, kernel, stride, causal, bm, bn, by_keys)
+    assert core_fraction(lengths, kernel, stride, causal, bm, bn, by_keys) == pytest.approx(expected)

@@ -96,7 +96,8 @@ ALIGNED_GNA = [
 
 
 # Windows larger than the boxes: key blocks inside every window of their query box (the box's
-# window core) may skip the forward's per-element window test (``CORE``), the others keep it.
+# window core) may skip the forward's and dQ's per-element window test (``CORE``), the others keep it;
+# so may the dK/dV walk's query boxes whose every window holds the key box.
 # (shape, kernel, dilation, stride, causal, boxes); boxes of 16+ tokens on the GPU (tl.dot's minimum)
 WINDOW_CORE = [
     ((40,), (17,), (1,), (1,), (False,), ((1, 1, 8), (1, 1, 4))),
@@ -142,8 +143,11 @@ def test_window_core_blocks(shape, kernel, dilation, stride, causal, boxes, dtyp
     assert _has_core_blocks(shape, kernel, dilation, stride, causal, boxes)
     monkeypatch.setattr(K, "CORE_SHARE", 0.0)   # skip the test on core blocks whatever their share
     K._fwd_launch.cache_clear()                  # launch plans are cached per problem
+    K._bwd_launch.cache_clear()
     win = (kernel, dilation, stride, causal)
     assert K._fwd_launch((1, *shape, 1, 16), 1, 32, *win, 0, torch.float32, 0.25, boxes)[2]["CORE"]
+    bwd = K._bwd_launch((1, *shape, 1, 16), 1, 32, *win, 0, torch.float32, 0.25, False, boxes)
+    assert bwd[2]["CORE"] and bwd[5]["CORE"]   # dQ and dK/dV
     gen, seed = fresh_generator()
     c = dict(shape=shape, kernel=kernel, dilation=dilation, stride=stride, causal=causal,
              batch=1, heads=1, kv_heads=1, dim=16, dim_v=32, extra=0)
@@ -151,6 +155,7 @@ def test_window_core_blocks(shape, kernel, dilation, stride, causal, boxes, dtyp
         _check_against_reference(c, dtype, device, gen, seed, boxes=boxes)
     finally:
         K._fwd_launch.cache_clear()
+        K._bwd_launch.cache_clear()
 
 
 def test_core_skip_rule():

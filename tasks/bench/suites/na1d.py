@@ -1,4 +1,5 @@
-"""``foveal bench na1d``: the 1-D neighborhood-attention forward against dense SDPA and Flex."""
+"""``foveal bench na1d``: 1-D neighborhood attention against dense SDPA and Flex, forward and
+forward+backward (backward = 2.5x forward, FlashAttention's convention, as in ``na``)."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,7 @@ import torch
 import ops
 
 from ..runner import Case, register_suite
+from .na import _with_backward
 from .peers import dense_peers, flex_peer
 
 # (batch, length, heads, head_dim, kernel): long-sequence cases where NA pays off on a GPU,
@@ -24,19 +26,28 @@ def _window_mask(length: int, kernel: int):
 @register_suite("na1d")
 def na1d_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
     cases = []
-    for batch, length, heads, dim, kernel in GPU_CASES if device == "cuda" else CPU_CASES:
-        gen = torch.Generator(device=device).manual_seed(0)
-        q, k, v = (torch.randn(batch, length, heads, dim, device=device, dtype=dtype, generator=gen)
-                   for _ in range(3))
-        impls = {"foveal": lambda q=q, k=k, v=v, kernel=kernel: ops.na1d(q, k, v, kernel_size=kernel)}
-        impls.update(dense_peers(q, k, v, device))
-        impls["flex (window mask)"] = flex_peer(q, k, v, _window_mask(length, kernel), device)
-        cases.append(Case(
-            name=f"na1d L{length} k{kernel} B{batch}H{heads}D{dim}",
-            shapes={"q": [batch, length, heads, dim], "kernel_size": kernel},
-            impls=impls,
-            flops=4.0 * batch * heads * length * kernel * dim,
-            bytes=4.0 * q.numel() * q.element_size(),
-            notes={"direction": "forward"},
-        ))
+    # Every forward case first: a run cut short by a time limit still has all forward figures.
+    for direction in ("forward", "forward+backward"):
+        train = direction != "forward"
+        for batch, length, heads, dim, kernel in GPU_CASES if device == "cuda" else CPU_CASES:
+            gen = torch.Generator(device=device).manual_seed(0)
+            q, k, v = (torch.randn(batch, length, heads, dim, device=device, dtype=dtype, generator=gen)
+                       .requires_grad_(train) for _ in range(3))
+            impls = {"foveal": lambda q=q, k=k, v=v, kernel=kernel: ops.na1d(q, k, v, kernel_size=kernel)}
+            impls.update(dense_peers(q, k, v, device))
+            impls["flex (window mask)"] = flex_peer(q, k, v, _window_mask(length, kernel), device)
+            if train:
+                grad = torch.randn(batch, length, heads, dim, device=device, dtype=dtype, generator=gen)
+                for impl, fn in list(impls.items()):
+                    if callable(fn):   # the peers return [B, H, L, D]
+                        g = grad if impl == "foveal" else grad.transpose(1, 2)
+                        impls[impl] = _with_backward(fn, (q, k, v), g)
+            cases.append(Case(
+                name=f"na1d L{length} k{kernel} B{batch}H{heads}D{dim}" + (" forward+backward" if train else ""),
+                shapes={"q": [batch, length, heads, dim], "kernel_size": kernel},
+                impls=impls,
+                flops=4.0 * batch * heads * length * kernel * dim * (3.5 if train else 1.0),
+                bytes=(4 if not train else 10) * q.numel() * q.element_size(),
+                notes={"direction": direction},
+            ))
     return cases
