@@ -4,6 +4,7 @@ under kernel versions and explicit launch configurations.
     python benchmarks/probe/probe15.py variants NAME=FILE [NAME=FILE ...]   # forward, per kernel version
     python benchmarks/probe/probe15.py sweep                                # tile / warps / stages sweep
     PROBE_CASES=0,2 PROBE_KINDS=fwd python benchmarks/probe/probe15.py sweep  # a subset
+    PROBE_SUITE=na1d PROBE_KINDS=dq,dkv python benchmarks/probe/probe15.py sweep  # the na1d bench's cases
 
 ``variants``: each FILE is a version of ``ops/neighborhood/kernels.py`` (e.g. an older commit's,
 from ``git show``), imported side by side as ``ops.neighborhood._probe_NAME``; ``NAME=FILE:nomask``
@@ -29,7 +30,11 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 from triton.testing import do_bench
 
+from tasks.bench.suites import na1d
 from tasks.bench.suites.na import GPU_CASES
+
+if os.environ.get("PROBE_SUITE") == "na1d":   # the 1-D bench's cases, in the 2-D/3-D cases' format
+    GPU_CASES = [(f"na1d L{n} k{k}", (b, h, d), (n,), (k,), (1,), None) for b, n, h, d, k in na1d.GPU_CASES]
 
 PKG = os.path.join(os.path.dirname(__file__), "..", "..", "ops", "neighborhood")
 PATCHES = {
@@ -39,7 +44,7 @@ PATCHES = {
                 "for it in range(0, n_blocks):\n        j0, j1, j2, kv_ok = _walk_block(0,"),
 }
 FWD_ROWS = [(64, 64), (64, 32), (64, 128), (128, 64), (128, 128)]
-DQ_ROWS = [(64, 64), (64, 32), (128, 64)]
+DQ_ROWS = [(64, 64), (64, 32), (128, 64), (128, 128)]
 DKV_ROWS = [(32, 64, 4), (16, 64, 4), (64, 64, 4), (64, 64, 8), (32, 128, 8), (64, 128, 8)]   # (queries, keys, warps)
 
 
