@@ -867,9 +867,10 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
 
     Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles (64 x 32 for 1-D/2-D
     problems at head dims above 64 with windows under 512 keys), or 128 x 128 when they cost no
-    more than 5% extra products and windows hold >= 1024 keys (long walks of nearly dense tiles,
-    as in 3-D GNA, run faster on big tiles), or 32 x 32 on one warp for 1-D/2-D problems at head
-    dim 32 when they walk <= 0.7x the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
+    more than 5% extra products, windows hold >= 1024 keys and the walk needs no per-element
+    window test (long walks of dense tiles, as in 3-D GNA, run faster on big tiles), or 32 x 32
+    on one warp for 1-D/2-D problems at head dim 32 when they walk <= 0.7x the products (small
+    windows). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
     in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
     walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
@@ -895,7 +896,9 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     bm, bn, cost = choose_boxes(glen, *window, *options[0], by_keys)
     if len(options) > 1 and math.prod(window[0]) >= 1024:
         bm2, bn2, cost2 = choose_boxes(glen, *window, *options[1], by_keys)
-        if cost2 <= 1.05 * cost:
+        # only for walks with no per-element window test: on a 2049-key 1-D window (its test on
+        # 6% of the blocks, CORE) 64 x 64 ran in 1305 us against 1430 (probe15, session 18)
+        if cost2 <= 1.05 * cost and _mask_mode(bm2, bn2, *window) < 2:
             bm, bn = bm2, bn2
     elif kind == "fwd" and head_dim <= 32 and shape[0] == 1 and not interpret_mode():
         # 1-D/2-D small windows: 64-row boxes walk many masked products (4.85x the needed ones

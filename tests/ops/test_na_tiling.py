@@ -108,7 +108,8 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     """The GPU plan's forward boxes (``kernels._plan`` off the interpreter): 32x32 boxes on one warp
     for 1-D/2-D problems at head dim 32 whose 64x64 walk is >= 1/0.7 as long; 64-row boxes for
     larger head dims, larger windows and 3-D problems (probe33), with 32-key boxes for 1-D/2-D
-    problems above head dim 64 with windows under 512 keys (probe39/43/45, session 17)."""
+    problems above head dim 64 with windows under 512 keys (probe39/43/45, session 17), and 128x128
+    boxes for windows of 1024+ keys only where the walk skips the window test (probe15, session 18)."""
     K = pytest.importorskip("ops.neighborhood.kernels")
     monkeypatch.setattr(K, "interpret_mode", lambda: False)
 
@@ -126,6 +127,9 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     assert fwd_boxes((64, 64), (33, 33), 128) == (64, 64)   # unless the window holds >= 512 keys
     assert fwd_boxes((20, 48, 80), (7, 15, 15), 128) == (64, 64)  # not 3-D (10% slower there)
     assert fwd_boxes((8, 28, 28), (3, 7, 7), 32) == (64, 64)  # slower on 3-D
+    assert fwd_boxes((32768,), (2049,), 128) == (64, 64)    # 128x128 only where no window test runs:
+    gna3d = K._plan((20, 48, 80), 3, (8, 16, 16), (1, 1, 1), (2, 8, 8), (False,) * 3, 128, "fwd")
+    assert (math.prod(gna3d[3]), math.prod(gna3d[4])) == (128, 128)   # GNA-3D's query boxes are stride groups
     dq = K._plan((56, 56), 2, (7, 7), (1, 1), (1, 1), (False,) * 2, 32, "dq")
     assert math.prod(dq[3]) == 64                           # dQ keeps 64-row boxes (16/32 rows were not faster)
 
