@@ -170,8 +170,9 @@ def _block_edge(w, u_lo, x_lo, x_hi, BN: tl.constexpr):
 @triton.jit
 def _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
                BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr):
-    """Whether key block (w0, w1, w2) of a forward/dQ walk leaves the query box's window core on
-    some axis (``CORE``: only those blocks run the per-element window test)."""
+    """Whether block (w0, w1, w2) of a walk from ``u_lo`` leaves the core [x_lo, x_hi] on some axis
+    (``CORE``: only those blocks run the per-element window test). Forward/dQ: key blocks and the
+    query box's window core; dK/dV: query blocks and the queries whose windows hold the key box."""
     edge = _block_edge(w2, u_lo2, x_lo2, x_hi2, BN2)
     if not SKIP1:
         edge = edge | _block_edge(w1, u_lo1, x_lo1, x_hi1, BN1)
@@ -600,12 +601,6 @@ def _na_bwd_dq_kernel(
 
 
 @triton.jit
-def _box_outside(first, c_first, c_last, BM: tl.constexpr):
-    """Whether a walked query box [first, first + BM - 1] on one axis leaves the core [c_first, c_last]."""
-    return (first < c_first) | (first + (BM - 1) > c_last)
-
-
-@triton.jit
 def _dkv_window_mask(i0, i1, i2, j0, j1, j2, q_ok, Lg0, Lg1, Lg2,
                      K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
                      S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
@@ -675,8 +670,8 @@ def _na_bwd_dkv_kernel(
     of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
     ``_dkv_mask_mode``): 1 when every walked query box lies inside one stride group (one window
     per box: the mask is a test of the key rows against it), 2 tests each (key, query) pair.
-    CORE (with MASK_MODE 2; host's ``_dkv_core_skip``): query boxes whose every window holds the
-    whole key box skip that test."""
+    CORE (with MASK_MODE 2; host's ``_core_skip``): query boxes whose every window holds the whole
+    key box skip that test."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
@@ -736,12 +731,7 @@ def _na_bwd_dkv_kernel(
             do = do.to(tl.float32)
         if CORE:
             pt = tl.exp2(tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale - lse2[None, :])
-            edge = _box_outside(qa2 + w2 * BM2, ca2, cb2, BM2)
-            if not SKIP1:
-                edge = edge | _box_outside(qa1 + w1 * BM1, ca1, cb1, BM1)
-            if not SKIP0:
-                edge = edge | _box_outside(qa0 + w0 * BM0, ca0, cb0, BM0)
-            if edge:
+            if _walk_edge(w0, w1, w2, qa0, qa1, qa2, ca0, cb0, ca1, cb1, ca2, cb2, BM0, BM1, BM2, SKIP0, SKIP1):
                 pt = tl.where(_dkv_window_mask(i0, i1, i2, j0, j1, j2, q_ok, Lg0, Lg1, Lg2, K0, K1, K2, S0, S1, S2,
                                                C0, C1, C2, SKIP0, SKIP1), pt, 0.0)
             dk, dv = _dkv_update(dk, dv, pt, v, q, do, delta, PRECISION)
@@ -992,7 +982,7 @@ def _fwd_launch(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is
     return grid, args, meta
 
 
-CORE_SHARE = 0.7   # the share of core key blocks from which the forward skips their window test
+CORE_SHARE = 0.7   # the share of core blocks from which a walk skips their window test
 
 
 def _core_skip(shape, dil, window, bm, bn, by_keys: bool = False) -> bool:
@@ -1000,7 +990,8 @@ def _core_skip(shape, dil, window, bm, bn, by_keys: bool = False) -> bool:
     ``CORE_SHARE`` of it (``by_keys``: the dK/dV walk). GPU A/B of the forward (probe45, session
     17): a 1-D window of 2049 keys (0.89 of the blocks) ran 17% faster (and the bench's 513-key
     one, 0.78, 14% against the run before); at shares of 0.62, 0.49 and 0 the branch cost 5%, 0%
-    and 1-11%."""
+    and 1-11%. Backward (probe46, session 18): 3% on those two windows; from a 0.4 share, 2.4% and
+    5% slower at 0.61 and 0.49."""
     glen = tuple(-(-n // d) for n, d in zip(shape, dil))
     return core_fraction(glen, *window, bm, bn, by_keys) >= CORE_SHARE
 
