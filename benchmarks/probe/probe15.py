@@ -5,6 +5,7 @@ under kernel versions and explicit launch configurations.
     python benchmarks/probe/probe15.py sweep                                # tile / warps / stages sweep
     PROBE_CASES=0,2 PROBE_KINDS=fwd python benchmarks/probe/probe15.py sweep  # a subset
     PROBE_SUITE=na1d PROBE_KINDS=dq,dkv python benchmarks/probe/probe15.py sweep  # the na1d bench's cases
+    PROBE_BWD_STAGES=1,2,3 ...                                                     # dQ / dK/dV stages
 
 ``variants``: each FILE is a version of ``ops/neighborhood/kernels.py`` (e.g. an older commit's,
 from ``git show``), imported side by side as ``ops.neighborhood._probe_NAME``; ``NAME=FILE:nomask``
@@ -114,15 +115,16 @@ def sweep_jobs():
     jobs = []
     cases = _selected("PROBE_CASES", list(range(len(GPU_CASES))))
     kinds = _selected("PROBE_KINDS", ["fwd", "dq", "dkv"])
+    bwd_stages = _selected("PROBE_BWD_STAGES", [1, 2])
     for ci in cases:
         for rows in FWD_ROWS if "fwd" in kinds else []:
             for st in (2, 3):
                 jobs.append(("fwd", ci, rows, 4 if rows[0] == 64 else 8, st))
         for rows in DQ_ROWS if "dq" in kinds else []:
-            for st in (1, 2):
+            for st in bwd_stages:
                 jobs.append(("dq", ci, rows, 4 if rows[0] == 64 else 8, st))
         for qm, kn, w in DKV_ROWS if "dkv" in kinds else []:
-            for st in (1, 2):
+            for st in bwd_stages:
                 jobs.append(("dkv", ci, (qm, kn), w, st))
     return jobs
 
