@@ -13,7 +13,7 @@ the loads across the whole walk), masks per element with the per-axis window bou
 (``_axis_bounds``, NATTEN's rules; one unsigned compare per non-causal axis, none on the size-1
 padding axes) and keeps an online softmax in exp2. Query boxes inside one GNA stride group share
 one window and skip the per-element test (``_mask_mode``; the forward and dQ walks), and so may
-the forward's key boxes inside every window of their query box (``CORE``, where such boxes make
+key boxes inside every window of their query box (``CORE``, forward and dQ, where such boxes make
 up most of the walk: long 1-D windows). The attention matrix never exists in memory. Box shapes
 come from the product-count cost model in ``tiling.py``.
 Additional keys/values are dense key blocks in the same softmax; grouped-query attention maps
@@ -21,9 +21,11 @@ query head ``h`` to key head ``h // group``.
 
 Backward (FlashAttention-2 style): a dQ kernel per query box, which also computes ``delta =
 rowsum(dO * O) - dLSE`` for its rows, and a dK/dV kernel per key box that visits the query boxes
-whose windows can contain it (the inverse neighbourhood, contiguous per axis) for every query
-head of its GQA group, so no atomics are needed. Extra-KV gradients have their own small
-kernel over all queries. Launches go through ``Launcher`` (autotuned once per problem).
+whose windows can contain it (the inverse neighbourhood, contiguous per axis, found by binary
+searches on the window bounds) for every query head of its GQA group, so no atomics are needed;
+its query boxes whose every window holds the key box may skip the window test (``CORE``, as
+above). Extra-KV gradients have their own small kernel over all queries. Launches go through
+``Launcher`` (autotuned once per problem).
 """
 from __future__ import annotations
 
