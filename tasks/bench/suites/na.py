@@ -16,7 +16,7 @@ import torch
 import ops
 
 from ..runner import Case, register_suite
-from .peers import dense_peers, flex_peer
+from .peers import dense_peers, flex_peer, with_backward
 
 # name, (batch, heads, head_dim), spatial shape, kernel, stride, flex token tile
 GPU_CASES = [
@@ -73,14 +73,6 @@ def to_tiled(x: torch.Tensor, tile: tuple[int, ...]) -> torch.Tensor:
     return x.permute(order).reshape(b, -1, h, d).contiguous()
 
 
-def _with_backward(fn, inputs, grad):
-    def run():
-        for t in inputs:
-            t.grad = None
-        fn().backward(grad)
-    return run
-
-
 def _natten(q, k, v, kernel, stride):
     try:
         import natten
@@ -120,7 +112,7 @@ def na_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                             g = g.flatten(1, -3).transpose(1, 2)
                         elif uses_tiled:
                             g = g.transpose(1, 2)
-                        impls[impl] = _with_backward(fn, inputs, g)
+                        impls[impl] = with_backward(fn, inputs, g)
             cases.append(Case(
                 name=f"{name} {direction}",
                 shapes={"q": [batch, *shape, heads, dim], "kernel_size": list(kernel), "stride": list(stride)},

@@ -7,8 +7,7 @@ import torch
 import ops
 
 from ..runner import Case, register_suite
-from .na import _with_backward
-from .peers import dense_peers, flex_peer
+from .peers import dense_peers, flex_peer, with_backward
 
 # (batch, length, heads, head_dim, kernel): long-sequence cases where NA pays off on a GPU,
 # and a small one the CPU reference finishes quickly.
@@ -41,7 +40,7 @@ def na1d_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                 for impl, fn in list(impls.items()):
                     if callable(fn):   # the peers return [B, H, L, D]
                         g = grad if impl == "foveal" else grad.transpose(1, 2)
-                        impls[impl] = _with_backward(fn, (q, k, v), g)
+                        impls[impl] = with_backward(fn, (q, k, v), g)
             cases.append(Case(
                 name=f"na1d L{length} k{kernel} B{batch}H{heads}D{dim}" + (" forward+backward" if train else ""),
                 shapes={"q": [batch, length, heads, dim], "kernel_size": kernel},

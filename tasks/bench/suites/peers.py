@@ -1,4 +1,5 @@
-"""Peer implementations that several suites time against: dense SDPA backends and FlexAttention."""
+"""Peer implementations that several suites time against (dense SDPA backends and FlexAttention),
+and the forward+backward wrapper the attention suites time them with."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -76,3 +77,12 @@ class CUDAGraphed:
                 self.output = self.fn()
         self.graph.replay()
         return self.output
+
+
+def with_backward(fn: Callable[[], torch.Tensor], inputs, grad: torch.Tensor) -> Callable[[], None]:
+    """A call of ``fn`` and its backward with ``grad``, the inputs' gradients cleared first."""
+    def run():
+        for t in inputs:
+            t.grad = None
+        fn().backward(grad)
+    return run
