@@ -99,7 +99,9 @@ def launches(mod):
     vals = dict(zip(fn.arg_names, ptrs + (*s5, *s5, *s5, *se, *s5, *s5, *sl, *s5) + dq_args))
     out.append(("dQ", fn, {**vals, **dq_meta}))
     fn = K._na_bwd_dkv_kernel.fn
-    ptrs = ("*bf16",) * 4 + ("*fp32",) * 2 + ("*bf16",) * 2
+    # LSE and DELTA (before session 19) or their pairs LD: the float32 pointers
+    n_fp32 = 1 if "LD" in fn.arg_names else 2
+    ptrs = ("*bf16",) * 4 + ("*fp32",) * n_fp32 + ("*bf16",) * 2
     vals = dict(zip(fn.arg_names, ptrs + (*s5, *s5, *s5, *s5, *sl, *s5, *s5) + dkv_args))
     out.append(("dK/dV", fn, {**vals, **dkv_meta}))
     wide = [dict(WIDE=False)] if "WIDE" in K._na_fwd_kernel.fn.arg_names else [{}]

@@ -14,7 +14,8 @@ Tiles smaller than half a row block are also packed on the fixed side: a program
 their lists and masks each row to its own tile's segment. BiFormer's 2x2-token regions (stage 3
 at 224 px) would otherwise fill 4 of 16 rows and launch 4x the programs.
 The backward takes two launches. The first runs dQ per query tile like the forward (storing
-``delta = rowsum(dO * O)`` on the way, so no separate pass) and, in extra programs of the same
+``delta = rowsum(dO * O)`` on the way, so no separate pass, next to the log2 LSE: one 8-byte pair
+per query, ``lse_delta.py``) and, in extra programs of the same
 grid, the inverse lists (CSR of "which query tiles routed here"); the second runs dK/dV per KV
 tile from those lists. Every gradient element is written by exactly one program: no atomics.
 A single launch (dK/dV programs scanning the routing table themselves and recomputing delta)
@@ -31,6 +32,7 @@ import triton.language as tl
 
 from .args import check_span
 from .dispatch import dot_precision, interpret_mode, tune_configs
+from .lse_delta import load_lse_delta, store_lse_delta
 from .tuning import BoundLaunch, Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
 
 __all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
@@ -41,18 +43,20 @@ LN2 = 0.6931471805599453
 
 
 @triton.jit
-def _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x):
-    """Memory offset (within one batch item) of token ``t`` of tile ``tile``."""
-    y = (tile // tiles_x) * tile_h + t // tile_w
-    x = (tile % tiles_x) * tile_w + t % tile_w
+def _token_offsets(tile, t, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, s_y, s_x):
+    """Memory offset (within one batch item) of token ``t`` of tile ``tile``. The tile grid is
+    constexpr: these divisions run per streamed row, and by a runtime divisor each took ~10-15
+    instructions on sm_90 (a multiply-shift by a constant, a shift for powers of two)."""
+    y = (tile // TILES_X) * TILE_H + t // TILE_W
+    x = (tile % TILES_X) * TILE_W + t % TILE_W
     return y * s_y + x * s_x
 
 
 @triton.jit
-def _rows_ptr(base, tile, t, ch, tiles_x, tile_h, tile_w, s_y, s_x, s_c):
+def _rows_ptr(base, tile, t, ch, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, s_y, s_x, s_c):
     """Pointers [rows, D] to channels ``ch`` of token ``t`` of tile ``tile`` (per row) in one
     batch item's [Y, X, C] map at ``base``."""
-    return base + _token_offsets(tile, t, tiles_x, tile_h, tile_w, s_y, s_x)[:, None] + ch[None, :] * s_c
+    return base + _token_offsets(tile, t, TILES_X, TILE_H, TILE_W, s_y, s_x)[:, None] + ch[None, :] * s_c
 
 
 def _stream_configs(name: str) -> list:
@@ -67,7 +71,8 @@ _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
 
 
 @triton.jit
-def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, tiles_x, tile_h, tile_w,
+def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T: tl.constexpr, NK: tl.constexpr, ch, d_valid,
+                    TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
                     sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
                     PACKED: tl.constexpr):
     """Keys/values [BLOCK_N, D] of streamed positions start.. of a query-tile group's routed lists
@@ -85,8 +90,8 @@ def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, ti
         kv_tile = tl.load(idx_base + entry, mask=n_valid, other=0)
     t = offs_n % T
     kv_mask = n_valid[:, None] & d_valid[None, :]
-    k = tl.load(_rows_ptr(K, kv_tile, t, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
-    v = tl.load(_rows_ptr(V, kv_tile, t, ch, tiles_x, tile_h, tile_w, sv_y, sv_x, sv_c), mask=kv_mask, other=0.0)
+    k = tl.load(_rows_ptr(K, kv_tile, t, ch, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
+    v = tl.load(_rows_ptr(V, kv_tile, t, ch, TILES_X, TILE_H, TILE_W, sv_y, sv_x, sv_c), mask=kv_mask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -94,7 +99,7 @@ def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T, NK, ch, d_valid, ti
 
 
 @triton.jit
-def _fixed_rows(pid, split, group, n_tiles, T, BLOCK: tl.constexpr, PACKED: tl.constexpr):
+def _fixed_rows(pid, split, group, n_tiles, T: tl.constexpr, BLOCK: tl.constexpr, PACKED: tl.constexpr):
     """Rows of a program's fixed side: ``group`` consecutive tiles packed into one block of
     BLOCK rows (PACKED: T <= BLOCK / 2), or chunk ``pid % split`` of one tile (unpacked: the
     tile and member are scalars, so the big-tile kernels compile as before packing existed).
@@ -137,7 +142,8 @@ def _bs_fwd_kernel(
     Q, K, V, O, LSE, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group, qk_scale,
+    H, NQ, q_split, group, qk_scale,
+    TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, WIDE: tl.constexpr,
     FLAT: tl.constexpr,
@@ -149,7 +155,7 @@ def _bs_fwd_kernel(
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
 
-    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
                 mask=m_valid[:, None] & d_valid[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -161,7 +167,7 @@ def _bs_fwd_kernel(
     idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
-                                               ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
+                                               ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
                                                sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
         if PACKED:
@@ -180,40 +186,42 @@ def _bs_fwd_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    tl.store(_rows_ptr(O + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+    tl.store(_rows_ptr(O + b * so_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
              acc.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
-    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
+    l_off = _token_offsets(tile, offs_m, TILES_X, TILE_H, TILE_W, sl_y, sl_x)
     tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
 
 
 @triton.jit
 def _dq_program(
-    pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
+    pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    tiles_x, tile_h, tile_w, T, NK, NQ, split, group, sm_scale,
+    NQ, split, group, sm_scale,
+    TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
 ):
     """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
-    BLOCK_N at a time, as in the forward; stores rowsum(dO * O) for the dK/dV kernel."""
+    BLOCK_N at a time, as in the forward; stores (log2 LSE, rowsum(dO * O)) pairs to LD for the
+    dK/dV kernel."""
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, split, group, NQ, T, BLOCK_M, PACKED)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
     qmask = m_valid[:, None] & d_valid[None, :]
 
-    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+    q = tl.load(_rows_ptr(Q + b * sq_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
                 mask=qmask, other=0.0)
-    do = tl.load(_rows_ptr(DO + b * so_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+    do = tl.load(_rows_ptr(DO + b * so_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
                  mask=qmask, other=0.0)
-    o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sout_y, sout_x, sout_c),
+    o = tl.load(_rows_ptr(O + b * sout_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, sout_y, sout_x, sout_c),
                 mask=qmask, other=0.0)
     l_bh = b * sl_b + h * sl_h   # added to the base first: the per-row offsets stay int32 when WIDE
-    l_off = _token_offsets(tile, offs_m, tiles_x, tile_h, tile_w, sl_y, sl_x)
+    l_off = _token_offsets(tile, offs_m, TILES_X, TILE_H, TILE_W, sl_y, sl_x)
     lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
-    tl.store(DELTA + l_bh + l_off, delta, mask=m_valid)
+    store_lse_delta(LD + 2 * l_bh, l_off, lse, delta, m_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -224,7 +232,7 @@ def _dq_program(
     idx_base = IDX + b * si_b + tile0 * si_q
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
-                                               ch, d_valid, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c,
+                                               ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
                                                sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
@@ -236,14 +244,14 @@ def _dq_program(
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
 
-    tl.store(_rows_ptr(DQ + b * sg_b, tile, offs_m, ch, tiles_x, tile_h, tile_w, sg_y, sg_x, sg_c),
+    tl.store(_rows_ptr(DQ + b * sg_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, sg_y, sg_x, sg_c),
              (dq * sm_scale).to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.jit
 def _workspace(WS, lists_off, ptr_off):
-    """(DELTA, SRC, PTR) in the backward's one fp32 buffer: delta at its start, then the inverse
-    lists as int32 (SRC, then PTR ``ptr_off`` entries later). One allocation and no slices: on
+    """(LD, SRC, PTR) in the backward's one fp32 buffer: the (log2 LSE, delta) pairs at its start
+    (``lse_delta.py``), then the inverse lists as int32 (SRC, then PTR ``ptr_off`` entries later). One allocation and no slices: on
     the H200 host each costs ~7 us of an eager backward that is bound by its CPU time."""
     SRC = (WS + lists_off).to(tl.pointer_type(tl.int32))
     return WS, SRC, SRC + ptr_off
@@ -279,7 +287,8 @@ def _bs_bwd_dq_kernel(
     Q, K, V, O, DO, DQ, LSE, WS, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, tiles_x, tile_h, tile_w, T, NK, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off,
+    H, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off,
+    TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
     WIDE: tl.constexpr, FLAT: tl.constexpr,
@@ -287,15 +296,16 @@ def _bs_bwd_dq_kernel(
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
     p * H + h of batch item b), so the lists cost no launch of their own. ``WS`` is the
-    backward's fp32 workspace: delta (LSE's layout), then the int32 lists (see :func:`_workspace`)."""
-    DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
+    backward's fp32 workspace: the (log2 LSE, delta) pairs (LSE's layout and a pair axis), then the
+    int32 lists (see :func:`_workspace`)."""
+    LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H, WIDE, FLAT)
     if pid < dq_programs:
-        _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, DELTA, IDX,
+        _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
-                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, tiles_x, tile_h, tile_w, T, NK, NQ, q_split, group,
-                    sm_scale, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
+                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group,
+                    sm_scale, TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
     else:
         _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
                        (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
@@ -304,16 +314,17 @@ def _bs_bwd_dq_kernel(
 @triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
 @triton.jit
 def _bs_bwd_dkv_kernel(
-    Q, K, V, DO, DK, DV, LSE, WS,
+    Q, K, V, DO, DK, DV, WS,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
     sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
-    H, tiles_x, tile_h, tile_w, T, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off,
+    H, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off,
+    TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
     WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
-    DELTA, SRC, PTR = _workspace(WS, lists_off, ptr_off)
+    LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H, WIDE, FLAT)
 
     tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
@@ -322,9 +333,9 @@ def _bs_bwd_dkv_kernel(
     ch = h * HEAD_DIM + offs_d
     kvmask = n_valid[:, None] & d_valid[None, :]
 
-    k = tl.load(_rows_ptr(K + b * sk_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sk_y, sk_x, sk_c),
+    k = tl.load(_rows_ptr(K + b * sk_b, tile, offs_n, ch, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c),
                 mask=kvmask, other=0.0)
-    v = tl.load(_rows_ptr(V + b * sv_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sv_y, sv_x, sv_c),
+    v = tl.load(_rows_ptr(V + b * sv_b, tile, offs_n, ch, TILES_X, TILE_H, TILE_W, sv_y, sv_x, sv_c),
                 mask=kvmask, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
@@ -351,13 +362,12 @@ def _bs_bwd_dkv_kernel(
         q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
         qmask = m_valid[:, None] & d_valid[None, :]
-        l_off = _token_offsets(q_tile, t, tiles_x, tile_h, tile_w, sl_y, sl_x) + l_bh
-        q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, tiles_x, tile_h, tile_w, sq_y, sq_x, sq_c),
+        l_off = _token_offsets(q_tile, t, TILES_X, TILE_H, TILE_W, sl_y, sl_x) + l_bh
+        q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
                     mask=qmask, other=0.0)
-        do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, tiles_x, tile_h, tile_w, so_y, so_x, so_c),
+        do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
                      mask=qmask, other=0.0)
-        lse = tl.load(LSE + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_off, mask=m_valid, other=0.0)
+        lse, delta = load_lse_delta(LD, l_off, m_valid)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -373,9 +383,9 @@ def _bs_bwd_dkv_kernel(
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
 
-    tl.store(_rows_ptr(DK + b * sdk_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sdk_y, sdk_x, sdk_c),
+    tl.store(_rows_ptr(DK + b * sdk_b, tile, offs_n, ch, TILES_X, TILE_H, TILE_W, sdk_y, sdk_x, sdk_c),
              (dk * sm_scale).to(DK.dtype.element_ty), mask=kvmask)
-    tl.store(_rows_ptr(DV + b * sdv_b, tile, offs_n, ch, tiles_x, tile_h, tile_w, sdv_y, sdv_x, sdv_c),
+    tl.store(_rows_ptr(DV + b * sdv_b, tile, offs_n, ch, TILES_X, TILE_H, TILE_W, sdv_y, sdv_x, sdv_c),
              dv.to(DV.dtype.element_ty), mask=kvmask)
 
 
@@ -403,6 +413,13 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
     return dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=upcast, PRECISION=precision, PACKED=group > 1)
 
 
+def _geometry(X: int, tile: tuple[int, int], nk: int) -> dict:
+    """The kernels' constexpr tile grid: tiles per row, tile height and width, tokens per tile, and
+    the routed tiles per query tile (NK)."""
+    th, tw = tile
+    return dict(TILES_X=X // tw, TILE_H=th, TILE_W=tw, T=th * tw, NK=nk)
+
+
 def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
@@ -421,11 +438,11 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     T = th * tw
     bm, q_split, group = _tile_block(T)
     grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
-    args = (num_heads, X // tw, th, tw, T, nk, nq, q_split, group, scale * LOG2E)
+    args = (num_heads, nq, q_split, group, scale * LOG2E)
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
                         ((B, nq, nk), (*strides[20:22], 1)))
-    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_meta(C // num_heads, dtype, group))
+    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group))
     # the site holds what Triton specializes on; the scale, a float, is not
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
     return _bs_fwd.bind(site, grid, (*strides, *args), meta)
@@ -440,7 +457,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
     :func:`alignment` (the workspace ``ws`` is a fresh allocation, always aligned). The dQ launch is
     called with (q, k, v, out, grad_out, dq, lse, ws, idx), the dK/dV launch with
-    (q, k, v, grad_out, dk, dv, lse, ws)."""
+    (q, k, v, grad_out, dk, dv, ws)."""
     qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
     for name, st in (("q", qs), ("k", ks), ("v", vs), ("out", os_), ("grad_out", gs)):
         check_span(name, (B, Y, X, C), st)
@@ -454,25 +471,25 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
-    # launch 1: dQ programs (storing delta = rowsum(dO * O) on the way), then cdiv(n_tiles, H)
+    # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
     grid = heads_grid(dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
     dq = _bs_bwd_dq.bind(
         site, grid,
-        (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, X // tw, th, tw, T, nk, nq, n_tiles, split,
-         group, dq_programs, scale, n_delta, B * ne),
-        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, **common))
+        (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, nq, n_tiles, split,
+         group, dq_programs, scale, 2 * n_delta, B * ne),
+        dict(BLOCK_M=block, **_geometry(X, tile, nk), CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
     dkv = _bs_bwd_dkv.bind(
         site, grid,
-        (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, X // tw, th, tw, T, n_tiles, split, group,
-         scale, n_delta, B * ne),
-        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, **common))
-    # delta, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
-    return dq, dkv, n_delta + B * (ne + n_tiles + 1)
+        (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, n_tiles, split, group,
+         scale, 2 * n_delta, B * ne),
+        dict(BLOCK_N=block, **{k: v for k, v in _geometry(X, tile, nk).items() if k != "NK"}, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, **common))
+    # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
+    return dq, dkv, 2 * n_delta + B * (ne + n_tiles + 1)
 
 
 def block_sparse_attention_forward(
@@ -522,5 +539,5 @@ def block_sparse_attention_backward(
         alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx))
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
     dq_launch(q, k, v, out, grad_out, dq, lse, ws, idx)
-    dkv_launch(q, k, v, grad_out, dk, dv, lse, ws)
+    dkv_launch(q, k, v, grad_out, dk, dv, ws)
     return dq, dk, dv

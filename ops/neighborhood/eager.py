@@ -119,16 +119,16 @@ class NAProgram:
             dq, dk, dv = torch.empty((3, *self.shapes[0]), device=q.device, dtype=self.dtype).unbind(0)
         else:
             dq, dk, dv = (torch.empty(s, device=q.device, dtype=self.dtype) for s in self.shapes[:3])
-        delta = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
+        ld = torch.empty((*self.lse_shape, 2), device=q.device, dtype=torch.float32)   # (log2 LSE, delta) pairs
         has_dlse = grad_lse is not None
         self.dq[has_dlse](q, k, v, k if ek is None else ek, v if ev is None else ev, out, grad_out, lse,
-                          grad_lse if has_dlse else lse, delta, dq)
-        self.dkv(q, k, v, grad_out, lse, delta, dk, dv)
+                          grad_lse if has_dlse else lse, ld, dq)
+        self.dkv(q, k, v, grad_out, ld, dk, dv)
         if self.extra is None:   # no extra keys, or zero of them (their gradients: None)
             return dq, dk, dv
         dek = torch.empty(self.shapes[3], device=q.device, dtype=self.dtype)
         dev = torch.empty(self.shapes[4], device=q.device, dtype=self.dtype)
-        self.extra(q, ek, ev, grad_out, lse, delta, dek, dev)
+        self.extra(q, ek, ev, grad_out, ld, dek, dev)
         return dq, dk, dv, dek, dev
 
 

@@ -20,11 +20,12 @@ Additional keys/values are dense key blocks in the same softmax; grouped-query a
 query head ``h`` to key head ``h // group``.
 
 Backward (FlashAttention-2 style): a dQ kernel per query box, which also computes ``delta =
-rowsum(dO * O) - dLSE`` for its rows, and a dK/dV kernel per key box that visits the query boxes
-whose windows can contain it (the inverse neighbourhood, contiguous per axis, found by binary
-searches on the window bounds) for every query head of its GQA group, so no atomics are needed;
-its query boxes whose every window holds the key box may skip the window test (``CORE``, as
-above). Extra-KV gradients have their own small kernel over all queries. Launches go through
+rowsum(dO * O) - dLSE`` for its rows and stores it next to the log2-scaled LSE (one 8-byte pair per
+query, ``ops.common.lse_delta``), and a dK/dV kernel per key box that visits the query boxes whose
+windows can contain it (the inverse neighbourhood, contiguous per axis, found by binary searches on
+the window bounds) for every query head of its GQA group, so no atomics are needed; its query
+boxes whose every window holds the key box may skip the window test (``CORE``, as above).
+Extra-KV gradients have their own small kernel over all queries. Launches go through
 ``Launcher`` (autotuned once per problem).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ import triton
 import triton.language as tl
 
 from ..common import check_item_span, dot_precision, interpret_mode, tune_configs
+from ..common.lse_delta import load_lse_delta, store_lse_delta
 from ..common.tuning import Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
 from .tiling import choose_boxes, core_fraction
 
@@ -490,7 +492,7 @@ def _na_fwd_kernel(
 @triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _na_bwd_dq_kernel(
-    Q, K, V, EK, EV, O, DO, LSE, DLSE, DELTA, DQ,
+    Q, K, V, EK, EV, O, DO, LSE, DLSE, LD, DQ,
     sq_b, sq_0, sq_1, sq_2, sq_h,
     sk_b, sk_0, sk_1, sk_2, sk_h,
     sv_b, sv_0, sv_1, sv_2, sv_h,
@@ -510,9 +512,10 @@ def _na_bwd_dq_kernel(
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
     MASK_MODE: tl.constexpr, CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
-    """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows (written to
-    DELTA for the dK/dV kernel), so no separate pass reads O and dO. LSE, DLSE and DELTA share
-    one stride set ([B, *spatial, H] fp32). MASK_MODE and CORE as in the forward."""
+    """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows and writes it
+    with the log2-scaled LSE to LD ([B, *spatial, H, 2] fp32) for the dK/dV kernels, so no separate
+    pass reads O and dO. LSE and DLSE share one stride set ([B, *spatial, H] fp32, contiguous, as
+    LD is with its pair axis). MASK_MODE and CORE as in the forward."""
     BLOCK_M: tl.constexpr = BM0 * BM1 * BM2
     BLOCK_N: tl.constexpr = BN0 * BN1 * BN2
     SKIP0: tl.constexpr = K0 == 1 and BM0 == 1 and BN0 == 1   # a padding axis: always inside
@@ -547,7 +550,7 @@ def _na_bwd_dq_kernel(
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)
     if HAS_DLSE:  # the dLSE term enters dS = P (dP - delta) the same way
         delta -= tl.load(DLSE + l_bh + l_tok, mask=q_valid, other=0.0)
-    tl.store(DELTA + l_bh + l_tok, delta, mask=q_valid)
+    store_lse_delta(LD + 2 * l_bh, l_tok, lse2, delta, q_valid)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -649,7 +652,7 @@ def _query_range(jf, jl, Lg, K: tl.constexpr, S: tl.constexpr, CAUSAL: tl.conste
 @triton.autotune(configs=_configs("bwd"), key=_TUNE_KEY, prune_configs_by=_PRUNE)
 @triton.jit
 def _na_bwd_dkv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
+    Q, K, V, DO, LD, DK, DV,
     sq_b, sq_0, sq_1, sq_2, sq_h,
     sk_b, sk_0, sk_1, sk_2, sk_h,
     sv_b, sv_0, sv_1, sv_2, sv_h,
@@ -724,10 +727,7 @@ def _na_bwd_dkv_kernel(
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
         do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                      + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-        l_bh = b * sl_b + hq * sl_h
-        l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
-        lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
-        delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
+        lse2, delta = load_lse_delta(LD + 2 * (b * sl_b + hq * sl_h), x0 * sl_0 + x1 * sl_1 + x2 * sl_2, q_ok)
         if UPCAST:
             q = q.to(tl.float32)
             do = do.to(tl.float32)
@@ -762,7 +762,7 @@ def _na_bwd_dkv_kernel(
 
 @triton.jit
 def _na_bwd_extra_kv_kernel(
-    Q, EK, EV, DO, LSE, DELTA, DEK, DEV,
+    Q, EK, EV, DO, LD, DEK, DEV,
     sq_b, sq_0, sq_1, sq_2, sq_h,
     sek_b, sek_n, sek_h, sev_b, sev_n, sev_h,
     sdo_b, sdo_0, sdo_1, sdo_2, sdo_h,
@@ -805,10 +805,7 @@ def _na_bwd_extra_kv_kernel(
                         + offs_d[None, :], mask=q_ok[:, None] & d_ok[None, :], other=0.0)
             do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
                          + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
-            l_bh = b * sl_b + hq * sl_h
-            l_tok = x0 * sl_0 + x1 * sl_1 + x2 * sl_2
-            lse2 = tl.load(LSE + l_bh + l_tok, mask=q_ok, other=0.0) * 1.4426950408889634
-            delta = tl.load(DELTA + l_bh + l_tok, mask=q_ok, other=0.0)
+            lse2, delta = load_lse_delta(LD + 2 * (b * sl_b + hq * sl_h), x0 * sl_0 + x1 * sl_1 + x2 * sl_2, q_ok)
             if UPCAST:
                 q = q.to(tl.float32)
                 do = do.to(tl.float32)
@@ -1102,9 +1099,10 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
         grads = tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                       for t in (q, k, v, ek, ev) if t is not None)
     dq, dk, dv = grads[:3]
-    # LSE, dLSE and delta (rowsum(dO * O) - dLSE, written by the dQ kernel) share one stride set
+    # LSE and dLSE contiguous [B, *spatial, H]; the dQ kernel writes each query's (log2 LSE, delta =
+    # rowsum(dO * O) - dLSE) pair to ``ld`` [B, *spatial, H, 2] for the dK/dV kernels
     lse = lse.float().contiguous()
-    delta = torch.empty_like(lse)
+    ld = lse.new_empty((*lse.shape, 2))
     dlse = grad_lse.float().contiguous() if grad_lse is not None else lse
     n_extra = 0 if ek is None else ek.shape[1]
     problem = (tuple(q.shape), k.shape[-2], v.shape[-1], tuple(kernel_size), tuple(dilation), tuple(stride),
@@ -1113,7 +1111,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
         *problem, scale, grad_lse is not None, boxes)
     sq, sk, sv, sdo, sl = _s5(q, 2), _s5(k, 2), _s5(v, 2), _s5(grad_out, 2), _s5(lse, 1)
     se = _extra_strides(ek, ev)
-    # site keys as in na_forward; lse, dlse and delta are float32 with one stride set
+    # site keys as in na_forward; lse and dlse are contiguous float32 (one stride set), ld their pairs
     site = (q.get_device(), *problem, grad_lse is not None, boxes, grad_out.dtype, dq.dtype, sq, sk, sv, sdo, sl)
     # one WIDE for the backward's launches, decided by every tensor they touch (once per layout set)
     layouts = (site, se, out.stride(), tuple(g.stride() for g in grads))
@@ -1121,11 +1119,11 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
                  lse=lse, **{f"grad {i}": g for i, g in enumerate(grads)})
     wide = _checked_wide(("bwd", layouts), **named)
     dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
-    tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, delta, dq)
+    tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, ld, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
     _na_bwd_dq.launch((*site, out.dtype, strides, alignment(*tensors)), dq_grid,
                       (*tensors, *strides, *dq_args), dq_meta)
-    tensors = (q, k, v, grad_out, lse, delta, dk, dv)
+    tensors = (q, k, v, grad_out, ld, dk, dv)
     strides = (*_s5(dk, 2), *_s5(dv, 2))
     _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, alignment(*tensors)), dkv_grid,
                        (*tensors, *sq, *sk, *sv, *sdo, *sl, *strides, *dkv_args), dkv_meta)
@@ -1133,7 +1131,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
         dek, dev = grads[3], grads[4]
         grid, args, meta = extra
         meta = {**meta, "WIDE": wide}
-        tensors = (q, ek, ev, grad_out, lse, delta, dek, dev)
+        tensors = (q, ek, ev, grad_out, ld, dek, dev)
         strides = (*se, *_extra_strides(dek, dev))
         _na_bwd_extra_kv.launch((*site, dek.dtype, dev.dtype, strides, alignment(*tensors)), grid,
                                 (*tensors, *sq, *strides[:6], *sdo, *sl, *strides[6:], *args), meta)

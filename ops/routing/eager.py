@@ -83,7 +83,7 @@ class RoutedProgram:
                                                        self.scale, dq=dq, dk=dk, dv=dv)
         ws = torch.empty(self.ws_numel, device=q.device, dtype=torch.float32)
         self.dq(q, k, v, out, grad_out, dq, lse, ws, idx)
-        self.dkv(q, k, v, grad_out, dk, dv, lse, ws)
+        self.dkv(q, k, v, grad_out, dk, dv, ws)
         return dq, dk, dv
 
 
