@@ -33,14 +33,16 @@ __all__ = ["region_topk", "topk_launches"]
 @triton.jit
 def _region_mean_kernel(
     Q, K, MEANS,
-    R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
+    C, K_OFF, inv_t, n_regions,
     sqb, sqy, sqx, sqc,
     skb, sky, skx, skc,
+    R: tl.constexpr, NX: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr,
 ):
     """MEANS[0, b, r, c] = mean of q over region r's tokens, MEANS[1, b, r, c] likewise for k.
     Program (group of GROUP regions b * R + r, channel block); regions are row-major TH x TW
-    blocks of the map. GROUP > 1: each region's tokens fill BLOCK_T // GROUP (>= TH * TW) rows."""
+    blocks of the map. GROUP > 1: each region's tokens fill BLOCK_T // GROUP (>= TH * TW) rows.
+    The region grid is constexpr: its per-row divisions become shifts or multiply-shifts."""
     if GROUP > 1:
         _region_mean_packed(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
                             sqb, sqy, sqx, sqc, skb, sky, skx, skc, BLOCK_T, BLOCK_C, GROUP)
@@ -50,8 +52,8 @@ def _region_mean_kernel(
 
 
 @triton.jit
-def _region_mean_looped(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t,
-                        sqb, sqy, sqx, sqc, skb, sky, skx, skc,
+def _region_mean_looped(Q, K, MEANS, R: tl.constexpr, NX: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, C,
+                        K_OFF, inv_t, sqb, sqy, sqx, sqc, skb, sky, skx, skc,
                         BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """One region per program, its tokens BLOCK_T at a time."""
     pid = tl.program_id(0)
@@ -61,7 +63,7 @@ def _region_mean_looped(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t,
     c_ok = c < C
     y0 = (r // NX) * TH
     x0 = (r % NX) * TW
-    T = TH * TW
+    T: tl.constexpr = TH * TW
     q_base = Q + b * sqb
     k_base = K + b * skb
     acc_q = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
@@ -81,8 +83,8 @@ def _region_mean_looped(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t,
 
 
 @triton.jit
-def _region_mean_packed(Q, K, MEANS, R, NX, TH, TW, C, K_OFF, inv_t, n_regions,
-                        sqb, sqy, sqx, sqc, skb, sky, skx, skc,
+def _region_mean_packed(Q, K, MEANS, R: tl.constexpr, NX: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, C,
+                        K_OFF, inv_t, n_regions, sqb, sqy, sqx, sqc, skb, sky, skx, skc,
                         BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, GROUP: tl.constexpr):
     """GROUP whole regions per program: row i is token i % ROWS of region pid * GROUP + i // ROWS
     (ROWS = BLOCK_T // GROUP, a power of two >= TH * TW), summed per region by a reshape."""
@@ -216,5 +218,6 @@ def _mean_plan(B: int, Y: int, X: int, C: int, ny: int, nx: int, elems: int = 20
     else:
         group, block_t = 1, min(max(t_rows, 16), rows)
     grid = (cdiv(B * R, group), cdiv(C, block_c))
-    args = (R, nx, Y // ny, X // nx, C, B * R * C, 1.0 / T, B * R)
-    return grid, args, dict(BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group, num_warps=warps)
+    args = (C, B * R * C, 1.0 / T, B * R)
+    return grid, args, dict(R=R, NX=nx, TH=Y // ny, TW=X // nx, BLOCK_T=block_t, BLOCK_C=block_c, GROUP=group,
+                            num_warps=warps)
