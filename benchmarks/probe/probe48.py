@@ -5,11 +5,17 @@ it; also their forward, inference). Session 19's changes: the dQ kernels store e
 LSE, delta) as one 8-byte pair, which the dK/dV kernels load with one vector access; the
 block-sparse core's tile grid is constexpr (probe44 / probe47 count the loops offline).
 
-    python benchmarks/probe/probe48.py <ops copy> [na|bra]
+    python benchmarks/probe/probe48.py <ops copy> [na|bra|topk]
+
+``topk`` times the region routing alone (``region_topk``: region means and top-k) on the BRA shapes,
+replayed from CUDA graphs (an eager call is about as long on the CPU as on the GPU).
 """
+import importlib
+import statistics
 import sys
 
 import torch
+from triton.testing import do_bench_cudagraph
 
 import ops
 from ab import alternating_medians, load_base  # the script's folder is on sys.path
@@ -25,15 +31,21 @@ NA_CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
 BRA_SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
 
 
-def compare(name, fb, fn):
+def compare(name, fb, fn, graphs=False):
+    """``graphs``: time replays of CUDA graphs (GPU work alone; the calls are warmed up first)."""
     diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(fb(), fn()))
-    mb, mn = alternating_medians(fb, fn)
+    if graphs:
+        tb = [do_bench_cudagraph(fb, rep=50, return_mode="median") for _ in range(3)]
+        tn = [do_bench_cudagraph(fn, rep=50, return_mode="median") for _ in range(3)]
+        mb, mn = statistics.median(tb), statistics.median(tn)
+    else:
+        mb, mn = alternating_medians(fb, fn)
     print(f"{name:34s} | {mb:.4f}, {mn:.4f} | {mn / mb:.3f} | {diff:.2g}", flush=True)
 
 
 def main():
     base = load_base(sys.argv[1])
-    which = sys.argv[2:] or ["na", "bra"]
+    which = sys.argv[2:] or ["na", "bra", "topk"]
     print("case                               | backward ms base, this (medians of 5 alternations) | this/base | max grad diff")
     g = torch.Generator(device="cuda").manual_seed(0)
     if "na" in which:
@@ -61,6 +73,16 @@ def main():
             compare(f"BRA B{batch} {size}x{size} C{channels} topk{topk}",
                     lambda: torch.autograd.grad(ob, (q, k, v), do, retain_graph=True),
                     lambda: torch.autograd.grad(on, (q, k, v), do, retain_graph=True))
+    if "topk" in which:
+        rb = importlib.import_module(base.__name__ + ".routing.kernels").region_topk
+        rn = importlib.import_module("ops.routing.kernels").region_topk
+        for batch, size, channels, n_win, topk in BRA_SHAPES:
+            q, k = (torch.randn(batch, size, size, channels, device="cuda", dtype=torch.bfloat16, generator=g)
+                    for _ in range(2))
+            scale = channels ** -0.5
+            compare(f"region_topk B{batch} {size}x{size} C{channels} topk{topk}",
+                    lambda: (rb(q, k, (n_win, n_win), topk, scale),),
+                    lambda: (rn(q, k, (n_win, n_win), topk, scale),), graphs=True)
 
 
 main()
