@@ -9,12 +9,12 @@ the separate means, the matmul, ``topk`` and the int64 -> int32 cast:
    qkv projection), in fp32, into one ``[2, B, R, C]`` fp32 buffer. Small regions are packed
    several per program (BiFormer's 2x2-token regions would otherwise fill 4 of 16 rows of
    ~12k programs); a big region loops over its tokens.
-2. ``_region_topk_kernel``: one program per (batch, block of 16 query regions) forms their
-   affinity rows against all R key-region means as one fp32 ``tl.dot`` (IEEE: FMAs in fp32, as
-   exact under the interpreter) and stores each row's k best ids as int32 by repeated arg-max,
-   in descending affinity order (ties: lowest region id first). One program per query region
-   read all R key means each: 3136 x 50 KB from L2 on BiFormer's 14x14 stage at batch 64, which
-   bounded that launch (~29 us); a block of 16 reads them once per 16 rows.
+2. ``_region_topk_kernel``: one program per (batch, query region) forms the affinity row
+   against all R key-region means in fp32 (elementwise products and ``tl.sum``: no ``tl.dot``,
+   so every dtype is exact under the interpreter too) and stores the k best ids as int32 by
+   repeated arg-max, in descending affinity order (ties: lowest region id first). Ranking 8
+   query regions per program against one read of the key means was 1.5-2x slower on the H200
+   (fewer programs, each a serial chain of channel steps and arg-max rounds).
 """
 from __future__ import annotations
 
@@ -115,38 +115,34 @@ def _region_mean_packed(Q, K, MEANS, R: tl.constexpr, NX: tl.constexpr, TH: tl.c
 def _region_topk_kernel(
     MEANS, OUT,
     R, C, K_OFF, TOPK, scale,
-    BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """OUT[b, r, :TOPK] = ids of the TOPK largest (scale * q_mean[b, r]) . k_mean[b, j] over j,
-    descending, for the BLOCK_Q query regions r of program (b, r block)."""
+    descending. Program b * R + r."""
     pid = tl.program_id(0)
-    n_blocks = tl.cdiv(R, BLOCK_Q)
-    b = pid // n_blocks
-    r = (pid % n_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    r_ok = r < R
+    b = pid // R
     j = tl.arange(0, BLOCK_R)
     j_ok = j < R
-    q_rows = MEANS + (b * R + r) * C
-    k_rows = MEANS + K_OFF + (b * R + j) * C
-    aff = tl.zeros([BLOCK_Q, BLOCK_R], dtype=tl.float32)
+    q_row = MEANS + pid * C
+    k_rows = MEANS + K_OFF + b * R * C + j[:, None] * C
+    aff = tl.zeros([BLOCK_R], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         c_ok = c < C
-        qv = tl.load(q_rows[:, None] + c[None, :], mask=r_ok[:, None] & c_ok[None, :], other=0.0)
-        kv = tl.load(k_rows[:, None] + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
-        aff = tl.dot(qv, tl.trans(kv), aff, input_precision="ieee")
+        qv = tl.load(q_row + c, mask=c_ok, other=0.0)
+        kv = tl.load(k_rows + c[None, :], mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+        aff += tl.sum(kv * qv[None, :], axis=1)
     aff = aff * scale
     aff = tl.where(aff != aff, float("inf"), aff)  # NaN ranks first, as in torch.topk
     # Top-k by repeated arg-max on this one copy of the affinities (lowest id among equals).
     # Ranking by all-pairs comparisons (aff against its transpose) gave repeated ranks on the GPU:
     # the two layouts of aff need not hold bit-identical values. Taken regions drop to -inf, so
     # genuine -inf affinities move up to the lowest finite float to stay selectable.
-    aff = tl.where(j_ok[None, :], tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
-    out = OUT + (b * R + r) * TOPK
+    aff = tl.where(j_ok, tl.maximum(aff, -3.4028234663852886e38), float("-inf"))
     for slot in range(TOPK):
-        pick = tl.argmax(aff, axis=1, tie_break_left=True)
-        tl.store(out + slot, pick, mask=r_ok)
-        aff = tl.where(j[None, :] == pick[:, None], float("-inf"), aff)
+        pick = tl.argmax(aff, axis=0, tie_break_left=True)
+        tl.store(OUT + pid * TOPK + slot, pick)
+        aff = tl.where(j == pick, float("-inf"), aff)
 
 
 _region_mean = Launcher(_region_mean_kernel)
@@ -196,11 +192,14 @@ def topk_launches(device: int, B: int, Y: int, X: int, C: int, regions: tuple[in
     mean_grid, mean_args, mean_meta = _mean_plan(B, Y, X, C, ny, nx)
     site = (device, B, Y, X, C, regions, q_dtype, k_dtype, q_strides, k_strides, topk, align)
     mean = _region_mean.bind(site, mean_grid, (*mean_args, *q_strides, *k_strides), mean_meta)
-    # blocks of 16 query regions (tl.dot's smallest), key-mean tiles of up to 2048 elements
+    # One warp per program up to 64 regions: the top-k chain's arg-max rounds then reduce with
+    # shuffles only (no shared memory round trip per round); 2048-element affinity tiles.
+    # On the H200 (probe13) this took BiFormer's 14x14 top-16 from 49 to 29 us and 28x28 top-4
+    # from 22 to 15 us, against 4 warps and 4096-element tiles.
     block_r = max(next_power_of_2(R), 16)
-    topk_meta = dict(BLOCK_Q=16, BLOCK_R=block_r, BLOCK_C=min(max(next_power_of_2(C), 16), max(2048 // block_r, 16)),
-                     num_warps=4)
-    rank = _region_topk.bind(site, (B * cdiv(R, 16),), (R, C, B * R * C, topk, scale), topk_meta)
+    topk_meta = dict(BLOCK_R=block_r, BLOCK_C=min(max(next_power_of_2(C), 16), max(2048 // block_r, 16)),
+                     num_warps=max(1, min(4, block_r // 64)))
+    rank = _region_topk.bind(site, (B * R,), (R, C, B * R * C, topk, scale), topk_meta)
     return mean, rank
 
 
