@@ -54,8 +54,9 @@ def main():
             for block, warps, stages in [(32, 2, 2), (64, 4, 2), (64, 4, 3), (128, 4, 2)]:
                 b = compile_counts(fb, {**vb, streamed: block}, warps, stages)
                 t = compile_counts(ft, {**vt, streamed: block}, warps, stages)
-                print(f"{str(shape):20s} {kind:6s} {block:5d} {warps} {stages}  {b[0]:3d} -> {t[0]:3d}  {b[1]:3d} -> {t[1]:3d}"
-                      f"  {b[2]:4d} -> {t[2]:4d}  {b[3]:4d} -> {t[3]:4d} ({(t[3] - b[3]) / max(b[3], 1):+.1%})", flush=True)
+                print(f"{str(shape):20s} {kind:6s} {block:5d} {warps} {stages}  {b[0]:3d} -> {t[0]:3d}"
+                      f"  {b[1]:3d} -> {t[1]:3d}  {b[2]:4d} -> {t[2]:4d}  {b[3]:4d} -> {t[3]:4d}"
+                      f" ({(t[3] - b[3]) / max(b[3], 1):+.1%})", flush=True)
 
 
 if __name__ == "__main__":

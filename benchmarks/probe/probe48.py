@@ -46,7 +46,8 @@ def compare(name, fb, fn, graphs=False):
 def main():
     base = load_base(sys.argv[1])
     which = sys.argv[2:] or ["na", "bra", "topk"]
-    print("case                               | backward ms base, this (medians of 5 alternations) | this/base | max grad diff")
+    print("case                               | backward ms base, this (medians of 5 alternations) | this/base"
+          " | max grad diff")
     g = torch.Generator(device="cuda").manual_seed(0)
     if "na" in which:
         for name, shape, ks, st in NA_CASES:

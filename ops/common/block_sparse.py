@@ -251,8 +251,9 @@ def _dq_program(
 @triton.jit
 def _workspace(WS, lists_off, ptr_off):
     """(LD, SRC, PTR) in the backward's one fp32 buffer: the (log2 LSE, delta) pairs at its start
-    (``lse_delta.py``), then the inverse lists as int32 (SRC, then PTR ``ptr_off`` entries later). One allocation and no slices: on
-    the H200 host each costs ~7 us of an eager backward that is bound by its CPU time."""
+    (``lse_delta.py``), then the inverse lists as int32 (SRC, then PTR ``ptr_off`` entries later).
+    One allocation and no slices: on the H200 host each costs ~7 us of an eager backward that is
+    bound by its CPU time."""
     SRC = (WS + lists_off).to(tl.pointer_type(tl.int32))
     return WS, SRC, SRC + ptr_off
 
@@ -304,8 +305,8 @@ def _bs_bwd_dq_kernel(
         _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
-                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group,
-                    sm_scale, TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
+                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group, sm_scale,
+                    TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
     else:
         _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
                        (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
@@ -413,11 +414,11 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
     return dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), UPCAST=upcast, PRECISION=precision, PACKED=group > 1)
 
 
-def _geometry(X: int, tile: tuple[int, int], nk: int) -> dict:
+def _geometry(X: int, tile: tuple[int, int], nk: int | None = None) -> dict:
     """The kernels' constexpr tile grid: tiles per row, tile height and width, tokens per tile, and
-    the routed tiles per query tile (NK)."""
+    the routed tiles per query tile (NK; the dK/dV kernel, which reads the inverse lists, has none)."""
     th, tw = tile
-    return dict(TILES_X=X // tw, TILE_H=th, TILE_W=tw, T=th * tw, NK=nk)
+    return dict(TILES_X=X // tw, TILE_H=th, TILE_W=tw, T=th * tw, **({} if nk is None else {"NK": nk}))
 
 
 def _int32(index: torch.Tensor) -> torch.Tensor:
@@ -442,7 +443,8 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
                         ((B, nq, nk), (*strides[20:22], 1)))
-    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group))
+    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_geometry(X, tile, nk),
+                **_meta(C // num_heads, dtype, group))
     # the site holds what Triton specializes on; the scale, a float, is not
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
     return _bs_fwd.bind(site, grid, (*strides, *args), meta)
@@ -479,7 +481,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         site, grid,
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, nq, n_tiles, split,
          group, dq_programs, scale, 2 * n_delta, B * ne),
-        dict(BLOCK_M=block, **_geometry(X, tile, nk), CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, **common))
+        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1,
+             **_geometry(X, tile, nk), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
@@ -487,7 +490,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         site, grid,
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, n_tiles, split, group,
          scale, 2 * n_delta, B * ne),
-        dict(BLOCK_N=block, **{k: v for k, v in _geometry(X, tile, nk).items() if k != "NK"}, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, **common))
+        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1,
+             **_geometry(X, tile), **common))
     # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
     return dq, dkv, 2 * n_delta + B * (ne + n_tiles + 1)
 
