@@ -20,7 +20,7 @@ from ..common import check_span
 from ..common.tuning import alignment, contiguous_strides, wide_offsets
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
-                      _same_tokens, na_backward)
+                      na_backward)
 
 __all__ = ["NAProgram", "program_for"]
 
@@ -64,7 +64,7 @@ class NAProgram:
         wide = wide_offsets(*given, *made, *grads)
         # forward: the launch and site key na_forward builds for these tensors
         grid, args, meta = _fwd_launch(*problem, p.scale, None)
-        meta = {**meta, "WIDE": wide_offsets(*given, *made), "SAME_KV": _same_tokens(sk, sv)}
+        meta = {**meta, "WIDE": wide_offsets(*given, *made)}
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
         site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
@@ -76,12 +76,12 @@ class NAProgram:
         self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs)
         for has_dlse in (False, True):
             dq_grid, dq_args, dq_meta = _bwd_launch(*problem, p.scale, has_dlse, None)[:3]
-            dq_meta = {**dq_meta, "WIDE": wide, "SAME_KV": _same_tokens(sk, sv)}
+            dq_meta = {**dq_meta, "WIDE": wide}
             site = (device, *problem, has_dlse, None, dtype, dtype, sq, sk, sv, so, sl, dtype, dq_strides,
                     _ALIGNED)
             self.dq[has_dlse] = _na_bwd_dq.bind(site, dq_grid, (*dq_strides, *dq_args), dq_meta)
         _, _, _, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(*problem, p.scale, False, None)
-        dkv_meta = {**dkv_meta, "WIDE": wide, "SAME_QDO": _same_tokens(sq, so)}
+        dkv_meta = {**dkv_meta, "WIDE": wide}
         bwd_site = (device, *problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
         dkv_strides = (*sdk, *sdv)
         self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,

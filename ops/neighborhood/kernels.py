@@ -315,20 +315,16 @@ def _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
                BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr,
-               MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr, SAME_KV: tl.constexpr):
+               MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr):
     """Key block (w0, w1, w2) of a query box's walk over its window union [u_lo, u_hi] (forward and dQ):
     K^T [D, N], V as [N, Dv] (or V^T [Dv, N] when V_T) and the scores' mask. MASK_MODE (host's
     ``_mask_mode``): 2 tests each (query, key) pair against the query's window, 1 only the walk's
-    bounds, 0 nothing (the caller then ignores the mask). SAME_KV: K and V share their token strides
-    (host's ``_same_tokens``), so one per-row offset serves both loads."""
+    bounds, 0 nothing (the caller then ignores the mask)."""
     j0, j1, j2, kv_ok = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
                                     BN0, BN1, BN2)
     x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
     k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
-    if SAME_KV:
-        v_tok = k_tok
-    else:
-        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
+    v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
     kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
     if V_T:
         v = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
@@ -398,7 +394,7 @@ def _na_fwd_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr, SAME_KV: tl.constexpr = False,
+    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
     against the query's window, 1 only the walk's bounds, 0 nothing. CORE (with MASK_MODE 2; host's
@@ -454,7 +450,7 @@ def _na_fwd_kernel(
                                  lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
                                  c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                  K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                 STEP_MASK, False, UPCAST, SAME_KV)
+                                 STEP_MASK, False, UPCAST)
         if CORE:
             s = tl.dot(q, kt, input_precision=PRECISION)
             if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
@@ -515,7 +511,6 @@ def _na_bwd_dq_kernel(
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
     MASK_MODE: tl.constexpr, CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
-    SAME_KV: tl.constexpr = False,
 ):
     """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows and writes it
     with the log2-scaled LSE to LD ([B, *spatial, H, 2] fp32) for the dK/dV kernels, so no separate
@@ -577,7 +572,7 @@ def _na_bwd_dq_kernel(
                                   lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
                                   c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
                                   K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                  STEP_MASK, True, UPCAST, SAME_KV)
+                                  STEP_MASK, True, UPCAST)
         if CORE:
             p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
             if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
@@ -674,7 +669,7 @@ def _na_bwd_dkv_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr, SAME_QDO: tl.constexpr = False,
+    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
 ):
     """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
     of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
@@ -728,15 +723,10 @@ def _na_bwd_dkv_kernel(
     for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_block)
         i0, i1, i2, q_ok = _walk_block(w0, w1, w2, qa0, qa1, qa2, qb0, qb1, qb2, r0, r1, r2, BM0, BM1, BM2)
         x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
-        q_tok = x0 * sq_0 + x1 * sq_1 + x2 * sq_2
-        if SAME_QDO:   # dO shares q's token strides (host's ``_same_tokens``): one per-row offset
-            do_tok = q_tok
-        else:
-            do_tok = x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2
-        q = tl.load(Q + b * sq_b + hq * sq_h + q_tok[:, None] + offs_d[None, :],
+        q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
                     mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-        do = tl.load(DO + b * sdo_b + hq * sdo_h + do_tok[:, None] + offs_dv[None, :],
-                     mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
+        do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+                     + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
         lse2, delta = load_lse_delta(LD + 2 * (b * sl_b + hq * sl_h), x0 * sl_0 + x1 * sl_1 + x2 * sl_2, q_ok)
         if UPCAST:
             q = q.to(tl.float32)
@@ -1033,8 +1023,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
     wide = _checked_wide(("fwd", site), query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
                          out=out, lse=lse)
-    meta = {**meta, "WIDE": wide, "SAME_KV": _same_tokens(strides[5:10], strides[10:15])}
-    _na_fwd.launch(site, grid, (*tensors, *strides, *args), meta)
+    _na_fwd.launch(site, grid, (*tensors, *strides, *args), {**meta, "WIDE": wide})
     return out, lse
 
 
@@ -1051,14 +1040,6 @@ def _checked_wide(layouts: tuple, /, **tensors) -> bool:
         if len(_WIDE) < 4096:
             _WIDE[layouts] = wide
     return wide
-
-
-def _same_tokens(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Whether two ``_s5`` stride sets share their token strides (the three spatial slots), so the
-    kernels compute one per-row offset for both tensors' loads (``SAME_KV``, ``SAME_QDO``): K and V
-    (or q and dO) sliced from one projection, or both contiguous with one head count and dim. That
-    offset's 64-bit address math was 2-8% of a walk step's sm_90 instructions (probe44)."""
-    return a[1:4] == b[1:4]
 
 
 def na1d_forward(q, k, v, kernel_size: int, scale: float, out=None, lse=None):
@@ -1137,8 +1118,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     named = dict(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out, grad_out=grad_out,
                  lse=lse, **{f"grad {i}": g for i, g in enumerate(grads)})
     wide = _checked_wide(("bwd", layouts), **named)
-    dq_meta = {**dq_meta, "WIDE": wide, "SAME_KV": _same_tokens(sk, sv)}
-    dkv_meta = {**dkv_meta, "WIDE": wide, "SAME_QDO": _same_tokens(sq, sdo)}
+    dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, ld, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
     _na_bwd_dq.launch((*site, out.dtype, strides, alignment(*tensors)), dq_grid,
