@@ -107,10 +107,6 @@ def launches(mod):
     wide = [dict(WIDE=False)] if "WIDE" in K._na_fwd_kernel.fn.arg_names else [{}]
     if len(sys.argv) > 2 and "--wide" in sys.argv and wide[0]:
         wide.append(dict(WIDE=True))
-    for _, fn, vals in out:   # session 19: one per-row offset for K/V (q/dO), as contiguous tensors get
-        for flag in ("SAME_KV", "SAME_QDO"):
-            if flag in fn.arg_names:
-                vals[flag] = True
     return [(f"{name}{' wide' if w.get('WIDE') else ''}", fn, {**vals, **w}) for name, fn, vals in out for w in wide]
 
 
