@@ -11,10 +11,9 @@ import torch
 
 import ops
 from ab import load_base
+from tasks.bench.suites.bra import GPU_CASES as SHAPES, HEAD_DIM  # bench bra's four shapes
 from probe40 import compile_counts
 
-SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
-HEAD_DIM = 32
 
 
 def values(mod, shape, kind):

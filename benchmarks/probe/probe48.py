@@ -19,6 +19,7 @@ from triton.testing import do_bench_cudagraph
 
 import ops
 from ab import alternating_medians, load_base  # the script's folder is on sys.path
+from tasks.bench.suites.bra import GPU_CASES as SHAPES  # (batch, size, channels, n_win, topk); head dim 32
 
 # (name, q shape [B, *spatial, H, D], kernel_size, stride)
 NA_CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
@@ -27,8 +28,6 @@ NA_CASES = [("NA-2D large", (1, 96, 96, 24, 128), (17, 17), (1, 1)),
             ("GNA-2D", (1, 96, 96, 24, 128), (16, 16), (8, 16)),
             ("GNA-3D", (1, 20, 48, 80, 12, 128), (8, 16, 16), (2, 8, 8)),
             ("1-D L32768 k2049 H16", (1, 32768, 16, 128), (2049,), (1,))]
-# (batch, size, channels, n_win, topk), head dim 32: bench bra's shapes
-BRA_SHAPES = [(64, 56, 64, 7, 1), (64, 28, 128, 7, 4), (64, 14, 256, 7, 16), (8, 128, 64, 8, 4)]
 
 
 def compare(name, fb, fn, graphs=False):
@@ -59,7 +58,7 @@ def main():
             compare(name, lambda: torch.autograd.grad(ob, (q, k, v), do, retain_graph=True),
                     lambda: torch.autograd.grad(on, (q, k, v), do, retain_graph=True))
     if "bra" in which:
-        for batch, size, channels, n_win, topk in BRA_SHAPES:
+        for batch, size, channels, n_win, topk in SHAPES:
             shape = (batch, size, size, channels)
             q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
                        for _ in range(3))
@@ -77,7 +76,7 @@ def main():
     if "topk" in which:
         rb = importlib.import_module(base.__name__ + ".routing.kernels").region_topk
         rn = importlib.import_module("ops.routing.kernels").region_topk
-        for batch, size, channels, n_win, topk in BRA_SHAPES:
+        for batch, size, channels, n_win, topk in SHAPES:
             q, k = (torch.randn(batch, size, size, channels, device="cuda", dtype=torch.bfloat16, generator=g)
                     for _ in range(2))
             scale = channels ** -0.5
