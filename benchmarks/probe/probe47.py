@@ -15,7 +15,6 @@ from tasks.bench.suites.bra import GPU_CASES as SHAPES, HEAD_DIM  # bench bra's 
 from probe40 import compile_counts
 
 
-
 def values(mod, shape, kind):
     """(jit fn, argument values) of the ``kind`` (fwd, dq, dkv) launch of one bench shape, bf16,
     contiguous tensors."""
