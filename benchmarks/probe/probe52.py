@@ -14,9 +14,13 @@ This times that kernel (``_dw_dot_kernel``, channels-last 16-bit maps, a few til
 ``ops.lka.kernels.dw_conv`` on the bench's three shapes for the 5x5 and the 7x7 dilation 3, after
 checking both against ``F.conv2d`` in fp32.
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe52.py
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe52.py [quick]
+
+``quick`` times only the four best tile configs of the full run's 5x5 rows (the full sweep of
+34 configs per row compiles for ~6 minutes).
 """
 import itertools
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +126,8 @@ def main():
     check()
     configs = [(th, tw, bc, wp) for th in (16, 32, 64) for tw in (8, 16) for bc in (16, 32, 64) for wp in (4, 8)
                if th * bc * tw <= 32768]
+    if sys.argv[1:] == ["quick"]:
+        configs = [(64, 8, 32, 4), (32, 8, 64, 4), (64, 8, 64, 8), (32, 8, 32, 4)]
     for k, dil in ((5, 1), (7, 3)):
         for bsz, c, size in BENCH:
             x, wt, bias, ref = _case(bsz, c, size, k, dil, torch.bfloat16, "cuda")
