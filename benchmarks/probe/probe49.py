@@ -22,6 +22,7 @@ import torch
 import ops
 import ops.routing.eager as eager
 from bra_case import SHAPES, Noop, fwd_bwd
+from tasks.bench.runner import _issue_ms
 
 ns = time.perf_counter_ns
 stamps: dict[str, int] = {}
@@ -69,17 +70,8 @@ def main():
     flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
     host = torch.randn(64, device="cuda", requires_grad=True)
 
-    def trivial():
-        t0 = ns()
-        (host * 1.0).sum().backward()
-        return ns() - t0
-
     def host_us():
-        out = []
-        for _ in range(200):
-            torch.cuda.synchronize()
-            out.append(trivial())
-        return statistics.median(out) / 1e3
+        return _issue_ms(lambda: (host * 1.0).sum().backward(), 200) * 1e3
 
     print(f"host: trivial backward {host_us():.0f} us (idle GPU)")
     print(f"{'shape':22} {'impl':8} {'GPU':6} | " + " ".join(f"{p:>10}" for p in PIECES))

@@ -12,7 +12,6 @@ out. This times (median CPU us per call, GPU idle before each, 300 calls):
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe50.py
 """
 import statistics
-import time
 
 import torch
 import triton
@@ -21,21 +20,13 @@ import triton.language as tl
 from bra_case import SHAPES, fwd_bwd
 from ops.common.tuning import Launcher
 from ops.routing.eager import program_for
-
-ns = time.perf_counter_ns
-
+from tasks.bench.runner import _issue_ms
 
 def issue_us(fn, n: int = 300) -> float:
+    """Median CPU us of one call issued on an idle GPU (the bench's "CPU ms"), after 10 warm-ups."""
     for _ in range(10):
         fn()
-    out = []
-    for _ in range(n):
-        torch.cuda.synchronize()
-        t0 = ns()
-        fn()
-        out.append(ns() - t0)
-    torch.cuda.synchronize()
-    return statistics.median(out) / 1e3
+    return _issue_ms(fn, n) * 1e3
 
 
 def _kernel_with(n_ints: int):
