@@ -1,0 +1,166 @@
+"""Random-case campaigns for the kernels, longer than the test suite runs: NA, BRA and LKA against
+their fp64 references, forward and every gradient, on CUDA when present, else under Triton's
+CPU interpreter (as the tests). Not collected by pytest; run it by hand:
+
+    python -m tests.fuzz_kernels na --seeds 5000 60          # ranks 1-3, each kernel dtype
+    python -m tests.fuzz_kernels na --big --seeds 7000 25    # maps up to 90 / 15x15 / 7x7x7 on CPU
+    python -m tests.fuzz_kernels bra --seeds 100 300         # public op: padding, strided q/k/v, routing
+    python -m tests.fuzz_kernels lka --seeds 1000 150        # LKA, LSKA chains, single depthwise convs
+
+Each failing case prints its settings and seed; the exit status is the number of failures.
+Low-precision LKA gradients are also accepted when PyTorch's own chain in that dtype errs as
+much (within 2x): a bias gradient is a sum over the map and may cancel to a small value.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")   # before ops defines its kernels
+
+import torch.nn.functional as F  # noqa: E402
+
+import ops  # noqa: E402
+from tests.ops.helpers import TOLERANCE, assert_close, kernel_dtypes, relative_error  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fuzz_na(seed: int, big: bool) -> None:
+    import tests.ops.test_neighborhood as na_tests
+    if big and DEVICE == "cpu":
+        na_tests.MAX_LEN = {1: 90, 2: 15, 3: 7}
+    for rank in (1, 2, 3):
+        for dtype in kernel_dtypes():
+            case = na_tests._random_case(random.Random(seed * 7 + rank), rank)
+            gen = torch.Generator().manual_seed(seed)
+            na_tests._check_against_reference(case, dtype, DEVICE, gen, seed)
+
+
+def fuzz_bra(seed: int, big: bool) -> None:
+    from ops.routing import region_routing, routing_attention_reference
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    top = 40 if big or DEVICE == "cuda" else 11
+    B, Y, X = rng.randint(1, 2), rng.randint(2, top), rng.randint(2, top)
+    ny, nx = rng.randint(1, min(Y, 4)), rng.randint(1, min(X, 4))
+    R, heads = ny * nx, rng.choice([1, 2])
+    C, topk = heads * rng.choice([16, 32]), rng.randint(1, ny * nx)
+    dtype, scale = rng.choice(kernel_dtypes()), rng.choice([None, 0.3])
+    case = dict(seed=seed, B=B, Y=Y, X=X, regions=(ny, nx), heads=heads, C=C, topk=topk, dtype=dtype, scale=scale)
+    qkv = torch.randn(B, Y, X, 3 * C, generator=gen).to(DEVICE, dtype).requires_grad_(True)
+    q, k, v = qkv.split(C, dim=-1)   # strided views of one projection, as BiFormer's
+    qkv64 = qkv.detach().double().requires_grad_(True)
+    padded = F.pad(qkv64, (0, 0, 0, (-X) % nx, 0, (-Y) % ny))   # BiFormer's auto_pad
+    q64, k64, v64 = padded.split(C, dim=-1)
+    sc = (C // heads) ** -0.5 if scale is None else scale
+    idx64 = region_routing(q64, k64, (ny, nx), topk, sc)
+    # token attention with the fp64 routing, so near-ties cannot pick other regions
+    out = ops.routing_attention(q, k, v, (ny, nx), topk, scale=scale, num_heads=heads, routing_indices=idx64)
+    grad = torch.randn(out.shape, generator=gen).to(DEVICE, dtype)
+    out.backward(grad)
+    ref = routing_attention_reference(q64, k64, v64, idx64, (ny, nx), heads, sc)[:, :Y, :X]
+    ref.backward(grad.double())
+    assert_close(out, ref, dtype, f"out {case}", seed)
+    assert_close(qkv.grad, qkv64.grad, dtype, f"d qkv {case}", seed)
+    # the op's own routing: the fp64 top-k sets wherever the k-th and (k+1)-th affinities are apart
+    _, idx = ops.routing_attention(q.detach(), k.detach(), v.detach(), (ny, nx), topk, scale=scale,
+                                   num_heads=heads, return_indices=True)
+    means = [t.detach().unflatten(1, (ny, -1)).unflatten(3, (nx, -1)).mean((2, 4)).flatten(1, 2) for t in (q64, k64)]
+    affinity = (means[0] * sc) @ means[1].transpose(-1, -2)
+    ranked = affinity.sort(-1, descending=True).values
+    if topk < R:
+        gap = ranked[..., topk - 1] - ranked[..., topk]
+        clear = gap > (1e-2 if dtype != torch.float32 else 1e-4) * (affinity.abs().amax(-1) + 1)
+        same = (idx.cpu().sort(-1).values == idx64.cpu().sort(-1).values).all(-1)
+        assert bool((same | ~clear.cpu()).all()), f"routing differs where the top-k is clear: {case}"
+
+
+def _lka_case(rng: random.Random, gen: torch.Generator, c: int):
+    """(kind, fn(x, *params), params as fp32 tensors) of one random LKA-family op."""
+    kind = rng.choice(["lka", "lska", "dw"])
+    randn = lambda *s, k=1.0: torch.randn(*s, generator=gen) * k  # noqa: E731
+    if kind == "lka":
+        params = [randn(c, 1, 5, 5, k=0.2), randn(c), randn(c, 1, 7, 7, k=0.15), randn(c), randn(c, c, 1, 1, k=c ** -0.5),
+                  randn(c)]
+        return kind, ops.large_kernel_attention, params
+    if kind == "lska":
+        from ops.lka import lska_kernel_sizes
+        sizes = lska_kernel_sizes(rng.choice([23, 35]))
+        n, dil = len(sizes), [d for _, d in sizes]
+        params = [randn(c, 1, *ks, k=0.3) for ks, _ in sizes] + [randn(c) for _ in sizes] + \
+                 [randn(c, c, 1, 1, k=c ** -0.5), randn(c)]
+        return kind + f"{sizes}", lambda x, *p: ops.separable_large_kernel_attention(
+            x, list(p[:n]), list(p[n:2 * n]), dil, p[-2], p[-1]), params
+    kh, kw, d = rng.choice([1, 3, 5, 7]), rng.choice([1, 3, 5, 7]), rng.choice([1, 2, 3])
+    params = [randn(c, 1, kh, kw, k=0.3)] + ([randn(c)] if rng.random() < 0.5 else [])
+    return f"dw {kh}x{kw} d{d}", lambda x, w, b=None: ops.depthwise_conv2d(x, w, b, dilation=d), params
+
+
+def fuzz_lka(seed: int, big: bool) -> None:
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    top = 40 if big or DEVICE == "cuda" else 14
+    b, c, h, w = rng.randint(1, 2), rng.choice([1, 3, 8, 17, 24, 64]), rng.randint(1, top), rng.randint(1, top)
+    dtype = rng.choice(kernel_dtypes())
+    fmt = rng.choice([torch.contiguous_format, torch.channels_last])
+    kind, fn, params = _lka_case(rng, gen, c)
+    case = dict(seed=seed, shape=(b, c, h, w), dtype=dtype, layout=str(fmt), kind=kind)
+    x = torch.randn(b, c, h, w, generator=gen)
+    grad = torch.randn(b, c, h, w, generator=gen)
+
+    def run(dt, force_reference=False):
+        leaves = [t.to(DEVICE, dt).requires_grad_(True) for t in (x, *params)]
+        leaves[0] = leaves[0].detach().contiguous(memory_format=fmt).requires_grad_(True)
+        if force_reference:
+            os.environ["FOVEAL_FORCE_REFERENCE"] = "1"
+        try:
+            y = fn(*leaves)
+            return y, torch.autograd.grad(y, leaves, grad.to(DEVICE, dt))
+        finally:
+            os.environ.pop("FOVEAL_FORCE_REFERENCE", None)
+
+    y, grads = run(dtype)
+    ref, ref_grads = run(torch.float64)
+    assert y.is_contiguous(memory_format=fmt), f"layout not kept: {case}"
+    assert_close(y, ref, dtype, f"out {case}", seed)
+    plain = None
+    for i, (g, r) in enumerate(zip(grads, ref_grads)):
+        err = relative_error(g, r)
+        if err > TOLERANCE[dtype] and dtype != torch.float32:
+            plain = plain or run(dtype, force_reference=True)[1]
+            if err <= 2 * relative_error(plain[i], r):
+                continue
+        assert_close(g, r, dtype, f"grad {i} {case}", seed)
+
+
+FUZZERS = {"na": fuzz_na, "bra": fuzz_bra, "lka": fuzz_lka}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("op", choices=sorted(FUZZERS))
+    parser.add_argument("--seeds", type=int, nargs=2, default=(0, 20), metavar=("FIRST", "COUNT"))
+    parser.add_argument("--big", action="store_true", help="larger maps under the interpreter (slower)")
+    args = parser.parse_args()
+    first, count = args.seeds
+    fails, start = 0, time.time()
+    for seed in range(first, first + count):
+        try:
+            FUZZERS[args.op](seed, args.big)
+        except AssertionError as exc:
+            fails += 1
+            print(f"FAIL seed {seed}: {str(exc)[:800]}", flush=True)
+        if DEVICE == "cuda" or (seed - first) % 10 == 9 or seed == first + count - 1:
+            print(f"{args.op}: {seed - first + 1} seeds, {fails} failed, {time.time() - start:.0f} s", flush=True)
+    return fails
+
+
+if __name__ == "__main__":
+    sys.exit(main())
