@@ -4,6 +4,7 @@ CPU interpreter (as the tests). Not collected by pytest; run it by hand:
 
     python -m tests.fuzz_kernels na --seeds 5000 60          # ranks 1-3, each kernel dtype
     python -m tests.fuzz_kernels na --big --seeds 7000 25    # maps up to 90 / 15x15 / 7x7x7 on CPU
+    python -m tests.fuzz_kernels na-op --seeds 0 100         # the public op: autograd, views, LSE grads
     python -m tests.fuzz_kernels bra --seeds 100 300         # public op: padding, strided q/k/v, routing
     python -m tests.fuzz_kernels lka --seeds 1000 150        # LKA, LSKA chains, single depthwise convs
 
@@ -41,6 +42,61 @@ def fuzz_na(seed: int, big: bool) -> None:
             case = na_tests._random_case(random.Random(seed * 7 + rank), rank)
             gen = torch.Generator().manual_seed(seed)
             na_tests._check_against_reference(case, dtype, DEVICE, gen, seed)
+
+
+def fuzz_na_op(seed: int, big: bool) -> None:
+    """The public ``ops.neighborhood_attention`` with autograd (eager dispatch, layouts, LSE gradient)
+    against itself in fp64, which runs the reference: per-axis or scalar window arguments, q/k/v
+    as strided views (slices of one projection, or a heads-first tensor permuted)."""
+    import tests.ops.test_neighborhood as na_tests
+    if big and DEVICE == "cpu":
+        na_tests.MAX_LEN = {1: 90, 2: 15, 3: 7}
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rank = rng.randint(1, 3)
+    c = na_tests._random_case(rng, rank)
+    dtype = rng.choice(kernel_dtypes())
+    b, shape, h, hkv, d, dv = c["batch"], c["shape"], c["heads"], c["kv_heads"], c["dim"], c["dim_v"]
+    layout = rng.choice(["contiguous", "qkv slices", "heads first"])
+    if layout == "qkv slices":
+        dv = d
+        proj = torch.randn(b, *shape, h + 2 * hkv, d, generator=gen)
+        base = [proj[..., :h, :], proj[..., h:h + hkv, :], proj[..., h + hkv:, :]]
+    elif layout == "heads first":
+        base = [torch.randn(b, n, *shape, e, generator=gen).movedim(1, -2) for n, e in ((h, d), (hkv, d), (hkv, dv))]
+    else:
+        base = [torch.randn(b, *shape, n, e, generator=gen) for n, e in ((h, d), (hkv, d), (hkv, dv))]
+    extra = [torch.randn(b, c["extra"], hkv, e, generator=gen) for e in (d, dv)] if c["extra"] else []
+    window = {name: c[key] if len(set(c[key])) > 1 or rng.random() < 0.5 else c[key][0]
+              for name, key in (("kernel_size", "kernel"), ("dilation", "dilation"), ("stride", "stride"),
+                                ("is_causal", "causal"))}
+    case = dict(seed=seed, layout=layout, dtype=dtype, shape=shape, heads=(h, hkv), dims=(d, dv),
+                extra=c["extra"], **window)
+
+    def run(dt):
+        leaves = [t.detach().to(DEVICE, dt).requires_grad_(True) for t in (*base, *extra)]
+        views = list(leaves)
+        if layout == "qkv slices":
+            whole = torch.cat([t.detach() for t in leaves[:3]], dim=-2).requires_grad_(True)
+            views[:3] = [whole[..., :h, :], whole[..., h:h + hkv, :], whole[..., h + hkv:, :]]
+            leaves[:3] = [whole]
+        elif layout == "heads first":
+            firsts = [t.detach().movedim(-2, 1).contiguous().requires_grad_(True) for t in leaves[:3]]
+            views[:3] = [t.movedim(1, -2) for t in firsts]
+            leaves[:3] = firsts
+        out, lse = ops.neighborhood_attention(*views[:3], **window, additional_keys=views[3] if extra else None,
+                                              additional_values=views[4] if extra else None, return_lse=True)
+        g_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, dt)
+        g_lse = torch.randn(lse.shape, generator=torch.Generator().manual_seed(seed + 2)).to(DEVICE)
+        grads = torch.autograd.grad((out, lse), leaves, (g_out, g_lse.to(lse.dtype)))
+        return out, lse, grads
+
+    out, lse, grads = run(dtype)
+    ref, ref_lse, ref_grads = run(torch.float64)
+    assert_close(out, ref, dtype, f"out {case}", seed)
+    assert_close(lse, ref_lse, torch.float32 if dtype == torch.float32 else dtype, f"lse {case}", seed)
+    for i, (g, r) in enumerate(zip(grads, ref_grads)):
+        assert_close(g, r, dtype, f"grad {i} {case}", seed)
 
 
 def fuzz_bra(seed: int, big: bool) -> None:
@@ -140,7 +196,7 @@ def fuzz_lka(seed: int, big: bool) -> None:
         assert_close(g, r, dtype, f"grad {i} {case}", seed)
 
 
-FUZZERS = {"na": fuzz_na, "bra": fuzz_bra, "lka": fuzz_lka}
+FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka}
 
 
 def main() -> int:
