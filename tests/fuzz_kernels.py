@@ -33,10 +33,16 @@ from tests.ops.helpers import TOLERANCE, assert_close, kernel_dtypes, relative_e
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def fuzz_na(seed: int, big: bool) -> None:
+def _na_tests(big: bool):
+    """The NA test module, whose random cases the campaigns draw; ``big`` widens its CPU map sizes."""
     import tests.ops.test_neighborhood as na_tests
     if big and DEVICE == "cpu":
         na_tests.MAX_LEN = {1: 90, 2: 15, 3: 7}
+    return na_tests
+
+
+def fuzz_na(seed: int, big: bool) -> None:
+    na_tests = _na_tests(big)
     for rank in (1, 2, 3):
         for dtype in kernel_dtypes():
             case = na_tests._random_case(random.Random(seed * 7 + rank), rank)
@@ -48,9 +54,7 @@ def fuzz_na_op(seed: int, big: bool) -> None:
     """The public ``ops.neighborhood_attention`` with autograd (eager dispatch, layouts, LSE gradient)
     against itself in fp64, which runs the reference: per-axis or scalar window arguments, q/k/v
     as strided views (slices of one projection, or a heads-first tensor permuted)."""
-    import tests.ops.test_neighborhood as na_tests
-    if big and DEVICE == "cpu":
-        na_tests.MAX_LEN = {1: 90, 2: 15, 3: 7}
+    na_tests = _na_tests(big)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     rank = rng.randint(1, 3)
