@@ -62,14 +62,9 @@ def fuzz_na_op(seed: int, big: bool) -> None:
     dtype = rng.choice(kernel_dtypes())
     b, shape, h, hkv, d, dv = c["batch"], c["shape"], c["heads"], c["kv_heads"], c["dim"], c["dim_v"]
     layout = rng.choice(["contiguous", "qkv slices", "heads first"])
-    if layout == "qkv slices":
+    if layout == "qkv slices":   # one projection: value heads as wide as the query's
         dv = d
-        proj = torch.randn(b, *shape, h + 2 * hkv, d, generator=gen)
-        base = [proj[..., :h, :], proj[..., h:h + hkv, :], proj[..., h + hkv:, :]]
-    elif layout == "heads first":
-        base = [torch.randn(b, n, *shape, e, generator=gen).movedim(1, -2) for n, e in ((h, d), (hkv, d), (hkv, dv))]
-    else:
-        base = [torch.randn(b, *shape, n, e, generator=gen) for n, e in ((h, d), (hkv, d), (hkv, dv))]
+    base = [torch.randn(b, *shape, n, e, generator=gen) for n, e in ((h, d), (hkv, d), (hkv, dv))]
     extra = [torch.randn(b, c["extra"], hkv, e, generator=gen) for e in (d, dv)] if c["extra"] else []
     window = {name: c[key] if len(set(c[key])) > 1 or rng.random() < 0.5 else c[key][0]
               for name, key in (("kernel_size", "kernel"), ("dilation", "dilation"), ("stride", "stride"),
@@ -78,6 +73,7 @@ def fuzz_na_op(seed: int, big: bool) -> None:
                 extra=c["extra"], **window)
 
     def run(dt):
+        """Forward (out, lse) and the leaves' gradients in ``dt``, q/k/v laid out as ``layout`` says."""
         leaves = [t.detach().to(DEVICE, dt).requires_grad_(True) for t in (*base, *extra)]
         views = list(leaves)
         if layout == "qkv slices":
@@ -91,8 +87,8 @@ def fuzz_na_op(seed: int, big: bool) -> None:
         out, lse = ops.neighborhood_attention(*views[:3], **window, additional_keys=views[3] if extra else None,
                                               additional_values=views[4] if extra else None, return_lse=True)
         g_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, dt)
-        g_lse = torch.randn(lse.shape, generator=torch.Generator().manual_seed(seed + 2)).to(DEVICE)
-        grads = torch.autograd.grad((out, lse), leaves, (g_out, g_lse.to(lse.dtype)))
+        g_lse = torch.randn(lse.shape, generator=torch.Generator().manual_seed(seed + 2)).to(DEVICE, lse.dtype)
+        grads = torch.autograd.grad((out, lse), leaves, (g_out, g_lse))
         return out, lse, grads
 
     out, lse, grads = run(dtype)
@@ -105,6 +101,7 @@ def fuzz_na_op(seed: int, big: bool) -> None:
 
 def fuzz_bra(seed: int, big: bool) -> None:
     from ops.routing import region_routing, routing_attention_reference
+    from ops.routing.reference import to_regions
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     top = 40 if big or DEVICE == "cuda" else 11
@@ -132,7 +129,7 @@ def fuzz_bra(seed: int, big: bool) -> None:
     # the op's own routing: the fp64 top-k sets wherever the k-th and (k+1)-th affinities are apart
     _, idx = ops.routing_attention(q.detach(), k.detach(), v.detach(), (ny, nx), topk, scale=scale,
                                    num_heads=heads, return_indices=True)
-    means = [t.detach().unflatten(1, (ny, -1)).unflatten(3, (nx, -1)).mean((2, 4)).flatten(1, 2) for t in (q64, k64)]
+    means = [to_regions(t.detach(), (ny, nx)).mean(2) for t in (q64, k64)]
     affinity = (means[0] * sc) @ means[1].transpose(-1, -2)
     ranked = affinity.sort(-1, descending=True).values
     if topk < R:

@@ -15,7 +15,6 @@ import statistics
 
 import torch
 import triton
-import triton.language as tl
 
 from bra_case import SHAPES, fwd_bwd
 from ops.common.tuning import Launcher
@@ -54,7 +53,6 @@ def main():
         bound(x)
         torch.cuda.synchronize()
         print(f"  1 pointer + {n:2d} ints: {issue_us(lambda: bound(x)):6.1f} us  (direct: {bound.direct is not None})")
-    tl  # noqa: B018  (the generated kernels import it)
 
     B, S, C, nw, topk = SHAPES[1]
     call, (q, k, v, go), leaves = fwd_bwd(B, S, C, nw, topk)
