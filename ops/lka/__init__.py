@@ -10,7 +10,8 @@
 
 All take [B, C, H, W] in any memory format (channels-last included); the result keeps x's
 format. CUDA tensors (or CPU under ``TRITON_INTERPRET=1``) run the Triton kernels in
-``kernels.py`` for forward and backward; float64 and other devices run ``reference.py``.
+``kernels.py`` for forward and backward (eager calls through one bound program per problem,
+``eager.py``); float64 and other devices run ``reference.py``.
 Weights in another float dtype (e.g. fp32 parameters under bf16 autocast) are cast to x's dtype.
 """
 from __future__ import annotations
@@ -31,6 +32,19 @@ __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference", "large_kernel_atten
 
 # ----------------------------------------------------------------------- chain: dw... -> 1x1 -> gate
 
+_EAGER = None
+
+
+def _eager():
+    """``eager.py``, imported on first use (it imports Triton, which CPU-only installs may lack) and
+    then kept: an import statement per call costs CPU time, which VAN's eager step is bound by."""
+    global _EAGER
+    if _EAGER is None:
+        from . import eager
+        _EAGER = eager
+    return _EAGER
+
+
 def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
                         dilations: list[int], conv1_weight: torch.Tensor,
                         conv1_bias: torch.Tensor) -> list[torch.Tensor]:
@@ -39,6 +53,10 @@ def _chain_forward_impl(x: torch.Tensor, weights: list[torch.Tensor], biases: li
     are dropped with the call (they are written either way)."""
     if not use_kernels(x):
         return lka_chain_reference_with_intermediates(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    program = _eager().program_for(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    if program is not None:   # the problem's bound launches; the outputs may not alias, so no stacked maps
+        out, acts, _ = program.forward(x, weights, biases, conv1_weight, conv1_bias, stacked=False)
+        return [out, *acts]
     check_span("x", x.shape, x.stride())   # the kernels' in-item offsets are 32-bit
     from .kernels import dw_conv, pw_gate
     acts, a = [], x
@@ -62,6 +80,12 @@ def _chain_backward_impl(grad: torch.Tensor, x: torch.Tensor, acts: list[torch.T
     """Returns [dx, dw_1..dw_n, db_1..db_n, dconv1_weight, dconv1_bias]; ``acts`` are the forward's
     conv outputs (channels-last, so the 1x1 weight gradient is one matmul)."""
     # Only reached on the kernel path: the public functions call the reference directly otherwise.
+    program = _eager().program_for(x, weights, biases, dilations, conv1_weight, conv1_bias)
+    if program is not None and all(t.stride() == x.stride() and not t.data_ptr() & 15 for t in (grad, *acts)):
+        from .kernels import pw_weight
+        dx, dws, dbs, dw1, db1 = program.backward(grad, x, weights, acts, pw_weight(conv1_weight, x.dtype),
+                                                  conv1_bias)
+        return [dx, *dws, *dbs, dw1, db1]
     from .kernels import dw_conv, dw_conv_weight_grad, pw_gate_backward
     s = acts[-1]
     inputs = [x, *acts[:-1]]
@@ -161,7 +185,13 @@ def separable_large_kernel_attention(
     xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
     # Weights go in as they are (fp32 parameters under autocast): the kernels convert them on load,
     # so there are no cast launches here, and the weight gradients come back in the weights' dtype.
-    out = _chain(xc, list(dw_weights), list(dw_biases), [int(d) for d in dilations], conv1_weight, conv1_bias)[0]
+    dilations = [int(d) for d in dilations]
+    program = None if torch.compiler.is_compiling() else _eager().program_for(xc, dw_weights, dw_biases, dilations,
+                                                                              conv1_weight, conv1_bias)
+    if program is not None:   # eager: the problem's bound launches (eager.py)
+        out = _eager().chain(program, xc, dw_weights, dw_biases, conv1_weight, conv1_bias)
+    else:
+        out = _chain(xc, list(dw_weights), list(dw_biases), dilations, conv1_weight, conv1_bias)[0]
     return out.contiguous() if nchw else out
 
 

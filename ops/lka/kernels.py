@@ -313,6 +313,21 @@ def _conv_elems(w: int, dilation: int) -> int:
     return 512 if 8 < w and (dilation == 1 or w < 96) else 1024
 
 
+def dw_launch(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: int, flip: bool, has_bias: bool,
+              has_res: bool, strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(grid, trailing scalars, meta-parameters) of one ``_dw_rows_kernel`` launch on a [B, C, H, W]
+    map; ``strides``: those of x, of the residual (the output's when there is none) and of the
+    output. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12
+    against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28."""
+    bsz, c, h, w = shape
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
+    n_rblocks = cdiv(cdiv(h, dilation), rows)
+    grid = (bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))
+    meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,
+                ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+    return grid, (*strides[0], *strides[1], *strides[2], c, h, w, n_rblocks), meta
+
+
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
             flip: bool = False, residual: torch.Tensor | None = None,
             out: torch.Tensor | None = None) -> torch.Tensor:
@@ -320,25 +335,15 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
 
     ``flip`` convolves with the spatially flipped kernel (the input gradient of the conv);
     ``residual`` [B, C, H, W] is added to the result. ``out`` may be preallocated (any strides).
-    Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12 against 92
-    with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28.
     """
-    bsz, c, h, w = x.shape
-    kh, kw = weight.shape[-2:]
     if not weight.is_contiguous():   # the kernels read it as [C, kh * kw]
         weight = weight.contiguous()
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
-    n_rblocks = cdiv(cdiv(h, dilation), rows)
-    _dw_rows[(bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))](
-        x, weight, bias if bias is not None else weight, res, out,
-        *x.stride(), *res.stride(), *out.stride(),
-        c, h, w, n_rblocks,
-        KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-        ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
-    )
+    grid, scalars, meta = dw_launch(tuple(x.shape), tuple(weight.shape[-2:]), dilation, flip, bias is not None,
+                                    residual is not None, (x.stride(), res.stride(), out.stride()))
+    _dw_rows[grid](x, weight, bias if bias is not None else weight, res, out, *scalars, **meta)
     return out
 
 
@@ -353,7 +358,7 @@ def _pw_config(c: int, hw: int) -> tuple[int, int, int, int]:
     return block_p, block_ci, block_co, warps
 
 
-def _pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The 1x1 weight as a [C_out, C_in] matrix in the activations' dtype. Unlike the depthwise
     taps it is cast on the host: the kernels stream it through shared memory in blocks that the
     pipeliner multi-buffers, and fp32 blocks (autocast's parameters) overflowed shared memory at
@@ -362,22 +367,27 @@ def _pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return conv1_weight.reshape(c, c).to(dtype).contiguous()
 
 
+def pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
+              strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(grid, trailing scalars, meta-parameters) of a 1x1 + gate launch, forward (``strides`` of s,
+    x, out) or backward (of s, x, grad, dx, dt, ds), on a [B, C, H, W] map of ``dtype``."""
+    bsz, c, h, w = shape
+    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
+    upcast, precision = dot_precision(dtype)
+    n_ptiles = cdiv(h * w, block_p)
+    meta = dict(UPCAST=upcast, PRECISION=precision, BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co,
+                num_warps=warps)
+    return (bsz * n_ptiles,), (*(n for st in strides for n in st), c, h, w, n_ptiles), meta
+
+
 def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """out = x * conv1x1(s). s, x, out: [B, C, H, W] (any strides)."""
-    bsz, c, h, w = x.shape
-    w1 = _pw_weight(conv1_weight, x.dtype)
+    w1 = pw_weight(conv1_weight, x.dtype)
     if out is None:
         out = torch.empty_like(x)
-    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
-    upcast, precision = dot_precision(x.dtype)
-    n_ptiles = cdiv(h * w, block_p)
-    _pw_gate[(bsz * n_ptiles,)](
-        s, w1, conv1_bias, x, out,
-        *s.stride(), *x.stride(), *out.stride(),
-        c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
-        BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps,
-    )
+    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
+    _pw_gate[grid](s, w1, conv1_bias, x, out, *scalars, **meta)
     return out
 
 
@@ -388,20 +398,13 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
 
     ``dt`` is allocated channels-last so ``dt^T s`` (the 1x1 weight gradient) is a plain matmul.
     """
-    bsz, c, h, w = x.shape
-    w1 = _pw_weight(conv1_weight, x.dtype)
+    w1 = pw_weight(conv1_weight, x.dtype)
     dx = torch.empty_like(x) if dx is None else dx
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
-    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
-    upcast, precision = dot_precision(x.dtype)
-    n_ptiles = cdiv(h * w, block_p)
-    _pw_gate_bwd[(bsz * n_ptiles,)](
-        s, w1, conv1_bias, x, grad, dx, dt, ds,
-        *s.stride(), *x.stride(), *grad.stride(), *dx.stride(), *dt.stride(), *ds.stride(),
-        c, h, w, n_ptiles, UPCAST=upcast, PRECISION=precision,
-        BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps,
-    )
+    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), grad.stride(), dx.stride(),
+                                                              dt.stride(), ds.stride()))
+    _pw_gate_bwd[grid](s, w1, conv1_bias, x, grad, dx, dt, ds, *scalars, **meta)
     return dx, dt, ds
 
 
@@ -410,7 +413,7 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device: torch.device,
+def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device_index: int | None,
                   min_pixels: int = 0) -> tuple[int, int]:
     """(splits, items per split) of the weight gradient's ``total`` work items: ~4 programs per SM,
     at most ~512 pixels per split (a split re-reads its items once per kernel column, and they
@@ -419,26 +422,24 @@ def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device: torch.de
     if interpret_mode():
         per_split = cdiv(total, min(total, 2))
         return cdiv(total, per_split), per_split
-    nsplit = max(1, min(total, 4 * _sm_count(device.index) // n_cblocks))
+    nsplit = max(1, min(total, 4 * _sm_count(device_index) // n_cblocks))
     per_split = min(cdiv(total, nsplit), max(1, 512 // item_pixels))
     per_split = min(total, max(per_split, cdiv(min_pixels, item_pixels)))
     return cdiv(total, per_split), per_split
 
 
-def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
-                        weight_dtype: torch.dtype = torch.float32,
-                        bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of a same-padded depthwise conv's weight [C, 1, kh, kw] and bias [C], accumulated
-    in fp32 and returned in ``weight_dtype`` / ``bias_dtype``.
+def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: int,
+                   strides: tuple[tuple[int, ...], ...], device_index: int | None):
+    """The two launches of a depthwise conv's weight and bias gradient on a [B, C, H, W] map
+    (``strides`` of dy and x): (nsplit, per-split partials (grid, scalars, meta), reduction (grid,
+    scalars, meta)); the partials are fp32 [nsplit, taps + 1, C].
 
-    grad: dL/dy [B, C, H, W]; x: the conv's input. Per-split partials, then one reduction launch.
     Maps of 28x28 pixels and more take items of up to 12 rows and >= 1024 pixels per split, smaller
     ones up to 8 rows and the default splits: probe25 (H200, VAN's layer shapes at batch 128)
     measured 7x7 dilation 3 at C64 56x56 294 against 399 us and at C64 28x28 86 against 147 us,
     5x5 at C32 56x56 95 against 111 us, while on 14x14 and 7x7 maps the same rule cost up to 2.6x
-    (fewer, longer splits leave SMs idle there).
-    """
-    bsz, c, h, w = x.shape
+    (fewer, longer splits leave SMs idle there)."""
+    bsz, c, h, w = shape
     kh, kw = kernel_size
     taps = kh * kw
     large = h * w >= 28 * 28
@@ -449,16 +450,30 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
     total = bsz * dilation * n_rblocks * n_strips
     n_cblocks = cdiv(c, block_c)
-    nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, x.device, 1024 if large else 0)
-    part = torch.empty(nsplit, taps + 1, c, device=x.device, dtype=torch.float32)
-    _dw_wgrad[(nsplit, n_cblocks)](
-        grad, x, part, *grad.stride(), *x.stride(),
-        c, h, w, n_rblocks, n_strips, total, per_split,
-        KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps,
-    )
+    nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, 1024 if large else 0)
+    partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
+                dict(KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))
+    block_rc = min(64, max(16, next_power_of_2(c)))
+    reduction = ((taps + 1, cdiv(c, block_rc)), (nsplit, c), dict(TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
+    return nsplit, partials, reduction
+
+
+def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
+                        weight_dtype: torch.dtype = torch.float32,
+                        bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of a same-padded depthwise conv's weight [C, 1, kh, kw] and bias [C], accumulated
+    in fp32 and returned in ``weight_dtype`` / ``bias_dtype``.
+
+    grad: dL/dy [B, C, H, W]; x: the conv's input. Per-split partials, then one reduction launch
+    (``wgrad_launches``).
+    """
+    c = x.shape[1]
+    kh, kw = kernel_size
+    nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta) = wgrad_launches(
+        tuple(x.shape), kernel_size, dilation, (grad.stride(), x.stride()), x.device.index)
+    part = torch.empty(nsplit, kh * kw + 1, c, device=x.device, dtype=torch.float32)
+    _dw_wgrad[grid](grad, x, part, *scalars, **meta)
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
     db = torch.empty(c, device=x.device, dtype=bias_dtype)
-    block_rc = min(64, max(16, next_power_of_2(c)))
-    _dw_wgrad_reduce[(taps + 1, cdiv(c, block_rc))](
-        part, dw, db, nsplit, c, TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4)
+    _dw_wgrad_reduce[rgrid](part, dw, db, *rscalars, **rmeta)
     return dw, db

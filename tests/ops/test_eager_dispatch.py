@@ -1,5 +1,5 @@
 """Eager calls skip the custom-op dispatcher (``eager_autograd``, the LKA chain's flat Function,
-NA's and BRA's lean Functions on the kernel path);
+NA's, BRA's and the LKA chain's lean Functions on the kernel path);
 they must give exactly what the registered custom ops give, forward and every gradient, and must
 not be taken while torch.compile traces."""
 from __future__ import annotations
@@ -189,6 +189,54 @@ def test_lka_eager_path_equals_the_custom_op(device):
     registered = _grads(lambda x, w1, b1, wa, wb, ba, bb: lka._chain_forward(x, [wa, wb], [ba, bb], [1, 3], w1, b1)[0],
                         leaves, g)
     _same(eager, registered)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", ["lka-fp32", "lka-half-x-fp32-weights-nchw", "lska-odd-map", "one-conv"])
+def test_lka_program_equals_the_custom_op(device, case, monkeypatch):
+    """The eager program (``ops/lka/eager.py``, its own autograd node), the registered chain op
+    (which runs the same program) and the generic launches (``dw_conv``, ``pw_gate``... with no
+    program), forward and every gradient, bit for bit: VAN's LKA in fp32; fp16 x with fp32 weights (autocast's case) given
+    NCHW (run channels-last); an LSKA chain of four strip convs on a map whose size is not a
+    multiple of 16 bytes (no stacked buffers); a single conv. Output gradients: channels-last, a
+    strided one (copied first) and, at batch 1, one whose size-1 batch dim has an odd stride. A
+    non-contiguous weight gets no program (the registered op's path)."""
+    from ops.lka import lska_kernel_sizes
+    from ops.lka.eager import program_for
+
+    gen, _ = fresh_generator()
+    dtype = torch.float16 if "half" in case else torch.float32
+    b, c, h, w = {"lka-fp32": (2, 16, 9, 11), "lka-half-x-fp32-weights-nchw": (1, 24, 10, 7),
+                  "lska-odd-map": (1, 3, 5, 7), "one-conv": (2, 8, 6, 6)}[case]
+    chain = {"lska-odd-map": lska_kernel_sizes(23), "one-conv": [((3, 5), 2)]}.get(case, [((5, 5), 1), ((7, 7), 3)])
+    kernels, dils = [k for k, _ in chain], [d for _, d in chain]
+    n = len(chain)
+    fmt = torch.contiguous_format if "nchw" in case else torch.channels_last
+    x = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
+    ws = [randn(c, 1, *k, dtype=torch.float32, device=device, gen=gen) * 0.2 for k in kernels]
+    bs = [randn(c, dtype=torch.float32, device=device, gen=gen) for _ in kernels]
+    w1 = randn(c, c, 1, 1, dtype=torch.float32, device=device, gen=gen) * c ** -0.5
+    b1 = randn(c, dtype=torch.float32, device=device, gen=gen)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    assert program_for(xc, ws, bs, dils, w1, b1) is not None
+    assert program_for(xc, [ws[0].repeat(1, 2, 1, 1)[:, :1], *ws[1:]], bs, dils, w1, b1) is None
+
+    def public(x, w1, b1, *p):
+        return ops.separable_large_kernel_attention(x, list(p[:n]), list(p[n:]), dils, w1, b1)
+
+    def registered(x, w1, b1, *p):
+        return lka._chain_forward(x.contiguous(memory_format=torch.channels_last), list(p[:n]), list(p[n:]), dils,
+                                  w1, b1)[0]
+    g = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+    grads = [g, g.contiguous()] + ([g.as_strided(g.shape, (7, *g.stride()[1:]))] if b == 1 else [])
+    leaves = [x, w1, b1, *ws, *bs]
+    results = [[_grads(public, leaves, grad), _grads(registered, leaves, grad)] for grad in grads]
+    import ops.lka.eager as eager
+    monkeypatch.setattr(eager, "program_for", lambda *args: None)
+    for grad, (eager_path, op_path) in zip(grads, results):
+        generic = _grads(registered, leaves, grad)
+        _same(eager_path, op_path)
+        _same(eager_path, generic)
 
 
 def test_compile_traces_the_registered_op(monkeypatch):

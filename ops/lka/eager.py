@@ -1,0 +1,198 @@
+"""The eager kernel path of the LKA chain (``large_kernel_attention``,
+``separable_large_kernel_attention``): one resolved program per problem.
+
+VAN's eager training step is bound by its CPU time on the H200 hosts, and one LKA forward+backward
+issued ten Triton launches through the generic launch path (a site key built from every argument,
+the launch rules recomputed in Python), four casts, a matmul, a reduction and sixteen allocations:
+1.2-1.7 ms of CPU per call at VAN's layer shapes (probe53/probe54, session 21), a third of a
+VAN-b0 step's. A :class:`ChainProgram` is built once per problem (device, map shape, dtypes,
+kernel shapes, dilations) and holds the bound launches of the depthwise convs, of the 1x1 + gate
+and of their backward, so a call builds one cache key and goes straight to the compiled kernels.
+It also keeps the 1x1 weight cast to the activations' dtype from the forward for the backward, and
+takes the conv outputs, the backward's temporaries and the weight-gradient partials from one
+allocation each. The launch rules and kernels are ``kernels.py``'s, so both paths share compiled
+kernels and give identical results. ``torch.compile`` traces the registered ``foveal::lka_chain_*``
+ops, whose implementations run the same programs (without the stacked conv outputs: a registered
+op's outputs must not alias).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from ..common import check_span
+from ..common.tuning import alignment
+from .kernels import (_dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw_gate, _pw_gate_bwd, dw_launch, pw_launch, pw_weight,
+                      wgrad_launches)
+
+__all__ = ["ChainProgram", "program_for"]
+
+_ALIGNED = (0,)   # ``alignment`` of tensors that are all 16-byte aligned (fresh allocations are)
+
+
+def _channels_last_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    _, c, h, w = shape
+    return (h * w * c, 1, w * c, c)
+
+
+def _bind(launcher, name: str, dtypes: tuple, device: int, launch) -> object:
+    """A bound launch of ``launcher`` for ``launch`` = (grid, scalars, meta) with tensors of
+    ``dtypes``, all 16-byte aligned; its site key holds every value Triton specializes on."""
+    grid, scalars, meta = launch
+    return launcher.bind((name, device, dtypes, scalars, tuple(meta.items()), _ALIGNED), grid, scalars, meta)
+
+
+class ChainProgram:
+    """Forward and backward of ``x * conv1(dw_n(...dw_1(x)))`` for one problem, launches bound.
+
+    Built for a channels-last contiguous x [B, C, H, W] and contiguous weights with the dtypes it
+    was made for; every tensor 16-byte aligned. Conv outputs, the output and the gradients are
+    allocated channels-last (weight gradients contiguous), which the bound launches assume."""
+
+    __slots__ = ("shape", "dtype", "n", "kernels", "w1_shape", "w1_dtype", "b1_dtype", "w_dtypes", "b_dtypes",
+                 "stacked", "convs", "gate", "gate_bwd", "partials", "reductions", "part_offsets", "part_numel",
+                 "flips", "flip_into_dx")
+
+    def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype,
+                 kernels: tuple[tuple[int, int], ...], dilations: tuple[int, ...], w_dtypes: tuple, b_dtypes: tuple,
+                 w1_shape: tuple[int, ...], w1_dtype: torch.dtype, b1_dtype: torch.dtype) -> None:
+        cl = _channels_last_strides(shape)
+        check_span("x", shape, cl)   # the kernels' in-item offsets are 32-bit
+        self.shape, self.dtype, self.n, self.kernels = shape, dtype, len(kernels), kernels
+        self.w1_shape, self.w1_dtype, self.b1_dtype = w1_shape, w1_dtype, b1_dtype
+        self.w_dtypes, self.b_dtypes = w_dtypes, b_dtypes
+        # [n, B, H, W, C] buffers keep each slice 16-byte aligned when one map is a multiple of 16 bytes
+        self.stacked = math.prod(shape) * dtype.itemsize % 16 == 0
+        # forward: conv i reads a_{i-1} (a_0 = x) and writes a_i; no residual (its pointer is the output's)
+        self.convs = [_bind(_dw_rows, "dw", (dtype, wd, bd, dtype, dtype), device,
+                            dw_launch(shape, k, d, False, True, False, (cl, cl, cl)))
+                      for k, d, wd, bd in zip(kernels, dilations, w_dtypes, b_dtypes)]
+        self.gate = _bind(_pw_gate, "pw", (dtype, dtype, b1_dtype, dtype, dtype), device,
+                          pw_launch(shape, dtype, (cl, cl, cl)))
+        # backward: the gate's (dx, dt, ds), then per conv from the last: its weight gradient
+        # (partials, reduction) and its input gradient (the flipped conv; into dx for the first)
+        self.gate_bwd = _bind(_pw_gate_bwd, "pw_bwd", (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype, dtype),
+                              device, pw_launch(shape, dtype, (cl,) * 6))
+        self.partials, self.reductions, self.part_offsets, offset = [], [], [], 0
+        for k, d, wd, bd in zip(kernels, dilations, w_dtypes, b_dtypes):
+            nsplit, partials, reduction = wgrad_launches(shape, k, d, (cl, cl), device)
+            self.partials.append(_bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials))
+            self.reductions.append(_bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, wd, bd), device,
+                                         reduction))
+            self.part_offsets.append((offset, nsplit * (k[0] * k[1] + 1) * shape[1]))
+            offset += -(-self.part_offsets[-1][1] // 4) * 4   # 16-byte aligned slices
+        self.part_numel = offset
+        self.flips = [_bind(_dw_rows, "dw", (dtype, wd, wd, dtype, dtype), device,
+                            dw_launch(shape, k, d, True, False, False, (cl, cl, cl)))
+                      for k, d, wd in zip(kernels, dilations, w_dtypes)]
+        self.flip_into_dx = _bind(_dw_rows, "dw", (dtype, w_dtypes[0], w_dtypes[0], dtype, dtype), device,
+                                  dw_launch(shape, kernels[0], dilations[0], True, False, True, (cl, cl, cl)))
+
+    def _maps(self, device: torch.device, count: int, stacked: bool = True) -> list[torch.Tensor]:
+        """``count`` channels-last [B, C, H, W] maps, from one allocation when ``stacked`` and their
+        slices stay aligned."""
+        b, c, h, w = self.shape
+        if stacked and self.stacked:
+            return [t.permute(0, 3, 1, 2) for t in torch.empty((count, b, h, w, c), device=device,
+                                                                dtype=self.dtype).unbind(0)]
+        return [torch.empty((b, h, w, c), device=device, dtype=self.dtype).permute(0, 3, 1, 2) for _ in range(count)]
+
+    def forward(self, x: torch.Tensor, weights, biases, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor,
+                stacked: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(out, conv outputs a_1..a_n, the 1x1 weight as a [C, C] matrix in x's dtype); the conv
+        outputs are views of one allocation when ``stacked`` (not for a registered op's outputs,
+        which must not alias)."""
+        acts = self._maps(x.device, self.n, stacked)
+        a = x
+        for conv, w, b, out in zip(self.convs, weights, biases, acts):
+            conv(a, w, b, out, out)
+            a = out
+        w1 = pw_weight(conv1_weight, self.dtype)
+        out = torch.empty_like(x)
+        self.gate(a, w1, conv1_bias, x, out)
+        return out, acts, w1
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, weights, acts, w1: torch.Tensor,
+                 conv1_bias: torch.Tensor) -> tuple:
+        """(dx, [dw_i], [db_i], d conv1_weight, d conv1_bias); ``grad`` channels-last contiguous and aligned."""
+        n, c = self.n, self.shape[1]
+        dx = torch.empty_like(x)
+        dt, *cur = self._maps(x.device, 3 if n > 1 else 2)   # dt, then the conv input gradients, alternating
+        s = acts[-1]
+        self.gate_bwd(s, w1, conv1_bias, x, grad, dx, dt, cur[0])
+        dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
+        # tensor-core matmul in the input dtype (fp32 accumulation inside), as cuDNN's weight grad does
+        dw1 = (dt2.t() @ s.permute(0, 2, 3, 1).reshape(-1, c)).reshape(self.w1_shape)
+        db1 = dt2.sum(0, dtype=torch.float32)
+        parts = torch.empty(self.part_numel, device=x.device, dtype=torch.float32)
+        inputs = [x, *acts[:-1]]
+        dws, dbs = [None] * n, [None] * n
+        for i in reversed(range(n)):
+            dcur = cur[(n - 1 - i) % 2]
+            off, numel = self.part_offsets[i]
+            part = parts[off:off + numel]
+            self.partials[i](dcur, inputs[i], part)
+            dws[i] = torch.empty((c, 1, *self.kernels[i]), device=x.device, dtype=self.w_dtypes[i])
+            dbs[i] = torch.empty(c, device=x.device, dtype=self.b_dtypes[i])
+            self.reductions[i](part, dws[i], dbs[i])
+            if i > 0:
+                nxt = cur[(n - i) % 2]
+                self.flips[i](dcur, weights[i], weights[i], nxt, nxt)
+            else:   # the conv path's input gradient joins the gate's: dx = g * t + dconv^T(dcur)
+                self.flip_into_dx(dcur, weights[0], weights[0], dx, dx)
+        return dx, dws, dbs, dw1.to(self.w1_dtype), db1.to(self.b1_dtype)
+
+
+class _Chain(torch.autograd.Function):
+    """The eager kernel path's autograd node: the program's kernels, called directly."""
+
+    @staticmethod
+    def forward(ctx, x, program, conv1_weight, conv1_bias, *dw):
+        n = program.n
+        out, acts, w1 = program.forward(x, dw[:n], dw[n:], conv1_weight, conv1_bias)
+        ctx.program = program
+        ctx.save_for_backward(x, w1, conv1_bias, *dw[:n], *acts)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        program = ctx.program
+        x, w1, b1, *rest = ctx.saved_tensors
+        weights, acts = rest[:program.n], rest[program.n:]
+        g = grad.contiguous(memory_format=torch.channels_last)
+        if g.stride() != x.stride() or g.data_ptr() & 15:   # odd strides of size-1 dims, or misaligned
+            g = torch.empty_like(x).copy_(grad)
+        dx, dws, dbs, dw1, db1 = program.backward(g, x, weights, acts, w1, b1)
+        return dx, None, dw1, db1, *dws, *dbs
+
+
+@functools.lru_cache(maxsize=256)
+def _program(*key) -> ChainProgram:
+    return ChainProgram(*key)
+
+
+def program_for(x: torch.Tensor, weights, biases, dilations, conv1_weight: torch.Tensor,
+                conv1_bias: torch.Tensor) -> ChainProgram | None:
+    """The program of this (validated) call, or None when x is not channels-last contiguous, a
+    weight is not contiguous or a tensor is not 16-byte aligned (odd views), which the generic
+    launches handle."""
+    if x.stride() != _channels_last_strides(x.shape) or alignment(x, conv1_weight, conv1_bias, *weights,
+                                                                   *biases) != _ALIGNED:
+        return None
+    if not (conv1_weight.is_contiguous() and all(w.is_contiguous() for w in weights)
+            and all(b.stride(0) == 1 for b in biases) and conv1_bias.stride(0) == 1):
+        return None
+    return _program(x.get_device(), tuple(x.shape), x.dtype, tuple(tuple(w.shape[-2:]) for w in weights),
+                    tuple(dilations), tuple(w.dtype for w in weights), tuple(b.dtype for b in biases),
+                    tuple(conv1_weight.shape), conv1_weight.dtype, conv1_bias.dtype)
+
+
+def chain(program: ChainProgram, x: torch.Tensor, weights, biases, conv1_weight: torch.Tensor,
+          conv1_bias: torch.Tensor) -> torch.Tensor:
+    """The gated output through ``program``: an autograd node when something needs a gradient."""
+    if torch.is_grad_enabled() and (x.requires_grad or conv1_weight.requires_grad or conv1_bias.requires_grad
+                                    or any(t.requires_grad for t in weights) or any(t.requires_grad for t in biases)):
+        return _Chain.apply(x, program, conv1_weight, conv1_bias, *weights, *biases)
+    return program.forward(x, weights, biases, conv1_weight, conv1_bias)[0]
