@@ -1,10 +1,12 @@
 """Probe (session 21): VAN's eager training step with this tree's ``ops`` against another copy's
 (``ab.py``) and against the plain path, in one process, so all three meet the same host at the
 same minutes. Batch 128 at 224, bf16 autocast, channels-last, the bench's SGD step; rounds
-alternate: do_bench ms and CPU ms per step (launches not waited for).
+alternate: do_bench ms (``PROBE_REP_MS`` of steps, default 1500: a VAN-b2 step takes ~0.1 s) and
+CPU ms per step (launches not waited for).
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe55.py /tmp/base/ops [van_b0 van_b2]
 """
+import os
 import statistics
 import sys
 
@@ -40,7 +42,7 @@ def main():
         for _ in range(3):
             for arm in arms:
                 use(arm)
-                times[arm].append(do_bench(step, warmup=50, rep=300))
+                times[arm].append(do_bench(step, warmup=100, rep=int(os.environ.get("PROBE_REP_MS", "1500"))))
                 host[arm].append(cpu_ms(step, 8))
         med = {arm: (statistics.median(times[arm]), statistics.median(host[arm])) for arm in arms}
         print(f"{name} train b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items())
