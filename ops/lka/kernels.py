@@ -33,7 +33,8 @@ import triton.language as tl
 from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["dw_conv", "dw_conv_weight_grad", "pw_gate", "pw_gate_backward"]
+__all__ = ["dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
+           "wgrad_launches"]
 
 
 @triton.jit
