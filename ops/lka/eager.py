@@ -53,7 +53,7 @@ class ChainProgram:
 
     __slots__ = ("shape", "dtype", "n", "kernels", "w1_shape", "w1_dtype", "b1_dtype", "w_dtypes", "b_dtypes",
                  "stacked", "convs", "gate", "gate_bwd", "partials", "reductions", "part_offsets", "part_numel",
-                 "flips", "flip_into_dx")
+                 "flips")
 
     def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype,
                  kernels: tuple[tuple[int, int], ...], dilations: tuple[int, ...], w_dtypes: tuple, b_dtypes: tuple,
@@ -84,11 +84,10 @@ class ChainProgram:
             self.part_offsets.append((offset, nsplit * (k[0] * k[1] + 1) * shape[1]))
             offset += -(-self.part_offsets[-1][1] // 4) * 4   # 16-byte aligned slices
         self.part_numel = offset
+        # the first conv's input gradient joins the gate's in dx (a residual): dx = g * t + dconv^T(dcur)
         self.flips = [_bind(_dw_rows, "dw", (dtype, wd, wd, dtype, dtype), device,
-                            dw_launch(shape, k, d, True, False, False, (cl, cl, cl)))
-                      for k, d, wd in zip(kernels, dilations, w_dtypes)]
-        self.flip_into_dx = _bind(_dw_rows, "dw", (dtype, w_dtypes[0], w_dtypes[0], dtype, dtype), device,
-                                  dw_launch(shape, kernels[0], dilations[0], True, False, True, (cl, cl, cl)))
+                            dw_launch(shape, k, d, True, False, i == 0, (cl, cl, cl)))
+                      for i, (k, d, wd) in enumerate(zip(kernels, dilations, w_dtypes))]
 
     def _maps(self, device: torch.device, count: int, stacked: bool = True) -> list[torch.Tensor]:
         """``count`` channels-last [B, C, H, W] maps, from one allocation when ``stacked`` and their
@@ -137,11 +136,8 @@ class ChainProgram:
             dws[i] = torch.empty((c, 1, *self.kernels[i]), device=x.device, dtype=self.w_dtypes[i])
             dbs[i] = torch.empty(c, device=x.device, dtype=self.b_dtypes[i])
             self.reductions[i](part, dws[i], dbs[i])
-            if i > 0:
-                nxt = cur[(n - i) % 2]
-                self.flips[i](dcur, weights[i], weights[i], nxt, nxt)
-            else:   # the conv path's input gradient joins the gate's: dx = g * t + dconv^T(dcur)
-                self.flip_into_dx(dcur, weights[0], weights[0], dx, dx)
+            into = cur[(n - i) % 2] if i > 0 else dx
+            self.flips[i](dcur, weights[i], weights[i], into, into)
         return dx, dws, dbs, dw1.to(self.w1_dtype), db1.to(self.b1_dtype)
 
 
