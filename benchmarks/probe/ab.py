@@ -44,3 +44,21 @@ def alternating_medians(fb, fn, rounds: int = 5, rep: int = 100) -> tuple[float,
         tb.append(do_bench(fb, warmup=10, rep=rep))
         tn.append(do_bench(fn, warmup=10, rep=rep))
     return statistics.median(tb), statistics.median(tn)
+
+
+def alternating_arms(step, arms: dict, rounds: int = 3, rep: int = 1500, warmup_steps: int = 3) -> dict:
+    """{arm: (median do_bench ms, median CPU ms)} of ``step`` under each arm, where ``arms`` maps a
+    name to a function that switches ``step`` to it (a model's ops copy, a helper...): each arm is
+    warmed up (compiles, tunes), then ``rounds`` rounds alternate the arms, so all meet the same host."""
+    times = {arm: [] for arm in arms}
+    host = {arm: [] for arm in arms}
+    for use in arms.values():
+        use()
+        for _ in range(warmup_steps):
+            step()
+    for _ in range(rounds):
+        for arm, use in arms.items():
+            use()
+            times[arm].append(do_bench(step, warmup=100, rep=rep))
+            host[arm].append(cpu_ms(step, 8))
+    return {arm: (statistics.median(times[arm]), statistics.median(host[arm])) for arm in arms}

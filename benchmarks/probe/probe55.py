@@ -7,17 +7,15 @@ CPU ms per step (launches not waited for).
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe55.py /tmp/base/ops [van_b0 van_b2]
 """
 import os
-import statistics
 import sys
 
 import torch
-from triton.testing import do_bench
 
 import ops
 import zoo.van as van  # registers the VAN models with timm
 from tasks.bench.suites.models import _build, _train_step
 
-from ab import cpu_ms, load_base  # the script's folder is on sys.path
+from ab import alternating_arms, load_base  # the script's folder is on sys.path
 
 
 def main():
@@ -28,23 +26,15 @@ def main():
         torch.manual_seed(0)
         model = _build(name, "cuda", True)
         step = _train_step(model, x, target, torch.bfloat16)
-        arms = {"this": (ops, True), "base": (base, True), "plain": (ops, False)}
-        times = {arm: [] for arm in arms}
-        host = {arm: [] for arm in arms}
 
-        def use(arm):
-            van.ops, kernels = arms[arm]
-            model.set_use_kernels(kernels)
-        for arm in arms:   # warm-up: compile and tune each arm's kernels
-            use(arm)
-            for _ in range(3):
-                step()
-        for _ in range(3):
-            for arm in arms:
-                use(arm)
-                times[arm].append(do_bench(step, warmup=100, rep=int(os.environ.get("PROBE_REP_MS", "1500"))))
-                host[arm].append(cpu_ms(step, 8))
-        med = {arm: (statistics.median(times[arm]), statistics.median(host[arm])) for arm in arms}
+        def switch(copy, kernels):
+            def use():
+                van.ops = copy
+                model.set_use_kernels(kernels)
+            return use
+        med = alternating_arms(step, {"this": switch(ops, True), "base": switch(base, True),
+                                      "plain": switch(ops, False)},
+                               rep=int(os.environ.get("PROBE_REP_MS", "1500")))
         print(f"{name} train b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items())
               + f" | plain / this {med['plain'][0] / med['this'][0]:.2f}x, plain / base "
               f"{med['plain'][0] / med['base'][0]:.2f}x", flush=True)

@@ -16,7 +16,6 @@ nodes per 1x1 (two permutes, three casts, the addmm) for 52 1x1s per VAN-b0 step
     python benchmarks/probe/probe56.py --check     # CPU: lean == linear, forward and gradients
 """
 import os
-import statistics
 import sys
 
 import torch
@@ -90,9 +89,7 @@ def check():
 
 
 def main():
-    from triton.testing import do_bench
-
-    from ab import cpu_ms  # the script's folder is on sys.path
+    from ab import alternating_arms  # the script's folder is on sys.path
     from tasks.bench.suites.models import _build, _train_step
     x = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
     target = torch.randint(0, 1000, (128,), device="cuda")
@@ -101,20 +98,10 @@ def main():
         torch.manual_seed(0)
         model = _build(name, "cuda", True)
         step = _train_step(model, x, target, torch.bfloat16)
-        times = {arm: [] for arm in ARMS}
-        host = {arm: [] for arm in ARMS}
-        for arm, fn in ARMS.items():   # warm-up
-            van.pointwise = fn
-            for _ in range(3):
-                step()
-        for _ in range(3):
-            for arm, fn in ARMS.items():
-                van.pointwise = fn
-                times[arm].append(do_bench(step, warmup=100, rep=rep))
-                host[arm].append(cpu_ms(step, 8))
-        print(f"{name} train b128: " + " | ".join(
-            f"{arm} {statistics.median(times[arm]):.2f} ms (CPU {statistics.median(host[arm]):.2f})" for arm in ARMS),
-            flush=True)
+        med = alternating_arms(step, {arm: (lambda fn=fn: setattr(van, "pointwise", fn)) for arm, fn in ARMS.items()},
+                               rep=rep)
+        print(f"{name} train b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items()),
+              flush=True)
     van.pointwise = _linear
 
 
