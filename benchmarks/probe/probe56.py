@@ -22,7 +22,16 @@ import torch
 
 import zoo.van as van  # registers the VAN models with timm
 
-_linear = van.pointwise
+
+def _linear(conv, x, as_matmul):
+    """``zoo.van.pointwise`` as of session 21: F.linear over the channels-last map's channel axis."""
+    if as_matmul and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        y = torch.nn.functional.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)
+        return y.permute(0, 3, 1, 2)
+    return conv(x)
+
+
+_current = van.pointwise
 
 
 class _LeanPointwise(torch.autograd.Function):
@@ -90,19 +99,21 @@ def check():
 
 def main():
     from ab import alternating_arms  # the script's folder is on sys.path
-    from tasks.bench.suites.models import _build, _train_step
+    from tasks.bench.suites.models import _build, _infer, _train_step
     x = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
     target = torch.randint(0, 1000, (128,), device="cuda")
     rep = int(os.environ.get("PROBE_REP_MS", "1500"))
-    for name in sys.argv[1:] or ["van_b0", "van_b2"]:
+    infer = "--infer" in sys.argv   # (session 22) inference steps too
+    for name in [a for a in sys.argv[1:] if not a.startswith("--")] or ["van_b0", "van_b2"]:
         torch.manual_seed(0)
         model = _build(name, "cuda", True)
-        step = _train_step(model, x, target, torch.bfloat16)
-        med = alternating_arms(step, {arm: (lambda fn=fn: setattr(van, "pointwise", fn)) for arm, fn in ARMS.items()},
-                               rep=rep)
-        print(f"{name} train b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items()),
-              flush=True)
-    van.pointwise = _linear
+        for mode in ("train", "infer") if infer else ("train",):
+            step = _train_step(model, x, target, torch.bfloat16) if mode == "train" else _infer(model, x, torch.bfloat16)
+            med = alternating_arms(step, {arm: (lambda fn=fn: setattr(van, "pointwise", fn))
+                                          for arm, fn in ARMS.items()}, rep=rep)
+            print(f"{name} {mode} b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items()),
+                  flush=True)
+    van.pointwise = _current
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def routing_attention(
         indices = region_routing(q, k, regions, topk, scale)
     eager = None
     if kernels and not torch.compiler.is_compiling():
-        eager = _kernels()[3](q, k, v, regions, topk, num_heads, scale, indices)
+        eager = _kernels()[3](q, k, v, regions, topk, num_heads, scale, indices, return_indices)
     if eager is not None:
         out, indices = eager
     else:

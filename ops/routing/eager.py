@@ -3,11 +3,15 @@
 Eager BRA on BiFormer's maps is bound by its CPU time, not by the GPU (five launches of
 20-100 us of GPU work each). A :class:`RoutedProgram` is built once per problem (device, shape,
 strides, dtype, region grid, top-k, heads, scale, pointer alignment) and holds the five bound
-launches (region means, top-k, forward, dQ, dK/dV) and the sizes of their buffers, so a call
-builds one cache key instead of one per launch and goes straight to the compiled kernels.
-``_RoutedAttention`` is its autograd node. ``torch.compile`` never comes here: it traces the
-registered ``foveal::bra_*`` ops, which run the same kernels through ``region_topk`` and
-``block_sparse_attention_forward/backward`` (the same bound launches, cached by problem).
+launches (region means, top-k, forward, dQ, dK/dV) and the layout of one float32 buffer per call
+that holds everything but the output and the gradients (routing indices, LSE, region means, the
+backward's workspace), so a call builds one cache key, makes two allocations in the forward and
+one in the backward, and goes straight to the compiled kernels. Once a launch is compiled it takes
+raw addresses (the buffer's base plus offsets, ``data_ptr()`` of the tensors): no typed views of
+the buffer, and no per-pointer driver query in Triton's launcher. ``_RoutedAttention`` is its
+autograd node. ``torch.compile`` never comes here: it traces the registered ``foveal::bra_*`` ops,
+which run the same kernels through ``region_topk`` and ``block_sparse_attention_forward/backward``
+(the same bound launches, cached by problem).
 """
 from __future__ import annotations
 
@@ -16,21 +20,33 @@ import functools
 import torch
 
 from ..common.block_sparse import _int32, backward_launches, block_sparse_attention_backward, forward_launch
-from ..common.tuning import alignment, contiguous_strides
+from ..common.tuning import _hooks, alignment, contiguous_strides
 from .kernels import topk_launches
 
 __all__ = ["RoutedProgram", "eager_routing_attention", "program_for"]
+
+
+def _parts(*numels: int) -> tuple[tuple[int, int], ...]:
+    """(start, end) of consecutive float32 parts, each starting 16 bytes aligned (the launches
+    were specialized for aligned pointers)."""
+    spans, start = [], 0
+    for n in numels:
+        spans.append((start, start + n))
+        start += -(-n // 4) * 4
+    return tuple(spans)
 
 
 class RoutedProgram:
     """Routing and token attention of one problem on the kernel path, launches bound.
 
     ``q, k, v``: [B, Y, X, C] with the strides, dtype, device and 16-byte alignment the program
-    was built for; indices: contiguous int32 [B, R, nk]. Outputs, LSE and gradients are
-    allocated contiguous, which the bound launches assume."""
+    was built for; given indices: contiguous int32 [B, R, nk]. The output and the gradients are
+    allocated contiguous, which the bound launches assume; everything else lives in one float32
+    buffer per call (:meth:`buffer`): int32 indices [B, R, nk], LSE [B, Y, X, heads], region
+    means [2, B, R, C] and, for training, the backward's workspace."""
 
-    __slots__ = ("shape", "dtype", "mean", "rank", "means_shape", "idx_shape", "lse_shape", "fwd", "dq", "dkv",
-                 "ws_numel", "grad_strides", "tile", "num_heads", "scale")
+    __slots__ = ("shape", "dtype", "device", "tile", "num_heads", "scale", "idx_shape", "lse_shape", "means_shape",
+                 "grads_shape", "grad_strides", "parts", "numel", "mean", "rank", "fwd", "dq", "dkv")
 
     def __init__(self, device: int, shape: tuple[int, ...], strides: tuple[tuple[int, ...], ...], dtype: torch.dtype,
                  regions: tuple[int, int], nk: int, num_heads: int, scale: float) -> None:
@@ -39,9 +55,11 @@ class RoutedProgram:
         R = regions[0] * regions[1]
         tile = (Y // regions[0], X // regions[1])
         self.shape, self.dtype, self.tile, self.num_heads, self.scale = shape, dtype, tile, num_heads, scale
-        self.means_shape, self.idx_shape, self.lse_shape = (2, B, R, C), (B, R, nk), (B, Y, X, num_heads)
-        # every buffer below is a fresh allocation (16-byte aligned), like q, k, v (the key's
-        # alignment is (0,)), so each launch's alignment is (0,) too
+        self.device = torch.device("cpu") if device < 0 else torch.device("cuda", device)
+        self.idx_shape, self.lse_shape, self.means_shape = (B, R, nk), (B, Y, X, num_heads), (2, B, R, C)
+        self.grads_shape = (3, *shape)
+        # every pointer below is a fresh allocation or a 16-byte aligned part of one, like q, k,
+        # v (the key's alignment is (0,)), so each launch's alignment is (0,) too
         aligned = (0,)
         self.mean, self.rank = topk_launches(device, B, Y, X, C, regions, nk, scale, dtype, dtype, qs, ks, aligned)
         dense = contiguous_strides(shape)
@@ -50,39 +68,76 @@ class RoutedProgram:
         self.fwd = forward_launch(device, B, Y, X, C, tile, R, nk, num_heads, dtype, scale,
                                   (*qs, *ks, *vs, *dense, *lse, *idx), aligned)
         # grad_out, dq, dk, dv contiguous (dq/dk/dv are views of one [3, B, Y, X, C] buffer)
-        self.dq, self.dkv, self.ws_numel = backward_launches(
+        self.dq, self.dkv, ws_numel = backward_launches(
             device, B, Y, X, C, tile, R, nk, num_heads, dtype, scale, (qs, ks, vs, dense, dense, dense, dense, dense,
                                                                         lse, idx), aligned)
         self.grad_strides = dense
+        self.parts = _parts(B * R * nk, B * Y * X * num_heads, 2 * B * R * C, ws_numel)
+        # inference needs no workspace
+        self.numel = (self.parts[2][1], self.parts[3][1])
 
-    def route(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """int32 [B, R, nk] routed region ids (``region_topk``)."""
-        means = torch.empty(self.means_shape, device=q.device, dtype=torch.float32)
-        idx = torch.empty(self.idx_shape, device=q.device, dtype=torch.int32)
-        self.mean(q, k, means)
-        self.rank(means, idx)
-        return idx
+    def buffer(self, train: bool) -> torch.Tensor:
+        """A call's float32 buffer (indices, LSE, means, and the workspace when ``train``)."""
+        return torch.empty(self.numel[train], device=self.device, dtype=torch.float32)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(out [B, Y, X, C], natural-log LSE [B, Y, X, heads] float32)."""
-        out = torch.empty(self.shape, device=q.device, dtype=self.dtype)
-        lse = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
-        self.fwd(q, k, v, out, lse, idx)
-        return out, lse
+    def indices(self, buf: torch.Tensor) -> torch.Tensor:
+        """The routed region ids in ``buf``: int32 [B, R, nk] (a view)."""
+        start, end = self.parts[0]
+        return buf[start:end].view(torch.int32).view(self.idx_shape)
+
+    def _views(self, buf: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(indices, LSE, means, workspace) as typed views of ``buf``, for launches that go through
+        :meth:`Launcher.launch` (not compiled yet, the interpreter, launch hooks)."""
+        (_, _), (l0, l1), (m0, m1), (w0, w1) = self.parts
+        return (self.indices(buf), buf[l0:l1].view(self.lse_shape), buf[m0:m1].view(self.means_shape),
+                buf[w0:w1] if buf.numel() >= w1 else None)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor | None,
+                buf: torch.Tensor) -> torch.Tensor:
+        """out [B, Y, X, C]; routes into ``buf`` first when ``idx`` is None, else attends to the
+        given int32 [B, R, nk] ids. The natural-log LSE lands in ``buf``."""
+        out = torch.empty(self.shape, device=self.device, dtype=self.dtype)
+        route = idx is None
+        if (self.fwd.direct is not None and (not route or (self.mean.direct is not None and self.rank.direct
+                                                            is not None)) and _hooks() is None):
+            base = buf.data_ptr()
+            pq, pk = q.data_ptr(), k.data_ptr()
+            if route:
+                pi, pm = base + 4 * self.parts[0][0], base + 4 * self.parts[2][0]
+                self.mean(pq, pk, pm)
+                self.rank(pm, pi)
+            else:
+                pi = idx.data_ptr()
+            self.fwd(pq, pk, v.data_ptr(), out.data_ptr(), base + 4 * self.parts[1][0], pi)
+            return out
+        ids, lse, means, _ = self._views(buf)
+        if route:
+            self.mean(q, k, means)
+            self.rank(means, ids)
+        self.fwd(q, k, v, out, lse, ids if route else idx)
+        return out
 
     def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                 lse: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 idx: torch.Tensor | None, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dq, dk, dv): views of one allocation, so only for an eager autograd node (a registered
-        op's outputs must not alias)."""
-        dq, dk, dv = torch.empty((3, *self.shape), device=q.device, dtype=self.dtype).unbind(0)
+        op's outputs must not alias). ``idx`` None: the ids in ``buf``."""
+        dq, dk, dv = torch.empty(self.grads_shape, device=self.device, dtype=self.dtype).unbind(0)
         if grad_out.stride() != self.grad_strides or grad_out.data_ptr() & 15:
             grad_out = grad_out.contiguous()
             if grad_out.stride() != self.grad_strides or grad_out.data_ptr() & 15:   # odd strides of size-1 dims
-                return block_sparse_attention_backward(grad_out, q, k, v, out, lse, idx, self.tile, self.num_heads,
-                                                       self.scale, dq=dq, dk=dk, dv=dv)
-        ws = torch.empty(self.ws_numel, device=q.device, dtype=torch.float32)
-        self.dq(q, k, v, out, grad_out, dq, lse, ws, idx)
+                ids, lse, _, _ = self._views(buf)
+                return block_sparse_attention_backward(grad_out, q, k, v, out, lse, ids if idx is None else idx,
+                                                       self.tile, self.num_heads, self.scale, dq=dq, dk=dk, dv=dv)
+        if self.dq.direct is not None and self.dkv.direct is not None and _hooks() is None:
+            base = buf.data_ptr()
+            pq, pk, pv, pg = q.data_ptr(), k.data_ptr(), v.data_ptr(), grad_out.data_ptr()
+            pw = base + 4 * self.parts[3][0]
+            pi = base + 4 * self.parts[0][0] if idx is None else idx.data_ptr()
+            self.dq(pq, pk, pv, out.data_ptr(), pg, dq.data_ptr(), base + 4 * self.parts[1][0], pw, pi)
+            self.dkv(pq, pk, pv, pg, dk.data_ptr(), dv.data_ptr(), pw)
+            return dq, dk, dv
+        ids, lse, _, ws = self._views(buf)
+        self.dq(q, k, v, out, grad_out, dq, lse, ws, ids if idx is None else idx)
         self.dkv(q, k, v, grad_out, dk, dv, ws)
         return dq, dk, dv
 
@@ -103,31 +158,45 @@ def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, regions: tupl
 
 
 class _RoutedAttention(torch.autograd.Function):
-    """The eager kernel path's autograd node: the program's kernels, called directly."""
+    """The eager kernel path's autograd node: the program's kernels, called directly. The call's
+    buffer (indices, LSE, workspace) is private to the node, so it rides on ``ctx`` rather than
+    through ``save_for_backward`` (fewer saved tensors to pack and unpack); given indices are
+    the caller's and are saved, so that changing them in place before the backward is caught."""
 
     @staticmethod
-    def forward(ctx, q, k, v, idx, program):
-        out, lse = program.forward(q, k, v, idx)
-        ctx.save_for_backward(q, k, v, idx, out, lse)
-        ctx.program = program
+    def forward(ctx, q, k, v, idx, program, buf):
+        out = program.forward(q, k, v, idx, buf)
+        if idx is None:
+            ctx.save_for_backward(q, k, v, out)
+        else:
+            ctx.save_for_backward(q, k, v, out, idx)
+        ctx.program, ctx.buf = program, buf
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, idx, out, lse = ctx.saved_tensors
-        return (*ctx.program.backward(grad_out, q, k, v, out, lse, idx), None, None)
+        q, k, v, out, *idx = ctx.saved_tensors
+        grads = ctx.program.backward(grad_out, q, k, v, out, idx[0] if idx else None, ctx.buf)
+        return (*grads, None, None, None)
 
 
 def eager_routing_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, regions: tuple[int, int], topk: int,
-                            num_heads: int, scale: float, indices: torch.Tensor | None):
-    """(out, int32 indices) of routed attention on the kernel path, outside ``torch.compile``;
-    ``indices`` None routes with the kernels (R <= 256), else they are used as given. None when
-    no program fits (misaligned inputs): the caller takes the registered ops' path."""
+                            num_heads: int, scale: float, indices: torch.Tensor | None, return_indices: bool = False):
+    """(out, int32 indices or None) of routed attention on the kernel path, outside
+    ``torch.compile``; ``indices`` None routes with the kernels (R <= 256), else they are used as
+    given. The indices come back only with ``return_indices``. None when no program fits
+    (misaligned inputs): the caller takes the registered ops' path."""
     nk = topk if indices is None else indices.shape[2]
     program = program_for(q, k, v, regions, nk, num_heads, scale)
     if program is None:
         return None
-    idx = program.route(q, k) if indices is None else _int32(indices)
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _RoutedAttention.apply(q, k, v, idx, program), idx
-    return program.forward(q, k, v, idx)[0], idx
+    idx = None if indices is None else _int32(indices)
+    train = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    buf = program.buffer(train)
+    if train:
+        out = _RoutedAttention.apply(q, k, v, idx, program, buf)
+    else:
+        out = program.forward(q, k, v, idx, buf)
+    if not return_indices:
+        return out, None
+    return out, program.indices(buf) if idx is None else idx

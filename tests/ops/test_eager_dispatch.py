@@ -141,11 +141,21 @@ def test_bra_eager_path_equals_the_custom_op(device):
     idx = torch.randint(0, 4, (1, 4, 2), generator=gen).to(device)
     registered = _grads(lambda a, b, c: bra._bra_forward(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
     generic = _grads(lambda a, b, c: bra._bra_call(a, b, c, idx, [2, 2], 1, 0.3)[0], [q, k, v], g)
-    # the public call: on the kernel path, the eager program's Function (_RoutedAttention)
-    public = _grads(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1,
-                                                          routing_indices=idx), [q, k, v], g)
+    # the public call: on the kernel path, the eager program's Function (_RoutedAttention); on a
+    # GPU its first call compiles through typed views, the second passes raw addresses
+    def public(a, b, c):
+        return ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1, routing_indices=idx)
     _same(generic, registered)
-    _same(public, registered)
+    for _ in range(2):
+        _same(_grads(public, [q, k, v], g), registered)
+    # given int32 indices are used in place and saved for the backward: changing them in place
+    # first is an error
+    idx32 = idx.to(torch.int32)
+    leaves = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
+    out = ops.routing_attention(*leaves, 2, 2, scale=0.3, num_heads=1, routing_indices=idx32)
+    idx32.add_(0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.backward(g)
 
 
 @pytest.mark.kernel
@@ -171,6 +181,11 @@ def test_bra_program_equals_the_custom_ops(device):
             registered = _sliced_grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, [2, 2], 1, 0.3)[0],
                                        qkv, offset, 32, g)
             _same(public, registered)
+        if not offset and device.startswith("cuda"):
+            # the later calls took the compiled launches' raw-address path (the first, typed views)
+            program = program_for(q, k, v, (2, 2), 2, 1, 0.3)
+            assert all(launch.direct is not None for launch in (program.mean, program.rank, program.fwd,
+                                                                program.dq, program.dkv))
 
 
 @pytest.mark.kernel
