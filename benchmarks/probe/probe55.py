@@ -2,9 +2,9 @@
 (``ab.py``) and against the plain path, in one process, so all three meet the same host at the
 same minutes. Batch 128 at 224, bf16 autocast, channels-last, the bench's SGD step; rounds
 alternate: do_bench ms (``PROBE_REP_MS`` of steps, default 1500: a VAN-b2 step takes ~0.1 s) and
-CPU ms per step (launches not waited for).
+CPU ms per step (launches not waited for). Session 22: BiFormer models too (``biformer_tiny``...).
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe55.py /tmp/base/ops [van_b0 van_b2]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe55.py /tmp/base/ops [van_b0 van_b2 biformer_tiny]
 """
 import os
 import sys
@@ -12,6 +12,7 @@ import sys
 import torch
 
 import ops
+import zoo.biformer as biformer
 import zoo.van as van  # registers the VAN models with timm
 from tasks.bench.suites.models import _build, _train_step
 
@@ -27,9 +28,11 @@ def main():
         model = _build(name, "cuda", True)
         step = _train_step(model, x, target, torch.bfloat16)
 
+        module = biformer if name.startswith("biformer") else van
+
         def switch(copy, kernels):
             def use():
-                van.ops = copy
+                module.ops = copy
                 model.set_use_kernels(kernels)
             return use
         med = alternating_arms(step, {"this": switch(ops, True), "base": switch(base, True),
@@ -38,7 +41,7 @@ def main():
         print(f"{name} train b128: " + " | ".join(f"{arm} {t:.2f} ms (CPU {c:.2f})" for arm, (t, c) in med.items())
               + f" | plain / this {med['plain'][0] / med['this'][0]:.2f}x, plain / base "
               f"{med['plain'][0] / med['base'][0]:.2f}x", flush=True)
-    van.ops = ops
+        module.ops = ops
 
 
 if __name__ == "__main__":
