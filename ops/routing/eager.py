@@ -4,9 +4,11 @@ Eager BRA on BiFormer's maps is bound by its CPU time, not by the GPU (five laun
 20-100 us of GPU work each). A :class:`RoutedProgram` is built once per problem (device, shape,
 strides, dtype, region grid, top-k, heads, scale, pointer alignment) and holds the five bound
 launches (region means, top-k, forward, dQ, dK/dV) and the layout of one float32 buffer per call
-that holds everything but the output and the gradients (routing indices, LSE, region means, the
-backward's workspace), so a call builds one cache key, makes two allocations in the forward and
-one in the backward, and goes straight to the compiled kernels. Once a launch is compiled it takes
+that holds the routing indices, the LSE and the backward's workspace, so a call builds one cache
+key, makes two allocations in the forward and one in the backward, and goes straight to the
+compiled kernels. The region means, which only the top-k launch reads, live in the output's
+memory until the forward kernel overwrites it (when they fit: four or more tokens per region in
+16-bit, two in fp32), so a training step does not keep them until the backward. Once a launch is compiled it takes
 raw addresses (the buffer's base plus offsets, ``data_ptr()`` of the tensors): no typed views of
 the buffer, and no per-pointer driver query in Triton's launcher. ``_RoutedAttention`` is its
 autograd node. ``torch.compile`` never comes here: it traces the registered ``foveal::bra_*`` ops,
@@ -16,6 +18,7 @@ which run the same kernels through ``region_topk`` and ``block_sparse_attention_
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -42,11 +45,12 @@ class RoutedProgram:
     ``q, k, v``: [B, Y, X, C] with the strides, dtype, device and 16-byte alignment the program
     was built for; given indices: contiguous int32 [B, R, nk]. The output and the gradients are
     allocated contiguous, which the bound launches assume; everything else lives in one float32
-    buffer per call (:meth:`buffer`): int32 indices [B, R, nk], LSE [B, Y, X, heads], region
-    means [2, B, R, C] and, for training, the backward's workspace."""
+    buffer per call (:meth:`buffer`): int32 indices [B, R, nk], LSE [B, Y, X, heads], the region
+    means [2, B, R, C] unless they fit in the output (``means_in_out``) and, for training, the
+    backward's workspace."""
 
     __slots__ = ("shape", "dtype", "device", "tile", "num_heads", "scale", "idx_shape", "lse_shape", "means_shape",
-                 "grads_shape", "grad_strides", "parts", "numel", "mean", "rank", "fwd", "dq", "dkv")
+                 "grads_shape", "grad_strides", "means_in_out", "parts", "numel", "mean", "rank", "fwd", "dq", "dkv")
 
     def __init__(self, device: int, shape: tuple[int, ...], strides: tuple[tuple[int, ...], ...], dtype: torch.dtype,
                  regions: tuple[int, int], nk: int, num_heads: int, scale: float) -> None:
@@ -72,12 +76,15 @@ class RoutedProgram:
             device, B, Y, X, C, tile, R, nk, num_heads, dtype, scale, (qs, ks, vs, dense, dense, dense, dense, dense,
                                                                         lse, idx), aligned)
         self.grad_strides = dense
-        self.parts = _parts(B * R * nk, B * Y * X * num_heads, 2 * B * R * C, ws_numel)
+        means = 2 * B * R * C
+        self.means_in_out = B * Y * X * C * dtype.itemsize // 4 >= means
+        self.parts = _parts(B * R * nk, B * Y * X * num_heads, 0 if self.means_in_out else means, ws_numel)
         # inference needs no workspace
         self.numel = (self.parts[2][1], self.parts[3][1])
 
     def buffer(self, train: bool) -> torch.Tensor:
-        """A call's float32 buffer (indices, LSE, means, and the workspace when ``train``)."""
+        """A call's float32 buffer: indices, LSE, the means unless they fit in the output, and the
+        workspace when ``train``."""
         return torch.empty(self.numel[train], device=self.device, dtype=torch.float32)
 
     def indices(self, buf: torch.Tensor) -> torch.Tensor:
@@ -85,11 +92,21 @@ class RoutedProgram:
         start, end = self.parts[0]
         return buf[start:end].view(torch.int32).view(self.idx_shape)
 
-    def _views(self, buf: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(indices, LSE, means, workspace) as typed views of ``buf``, for launches that go through
-        :meth:`Launcher.launch` (not compiled yet, the interpreter, launch hooks)."""
+    def _views(self, buf: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(indices, LSE, means, workspace) as typed views of ``buf`` (the means of ``out``'s memory
+        when they live there), for launches that go through :meth:`Launcher.launch` (not compiled
+        yet, the interpreter, launch hooks)."""
         (_, _), (l0, l1), (m0, m1), (w0, w1) = self.parts
-        return (self.indices(buf), buf[l0:l1].view(self.lse_shape), buf[m0:m1].view(self.means_shape),
+        if out is None:
+            means = None
+        elif self.means_in_out:
+            flat = out.view(-1)
+            if flat.element_size() != 4:
+                flat = flat[:flat.numel() // 2 * 2].view(torch.float32)
+            means = flat[:math.prod(self.means_shape)].view(self.means_shape)
+        else:
+            means = buf[m0:m1].view(self.means_shape)
+        return (self.indices(buf), buf[l0:l1].view(self.lse_shape), means,
                 buf[w0:w1] if buf.numel() >= w1 else None)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: torch.Tensor | None,
@@ -100,17 +117,17 @@ class RoutedProgram:
         route = idx is None
         if (self.fwd.direct is not None and (not route or (self.mean.direct is not None and self.rank.direct
                                                             is not None)) and _hooks() is None):
-            base = buf.data_ptr()
+            base, po = buf.data_ptr(), out.data_ptr()
             pq, pk = q.data_ptr(), k.data_ptr()
             if route:
-                pi, pm = base + 4 * self.parts[0][0], base + 4 * self.parts[2][0]
+                pi, pm = base + 4 * self.parts[0][0], po if self.means_in_out else base + 4 * self.parts[2][0]
                 self.mean(pq, pk, pm)
                 self.rank(pm, pi)
             else:
                 pi = idx.data_ptr()
-            self.fwd(pq, pk, v.data_ptr(), out.data_ptr(), base + 4 * self.parts[1][0], pi)
+            self.fwd(pq, pk, v.data_ptr(), po, base + 4 * self.parts[1][0], pi)
             return out
-        ids, lse, means, _ = self._views(buf)
+        ids, lse, means, _ = self._views(buf, out)
         if route:
             self.mean(q, k, means)
             self.rank(means, ids)

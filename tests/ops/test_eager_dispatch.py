@@ -159,31 +159,35 @@ def test_bra_eager_path_equals_the_custom_op(device):
 
 
 @pytest.mark.kernel
-def test_bra_program_equals_the_custom_ops(device):
+@pytest.mark.parametrize("regions, means_in_out", [(2, True), (8, False)], ids=["16-token-regions", "1-token"])
+def test_bra_program_equals_the_custom_ops(device, regions, means_in_out):
     """The eager program (``ops/routing/eager.py``): kernel routing and attention with a
     contiguous and a strided output gradient (which it copies first); misaligned q/k/v get no
-    program and take the registered ops. All give exactly what the registered ops give."""
+    program and take the registered ops. All give exactly what the registered ops give. The
+    region means live in the output's memory, or (one-token regions: too small) in the buffer."""
     from ops.routing.eager import program_for
 
     gen, _ = fresh_generator()
     qkv = randn(1, 8, 8, 97, dtype=torch.float32, device=device, gen=gen)
     grads = (randn(1, 8, 8, 32, dtype=torch.float32, device=device, gen=gen),
              randn(1, 8, 8, 64, dtype=torch.float32, device=device, gen=gen)[..., ::2])
+    rr = [regions, regions]
     for offset in (0, 1):   # channel slices of one qkv tensor; offset 1 is 4 bytes off alignment
         q, k, v = (qkv[..., offset + 32 * i:offset + 32 * (i + 1)] for i in range(3))
-        assert (program_for(q, k, v, (2, 2), 2, 1, 0.3) is None) == bool(offset)
-        ref_idx = bra._bra_route(q, k, [2, 2], 2, 0.3)
-        _, idx = ops.routing_attention(q, k, v, 2, 2, scale=0.3, num_heads=1, return_indices=True)
+        program = program_for(q, k, v, (regions, regions), 2, 1, 0.3)
+        assert (program is None) == bool(offset)
+        assert offset or program.means_in_out == means_in_out
+        ref_idx = bra._bra_route(q, k, rr, 2, 0.3)
+        _, idx = ops.routing_attention(q, k, v, regions, 2, scale=0.3, num_heads=1, return_indices=True)
         assert torch.equal(idx, ref_idx.long())
         for g in grads:
-            public = _sliced_grads(lambda a, b, c: ops.routing_attention(a, b, c, 2, 2, scale=0.3, num_heads=1),
+            public = _sliced_grads(lambda a, b, c: ops.routing_attention(a, b, c, regions, 2, scale=0.3, num_heads=1),
                                    qkv, offset, 32, g)
-            registered = _sliced_grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, [2, 2], 1, 0.3)[0],
+            registered = _sliced_grads(lambda a, b, c: bra._bra_forward(a, b, c, ref_idx, rr, 1, 0.3)[0],
                                        qkv, offset, 32, g)
             _same(public, registered)
         if not offset and device.startswith("cuda"):
             # the later calls took the compiled launches' raw-address path (the first, typed views)
-            program = program_for(q, k, v, (2, 2), 2, 1, 0.3)
             assert all(launch.direct is not None for launch in (program.mean, program.rank, program.fwd,
                                                                 program.dq, program.dkv))
 
