@@ -94,6 +94,20 @@ def test_release_file_loads_model_not_ema(tmp_path):
     assert torch.equal(model10.state_dict()["stages.2.3.attn.qkv.qkv.weight"], sd["stages.2.3.attn.qkv.qkv.weight"])
 
 
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_variant_loads_an_official_layout_file(name, tmp_path):
+    """Every variant loads a ``{'model': ...}`` file in the official key layout through timm with
+    no missing or unexpected keys: each loaded tensor is the file's."""
+    dims, depths, _ = VARIANTS[name]
+    gen = torch.Generator().manual_seed(1)
+    sd = {k: torch.randn(s, generator=gen) if s else torch.tensor(7) for k, s in official_keys(dims, depths).items()}
+    path = tmp_path / f"{name}.pth"
+    torch.save({"model": sd}, path)
+    loaded = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).state_dict()
+    assert set(loaded) == set(sd)
+    assert all(torch.equal(loaded[k], sd[k]) for k in sd)
+
+
 def test_missing_release_file_says_so(tmp_path):
     """A wrong path is reported as a missing file, not as a file to convert."""
     with pytest.raises(FileNotFoundError, match="nonexistent.pth"):
