@@ -31,7 +31,7 @@ from .args import element_span
 from .dispatch import interpret_mode
 
 __all__ = ["BoundLaunch", "GRID_Y_MAX", "Launcher", "alignment", "cdiv", "contiguous_strides", "heads_grid",
-           "next_power_of_2", "wide_offsets"]
+           "launches_direct", "next_power_of_2", "wide_offsets"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
@@ -138,6 +138,14 @@ def _hooks():
     if getattr(enter, "calls", enter) or getattr(exit_, "calls", exit_):
         return enter, exit_
     return None
+
+
+def launches_direct(*launches: "BoundLaunch") -> bool:
+    """Whether every launch has its compiled kernel and no launch hooks are installed: their
+    pointer arguments may then be raw addresses (ints), which Triton's launcher passes on without
+    calling ``data_ptr`` or querying the driver; otherwise (not compiled yet, the interpreter,
+    hooks) they go through :meth:`Launcher.launch`, which needs tensors."""
+    return _hooks() is None and all(b.direct is not None for b in launches)
 
 
 class _Compiled:

@@ -8,10 +8,10 @@ that holds the routing indices, the LSE and the backward's workspace, so a call 
 key, makes two allocations in the forward and one in the backward, and goes straight to the
 compiled kernels. The region means, which only the top-k launch reads, live in the output's
 memory until the forward kernel overwrites it (when they fit: four or more tokens per region in
-16-bit, two in fp32), so a training step does not keep them until the backward. Once a launch is compiled it takes
-raw addresses (the buffer's base plus offsets, ``data_ptr()`` of the tensors): no typed views of
-the buffer, and no per-pointer driver query in Triton's launcher. ``_RoutedAttention`` is its
-autograd node. ``torch.compile`` never comes here: it traces the registered ``foveal::bra_*`` ops,
+16-bit, two in fp32), so a training step does not keep them until the backward. Compiled
+launches take raw addresses (the buffer's base plus offsets, ``data_ptr()`` of the tensors;
+``launches_direct``): no typed views of the buffer, and no per-pointer driver query in Triton's
+launcher. ``_RoutedAttention`` is its autograd node. ``torch.compile`` never comes here: it traces the registered ``foveal::bra_*`` ops,
 which run the same kernels through ``region_topk`` and ``block_sparse_attention_forward/backward``
 (the same bound launches, cached by problem).
 """
@@ -23,7 +23,7 @@ import math
 import torch
 
 from ..common.block_sparse import _int32, backward_launches, block_sparse_attention_backward, forward_launch
-from ..common.tuning import _hooks, alignment, contiguous_strides
+from ..common.tuning import alignment, contiguous_strides, launches_direct
 from .kernels import topk_launches
 
 __all__ = ["RoutedProgram", "eager_routing_attention", "program_for"]
@@ -115,8 +115,7 @@ class RoutedProgram:
         given int32 [B, R, nk] ids. The natural-log LSE lands in ``buf``."""
         out = torch.empty(self.shape, device=self.device, dtype=self.dtype)
         route = idx is None
-        if (self.fwd.direct is not None and (not route or (self.mean.direct is not None and self.rank.direct
-                                                            is not None)) and _hooks() is None):
+        if launches_direct(self.mean, self.rank, self.fwd) if route else launches_direct(self.fwd):
             base, po = buf.data_ptr(), out.data_ptr()
             pq, pk = q.data_ptr(), k.data_ptr()
             if route:
@@ -145,7 +144,7 @@ class RoutedProgram:
                 ids, lse, _, _ = self._views(buf)
                 return block_sparse_attention_backward(grad_out, q, k, v, out, lse, ids if idx is None else idx,
                                                        self.tile, self.num_heads, self.scale, dq=dq, dk=dk, dv=dv)
-        if self.dq.direct is not None and self.dkv.direct is not None and _hooks() is None:
+        if launches_direct(self.dq, self.dkv):
             base = buf.data_ptr()
             pq, pk, pv, pg = q.data_ptr(), k.data_ptr(), v.data_ptr(), grad_out.data_ptr()
             pw = base + 4 * self.parts[3][0]
