@@ -36,6 +36,21 @@ def cpu_ms(fn, n=50):
     return c
 
 
+def eager_host_ab(fb_base, fb_this, inf_base, inf_this, rounds: int = 5, calls: int = 100) -> dict:
+    """Medians over ``rounds`` alternations of both copies' eager calls (probe34: NA, probe58: BRA):
+    CPU us per forward+backward (``fb_b``, ``fb_n``) and per inference call (``inf_b``, ``inf_n``),
+    ``calls`` calls each, and do_bench ms of the forward+backward (``ms_b``, ``ms_n``)."""
+    m = {key: [] for key in ("fb_b", "fb_n", "inf_b", "inf_n", "ms_b", "ms_n")}
+    for _ in range(rounds):
+        m["fb_b"].append(cpu_ms(fb_base, calls) * 1e3)
+        m["fb_n"].append(cpu_ms(fb_this, calls) * 1e3)
+        m["inf_b"].append(cpu_ms(inf_base, calls) * 1e3)
+        m["inf_n"].append(cpu_ms(inf_this, calls) * 1e3)
+        m["ms_b"].append(do_bench(fb_base, warmup=10, rep=60))
+        m["ms_n"].append(do_bench(fb_this, warmup=10, rep=60))
+    return {key: statistics.median(v) for key, v in m.items()}
+
+
 def alternating_medians(fb, fn, rounds: int = 5, rep: int = 100) -> tuple[float, float]:
     """Median ms of ``fb`` and ``fn`` over ``rounds`` alternations of ``do_bench`` medians, so both
     meet the same GPU and host state."""

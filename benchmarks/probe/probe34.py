@@ -8,14 +8,12 @@ medians. The gradients of both copies are compared bit for bit.
 
     git worktree add /tmp/base <commit> && python benchmarks/probe/probe34.py /tmp/base/ops
 """
-import statistics
 import sys
 
 import torch
-from triton.testing import do_bench
 
 import ops
-from ab import cpu_ms, load_base  # the script's folder is on sys.path
+from ab import eager_host_ab, load_base  # the script's folder is on sys.path
 
 # (name, q shape [B, *spatial, H, D], kernel_size)
 SHAPES = [("na1d B1 L1024 H4 D64 k7", (1, 1024, 4, 64), 7),
@@ -51,15 +49,7 @@ def main():
         fb_n, inf_n, ln = calls(ops.neighborhood_attention, shape, ks)
         fb_b(), fb_n(), inf_b(), inf_n()
         same = all(torch.equal(a.grad, b.grad) for a, b in zip(lb, ln))
-        m = {key: [] for key in ("fb_b", "fb_n", "inf_b", "inf_n", "ms_b", "ms_n")}
-        for _ in range(5):
-            m["fb_b"].append(cpu_ms(fb_b, 100) * 1e3)
-            m["fb_n"].append(cpu_ms(fb_n, 100) * 1e3)
-            m["inf_b"].append(cpu_ms(inf_b, 100) * 1e3)
-            m["inf_n"].append(cpu_ms(inf_n, 100) * 1e3)
-            m["ms_b"].append(do_bench(fb_b, warmup=10, rep=60))
-            m["ms_n"].append(do_bench(fb_n, warmup=10, rep=60))
-        m = {key: statistics.median(v) for key, v in m.items()}
+        m = eager_host_ab(fb_b, fb_n, inf_b, inf_n)
         print(f"{name:<35}| {m['fb_b']:6.0f} {m['fb_n']:6.0f}             | {m['inf_b']:6.0f} {m['inf_n']:6.0f}"
               f"           | {m['ms_b']:.3f} {m['ms_n']:.3f}          | {same}", flush=True)
 

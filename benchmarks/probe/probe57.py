@@ -11,24 +11,15 @@ absolute figures, are what to read.
 import sys
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+
+from profiling import cpu_op_times  # the script's folder is on sys.path
 
 
 def breakdown(step, steps: int = 4, top: int = 28) -> None:
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-    rows = [e for e in prof.key_averages() if e.key != "ProfilerStep*"]
-    total = sum(e.self_cpu_time_total for e in rows) / steps
-    calls = sum(e.count for e in rows) / steps
-    print(f"  profiled self CPU per step {total / 1e3:.1f} ms over {calls:.0f} recorded ops")
-    for e in sorted(rows, key=lambda e: -e.self_cpu_time_total)[:top]:
-        us = e.self_cpu_time_total / steps
-        print(f"  {e.key[:58]:58s} {e.count / steps:7.0f} calls {us / 1e3:7.2f} ms {100 * us / total:5.1f}%")
+    total, calls, rows = cpu_op_times(step, steps)
+    print(f"  profiled self CPU per step {total:.1f} ms over {calls:.0f} recorded ops")
+    for ms, count, name in rows[:top]:
+        print(f"  {name[:58]:58s} {count:7.0f} calls {ms:7.2f} ms {100 * ms / total:5.1f}%")
 
 
 def main():

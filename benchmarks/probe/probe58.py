@@ -12,14 +12,12 @@ calls issued back to back, launches not waited for), and the do_bench ms of the 
 
     cd benchmarks/probe && PYTHONPATH=../..:. python probe58.py <ops copy>
 """
-import statistics
 import sys
 
 import torch
-from triton.testing import do_bench
 
 import ops
-from ab import cpu_ms, load_base
+from ab import eager_host_ab, load_base
 from bra_case import SHAPES, fwd_bwd
 
 
@@ -42,18 +40,10 @@ def main():
             with torch.no_grad():
                 ops.routing_attention(q, k, v, nw, topk, **kw)
         assert torch.equal(base.routing_attention(q, k, v, nw, topk, **kw), ops.routing_attention(q, k, v, nw, topk, **kw))
-        rows = {name: [] for name in ("cb", "cn", "ib", "in", "tb", "tn")}
-        for _ in range(5):
-            rows["cb"].append(cpu_ms(fb, 40) * 1e3)
-            rows["cn"].append(cpu_ms(fn, 40) * 1e3)
-            rows["ib"].append(cpu_ms(ib, 40) * 1e3)
-            rows["in"].append(cpu_ms(inn, 40) * 1e3)
-            rows["tb"].append(do_bench(fb, warmup=10, rep=60))
-            rows["tn"].append(do_bench(fn, warmup=10, rep=60))
-        m = {key: statistics.median(val) for key, val in rows.items()}
-        print(f"B{B} {S}x{S} C{C} topk{topk:<3d}".ljust(22) + f" | {m['cb']:6.1f}, {m['cn']:6.1f} ({m['cn'] / m['cb']:.2f})"
-              f"     | {m['ib']:6.1f}, {m['in']:6.1f} ({m['in'] / m['ib']:.2f})"
-              f"   | {m['tb']:.3f}, {m['tn']:.3f} ({m['tn'] / m['tb']:.2f})", flush=True)
+        m = eager_host_ab(fb, fn, ib, inn, calls=40)
+        print(f"B{B} {S}x{S} C{C} topk{topk:<3d}".ljust(22) + f" | {m['fb_b']:6.1f}, {m['fb_n']:6.1f} ({m['fb_n'] / m['fb_b']:.2f})"
+              f"     | {m['inf_b']:6.1f}, {m['inf_n']:6.1f} ({m['inf_n'] / m['inf_b']:.2f})"
+              f"   | {m['ms_b']:.3f}, {m['ms_n']:.3f} ({m['ms_n'] / m['ms_b']:.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,22 @@ def kernel_times(fn, n: int = 5) -> list[tuple[float, int, str]]:
     return sorted(rows, reverse=True)
 
 
+def cpu_op_times(fn, n: int = 4) -> tuple[float, float, list[tuple[float, float, str]]]:
+    """(self CPU ms per call, recorded ops per call, [(self CPU ms per call, calls per call, op
+    name)] most CPU time first) over ``n`` calls of ``fn`` after three warm-up calls (torch.profiler,
+    CPU activity only)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    rows = [(e.self_cpu_time_total / n / 1e3, e.count / n, e.key) for e in p.key_averages()
+            if e.key != "ProfilerStep*"]
+    return sum(r[0] for r in rows), sum(r[1] for r in rows), sorted(rows, reverse=True)
+
+
 def step_breakdown(fn, n: int = 3, top: int = 12) -> tuple[float, float, list[tuple[float, int, str]]]:
     """(do_bench ms, GPU busy ms, the ``top`` kernels of :func:`kernel_times`) of one step ``fn``."""
     for _ in range(3):
