@@ -4,17 +4,23 @@ from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 
-def kernel_times(fn, n: int = 5) -> list[tuple[float, int, str]]:
-    """[(ms per call, launches per call, kernel name)], most GPU time first, over ``n`` calls of
-    ``fn`` after one warm-up call (torch.profiler's device time)."""
-    fn()
+def _averages(fn, n: int, activity, warmup: int):
+    """torch.profiler's per-name averages over ``n`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as p:
+    with profile(activities=[activity]) as p:
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
-    rows = [(e.self_device_time_total / n / 1e3, e.count // n, e.key) for e in p.key_averages()
-            if getattr(e, "self_device_time_total", 0) > 0]
+    return p.key_averages()
+
+
+def kernel_times(fn, n: int = 5) -> list[tuple[float, int, str]]:
+    """[(ms per call, launches per call, kernel name)], most GPU time first, over ``n`` calls of
+    ``fn`` after one warm-up call (torch.profiler's device time)."""
+    rows = [(e.self_device_time_total / n / 1e3, e.count // n, e.key)
+            for e in _averages(fn, n, ProfilerActivity.CUDA, 1) if getattr(e, "self_device_time_total", 0) > 0]
     return sorted(rows, reverse=True)
 
 
@@ -22,15 +28,8 @@ def cpu_op_times(fn, n: int = 4) -> tuple[float, float, list[tuple[float, float,
     """(self CPU ms per call, recorded ops per call, [(self CPU ms per call, calls per call, op
     name)] most CPU time first) over ``n`` calls of ``fn`` after three warm-up calls (torch.profiler,
     CPU activity only)."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-    rows = [(e.self_cpu_time_total / n / 1e3, e.count / n, e.key) for e in p.key_averages()
-            if e.key != "ProfilerStep*"]
+    rows = [(e.self_cpu_time_total / n / 1e3, e.count / n, e.key)
+            for e in _averages(fn, n, ProfilerActivity.CPU, 3) if e.key != "ProfilerStep*"]
     return sum(r[0] for r in rows), sum(r[1] for r in rows), sorted(rows, reverse=True)
 
 
