@@ -13,6 +13,17 @@ __all__ = ["Case", "SUITES", "main", "register_suite", "run_suite"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
+def _img_size(text: str) -> tuple[int, int]:
+    """``224`` -> (224, 224); ``1024x2048`` -> (1024, 2048) (height x width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected SIZE or HEIGHTxWIDTH in pixels (got {text!r})")
+    return parts[0], parts[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="foveal bench", description="Benchmark ops and models against their peers.")
     parser.add_argument("suite", nargs="+", help=f"suites to run: {', '.join(sorted(SUITES))} (or 'all')")
@@ -26,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-json", action="store_true", help="print the table only")
     parser.add_argument("--model", nargs="*", default=None, help="model names or globs (models suite)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (models suite)")
-    parser.add_argument("--img-size", type=int, default=None, help="input resolution (models suite)")
+    parser.add_argument("--img-size", type=_img_size, default=None,
+                        help="input resolution, SIZE or HEIGHTxWIDTH (models suite; e.g. 1024x2048 for BEVANet)")
+    parser.add_argument("--modes", nargs="+", default=None, choices=["infer", "train"],
+                        help="what to time (models suite; default both)")
     parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                         help="torch.compile every model with this mode (models suite)")
     parser.add_argument("--compile-backend", default="inductor",
@@ -47,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         partial = None if args.no_json else (lambda rec: write_json(rec, args.out))
         record = run_suite(name, device, dtype, args.warmup_ms, args.rep_ms, args.only, on_row=partial,
-                           model=args.model, batch_size=args.batch_size, img_size=args.img_size,
+                           model=args.model, batch_size=args.batch_size, img_size=args.img_size, modes=args.modes,
                            compile=args.compile, compile_backend=args.compile_backend)
         print(format_table(record))
         if not args.no_json:

@@ -110,3 +110,27 @@ def test_models_suite_compiles_the_models():
     rows = record["results"]
     assert {(r["mode"], r["impl"]) for r in rows if r["median_ms"]} == {("infer", "timm"), ("train", "timm")}
     assert all("compiled(default)" in r["case"] and r["compile"] == "default" for r in rows)
+
+
+def test_models_suite_trains_a_segmentation_network_at_height_x_width(monkeypatch):
+    """``--img-size HxW``: a non-square input, and a dense [B, K, H/8, W/8] output trains against
+    per-pixel labels (BEVANet: a batch of two, as its train-mode BatchNorm on pooled 1x1 maps needs), kernels on and off."""
+    import torch
+
+    from tasks.bench import _img_size, run_suite
+
+    assert _img_size("1024x2048") == (1024, 2048) and _img_size("224") == (224, 224)
+    for bad in ("0x4", "4x", "ax4", "1x2x3"):
+        with pytest.raises(Exception, match="HEIGHTxWIDTH"):
+            _img_size(bad)
+    monkeypatch.setenv("FOVEAL_FORCE_REFERENCE", "1")   # the interpreter is not what is tested here
+    record = run_suite("models", "cpu", torch.float32, rep_ms=1, warmup_ms=1, model=["bevanet_s"], batch_size=2,
+                       img_size=(64, 128))
+    rows = record["results"]
+    assert {(r["mode"], r["impl"]) for r in rows if r["median_ms"]} == {
+        ("infer", "foveal"), ("infer", "plain (use_kernels=False)"),
+        ("train", "foveal"), ("train", "plain (use_kernels=False)")}, [r.get("skipped") for r in rows]
+    assert all("64x128px b2" in r["case"] and r["shapes"]["input"] == [2, 3, 64, 128] for r in rows)
+    only = run_suite("models", "cpu", torch.float32, rep_ms=1, warmup_ms=1, model=["bevanet_s"], batch_size=1,
+                     img_size=(64, 64), modes=["infer"])   # --modes infer: batch 1 (no train-mode BatchNorm)
+    assert {r["mode"] for r in only["results"]} == {"infer"} and all(r["median_ms"] for r in only["results"])
