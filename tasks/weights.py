@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        print(f"{'model':<16} {'top-1':>6}  {'license':<11} {'sha256':<12} file / url")
+        print(f"{'model':<20} {'metric':>12}  {'license':<11} {'sha256':<12} file / url")
         for e in load_manifest():
-            top1 = (e.get("metric") or {}).get("top1", "")
-            print(f"{e['model']:<16} {top1:>6}  {e.get('license', ''):<11} {(e.get('sha256') or 'unknown')[:12]:<12} "
+            m = e.get("metric") or {}
+            metric = f"top-1 {m['top1']}" if "top1" in m else f"mIoU {m['miou']}" if "miou" in m else ""
+            print(f"{e['model']:<20} {metric:>12}  {e.get('license', ''):<11} {(e.get('sha256') or 'unknown')[:12]:<12} "
                   f"{e['file']}  {e['url']}")
     elif args.command == "convert":
         try:

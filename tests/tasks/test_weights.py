@@ -111,3 +111,18 @@ def test_cli_missing_file_is_a_clean_error(tmp_path):
         main(["weights", "convert", missing, "--model", "van_b0", "--out", str(tmp_path / "x.safetensors")])
     with pytest.raises(SystemExit, match="foveal weights verify: .*nope.pth"):
         main(["weights", "verify", missing])
+
+
+def test_convert_a_bevanet_finetuned_release(tmp_path):
+    """A released BEVANet file (``model.``-prefixed FullModel keys plus the loss's class weights) for
+    the CamVid head (11 classes) converts and loads back through timm."""
+    model = timm.create_model("bevanet_s.camvid", use_kernels=False)
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    sd["sem_loss.criterion.weight"] = torch.ones(11)
+    src = tmp_path / "BEVANet_S_VAL_Camvid.pt"
+    torch.save(sd, src)
+    out = convert(src, "bevanet_s.camvid", tmp_path / "bevanet_s_camvid.safetensors")
+    assert json.loads(out.with_suffix(".json").read_text())["num_classes"] == 11
+    back = timm.create_model("bevanet_s.camvid", pretrained=True, pretrained_cfg_overlay=dict(file=str(out)))
+    for k, v in model.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
