@@ -365,7 +365,8 @@ class SegmentHead(nn.Module):
 
 class BEVANet(nn.Module):
     """BEVANet segmentation network. Input [B, in_chans, H, W] (H, W multiples of 64); ``forward``
-    returns logits [B, num_classes, H/8, W/8].
+    returns logits [B, num_classes, H/8, W/8]. Training needs batches of two or more, as the
+    official code does: CKS applies BatchNorm to pooled [B, C, 1, 1] maps.
 
     Args:
         planes: base width c (32 for BEVANet-S, 64 otherwise); the detail branch has 2c channels,
