@@ -6,8 +6,10 @@ GPU ms (torch.profiler device time, host cost excluded) of the forward and of fo
 and the CPU ms to issue one call (50 calls timed without waiting for the GPU).
 Part 2: ``step_breakdown`` of BEVANet's training step (batch 8 at 1024x1024) and inference
 (batch 1 at 1024x2048), kernels on and off: do_bench ms, GPU busy ms, top kernels.
+``--host``: instead, the host's side of the same steps: alternating arms in one process (kernels;
+kernels with the 1x1s as cuDNN convs; plain) and each path's CPU operators (torch.profiler).
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe59.py [bevanet|bevanet_s] [--convs-only]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe59.py [bevanet|bevanet_s] [--convs-only|--host]
 """
 import sys
 import time
@@ -20,7 +22,9 @@ import ops
 import zoo  # noqa: F401  (registers the models)
 from tasks.bench.suites.models import _build, _infer, _train_step
 
-from profiling import kernel_times, step_breakdown  # the script's folder is on sys.path
+from ab import alternating_arms  # the script's folder is on sys.path
+from profiling import cpu_op_times, kernel_times, step_breakdown
+from zoo.bevanet import PointwiseConv
 
 
 def conv_shapes(c: int, batch: int, h: int, w: int):
@@ -67,8 +71,39 @@ def time_conv(label, shape, kernel, dil):
     print(f"{label:<18} {str(list(shape)):<22} " + " | ".join(row), flush=True)
 
 
+def host(name: str):
+    for mode, (batch, h, w), dtype in (("infer", (1, 1024, 2048), None), ("infer", (1, 1024, 2048), torch.bfloat16),
+                                       ("train", (8, 1024, 1024), torch.bfloat16)):
+        x = torch.randn(batch, 3, h, w, device="cuda").to(memory_format=torch.channels_last)
+        torch.manual_seed(0)
+        model = _build(name, "cuda", True)
+        step = _train_step(model, x, dtype) if mode == "train" else _infer(model, x, dtype)
+
+        def arm(kernels, matmul_1x1):
+            def use():
+                model.set_use_kernels(kernels)
+                for m in model.modules():
+                    if isinstance(m, PointwiseConv):
+                        m.use_kernels = matmul_1x1
+            return use
+        arms = {"kernels": arm(True, True), "kernels, 1x1 conv": arm(True, False), "plain": arm(False, False)}
+        med = alternating_arms(step, arms, rep=600)
+        label = f"{name} {mode} b{batch} {h}x{w} {'fp32' if dtype is None else 'bf16 autocast'}"
+        print(f"# {label}: " + " | ".join(f"{a} {t:.2f} ms (CPU {c:.2f})" for a, (t, c) in med.items()), flush=True)
+        for a in ("kernels", "plain"):
+            arms[a]()
+            total, count, rows = cpu_op_times(step, 4)
+            print(f"  {a}: profiled self CPU {total:.1f} ms over {count:.0f} ops per step")
+            for ms, calls, op in rows[:12]:
+                print(f"    {ms:6.2f} ms {calls:6.0f}x  {op[:70]}")
+        del model, step
+        torch.cuda.empty_cache()
+
+
 def main():
     name = next((a for a in sys.argv[1:] if not a.startswith("--")), "bevanet")
+    if "--host" in sys.argv:
+        return host(name)
     c = 32 if name == "bevanet_s" else 64
     for title, (batch, h, w) in (("train b8 1024x1024", (8, 1024, 1024)), ("infer b1 1024x2048", (1, 1024, 2048))):
         print(f"# {name} convs, {title}")
