@@ -10,8 +10,8 @@ The module tree and parameter names follow the official ``models/BEVANet.py`` (`
 with the released configs: SDLSKA, DLKPPM, BGAF, kernels 35 (semantic) and 23 (detail)), so
 the released fine-tuned checkpoints (``FullModel`` state dicts, keys prefixed ``model.``) load
 unchanged through ``checkpoint_filter_fn``. ``use_kernels=True`` runs SDLSKA's depthwise convs
-through ``ops.depthwise_conv2d``, DLKPPM's LSKA chain through
-``ops.separable_large_kernel_attention`` and the 1x1 convs of channels-last maps as matmuls;
+(dw5x5 and the dilated strips, where cuDNN is 2-60x slower on the GPU, probe59) through
+``ops.depthwise_conv2d`` and DLKPPM's LSKA chain through ``ops.separable_large_kernel_attention``;
 ``False`` runs the plain PyTorch convolutions (the reference).
 
 Outputs: ``forward`` returns the main head's logits at 1/8 of the input,
@@ -32,25 +32,23 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 import ops
 
-from .van import pointwise
-
 __all__ = ["BEVANet", "SDLSKA", "CKS", "DLKPPM"]
 
 _BN_MOMENTUM = 0.1
 
 
 class PointwiseConv(nn.Module):
-    """1x1 conv (official ``PWConv``: key ``*.pwconv``); on the kernel path a channels-last map
-    runs as one matmul over its channel axis."""
+    """1x1 conv (official ``PWConv``: key ``*.pwconv``). It stays a cuDNN convolution on both paths:
+    unlike VAN's, BEVANet's eager calls are bound by the host, and VAN's matmul form (``F.linear``
+    between two permutes) cost more host time here: 15.95 against 12.80 ms of CPU per BEVANet-S
+    frame at 1024x2048 (probe59, session 23)."""
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, bias: bool = True,
-                 use_kernels: bool = True):
+    def __init__(self, in_channels: int, out_channels: int | None = None, bias: bool = True):
         super().__init__()
-        self.use_kernels = use_kernels
         self.pwconv = nn.Conv2d(in_channels, out_channels or in_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pointwise(self.pwconv, x, self.use_kernels)
+        return self.pwconv(x)
 
 
 class DepthwiseConv(nn.Module):
@@ -118,7 +116,7 @@ class SDLSKA(nn.Module):
         self.DW_conv = DepthwiseConv(dim, (5, 5), triton=True, use_kernels=use_kernels)
         self.DW_D_conv_h = DepthwiseConv(dim, (1, k), 3, triton=True, use_kernels=use_kernels)
         self.DW_D_conv_v = DepthwiseConv(dim, (k, 1), 3, triton=True, use_kernels=use_kernels)
-        self.pwconv = PointwiseConv(dim, use_kernels=use_kernels)
+        self.pwconv = PointwiseConv(dim)
         self.FS_kernel = CKS(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,7 +135,7 @@ class LSKA(nn.Module):
         self.DW_conv_v = DepthwiseConv(dim, (5, 1))
         self.DW_D_conv_h = DepthwiseConv(dim, (1, 11), 3)
         self.DW_D_conv_v = DepthwiseConv(dim, (11, 1), 3)
-        self.pwconv = PointwiseConv(dim, use_kernels=use_kernels)
+        self.pwconv = PointwiseConv(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         convs = (self.DW_conv_h, self.DW_conv_v, self.DW_D_conv_h, self.DW_D_conv_v)
@@ -155,12 +153,12 @@ class LSKA(nn.Module):
 class SpatialAttention(nn.Module):
     """proj_1 -> GELU -> gating unit -> proj_2, plus the inner shortcut (VAN's attention)."""
 
-    def __init__(self, dim: int, gating_unit: nn.Module, use_kernels: bool = True):
+    def __init__(self, dim: int, gating_unit: nn.Module):
         super().__init__()
-        self.proj_1 = PointwiseConv(dim, use_kernels=use_kernels)
+        self.proj_1 = PointwiseConv(dim)
         self.activation = nn.GELU()
         self.spatial_gating_unit = gating_unit
-        self.proj_2 = PointwiseConv(dim, use_kernels=use_kernels)
+        self.proj_2 = PointwiseConv(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
@@ -169,12 +167,12 @@ class SpatialAttention(nn.Module):
 class Mlp(nn.Module):
     """1x1 -> dw3x3 -> GELU -> 1x1."""
 
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0, use_kernels: bool = True):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = PointwiseConv(dim, hidden, use_kernels=use_kernels)
+        self.fc1 = PointwiseConv(dim, hidden)
         self.dwconv = DepthwiseConv(hidden)
         self.act = nn.GELU()
-        self.fc2 = PointwiseConv(hidden, dim, use_kernels=use_kernels)
+        self.fc2 = PointwiseConv(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,10 +187,10 @@ class EVABlock(nn.Module):
                  use_kernels: bool = True):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(dim)
-        self.attn = SpatialAttention(dim, SDLSKA(dim, kernel_size, use_kernels), use_kernels)
+        self.attn = SpatialAttention(dim, SDLSKA(dim, kernel_size, use_kernels))
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), use_kernels=use_kernels)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.layer_scale_1 = nn.Parameter(1e-2 * torch.ones(dim))
         self.layer_scale_2 = nn.Parameter(1e-2 * torch.ones(dim))
 
@@ -270,10 +268,10 @@ def _bn_relu_conv(cin: int, cout: int, kernel_size: int = 3, dilation: int = 1) 
                                    bias=False))
 
 
-def _bn_relu_pw(cin: int, cout: int, pool: nn.Module | None = None, use_kernels: bool = True) -> nn.Sequential:
+def _bn_relu_pw(cin: int, cout: int, pool: nn.Module | None = None) -> nn.Sequential:
     layers = [] if pool is None else [pool]
     return nn.Sequential(*layers, nn.BatchNorm2d(cin, momentum=_BN_MOMENTUM), nn.ReLU(inplace=True),
-                         PointwiseConv(cin, cout, bias=False, use_kernels=use_kernels))
+                         PointwiseConv(cin, cout, bias=False))
 
 
 class PagFM(nn.Module):
@@ -300,21 +298,21 @@ class DLKPPM(nn.Module):
 
     def __init__(self, inplanes: int, branch_planes: int, outplanes: int, use_kernels: bool = True):
         super().__init__()
-        self.scale1 = _bn_relu_pw(inplanes, branch_planes, nn.AvgPool2d(5, 2, 2), use_kernels)
-        self.scale2 = _bn_relu_pw(inplanes, branch_planes, nn.AvgPool2d(9, 4, 4), use_kernels)
-        self.scale4 = _bn_relu_pw(inplanes, branch_planes, nn.AdaptiveAvgPool2d((2, 2)), use_kernels)
-        self.scale5 = _bn_relu_pw(inplanes, branch_planes, nn.AdaptiveAvgPool2d((1, 1)), use_kernels)
-        self.scale0 = _bn_relu_pw(inplanes, branch_planes, use_kernels=use_kernels)
+        self.scale1 = _bn_relu_pw(inplanes, branch_planes, nn.AvgPool2d(5, 2, 2))
+        self.scale2 = _bn_relu_pw(inplanes, branch_planes, nn.AvgPool2d(9, 4, 4))
+        self.scale4 = _bn_relu_pw(inplanes, branch_planes, nn.AdaptiveAvgPool2d((2, 2)))
+        self.scale5 = _bn_relu_pw(inplanes, branch_planes, nn.AdaptiveAvgPool2d((1, 1)))
+        self.scale0 = _bn_relu_pw(inplanes, branch_planes)
         self.bn = nn.BatchNorm2d(branch_planes, momentum=_BN_MOMENTUM)
-        self.lska = SpatialAttention(branch_planes, LSKA(branch_planes, use_kernels), use_kernels)
+        self.lska = SpatialAttention(branch_planes, LSKA(branch_planes, use_kernels))
         self.layer_scale_lska = nn.Parameter(1e-2 * torch.ones(branch_planes))
         self.process1 = _bn_relu_conv(branch_planes, branch_planes, dilation=2)
         self.process2 = _bn_relu_conv(branch_planes, branch_planes, dilation=2)
         self.process_lska = _bn_relu_conv(branch_planes, branch_planes)
         self.process4 = _bn_relu_conv(branch_planes, branch_planes)
         self.process5 = _bn_relu_conv(branch_planes, branch_planes)
-        self.compression = _bn_relu_pw(branch_planes * 6, outplanes, use_kernels=use_kernels)
-        self.shortcut = _bn_relu_pw(inplanes, outplanes, use_kernels=use_kernels)
+        self.compression = _bn_relu_pw(branch_planes * 6, outplanes)
+        self.shortcut = _bn_relu_pw(inplanes, outplanes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -446,12 +444,12 @@ class BEVANet(nn.Module):
                         nn.init.zeros_(conv.bias)
 
     def set_use_kernels(self, enable: bool = True) -> None:
-        """Switch between the fast path (Triton depthwise and LSKA kernels, 1x1s as matmuls) and the
-        plain PyTorch convolutions."""
+        """Switch between the fast path (Triton depthwise and LSKA kernels) and the plain PyTorch
+        convolutions."""
         for m in self.modules():
             if isinstance(m, DepthwiseConv):
                 m.use_kernels = enable and m.triton
-            elif isinstance(m, (PointwiseConv, LSKA)):
+            elif isinstance(m, LSKA):
                 m.use_kernels = enable
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

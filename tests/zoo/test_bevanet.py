@@ -6,7 +6,7 @@ import timm
 import torch
 
 import zoo  # noqa: F401  (registers bevanet_s, bevanet, bevanet_sw, bevanet_l)
-from zoo.bevanet import LSKA, DepthwiseConv, PointwiseConv, checkpoint_filter_fn
+from zoo.bevanet import LSKA, DepthwiseConv, checkpoint_filter_fn
 
 # (with the two training heads, without): the official configs built with the official code
 PARAMS_M = {"bevanet_s": (15.19, 15.09), "bevanet": (58.82, 58.60), "bevanet_sw": (57.64, 57.42),
@@ -113,8 +113,8 @@ def test_imagenet_checkpoint_loads_the_backbone(tmp_path):
 
 @pytest.mark.kernel
 def test_use_kernels_matches_reference(device, monkeypatch):
-    """Logits and every parameter's gradient with the Triton depthwise and LSKA kernels (and 1x1s as
-    matmuls on channels-last maps) equal the plain PyTorch path (fp32). Eval mode, random BN
+    """Logits and every parameter's gradient with the Triton depthwise and LSKA kernels equal the
+    plain PyTorch path (fp32). Eval mode, random BN
     statistics: in train mode BatchNorm over the 1x1 pooled maps inside CKS (two items) amplifies
     fp32 rounding to ~1e-2 of the gradients, as between the official code's fp32 and fp64 runs."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
@@ -133,7 +133,7 @@ def test_use_kernels_matches_reference(device, monkeypatch):
     for enable in (True, False):
         model.set_use_kernels(enable)
         assert all(m.use_kernels == (enable and (not isinstance(m, DepthwiseConv) or m.triton))
-                   for m in model.modules() if isinstance(m, (DepthwiseConv, PointwiseConv, LSKA)))
+                   for m in model.modules() if isinstance(m, (DepthwiseConv, LSKA)))
         model.zero_grad()
         outs = model.forward_aux(x)
         sum(o.pow(2).mean() for o in outs).backward()
