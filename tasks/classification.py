@@ -66,13 +66,9 @@ class ImageClassifier(LightningModule):
 
         kwargs = dict(model_kwargs or {})
         if pretrained_file:
-            # timm keeps the file's classifier only when the cfg's num_classes matches the file's;
-            # `foveal weights convert` records the width in the .json beside the file
-            overlay = dict(file=pretrained_file)
-            sidecar = Path(pretrained_file).with_suffix(".json")
-            if sidecar.is_file():
-                overlay["num_classes"] = json.loads(sidecar.read_text())["num_classes"]
-            kwargs["pretrained_cfg_overlay"] = overlay
+            from .weights import file_overlay
+
+            kwargs["pretrained_cfg_overlay"] = file_overlay(pretrained_file)
         self.model = timm.create_model(model_name, pretrained=pretrained or bool(pretrained_file),
                                        num_classes=num_classes, drop_path_rate=drop_path_rate, **kwargs)
         if channels_last:

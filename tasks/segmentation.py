@@ -15,8 +15,6 @@ boundaries [B, H, W] float)`` (``tasks.segmentation_data``).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -41,7 +39,7 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index:
         return losses.sum() * 0.0
     prob = logits.float().softmax(1).gather(1, target.clamp(0, logits.shape[1] - 1).unsqueeze(1)).flatten()[valid]
     prob, order = prob.sort()
-    threshold = max(prob[min(min_kept, prob.numel() - 1)].item(), thresh)
+    threshold = prob[min(min_kept, prob.numel() - 1)].clamp(min=thresh)   # a tensor: no host sync
     kept = losses[valid][order][prob < threshold]
     return kept.sum() / max(kept.numel(), 1)
 
@@ -117,11 +115,9 @@ class SemanticSegmenter(LightningModule):
 
         kwargs = dict(model_kwargs or {})
         if pretrained_file:
-            overlay = dict(file=pretrained_file)
-            sidecar = Path(pretrained_file).with_suffix(".json")
-            if sidecar.is_file():   # `foveal weights convert` records the file's class count
-                overlay["num_classes"] = json.loads(sidecar.read_text())["num_classes"]
-            kwargs["pretrained_cfg_overlay"] = overlay
+            from .weights import file_overlay
+
+            kwargs["pretrained_cfg_overlay"] = file_overlay(pretrained_file)
         name = f"{model_name}.{pretrained_tag}" if pretrained_tag else model_name
         self.model = timm.create_model(name, pretrained=pretrained or bool(pretrained_file),
                                        num_classes=num_classes, **kwargs)

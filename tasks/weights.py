@@ -105,6 +105,17 @@ def unwrap_state_dict(checkpoint: dict[str, Any], key: str | None = None, ema: b
     return out
 
 
+def file_overlay(path: str | Path) -> dict[str, Any]:
+    """``pretrained_cfg_overlay`` that loads a local weights file through timm: the file, and the
+    class count that `convert` recorded in its ``.json`` sidecar (timm keeps the file's classifier
+    only when the cfg's ``num_classes`` matches the file's)."""
+    overlay: dict[str, Any] = dict(file=str(path))
+    sidecar = Path(path).with_suffix(".json")
+    if sidecar.is_file():
+        overlay["num_classes"] = json.loads(sidecar.read_text())["num_classes"]
+    return overlay
+
+
 def _filter_fn(model_name: str, converter: str | None) -> Callable | None:
     import timm
 
