@@ -19,11 +19,12 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-__all__ = ["SemanticSegmenter", "balanced_bce", "bevanet_loss", "ohem_cross_entropy"]
+__all__ = ["SegmentationWriter", "SemanticSegmenter", "balanced_bce", "bevanet_loss", "ohem_cross_entropy"]
 
 
 def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255, thresh: float = 0.9,
@@ -192,3 +193,23 @@ class SemanticSegmenter(LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(1.0 - step / total, 0.0) ** hp.poly_power)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SegmentationWriter(BasePredictionWriter):
+    """Writes ``foveal predict`` class maps as 8-bit PNGs, ``{output_dir}/{index:06d}.png`` (the
+    dataset index of each image; pixel value = class id), as each batch ends."""
+
+    def __init__(self, output_dir: str = "predictions"):
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: torch.Tensor,
+                           batch_indices, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        from pathlib import Path
+
+        from PIL import Image
+
+        out = Path(self.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for index, labels in zip(batch_indices or range(len(prediction)), prediction.to(torch.uint8).cpu().numpy()):
+            Image.fromarray(labels).save(out / f"{int(index):06d}.png")

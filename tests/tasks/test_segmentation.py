@@ -111,29 +111,41 @@ def test_segmenter_arguments_are_checked():
         SemanticSegmenter("resnet18", loss="bevanet")
 
 
-def test_fit_and_validate_bevanet_on_digits(tmp_path):
-    """`foveal fit` with the quickstart config for a few steps, then `foveal validate` from its
-    checkpoint: finite losses, mIoU and pixel accuracy in [0, 1], the poly schedule decaying."""
+def test_fit_validate_predict_bevanet_on_digits(tmp_path, monkeypatch):
+    """`foveal fit` with the quickstart config for a few steps, then `foveal validate` and `foveal
+    predict` from its checkpoint: finite losses, the poly schedule decaying, mIoU and pixel accuracy
+    in [0, 1], one PNG class map per validation image."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
     from tasks.cli import main
 
-    root = tmp_path / "run"
-    common = ["-c", "configs/segmentation/quickstart_digits.yaml", "--trainer.default_root_dir", str(root),
-              "--trainer.logger.init_args.save_dir", str(root),
-              "--trainer.callbacks.init_args.dirpath", str(root / "ck"),
-              "--data.init_args.img_size", "64", "--data.init_args.batch_size", "4"]
-    main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.log_every_n_steps", "1",
-          "--trainer.limit_val_batches", "2"])
+    config = str(Path("configs/segmentation/quickstart_digits.yaml").resolve())
+    monkeypatch.chdir(tmp_path)   # the config writes runs/seg_quickstart/... relative to the cwd
+    root = tmp_path / "runs" / "seg_quickstart"
+    small = ["--data.init_args.batch_size", "4", "--trainer.limit_val_batches", "2"]
+    main(["fit", "-c", config, *small, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+          "--trainer.log_every_n_steps", "1"])
     metrics = (root / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     rows = [dict(zip(header, r.split(","))) for r in metrics[1:]]
     lrs = [float(r["lr"]) for r in rows if r.get("lr")]
     assert lrs == sorted(lrs, reverse=True) and lrs[0] == pytest.approx(0.01)
     miou = [float(r["val/miou"]) for r in rows if r.get("val/miou")]
-    assert miou and 0.0 <= miou[-1] <= 1.0
+    acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    assert miou and 0.0 <= miou[-1] <= 1.0 and 0.0 <= acc[-1] <= 1.0
     losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
-    main(["validate", *common, "--trainer.limit_val_batches", "2", "--ckpt_path", str(root / "ck" / "last.ckpt")])
-    assert json.dumps(miou)
+    ckpt = str(root / "checkpoints" / "last.ckpt")
+    main(["validate", "-c", config, *small, "--ckpt_path", ckpt])
+    main(["predict", "-c", config, "--data.init_args.batch_size", "4", "--trainer.limit_predict_batches", "2",
+          "--ckpt_path", ckpt])
+    maps = sorted((root / "predictions").glob("*.png"))
+    assert [p.name for p in maps] == [f"{i:06d}.png" for i in range(8)]
+    labels = np.asarray(Image.open(maps[0]))
+    assert labels.shape == (64, 64) and labels.max() <= 10
 
 
 @pytest.mark.parametrize("config", sorted(__import__("pathlib").Path("configs/segmentation").glob("*.yaml")),

@@ -169,3 +169,21 @@ def test_bad_arguments():
         timm.create_model("bevanet_s", features_only=True)
     with pytest.raises(ValueError, match="kernel_size"):
         timm.create_model("bevanet_s", semantic_kernel_size=31)
+
+
+@pytest.mark.kernel
+def test_kernel_blocks_compile_without_graph_breaks(device):
+    """An EVA block (SDLSKA on ``ops.depthwise_conv2d``) and DLKPPM (the fused LSKA chain) trace
+    with ``torch.compile(fullgraph=True)``, forward and backward, and match eager."""
+    torch.manual_seed(0)
+    model = timm.create_model("bevanet_s").to(device)
+    for block, shape in ((model.layer4_detail, (2, 64, 16, 16)), (model.spp, (2, 512, 8, 8))):
+        x = torch.randn(shape, device=device, requires_grad=True)
+        compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+        out = compiled(x)
+        out.square().mean().backward()
+        grad, x.grad = x.grad, None
+        ref = block(x)
+        ref.square().mean().backward()
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(grad, x.grad, rtol=1e-4, atol=1e-6)
