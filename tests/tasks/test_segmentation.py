@@ -2,7 +2,6 @@
 a short `foveal fit` of BEVANet-S on the offline digits segmentation."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
