@@ -150,8 +150,6 @@ class SemanticSegmenter(LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, labels, boundaries = batch
         hp = self.hparams
-        ohem = dict(ignore_index=hp.ignore_index, thresh=hp.ohem_thresh, min_kept=hp.ohem_min_kept,
-                    weight=self.class_weights)
         if hp.loss == "bevanet":
             loss, parts = bevanet_loss(self.model.forward_aux(self._prepare(x)), labels, boundaries,
                                        self.class_weights, hp.ignore_index, hp.aux_weight, hp.boundary_weight,
@@ -159,7 +157,8 @@ class SemanticSegmenter(LightningModule):
             for k, v in parts.items():
                 self.log(f"train/loss_{k}", v, on_step=True, on_epoch=True, sync_dist=True)
         else:
-            loss = ohem_cross_entropy(self._upsample(self.model(self._prepare(x)), labels.shape[-2:]), labels, **ohem)
+            loss = ohem_cross_entropy(self._upsample(self.model(self._prepare(x)), labels.shape[-2:]), labels,
+                                      hp.ignore_index, hp.ohem_thresh, hp.ohem_min_kept, self.class_weights)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, on_step=True, on_epoch=False)
         return loss

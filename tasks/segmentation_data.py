@@ -7,6 +7,7 @@ label map, dilated by a 4x4 box; here the transitions themselves, dilated the sa
 """
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -159,6 +160,14 @@ class _ArraySegmentation(Dataset):
         return self.images[i], self.labels[i], self.boundaries[i]
 
 
+@functools.lru_cache(maxsize=1)
+def _digits():
+    """scikit-learn's digits (read once: ``arrays`` and the stratified split both need them)."""
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
 class DigitsSegmentationDataModule(_SegmentationLoaders):
     """scikit-learn's digits as a segmentation task, offline: each 8x8 digit (upsampled to
     ``img_size``, bilinear) labels its ink pixels (intensity above ``ink``, of 16) with its digit
@@ -173,9 +182,7 @@ class DigitsSegmentationDataModule(_SegmentationLoaders):
 
     def arrays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images [N, 3, S, S] normalised, labels [N, S, S] int64) for all 1,797 digits."""
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
+        digits = _digits()
         x = F.interpolate(torch.tensor(digits.images, dtype=torch.float32)[:, None], size=self.img_size,
                           mode="bilinear", align_corners=False)[:, 0]
         labels = torch.where(x > self.ink, torch.tensor(digits.target)[:, None, None] + 1, 0)
@@ -183,13 +190,12 @@ class DigitsSegmentationDataModule(_SegmentationLoaders):
         return images.contiguous(), labels.long()
 
     def setup(self, stage: str) -> None:
-        from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 
         images, labels = self.arrays()
         idx = np.arange(len(labels))
         tr, va = train_test_split(idx, test_size=self.val_fraction, random_state=self.split_seed,
-                                  stratify=load_digits().target)
+                                  stratify=_digits().target)
         if stage == "fit":
             self.train_set = _ArraySegmentation(images[tr], labels[tr])
         self.val_set = _ArraySegmentation(images[va], labels[va])
