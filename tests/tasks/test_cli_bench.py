@@ -83,6 +83,24 @@ def test_lka_suite_binds_each_case_to_its_own_weights(monkeypatch):
     assert all(r["median_ms"] for r in record["results"]), [r.get("skipped") for r in record["results"]]
 
 
+def test_gla_suite_times_both_directions_and_reports_missing_peers(monkeypatch):
+    """Forward and forward+backward of foveal (bidirectional, causal) and the dense peer run on the
+    CPU; fla, CUDA-only, is listed with the reason it did not run."""
+    import torch
+
+    from tasks.bench import run_suite
+    from tasks.bench.suites import gla
+
+    monkeypatch.setattr(gla, "CPU_CASES", [(1, 40, 2, 16)])
+    monkeypatch.setenv("FOVEAL_FORCE_REFERENCE", "1")   # the interpreter is not what is tested here
+    record = run_suite("gla", "cpu", torch.float32, rep_ms=1)
+    rows = {(r["case"], r["impl"]): r for r in record["results"]}
+    for case in ("gla fwd B1 T40 H2 D16", "gla fwd+bwd B1 T40 H2 D16"):
+        for impl in ("foveal", "foveal causal", "sdpa-math (dense)"):
+            assert rows[case, impl]["median_ms"] > 0 and rows[case, impl]["gbps"] > 0
+        assert "CUDA" in rows[case, "fla causal"]["skipped"]
+
+
 def test_fraction_of_bound_is_dense_speedup_over_the_flop_bound():
     from tasks.bench.runner import Case, _add_fraction_of_bound
 
