@@ -172,13 +172,56 @@ def _direction_output(q_i, k_i, v_i, g_i, k_full, v_full, g_full, gn_full, rloc,
 
 
 @triton.jit
+def _fast_output(q_full, k_full, v_full, g_full, h_tile, REVERSE: tl.constexpr, BT: tl.constexpr,
+                 dt: tl.constexpr, PRECISION: tl.constexpr):
+    """One direction's output of a whole chunk ([BT, BV], fp32) when its gates sum to no less than
+    -FAST_LIMIT on every channel: the decays split at half the chunk's total into two factors
+    within e^(+-FAST_LIMIT / 2), so the intra-chunk term is two tensor-core dots."""
+    L = _scan(g_full, REVERSE)
+    ref = 0.5 * tl.sum(g_full, 0)[None, :]
+    a = tl.dot((q_full * tl.exp(L - ref)).to(dt), tl.trans((k_full * tl.exp(ref - L)).to(dt)),
+               input_precision=PRECISION)
+    r = tl.arange(0, BT)
+    keep = (r[:, None] <= r[None, :]) if REVERSE else (r[:, None] >= r[None, :])
+    a = tl.where(keep, a, 0.0)
+    acc = tl.dot((q_full * tl.exp(L)).to(dt), h_tile, input_precision=PRECISION)
+    return acc + tl.dot(a.to(dt), v_full, input_precision=PRECISION)
+
+
+@triton.jit
+def _fast_grads(q_full, k_full, v_full, do_full, g_full, h_tile, dh_tile, REVERSE: tl.constexpr, BT: tl.constexpr,
+                dt: tl.constexpr, PRECISION: tl.constexpr):
+    """``_direction_grads`` for a whole chunk whose gates allow ``_fast_output``'s split."""
+    L = _scan(g_full, REVERSE)
+    total = tl.sum(g_full, 0)[None, :]
+    ref = 0.5 * total
+    eq = tl.exp(L - ref)
+    ek = tl.exp(ref - L)
+    qe = (q_full * eq).to(dt)
+    ke = (k_full * ek).to(dt)
+    r = tl.arange(0, BT)
+    keep = (r[:, None] < r[None, :]) if REVERSE else (r[:, None] > r[None, :])   # the token's own pair left out
+    a = tl.where(keep, tl.dot(qe, tl.trans(ke), input_precision=PRECISION), 0.0)
+    da = tl.where(keep, tl.dot(do_full.to(dt), tl.trans(v_full.to(dt)), input_precision=PRECISION), 0.0)
+    e_out = tl.exp(total - L)
+    dk_state = e_out * tl.dot(v_full.to(dt), tl.trans(dh_tile), input_precision=PRECISION)
+    dq = eq * tl.dot(da.to(dt), ke, input_precision=PRECISION)
+    dq += tl.exp(L) * tl.dot(do_full.to(dt), tl.trans(h_tile), input_precision=PRECISION)
+    dk = ek * tl.dot(tl.trans(da.to(dt)), qe, input_precision=PRECISION) + dk_state
+    dv = tl.dot(tl.trans(a.to(dt)), do_full.to(dt), input_precision=PRECISION)
+    dv += tl.dot((k_full * e_out).to(dt), dh_tile, input_precision=PRECISION)
+    return dq, dk, dv, tl.sum(k_full * dk_state, 0)
+
+
+@triton.jit
 def _chunk_output(Q, Kp, Vp, G0, G1, Hs, O,
                   sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, s0b, s0t, s0h, s1b, s1t, s1h,
                   T, NH, NT, scale,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
                   BV: tl.constexpr, HAS_F: tl.constexpr, HAS_B: tl.constexpr, UPCAST: tl.constexpr,
-                  PRECISION: tl.constexpr):
-    """Output of one chunk (and one V-tile), both directions summed."""
+                  PRECISION: tl.constexpr, FAST_LIMIT: tl.constexpr):
+    """Output of one chunk (and one V-tile), both directions summed: whole-chunk dots when the
+    chunk's gates allow it, else 16-row sub-blocks with exact decays."""
     v0 = tl.program_id(0) * BV
     c = tl.program_id(1)
     bh = tl.program_id(2)
@@ -206,7 +249,22 @@ def _chunk_output(Q, Kp, Vp, G0, G1, Hs, O,
         gbn_full = _next_rows(G1, b * s1b + h * s1h, rows, s1t, ck, T, K, c * BT, c * BT + BT, True)
         hb = tl.load(Hs + ((((BH if HAS_F else 0) + bh) * NT + c).to(tl.int64)) * (K * V) + h_off, mask=h_mask,
                      other=0.0).to(dt)
-    for i in tl.static_range(BT // BS):
+    fast = True
+    if HAS_F:
+        fast = fast & (tl.min(tl.sum(gf_full, 0), 0) >= -FAST_LIMIT)
+    if HAS_B:
+        fast = fast & (tl.min(tl.sum(gb_full, 0), 0) >= -FAST_LIMIT)
+    if fast:
+        q_full = _rows(Q, q_base, rows, sqt, ck, T, K) * scale
+        acc = tl.zeros([BT, BV], dtype=tl.float32)
+        if HAS_F:
+            acc += _fast_output(q_full, k_full, v_full, gf_full, hf, False, BT, dt, PRECISION)
+        if HAS_B:
+            acc += _fast_output(q_full, k_full, v_full, gb_full, hb, True, BT, dt, PRECISION)
+        tl.store(O + (b * T + rows[:, None]) * (NH * V) + h * V + cv[None, :], acc.to(O.dtype.element_ty),
+                 mask=(rows[:, None] < T) & (cv[None, :] < V))
+        return
+    for i in range(BT // BS):
         rows_i = c * BT + i * BS + tl.arange(0, BS)
         q_i = _rows(Q, q_base, rows_i, sqt, ck, T, K) * scale
         k_i = _rows(Kp, k_base, rows_i, skt, ck, T, K)
@@ -272,7 +330,7 @@ def _chunk_grads(Q, Kp, Vp, G0, G1, Hs, DHs, DO, DQ, DK, DV, DL, DTOT,
                  T, NH, NT, scale,
                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr, BK: tl.constexpr,
                  BV: tl.constexpr, HAS_F: tl.constexpr, HAS_B: tl.constexpr, UPCAST: tl.constexpr,
-                 PRECISION: tl.constexpr):
+                 PRECISION: tl.constexpr, FAST_LIMIT: tl.constexpr):
     """dq, dk, dv of one chunk (both directions summed); per direction, dL = q dq - k dk (the
     gradient of the chunk-local running log decays) and the gradient of the chunk's total decay."""
     c = tl.program_id(0)
@@ -311,46 +369,80 @@ def _chunk_grads(Q, Kp, Vp, G0, G1, Hs, DHs, DO, DQ, DK, DV, DL, DTOT,
         hb = tl.load(Hs + at, mask=h_mask, other=0.0).to(dt)
         dhb = tl.load(DHs + at, mask=h_mask, other=0.0).to(dt)
         dtot_b = tl.zeros([BK], dtype=tl.float32)
-    for i in tl.static_range(BT // BS):
-        rows_i = c * BT + i * BS + tl.arange(0, BS)
-        q_i = _rows(Q, q_base, rows_i, sqt, ck, T, K) * scale
-        k_i = _rows(Kp, k_base, rows_i, skt, ck, T, K)
-        v_i = _rows(Vp, v_base, rows_i, svt, cv, T, V)
-        do_i = _rows(DO, b * T * NH * V + h * V, rows_i, NH * V, cv, T, V)
-        dq = tl.zeros([BS, BK], dtype=tl.float32)
-        dk = tl.zeros([BS, BK], dtype=tl.float32)
-        dv = tl.zeros([BS, BV], dtype=tl.float32)
-        k_mask = (rows_i[:, None] < T) & (ck[None, :] < K)
-        # each token's own pair (no decay), once per direction: dq += (do.v) k, dk += (do.v) q, dv += (q.k) do
-        own_da = tl.sum(do_i * v_i, 1)[:, None]
-        own_a = tl.sum(q_i * k_i, 1)[:, None]
-        dl_off = (b * T + rows_i[:, None]) * (NH * K) + h * K + ck[None, :]
+    fast = True
+    if HAS_F:
+        fast = fast & (tl.min(tl.sum(gf_full, 0), 0) >= -FAST_LIMIT)
+    if HAS_B:
+        fast = fast & (tl.min(tl.sum(gb_full, 0), 0) >= -FAST_LIMIT)
+    if fast:
+        dq = tl.zeros([BT, BK], dtype=tl.float32)
+        dk = tl.zeros([BT, BK], dtype=tl.float32)
+        dv = tl.zeros([BT, BV], dtype=tl.float32)
+        k_mask = (rows[:, None] < T) & (ck[None, :] < K)
+        own_da = tl.sum(do_full * v_full, 1)[:, None]
+        own_a = tl.sum(q_full * k_full, 1)[:, None]
+        dl_off = (b * T + rows[:, None]) * (NH * K) + h * K + ck[None, :]
         if HAS_F:
-            g_i = _rows(G0, b * s0b + h * s0h, rows_i, s0t, ck, T, K)
-            gn_i = _next_rows(G0, b * s0b + h * s0h, rows_i, s0t, ck, T, K, c * BT + i * BS, c * BT + i * BS + BS,
-                              False)
-            dq_d, dk_d, dv_d, kdk = _direction_grads(q_i, k_i, v_i, do_i, g_i, gn_i, q_full, k_full, v_full, do_full,
-                                                     gf_full, gfn_full, rloc, i, hf, dhf, False, BS, dt, PRECISION)
+            dq_d, dk_d, dv_d, kdk = _fast_grads(q_full, k_full, v_full, do_full, gf_full, hf, dhf, False, BT, dt,
+                                                PRECISION)
             dtot_f += kdk
-            tl.store(DL + dl_off, q_i * dq_d - k_i * dk_d, mask=k_mask)
-            dq += dq_d + own_da * k_i
-            dk += dk_d + own_da * q_i
-            dv += dv_d + own_a * do_i
+            tl.store(DL + dl_off, q_full * dq_d - k_full * dk_d, mask=k_mask)
+            dq += dq_d + own_da * k_full
+            dk += dk_d + own_da * q_full
+            dv += dv_d + own_a * do_full
         if HAS_B:
-            g_i = _rows(G1, b * s1b + h * s1h, rows_i, s1t, ck, T, K)
-            gn_i = _next_rows(G1, b * s1b + h * s1h, rows_i, s1t, ck, T, K, c * BT + i * BS, c * BT + i * BS + BS,
-                              True)
-            dq_d, dk_d, dv_d, kdk = _direction_grads(q_i, k_i, v_i, do_i, g_i, gn_i, q_full, k_full, v_full, do_full,
-                                                     gb_full, gbn_full, rloc, i, hb, dhb, True, BS, dt, PRECISION)
+            dq_d, dk_d, dv_d, kdk = _fast_grads(q_full, k_full, v_full, do_full, gb_full, hb, dhb, True, BT, dt,
+                                                PRECISION)
             dtot_b += kdk
-            tl.store(dl_b + dl_off, q_i * dq_d - k_i * dk_d, mask=k_mask)
-            dq += dq_d + own_da * k_i
-            dk += dk_d + own_da * q_i
-            dv += dv_d + own_a * do_i
+            tl.store(dl_b + dl_off, q_full * dq_d - k_full * dk_d, mask=k_mask)
+            dq += dq_d + own_da * k_full
+            dk += dk_d + own_da * q_full
+            dv += dv_d + own_a * do_full
         tl.store(DQ + dl_off, (dq * scale).to(DQ.dtype.element_ty), mask=k_mask)
         tl.store(DK + dl_off, dk.to(DK.dtype.element_ty), mask=k_mask)
-        tl.store(DV + (b * T + rows_i[:, None]) * (NH * V) + h * V + cv[None, :], dv.to(DV.dtype.element_ty),
-                 mask=(rows_i[:, None] < T) & (cv[None, :] < V))
+        tl.store(DV + (b * T + rows[:, None]) * (NH * V) + h * V + cv[None, :], dv.to(DV.dtype.element_ty),
+                 mask=(rows[:, None] < T) & (cv[None, :] < V))
+    else:
+        for i in range(BT // BS):
+            rows_i = c * BT + i * BS + tl.arange(0, BS)
+            q_i = _rows(Q, q_base, rows_i, sqt, ck, T, K) * scale
+            k_i = _rows(Kp, k_base, rows_i, skt, ck, T, K)
+            v_i = _rows(Vp, v_base, rows_i, svt, cv, T, V)
+            do_i = _rows(DO, b * T * NH * V + h * V, rows_i, NH * V, cv, T, V)
+            dq = tl.zeros([BS, BK], dtype=tl.float32)
+            dk = tl.zeros([BS, BK], dtype=tl.float32)
+            dv = tl.zeros([BS, BV], dtype=tl.float32)
+            k_mask = (rows_i[:, None] < T) & (ck[None, :] < K)
+            # each token's own pair (no decay), once per direction: dq += (do.v) k, dk += (do.v) q, dv += (q.k) do
+            own_da = tl.sum(do_i * v_i, 1)[:, None]
+            own_a = tl.sum(q_i * k_i, 1)[:, None]
+            dl_off = (b * T + rows_i[:, None]) * (NH * K) + h * K + ck[None, :]
+            if HAS_F:
+                g_i = _rows(G0, b * s0b + h * s0h, rows_i, s0t, ck, T, K)
+                gn_i = _next_rows(G0, b * s0b + h * s0h, rows_i, s0t, ck, T, K, c * BT + i * BS, c * BT + i * BS + BS,
+                                  False)
+                dq_d, dk_d, dv_d, kdk = _direction_grads(q_i, k_i, v_i, do_i, g_i, gn_i, q_full, k_full, v_full, do_full,
+                                                         gf_full, gfn_full, rloc, i, hf, dhf, False, BS, dt, PRECISION)
+                dtot_f += kdk
+                tl.store(DL + dl_off, q_i * dq_d - k_i * dk_d, mask=k_mask)
+                dq += dq_d + own_da * k_i
+                dk += dk_d + own_da * q_i
+                dv += dv_d + own_a * do_i
+            if HAS_B:
+                g_i = _rows(G1, b * s1b + h * s1h, rows_i, s1t, ck, T, K)
+                gn_i = _next_rows(G1, b * s1b + h * s1h, rows_i, s1t, ck, T, K, c * BT + i * BS, c * BT + i * BS + BS,
+                                  True)
+                dq_d, dk_d, dv_d, kdk = _direction_grads(q_i, k_i, v_i, do_i, g_i, gn_i, q_full, k_full, v_full, do_full,
+                                                         gb_full, gbn_full, rloc, i, hb, dhb, True, BS, dt, PRECISION)
+                dtot_b += kdk
+                tl.store(dl_b + dl_off, q_i * dq_d - k_i * dk_d, mask=k_mask)
+                dq += dq_d + own_da * k_i
+                dk += dk_d + own_da * q_i
+                dv += dv_d + own_a * do_i
+            tl.store(DQ + dl_off, (dq * scale).to(DQ.dtype.element_ty), mask=k_mask)
+            tl.store(DK + dl_off, dk.to(DK.dtype.element_ty), mask=k_mask)
+            tl.store(DV + (b * T + rows_i[:, None]) * (NH * V) + h * V + cv[None, :], dv.to(DV.dtype.element_ty),
+                     mask=(rows_i[:, None] < T) & (cv[None, :] < V))
     # the chunk-total decay also scales the carried state: + exp(total) * sum_v(h * dh)
     if HAS_F:
         dtot_f += tl.exp(tl.sum(gf_full, 0)) * tl.sum(hf.to(tl.float32) * dhf.to(tl.float32), 1)
@@ -388,15 +480,23 @@ def _gate_grads(DL, DTOT, DG0, DG1, T, NH, NT, K: tl.constexpr, BT: tl.constexpr
     tl.store(dg + off, (run + tot[None, :]).to(DG0.dtype.element_ty), mask=mask)
 
 
-def _configs(warps: tuple[int, ...], stages: tuple[int, ...]) -> list:
+def _configs(*warps_stages: tuple[int, int]) -> list:
     if interpret_mode():
         return [triton.Config({}, num_warps=4, num_stages=1)]
-    return tune_configs([triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages])
+    return tune_configs([triton.Config({}, num_warps=w, num_stages=s) for w, s in warps_stages])
 
 
-_state_scan_tuned = triton.autotune(_configs((4, 8), (1, 2)), key=["K", "V", "BK", "BV", "BACKWARD"])(_state_scan)
-_chunk_output_tuned = triton.autotune(_configs((4, 8), (1, 2)), key=["K", "V", "BV", "HAS_F", "HAS_B"])(_chunk_output)
-_chunk_grads_tuned = triton.autotune(_configs((4, 8), (1, 2)), key=["K", "V", "HAS_F", "HAS_B"])(_chunk_grads)
+# the scan's loads do not depend on the carried state: stages > 1 prefetch the next chunk
+_state_scan_tuned = triton.autotune(_configs((4, 1), (4, 2), (8, 3)), key=["K", "V", "BK", "BV", "BACKWARD"])(_state_scan)
+_chunk_output_tuned = triton.autotune(_configs((4, 1), (8, 1)), key=["K", "V", "BV", "HAS_F", "HAS_B"])(_chunk_output)
+_chunk_grads_tuned = triton.autotune(_configs((4, 1), (8, 1)), key=["K", "V", "HAS_F", "HAS_B"])(_chunk_grads)
+
+
+def _fast_limit(dtype: torch.dtype) -> float:
+    """Largest chunk-total log decay (per channel, negated) that takes the whole-chunk dots: their
+    factors reach e^(limit / 2) and must stay within fp16's range times |q|, and in fp32 the
+    decays come from differences of running sums up to the limit (~limit * 2^-24 absolute)."""
+    return 16.0 if dtype == torch.float16 else 32.0
 
 
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
@@ -452,7 +552,7 @@ def gla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gf: torch.Ten
     _chunk_output_tuned[(cdiv(V, bv), cdiv(T, BT), B * H)](
         q, k, v, g0, g1, hs, o, *_strides(q), *_strides(k), *_strides(v), *_strides(g0), *_strides(g1),
         T, H, cdiv(T, BT), scale, K=K, V=V, BT=BT, BS=BS, BK=bk, BV=bv, HAS_F=gf is not None,
-        HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision)
+        HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision, FAST_LIMIT=_fast_limit(q.dtype))
     return o, hs
 
 
@@ -475,7 +575,8 @@ def gla_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
         q, k, v, g0, g1, hs, dhs, do, dq, dk, dv, dl, dtot,
         *_strides(q), *_strides(k), *_strides(v), *_strides(g0), *_strides(g1),
         T, H, NT, scale, K=K, V=V, BT=BT, BS=BS, BK=max(16, next_power_of_2(K)), BV=max(16, next_power_of_2(V)),
-        HAS_F=gf is not None, HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision)
+        HAS_F=gf is not None, HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision,
+        FAST_LIMIT=_fast_limit(q.dtype))
     dgf, dgb = (torch.empty(B, T, H, K, dtype=g0.dtype, device=q.device) if g is not None else None
                 for g in (gf, gb))
     _gate_grads[(NT, B * H, ndir)](dl, dtot, dgf if dgf is not None else dgb, dgb if dgb is not None else dgf,

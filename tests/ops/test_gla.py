@@ -14,8 +14,12 @@ DIRECTIONS = ["causal", "reverse", "bidirectional"]
 
 
 def _gates(*shape, gen, device, dtype, sharpness=3.0):
-    """Log forget gates: logsigmoid of random logits (sharpness 20 gives decays down to e^-60)."""
-    return F.logsigmoid(torch.randn(*shape, generator=gen) * sharpness).to(device=device, dtype=dtype)
+    """Log forget gates: logsigmoid of random logits (sharpness 20 gives decays down to e^-60).
+    ``sharpness=None``: ViG's gates, logsigmoid(x) / 16 (the kernels' whole-chunk path); sharper
+    gates exceed its limit and take the 16-row sub-blocks."""
+    logits = torch.randn(*shape, generator=gen)
+    g = F.logsigmoid(logits) / 16 if sharpness is None else F.logsigmoid(logits * sharpness)
+    return g.to(device=device, dtype=dtype)
 
 
 def _recurrent(q, k, v, g, rg, scale, direction):
@@ -73,15 +77,18 @@ CASES = [  # B, T, H, K, V: sizes not multiples of the 64-token chunk or the 16-
 @pytest.mark.kernel
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 @pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("gates", ["vig", "sharp"])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_kernels_against_recurrence(device, poison_allocations, case, direction, dtype):
-    """Output and the gradients of q, k, v and both gates, with NaN-filled buffers, vs fp64."""
+def test_kernels_against_recurrence(device, poison_allocations, case, gates, direction, dtype):
+    """Output and the gradients of q, k, v and both gates, with NaN-filled buffers, vs fp64; ViG's
+    mild gates (whole-chunk dots) and sharp ones (16-row sub-blocks with exact decays)."""
     gen, seed = fresh_generator()
     B, T, H, K, V = case
     q, k = (randn(B, T, H, K, dtype=dtype, device=device, gen=gen, requires_grad=True) for _ in range(2))
     v = randn(B, T, H, V, dtype=dtype, device=device, gen=gen, requires_grad=True)
-    g = _gates(B, T, H, K, gen=gen, device=device, dtype=dtype).requires_grad_()
-    rg = (_gates(B, T, H, K, gen=gen, device=device, dtype=dtype).requires_grad_()
+    sharpness = None if gates == "vig" else 3.0
+    g = _gates(B, T, H, K, gen=gen, device=device, dtype=dtype, sharpness=sharpness).requires_grad_()
+    rg = (_gates(B, T, H, K, gen=gen, device=device, dtype=dtype, sharpness=sharpness).requires_grad_()
           if direction == "bidirectional" else None)
     leaves = [t for t in (q, k, v, g, rg) if t is not None]
     out = ops.gated_linear_attention(q, k, v, g, 0.3, direction, rg)
@@ -100,13 +107,16 @@ def test_kernels_against_recurrence(device, poison_allocations, case, direction,
 @pytest.mark.kernel
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_strong_forgetting_does_not_overflow(device, direction):
-    """Gates down to e^-60 per token: every decay the kernels exponentiate is <= 1, so nothing
-    overflows into inf/NaN (a chunk-wide split of the decays would)."""
+    """Gates down to e^-60 per token after 128 tokens of ViG's mild ones (chunks of both kinds in
+    one call): every decay the kernels exponentiate stays in range, nothing overflows into
+    inf/NaN (a chunk-wide split of the strong decays would)."""
     gen, seed = fresh_generator()
-    B, T, H, K, V = 1, 100, 2, 16, 16
+    B, T, H, K, V = 1, 228, 2, 16, 16
     q, k = (randn(B, T, H, K, dtype=torch.float32, device=device, gen=gen, requires_grad=True) for _ in range(2))
     v = randn(B, T, H, V, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
-    g = _gates(B, T, H, K, gen=gen, device=device, dtype=torch.float32, sharpness=20).requires_grad_()
+    g = torch.cat([_gates(B, 128, H, K, gen=gen, device=device, dtype=torch.float32, sharpness=None),
+                   _gates(B, T - 128, H, K, gen=gen, device=device, dtype=torch.float32, sharpness=20)], 1)
+    g.requires_grad_()
     out = ops.gated_linear_attention(q, k, v, g, None, direction)
     f64 = [t.detach().double().requires_grad_() for t in (q, k, v, g)]
     ref = _recurrent(*f64, None, K ** -0.5, direction)
