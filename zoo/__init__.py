@@ -2,3 +2,4 @@
 from . import van  # noqa: F401,E402
 from . import biformer  # noqa: F401
 from . import bevanet  # noqa: F401
+from . import vig  # noqa: F401

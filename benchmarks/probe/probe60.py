@@ -1,8 +1,11 @@
 """probe60: gated linear attention on the GPU: accuracy against fla and the fp32 reference, and the
 time of each kernel (state scans, chunk outputs, chunk gradients, gate gradients) on the bench cases.
 
-    python3 benchmarks/probe/probe60.py
+    python3 benchmarks/probe/probe60.py           # accuracy and per-kernel times
+    python3 benchmarks/probe/probe60.py --check   # forward and every gradient vs the fp32 reference only
 """
+import sys
+
 import torch
 import torch.nn.functional as F
 import triton.testing
@@ -18,6 +21,29 @@ def rel(a, b):
 def bench(fn):
     return triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median")
 
+
+if "--check" in sys.argv:
+    # ViG's head dims (K 32, V 64) and ViG-H's (16, 32); mild (whole-chunk) and sharp (sub-block) gates
+    for (B, T, H, Kd, Vd), dtype, sharp in [((4, 3136, 3, 32, 64), torch.bfloat16, None),
+                                            ((4, 3136, 3, 32, 64), torch.bfloat16, 3.0),
+                                            ((2, 1000, 3, 16, 32), torch.float16, None),
+                                            ((2, 1000, 3, 16, 32), torch.float32, 3.0)]:
+        gen = torch.Generator(device="cuda").manual_seed(1)
+        leaves = [torch.randn(B, T, H, d, device="cuda", generator=gen) for d in (Kd, Kd, Vd)]
+        logits = [torch.randn(B, T, H, Kd, device="cuda", generator=gen) for _ in range(2)]
+        leaves += [F.logsigmoid(x) / 16 if sharp is None else F.logsigmoid(sharp * x) for x in logits]
+        do = torch.randn(B, T, H, Vd, device="cuda", generator=gen)
+        ours = [t.to(dtype).requires_grad_() for t in leaves]
+        ref = [t.detach().clone().requires_grad_() for t in leaves]
+        o = gated_linear_attention(*ours[:4], 0.1, "bidirectional", ours[4])
+        o_ref = gated_linear_attention_reference(*ref[:4], 0.1, "bidirectional", ref[4])
+        gs = torch.autograd.grad(o, ours, do.to(dtype))
+        gs_ref = torch.autograd.grad(o_ref, ref, do)
+        errs = [rel(o, o_ref)] + [rel(a, b) for a, b in zip(gs, gs_ref)]
+        print(f"check {dtype} K{Kd} V{Vd} gates {'vig' if sharp is None else 'sharp'}: o, dq, dk, dv, dg, drg rel "
+              + " ".join(f"{e:.1e}" for e in errs), "finite" if all(torch.isfinite(t).all() for t in (o, *gs)) else
+              "NON-FINITE")
+    sys.exit(0)
 
 try:
     from fla.ops.gla import chunk_gla

@@ -101,26 +101,35 @@ def _state_scan(X, Y, G0, G1, Hs,
     h_off = ck[:, None] * V + cv[None, :]
     h_mask = (ck[:, None] < K) & (cv[None, :] < V)
     state = tl.zeros([BK, BV], dtype=tl.float32)
+    r = tl.arange(0, BT)
+    # Tiles are [channels, tokens] in scan order (tokens reversed when the scan runs backward), so
+    # that every direction's decay toward the chunk's exit is one suffix sum along the tile and the
+    # state update is a plain dot; the loads do not depend on the state, so they are prefetched.
+    if scan_reverse:
+        tok = BT - 1 - r
+        nxt = BT - 2 - r
+    else:
+        tok = r
+        nxt = r + 1
     for it in range(NT):
         c = tl.where(scan_reverse, NT - 1 - it, it)
         tl.store(h_base + c.to(tl.int64) * (K * V) + h_off, state.to(Hs.dtype.element_ty), mask=h_mask)
-        rows = c * BT + tl.arange(0, BT)
-        g = tl.load(g_base + rows[:, None] * sgt + ck[None, :], mask=(rows[:, None] < T) & (ck[None, :] < K),
-                    other=0.0).to(tl.float32)
-        x = _rows(X, x_base, rows, sxt, ck, T, K)
+        rows = c * BT + tok
+        kmask = (ck[:, None] < K) & (rows[None, :] < T)
+        g = tl.load(g_base + rows[None, :] * sgt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
+        x = tl.load(X + x_base + rows[None, :] * sxt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
         y = tl.load(Y + y_base + rows[:, None] * syt + cv[None, :], mask=(rows[:, None] < T) & (cv[None, :] < V),
                     other=0.0).to(dt)
-        total = tl.sum(g, 0)
-        # log decay between the row and the chunk's exit in scan order: excluding the row's own gate
-        # in the forward (a sum over its successors), including it in the backward
+        total = tl.sum(g, 1)
+        # log decay from the token to the chunk's exit: over its successors in the forward (the
+        # next token's gate onward, a direct sum), including its own gate in the backward
         if not BACKWARD:
-            nxt = rows + tl.where(scan_reverse, -1, 1)
-            g = tl.load(g_base + nxt[:, None] * sgt + ck[None, :],
-                        mask=(nxt[:, None] >= c * BT) & (nxt[:, None] < c * BT + BT) & (nxt[:, None] < T)
-                        & (ck[None, :] < K), other=0.0).to(tl.float32)
-        e = tl.where(scan_reverse, tl.cumsum(g, 0), tl.cumsum(g, 0, reverse=True))
-        xe = (x * (x_scale * tl.exp(e))).to(dt)
-        state = state * tl.exp(total)[:, None] + tl.dot(tl.trans(xe), y, input_precision=PRECISION)
+            nrows = c * BT + nxt
+            g = tl.load(g_base + nrows[None, :] * sgt + ck[:, None],
+                        mask=(ck[:, None] < K) & (r[None, :] < BT - 1) & (nrows[None, :] < T), other=0.0
+                        ).to(tl.float32)
+        xe = (x * (x_scale * tl.exp(tl.cumsum(g, 1, reverse=True)))).to(dt)
+        state = state * tl.exp(total)[:, None] + tl.dot(xe, y, input_precision=PRECISION)
 
 
 @triton.jit
