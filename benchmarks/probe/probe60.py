@@ -81,5 +81,3 @@ for B, T, H, D in [(8, 3136, 6, 64), (4, 16384, 8, 64), (128, 196, 6, 32)]:
     o, hs = K.gla_forward(q, k, v, sharp, sharp, s)
     print(f"  sharp gates (16-row sub-blocks): bidir fwd {bench(lambda: K.gla_forward(q, k, v, sharp, sharp, s)):.3f} "
           f"ms, bwd {bench(lambda: K.gla_backward(do, q, k, v, sharp, sharp, hs, s)):.3f} ms")
-    for kern in (K._state_scan_tuned, K._chunk_output_tuned, K._chunk_grads_tuned):
-        print("   ", kern.fn.__name__, getattr(kern, "best_config", None))

@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common import dot_precision, interpret_mode, tune_configs
-from ..common.tuning import cdiv, next_power_of_2
+from ..common import dot_precision, interpret_mode
+from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["BT", "gla_backward", "gla_forward"]
 
@@ -489,16 +489,17 @@ def _gate_grads(DL, DTOT, DG0, DG1, T, NH, NT, K: tl.constexpr, BT: tl.constexpr
     tl.store(dg + off, (run + tot[None, :]).to(DG0.dtype.element_ty), mask=mask)
 
 
-def _configs(*warps_stages: tuple[int, int]) -> list:
-    if interpret_mode():
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    return tune_configs([triton.Config({}, num_warps=w, num_stages=s) for w, s in warps_stages])
+# One launch configuration per kernel (the autotuner's choices on the H200 for ViG's and the
+# bench's head dims): compiling candidates would cost a model's first step minutes, and
+# ``Launcher`` launches the compiled kernel directly (~9 us of CPU instead of ~50).
+_state_scan_l = Launcher(_state_scan)      # 4 warps, 2 stages: the loads of the next chunk are prefetched
+_chunk_output_l = Launcher(_chunk_output)
+_chunk_grads_l = Launcher(_chunk_grads)
+_gate_grads_l = Launcher(_gate_grads)
 
 
-# the scan's loads do not depend on the carried state: stages > 1 prefetch the next chunk
-_state_scan_tuned = triton.autotune(_configs((4, 1), (4, 2), (8, 3)), key=["K", "V", "BK", "BV", "BACKWARD"])(_state_scan)
-_chunk_output_tuned = triton.autotune(_configs((4, 1), (8, 1)), key=["K", "V", "BV", "HAS_F", "HAS_B"])(_chunk_output)
-_chunk_grads_tuned = triton.autotune(_configs((4, 1), (8, 1)), key=["K", "V", "HAS_F", "HAS_B"])(_chunk_grads)
+def _grads_warps(K: int, V: int) -> int:
+    return 8 if max(K, V) >= 64 else 4
 
 
 def _fast_limit(dtype: torch.dtype) -> float:
@@ -531,9 +532,10 @@ def _scan_states(x, y, g0, g1, ndir, dir0, x_scale, backward):
     out = x.new_empty(ndir, B, H, NT, K, V)
     bk, bv = _state_tiles(K, V, B * H)
     upcast, precision = dot_precision(x.dtype)
-    _state_scan_tuned[(cdiv(K, bk) * cdiv(V, bv), B * H, ndir)](
+    _state_scan_l[(cdiv(K, bk) * cdiv(V, bv), B * H, ndir)](
         x, y, g0, g1, out, *_strides(x), *_strides(y), *_strides(g0), *_strides(g1), T, H, NT, x_scale,
-        K=K, V=V, BT=BT, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, UPCAST=upcast, PRECISION=precision)
+        K=K, V=V, BT=BT, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, UPCAST=upcast, PRECISION=precision,
+        num_warps=4, num_stages=1 if interpret_mode() else 2)
     return out
 
 
@@ -558,10 +560,11 @@ def gla_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gf: torch.Ten
     bk = max(16, next_power_of_2(K))
     bv = min(64, max(16, next_power_of_2(V)))
     upcast, precision = dot_precision(q.dtype)
-    _chunk_output_tuned[(cdiv(V, bv), cdiv(T, BT), B * H)](
+    _chunk_output_l[(cdiv(V, bv), cdiv(T, BT), B * H)](
         q, k, v, g0, g1, hs, o, *_strides(q), *_strides(k), *_strides(v), *_strides(g0), *_strides(g1),
         T, H, cdiv(T, BT), scale, K=K, V=V, BT=BT, BS=BS, BK=bk, BV=bv, HAS_F=gf is not None,
-        HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision, FAST_LIMIT=_fast_limit(q.dtype))
+        HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision, FAST_LIMIT=_fast_limit(q.dtype), num_warps=4,
+        num_stages=1)
     return o, hs
 
 
@@ -580,14 +583,14 @@ def gla_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     dl = torch.empty(ndir, B, T, H, K, dtype=torch.float32, device=q.device)
     dtot = torch.empty(ndir, B * H, NT, K, dtype=torch.float32, device=q.device)
     upcast, precision = dot_precision(q.dtype)
-    _chunk_grads_tuned[(NT, B * H)](
+    _chunk_grads_l[(NT, B * H)](
         q, k, v, g0, g1, hs, dhs, do, dq, dk, dv, dl, dtot,
         *_strides(q), *_strides(k), *_strides(v), *_strides(g0), *_strides(g1),
         T, H, NT, scale, K=K, V=V, BT=BT, BS=BS, BK=max(16, next_power_of_2(K)), BV=max(16, next_power_of_2(V)),
         HAS_F=gf is not None, HAS_B=gb is not None, UPCAST=upcast, PRECISION=precision,
-        FAST_LIMIT=_fast_limit(q.dtype))
+        FAST_LIMIT=_fast_limit(q.dtype), num_warps=_grads_warps(K, V), num_stages=1)
     dgf, dgb = (torch.empty(B, T, H, K, dtype=g0.dtype, device=q.device) if g is not None else None
                 for g in (gf, gb))
-    _gate_grads[(NT, B * H, ndir)](dl, dtot, dgf if dgf is not None else dgb, dgb if dgb is not None else dgf,
+    _gate_grads_l[(NT, B * H, ndir)](dl, dtot, dgf if dgf is not None else dgb, dgb if dgb is not None else dgf,
                                    T, H, NT, K=K, BT=BT, BK=max(16, next_power_of_2(K)), DIR0=dir0)
     return dq, dk, dv, dgf, dgb
