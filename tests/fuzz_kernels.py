@@ -1,4 +1,4 @@
-"""Random-case campaigns for the kernels, longer than the test suite runs: NA, BRA and LKA against
+"""Random-case campaigns for the kernels, longer than the test suite runs: NA, BRA, LKA and GLA against
 their fp64 references, forward and every gradient, on CUDA when present, else under Triton's
 CPU interpreter (as the tests). Not collected by pytest; run it by hand:
 
@@ -7,6 +7,7 @@ CPU interpreter (as the tests). Not collected by pytest; run it by hand:
     python -m tests.fuzz_kernels na-op --seeds 0 100         # the public op: autograd, views, LSE grads
     python -m tests.fuzz_kernels bra --seeds 100 300         # public op: padding, strided q/k/v, routing
     python -m tests.fuzz_kernels lka --seeds 1000 150        # LKA, LSKA chains, single depthwise convs
+    python -m tests.fuzz_kernels gla --seeds 0 100           # GLA: directions, head dims 1-128, gate mixes
 
 Each failing case prints its settings and seed; the exit status is the number of failures.
 Low-precision LKA gradients are also accepted when PyTorch's own chain in that dtype errs as
@@ -197,7 +198,58 @@ def fuzz_lka(seed: int, big: bool) -> None:
         assert_close(g, r, dtype, f"grad {i} {case}", seed)
 
 
-FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka}
+def fuzz_gla(seed: int, big: bool) -> None:
+    """The public ``ops.gated_linear_attention`` with autograd against the fp64 chunked reference
+    (itself checked against the recurrence in the tests): any direction, head dims 1-128 (key and
+    value apart), lengths across chunk edges, q/k/v as slices of one projection, and gates that
+    are ViG's mild ones, sharp ones, or change from one to the other mid-sequence (so one call
+    takes both the whole-chunk and the sub-block path)."""
+    from ops.gla import gated_linear_attention_reference
+
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    top = 600 if big or DEVICE == "cuda" else 200
+    B, T, H = rng.randint(1, 2), rng.randint(1, top), rng.randint(1, 3)
+    K, V = rng.choice([1, 5, 16, 20, 32, 64, 100, 128]), rng.choice([1, 7, 16, 32, 64, 128])
+    dtype = rng.choice(kernel_dtypes())
+    direction = rng.choice(["causal", "reverse", "bidirectional"])
+    mix = rng.choice(["vig", "sharp", "switch"])
+    strided = rng.random() < 0.5
+    case = dict(seed=seed, B=B, T=T, H=H, K=K, V=V, dtype=dtype, direction=direction, gates=mix, strided=strided)
+    proj = torch.randn(B, T, H * (2 * K + V), generator=gen)
+    logits = torch.randn(B, T, 2, H, K, generator=gen)
+    if mix == "vig":
+        gates = F.logsigmoid(logits) / 16
+    elif mix == "sharp":
+        gates = F.logsigmoid(logits * rng.choice([3.0, 20.0]))
+    else:
+        cut = rng.randint(0, T)
+        gates = torch.cat([F.logsigmoid(logits[:, :cut]) / 16, F.logsigmoid(logits[:, cut:] * 20)], 1)
+    grad = torch.randn(B, T, H, V, generator=gen)
+    scale = rng.choice([None, 0.1])
+
+    def run(dt):
+        p = proj.to(DEVICE, dt).requires_grad_(True)
+        g = gates.to(DEVICE, dt).requires_grad_(True)
+        q, k, v = p.split([H * K, H * K, H * V], -1)
+        q, k, v = q.unflatten(-1, (H, K)), k.unflatten(-1, (H, K)), v.unflatten(-1, (H, V))
+        if not strided:
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        rg = g[:, :, 1] if direction == "bidirectional" else None
+        if dt == torch.float64:
+            y = gated_linear_attention_reference(q, k, v, g[:, :, 0], scale, direction, rg)
+        else:
+            y = ops.gated_linear_attention(q, k, v, g[:, :, 0], scale, direction, rg)
+        return y, torch.autograd.grad(y, (p, g), grad.to(DEVICE, dt))
+
+    y, grads = run(dtype)
+    ref, ref_grads = run(torch.float64)
+    assert_close(y, ref, dtype, f"out {case}", seed)
+    for name, g, r in zip(("dproj (q, k, v)", "dgates"), grads, ref_grads):
+        assert_close(g, r, dtype, f"{name} {case}", seed)
+
+
+FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka, "gla": fuzz_gla}
 
 
 def main() -> int:

@@ -132,7 +132,7 @@ def gated_linear_attention(query: torch.Tensor, key: torch.Tensor, value: torch.
     """
     _check(query, key, value, gate, reverse_gate, direction, scale)
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
-    if not use_kernels(query, key, value, gate, reverse_gate):
+    if query.numel() == 0 or value.numel() == 0 or not use_kernels(query, key, value, gate, reverse_gate):
         return gated_linear_attention_reference(query, key, value, gate, scale, direction, reverse_gate)
     check_item_span(query=query, key=key, value=value, gate=gate, reverse_gate=reverse_gate)
     gf = gate if direction != "reverse" else None

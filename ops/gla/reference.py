@@ -38,7 +38,7 @@ def _causal_chunked(q, k, v, g, scale):
         q, k, v, g = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v, g))
     n = q.shape[1] // C
     # [B, H, n, C, K|V]
-    q, k, v, g = (t.reshape(B, n, C, H, -1).permute(0, 3, 1, 2, 4) for t in (q, k, v, g))
+    q, k, v, g = (t.reshape(B, n, C, H, t.shape[-1]).permute(0, 3, 1, 2, 4) for t in (q, k, v, g))
     q = q * scale
     G = g.cumsum(3)                                   # chunk-local inclusive prefix of the log decay
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()[..., None]
@@ -52,7 +52,8 @@ def _causal_chunked(q, k, v, g, scale):
     for c in range(n):
         states.append(state)
         state = total[:, :, c, 0, :, None].exp() * state + U[:, :, c]
-    out = out + (q * G.exp()) @ torch.stack(states, 2)
+    entry = torch.stack(states, 2) if states else U   # U is empty when there is no chunk
+    out = out + (q * G.exp()) @ entry
     return out.permute(0, 2, 3, 1, 4).reshape(B, n * C, H, V)[:, :T]
 
 

@@ -178,6 +178,17 @@ def test_compiles_fullgraph(device):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("shape", [(0, 10, 2, 16), (2, 0, 2, 16)], ids=["empty batch", "empty sequence"])
+def test_empty_inputs(device, shape):
+    """No batch items or no tokens: an empty output and empty gradients, nothing launched."""
+    q, k, v = (torch.randn(*shape, device=device, requires_grad=True) for _ in range(3))
+    g = F.logsigmoid(torch.randn(*shape, device=device)).requires_grad_()
+    out = ops.gated_linear_attention(q, k, v, g, direction="bidirectional")
+    assert out.shape == shape
+    out.sum().backward()
+    assert q.grad.shape == shape and g.grad.shape == shape
+
+
 def test_bad_arguments():
     q = torch.randn(1, 8, 2, 4)
     v = torch.randn(1, 8, 2, 6)
