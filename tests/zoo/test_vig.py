@@ -338,3 +338,20 @@ def test_bigla_equals_official_formulation(plain, training, use_kernels):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     # the two official paths differ only by the extra halving before g_norm (plain ViG, eval)
     assert attn.attention_scale() == 8 ** -0.5 * (0.25 if plain and not training else 0.5)
+
+
+@pytest.mark.kernel
+def test_block_compiles_fullgraph():
+    """torch.compile(fullgraph=True) traces a ViG block with the GLA kernels on (the registered
+    foveal::gla ops), forward and backward, with the eager result."""
+    from zoo.vig import GLABlock
+
+    torch.manual_seed(0)
+    block = GLABlock(32, 2, 64, use_kernels=True).train()
+    x = torch.randn(2, 5 * 7, 32, requires_grad=True)
+    compiled = torch.compile(lambda t: block(t, (5, 7)), fullgraph=True, backend="aot_eager")
+    out, expected = compiled(x), block(x, (5, 7))
+    torch.testing.assert_close(out, expected)
+    params = [x, *block.parameters()]
+    for a, b in zip(torch.autograd.grad(out.sum(), params), torch.autograd.grad(expected.sum(), params)):
+        torch.testing.assert_close(a, b)
