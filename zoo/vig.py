@@ -659,7 +659,7 @@ def _cfg(hf_hub_filename: str, **kwargs) -> dict:
         "url": "", "hf_hub_id": "hustvl/ViG", "hf_hub_filename": hf_hub_filename,
         "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": None, "crop_pct": 0.875,
         "interpolation": "bicubic", "fixed_input_size": False, "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj.0", "classifier": "head", "license": "mit",
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.proj.0", "classifier": "head",
         **kwargs,
     }
 
