@@ -1,22 +1,24 @@
 """Triton kernels for chunked gated linear attention, both directions in the same launches.
 
-Tokens are cut into chunks of ``BT = 64``. Per direction, with ``L`` the chunk-local running
-sum of the log gates in the scan's order (prefix for causal, suffix for reverse):
+Tokens are cut into chunks of ``BT = 64``. Per direction, ``L`` is the chunk-local running sum of
+the log gates in the scan's order (prefix for causal, suffix for reverse). Five launches:
 
-- ``_state_scan`` (forward: grid K-tiles x V-tiles, B*H, directions) carries the [K, V] state
-  across chunks and writes the state entering each chunk, ``h`` (input dtype): per chunk
-  ``S <- exp(sum g) S + (k * exp(sum g - L))^T v``. The backward runs the same kernel the other
-  way round on ``(scale q, do)`` for ``dh``, the gradient of the state leaving each chunk.
-- ``_chunk_output`` (grid V-tiles, chunks, B*H) adds, per 16-row sub-block of queries and per
-  direction, the inter-chunk term ``(q * exp(L)) h`` and the intra-chunk terms: the sub-blocks
-  before it through two tensor-core dots with the decays split at the sub-block's edge, where
-  both factors are ``<= 1``, and its own 16x16 block with exact pairwise decays
-  ``exp(L_t - L_s)`` over [16, 16, K]. No exponent is ever positive, whatever the gates, so
-  nothing overflows (a single chunk-wide split would overflow on strong forgetting).
-- ``_chunk_grads`` (grid chunks, B*H): dq, dk, dv of both directions with the same split, and
-  ``dL = q dq - k dk`` per direction (fp32) and the gradient of each chunk's total decay, which
-  ``_gate_grads`` turns into the gate gradients by chunk-local sums (suffix for causal, prefix
-  for reverse): a sequence-long sum of dL would cancel large terms and lose fp32 digits.
+- ``_state_scan`` (grid K-tiles x V-tiles, B*H, directions) carries the [K, V] state across the
+  chunks and writes the state entering each one, ``h`` (input dtype): per chunk
+  ``S <- exp(sum g) S + (k * exp(decay to the exit))^T v`` over [channels, tokens] tiles in scan
+  order. The backward runs it the other way round on ``(scale q, do)`` for ``dh``.
+- ``_chunk_output`` (grid V-tiles, chunks, B*H): the chunk's output, both directions summed: the
+  inter-chunk term ``(q * exp(L)) h`` plus the intra-chunk one. A chunk whose gates sum to no
+  less than ``-FAST_LIMIT`` per channel takes whole-chunk tensor-core dots with the decays split
+  at half its total (factors within ``e^(FAST_LIMIT / 2)``); any other chunk runs 16-row
+  sub-blocks: earlier sub-blocks through dots with the decays split at the sub-block's edge (both
+  factors ``<= 1``), its own 16x16 block with exact pairwise decays over [16, 16, K]. So strong
+  forgetting never overflows and every exponent is a direct sum of the gates between its ends.
+- ``_chunk_grads`` (grid chunks, B*H): dq, dk, dv of both directions with the same two paths; per
+  direction ``dL = q dq - k dk`` without each token's own pair (fp32) and the gradient of the
+  chunk's total decay, which ``_gate_grads`` (grid chunks, B*H, directions) turns into the gate
+  gradients by chunk-local sums (suffix for causal, prefix for reverse): a sequence-long sum of
+  dL would cancel large terms and lose fp32 digits.
 Math in fp32; dots take input-dtype operands (fp32: IEEE) with fp32 accumulation.
 """
 from __future__ import annotations
