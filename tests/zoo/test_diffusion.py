@@ -1,0 +1,311 @@
+"""zoo.diffusion: neighborhood-attention processors for tiny random Wan and FLUX transformers.
+
+The reference for a sparsified model is the same model running diffusers' ORIGINAL processors
+with an explicit boolean NATTEN-window mask (built here from NATTEN's rules) handed to their
+attention call, so the hook (layout, token grid, RoPE, text tokens) is checked end to end.
+"""
+import types
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from diffusers import FluxTransformer2DModel, WanTransformer3DModel  # noqa: E402
+
+from ops.neighborhood.reference import neighborhood_mask  # noqa: E402
+from zoo.diffusion import is_sparsified, reset_steps, sparsify, unsparsify  # noqa: E402
+
+WAN_GRID = (2, 4, 5)      # frames, rows, cols after the (1, 2, 2) patchify (not square: axis order matters)
+FLUX_GRID = (4, 5)
+N_TEXT = 5
+
+
+# ---------------------------------------------------------------- tiny models and inputs
+def tiny_wan():
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    return model.eval()
+
+
+def wan_inputs(t=500.0):
+    g = torch.Generator().manual_seed(1)
+    f, h, w = WAN_GRID
+    return dict(hidden_states=torch.randn(1, 4, f, 2 * h, 2 * w, generator=g),
+                encoder_hidden_states=torch.randn(1, N_TEXT, 16, generator=g),
+                timestep=torch.tensor([t]))
+
+
+def tiny_flux():
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+    return model.eval()
+
+
+def flux_inputs(t=0.5, grid=FLUX_GRID):
+    g = torch.Generator().manual_seed(1)
+    h, w = grid
+    img_ids = torch.zeros(h, w, 3)    # as FluxPipeline._prepare_latent_image_ids builds them
+    img_ids[..., 1] = torch.arange(h)[:, None]
+    img_ids[..., 2] = torch.arange(w)[None, :]
+    return dict(hidden_states=torch.randn(1, h * w, 4, generator=g),
+                encoder_hidden_states=torch.randn(1, N_TEXT, 32, generator=g),
+                pooled_projections=torch.randn(1, 32, generator=g), timestep=torch.tensor([t]),
+                img_ids=img_ids.reshape(-1, 3), txt_ids=torch.zeros(N_TEXT, 3))
+
+
+MODELS = {"wan": (tiny_wan, wan_inputs, WAN_GRID), "flux": (tiny_flux, flux_inputs, FLUX_GRID)}
+
+
+@torch.no_grad()
+def run(model, inputs):
+    return model(**inputs).sample
+
+
+# ---------------------------------------------------------------- the reference: masked originals
+def natten_axis_mask(length, kernel, dilation=1, stride=1):
+    """[length, length] bool, NATTEN's (non-causal) window along one axis, written from its rules:
+    dilation splits the axis into interleaved groups; within a group a query's window is the
+    ``kernel`` keys centred on its stride-group leader, shifted to stay inside the group."""
+    allowed = torch.zeros(length, length, dtype=torch.bool)
+    for i in range(length):
+        group, local = i % dilation, i // dilation
+        members = list(range(group, length, dilation))
+        leader = min((local // stride) * stride + stride // 2, len(members) - 1)
+        start = min(max(leader - kernel // 2, 0), len(members) - kernel)
+        for j in members[start:start + kernel]:
+            allowed[i, j] = True
+    return allowed
+
+
+def natten_mask(grid, kernel, dilation=None, stride=None):
+    """[N, N] token mask over the row-major flattened grid (a query sees a key iff every axis allows)."""
+    dilation = dilation or (1,) * len(grid)
+    stride = stride or (1,) * len(grid)
+    axes = [natten_axis_mask(n, k, d, s) for n, k, d, s in zip(grid, kernel, dilation, stride)]
+    coords = torch.cartesian_prod(*[torch.arange(n) for n in grid]).reshape(-1, len(grid))
+    mask = torch.ones(len(coords), len(coords), dtype=torch.bool)
+    for a, m in enumerate(axes):
+        mask &= m[coords[:, a][:, None], coords[:, a][None, :]]
+    return mask
+
+
+def flux_joint_mask(grid, kernel, **kw):
+    """Text rows see everything; image rows see all text plus their image window."""
+    n_img = grid[0] * grid[1]
+    mask = torch.ones(N_TEXT + n_img, N_TEXT + n_img, dtype=torch.bool)
+    mask[N_TEXT:, N_TEXT:] = natten_mask(grid, kernel, **kw)
+    return mask
+
+
+class MaskedOriginal:
+    """Calls the untouched diffusers processor with a boolean attention mask."""
+
+    def __init__(self, original, mask):
+        self.original, self.mask = original, mask[None, None]
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        return self.original(attn, hidden_states, encoder_hidden_states, self.mask, rotary_emb)
+
+
+def masked_reference(name, mask, layers=None):
+    """The model with every self-attention layer (or those in ``layers``) masked."""
+    model = MODELS[name][0]()
+    keys = [k for k in model.attn_processors if ".attn2." not in k]
+    for i, key in enumerate(keys):
+        if layers is None or i in layers:
+            model.get_submodule(key.removesuffix(".processor")).set_processor(
+                MaskedOriginal(model.attn_processors[key], mask))
+    return model
+
+
+def test_test_mask_agrees_with_ops_rule():
+    for grid, k, d, s in [((4, 4), (3, 3), (1, 1), (1, 1)), ((2, 4, 4), (1, 2, 3), (1, 2, 1), (1, 2, 3)),
+                          ((7, 5), (3, 2), (2, 2), (2, 1))]:
+        assert torch.equal(natten_mask(grid, k, d, s),
+                           neighborhood_mask(grid, k, d, s, (False,) * len(grid)))
+
+
+# ---------------------------------------------------------------- 1. full window == dense
+@pytest.mark.parametrize("name", ["wan", "flux"])
+def test_full_window_equals_dense(name):
+    build, inputs, grid = MODELS[name]
+    model = build()
+    dense = run(model, inputs())
+    sparsify(model, kernel_size=grid)
+    torch.testing.assert_close(run(model, inputs()), dense, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- 2. small window == masked reference
+@pytest.mark.parametrize("name, kw", [
+    ("wan", dict(kernel_size=(1, 3, 3))),
+    ("wan", dict(kernel_size=(2, 2, 3), dilation=(1, 2, 1), stride=(1, 1, 2))),
+    ("flux", dict(kernel_size=3)),
+    ("flux", dict(kernel_size=(2, 3), dilation=(2, 1), stride=(1, 3))),
+])
+def test_small_window_matches_masked_reference(name, kw):
+    build, inputs, grid = MODELS[name]
+    model = build()
+    dense = run(model, inputs())
+    sparsify(model, **kw)
+    out = run(model, inputs())
+    assert (out - dense).abs().max() > 1e-3, "a small window should change the output"
+    rank = len(grid)
+    as_t = lambda v: (v,) * rank if isinstance(v, int) else v  # noqa: E731
+    mask_kw = dict(dilation=as_t(kw.get("dilation", 1)), stride=as_t(kw.get("stride", 1)))
+    mask = (natten_mask(grid, as_t(kw["kernel_size"]), **mask_kw) if name == "wan"
+            else flux_joint_mask(grid, as_t(kw["kernel_size"]), **mask_kw))
+    torch.testing.assert_close(out, run(masked_reference(name, mask), inputs()), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- 3. what stays dense
+def test_cross_attention_untouched_and_dense_layers():
+    model = tiny_wan()
+    before = model.attn_processors
+    block_out = {}
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, a, o, i=i: block_out.__setitem__(i, o))
+    dense = run(model, wan_inputs())
+    dense_blocks = dict(block_out)
+
+    sparsify(model, kernel_size=(1, 3, 3), dense_layers=(0,))
+    after = model.attn_processors
+    for key in before:
+        if ".attn2." in key or key.startswith("blocks.0."):
+            assert after[key] is before[key], key
+        else:
+            assert type(after[key]).__name__ == "WanNeighborhoodAttnProcessor" and after[key].original is before[key]
+    out = run(model, wan_inputs())
+    assert torch.equal(block_out[0], dense_blocks[0])             # the dense block is bit-identical
+    assert (block_out[1] - dense_blocks[1]).abs().max() > 1e-3
+    mask = natten_mask(WAN_GRID, (1, 3, 3))
+    torch.testing.assert_close(out, run(masked_reference("wan", mask, layers={1}), wan_inputs()),
+                               atol=1e-5, rtol=1e-5)
+    assert (out - dense).abs().max() > 1e-3
+
+
+def test_flux_dense_layers_index_double_then_single():
+    model = tiny_flux()
+    before = model.attn_processors
+    sparsify(model, kernel_size=3, dense_layers=(1,))   # 0: transformer_blocks.0, 1: single_transformer_blocks.0
+    after = model.attn_processors
+    assert after["single_transformer_blocks.0.attn.processor"] is before["single_transformer_blocks.0.attn.processor"]
+    assert after["transformer_blocks.0.attn.processor"].original is before["transformer_blocks.0.attn.processor"]
+    mask = flux_joint_mask(FLUX_GRID, (3, 3))
+    reference = run(masked_reference("flux", mask, layers={0}), flux_inputs())
+    torch.testing.assert_close(run(model, flux_inputs()), reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["wan", "flux"])
+def test_dense_steps(name):
+    build, inputs, _ = MODELS[name]
+    t0, t1 = (900.0, 800.0) if name == "wan" else (0.9, 0.8)
+    model = build()
+    dense = [run(model, inputs(t)) for t in (t0, t1)]
+    sparse = [run(sparsify(model, kernel_size=3 if name == "flux" else (1, 3, 3)), inputs(t)) for t in (t0, t1)]
+    sparsify(model, kernel_size=3 if name == "flux" else (1, 3, 3), dense_steps=1)
+    # a fake 2-step loop with classifier-free guidance (two transformer calls per step)
+    for _ in range(2):                                              # a second pipeline call restarts the count
+        assert torch.equal(run(model, inputs(t0)), dense[0])      # step 0: dense (the original processors)
+        assert torch.equal(run(model, inputs(t0)), dense[0])      # same timestep: still step 0
+        torch.testing.assert_close(run(model, inputs(t1)), sparse[1], atol=0, rtol=0)   # step 1: sparse
+        torch.testing.assert_close(run(model, inputs(t1)), sparse[1], atol=0, rtol=0)
+    reset_steps(model)
+    assert torch.equal(run(model, inputs(t1)), dense[1])          # reset: the next call is step 0
+
+
+# ---------------------------------------------------------------- 4. unsparsify, idempotence, pipelines
+@pytest.mark.parametrize("name", ["wan", "flux"])
+def test_unsparsify_restores_originals_and_twice_is_once(name):
+    build, inputs, grid = MODELS[name]
+    model = build()
+    before = model.attn_processors
+    dense = run(model, inputs())
+    kernel = tuple(max(1, g - 1) for g in grid)
+    once = run(sparsify(model, kernel_size=kernel), inputs())
+    n_hooks = len(model._forward_pre_hooks)
+    assert sparsify(model, kernel_size=kernel) is model
+    assert len(model._forward_pre_hooks) == n_hooks
+    assert all(getattr(p, "original", p) is before[k] for k, p in model.attn_processors.items())  # no stacking
+    assert torch.equal(run(model, inputs()), once)
+    assert unsparsify(model) is model and not is_sparsified(model)
+    assert all(p is before[k] for k, p in model.attn_processors.items())
+    assert len(model._forward_pre_hooks) == n_hooks - 1
+    assert torch.equal(run(model, inputs()), dense)
+    unsparsify(model)                                               # a no-op now
+
+
+def test_pipeline_object_and_backend_passthrough():
+    model = tiny_wan()
+    pipe = types.SimpleNamespace(transformer=model, transformer_2=None)
+    assert sparsify(pipe, kernel_size=(1, 3, 3)) is pipe and is_sparsified(pipe)
+    proc = model.attn_processors["blocks.0.attn1.processor"]
+    model.set_attention_backend("native")                          # reaches the kept original
+    assert proc.original._attention_backend == proc._attention_backend == "native"
+    unsparsify(pipe)
+    assert model.attn_processors["blocks.0.attn1.processor"] is proc.original
+
+
+def test_wan_pipeline_counts_steps(monkeypatch):
+    """A real (tiny, offline) WanPipeline with classifier-free guidance: 2 steps, dense_steps=1, so
+    only step 1's two transformer calls (cond + uncond) x 2 layers reach the NA op, in each of
+    two pipeline calls (the second call is detected by its timestep going up again)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    import zoo.diffusion.wan as zoo_wan
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+    pipe.set_progress_bar_config(disable=True)
+    shapes = []
+    na = zoo_wan.neighborhood_attention
+    monkeypatch.setattr(zoo_wan, "neighborhood_attention", lambda q, *a, **k: shapes.append(q.shape) or na(q, *a, **k))
+    sparsify(pipe, kernel_size=(2, 2, 2), dense_steps=1)
+    g = torch.Generator().manual_seed(0)
+    kw = dict(prompt_embeds=torch.randn(1, 4, 32, generator=g),
+              negative_prompt_embeds=torch.randn(1, 4, 32, generator=g),
+              height=32, width=48, num_frames=9, num_inference_steps=2, guidance_scale=5.0, output_type="pt")
+    for _ in range(2):
+        shapes.clear()
+        frames = pipe(**kw, generator=torch.Generator().manual_seed(0)).frames
+        assert frames.shape == (1, 9, 3, 32, 48) and torch.isfinite(frames).all()
+        assert shapes == [(1, 3, 2, 3, 2, 16)] * 4     # latent grid: 1 + (9 - 1) // 4 frames, 32/16 x 48/16
+
+
+# ---------------------------------------------------------------- 5. errors
+def test_errors():
+    with pytest.raises(NotImplementedError, match="WanTransformer3DModel, FluxTransformer2DModel"):
+        sparsify(torch.nn.Linear(2, 2), kernel_size=3)
+    with pytest.raises(ValueError, match="pipeline"):
+        sparsify(object(), kernel_size=3)
+    model = tiny_wan()
+    with pytest.raises(ValueError, match="unknown method 'radial_typo'"):
+        sparsify(model, method="radial_typo", kernel_size=3)
+    with pytest.raises(ValueError, match="needs kernel_size"):
+        sparsify(model)
+    with pytest.raises(ValueError, match="tuple of 3"):
+        sparsify(model, kernel_size=(3, 3))
+    with pytest.raises(ValueError, match="dense_layers"):
+        sparsify(model, kernel_size=3, dense_layers=(2,))
+    with pytest.raises(ValueError, match="stride"):
+        sparsify(model, kernel_size=(1, 2, 2), stride=(1, 3, 1))
+    assert not is_sparsified(model)                                # nothing half-done
+    sparsify(model, kernel_size=(1, 5, 3))
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn1: kernel_size \(1, 5, 3\).*grid \(2, 4, 5\)"):
+        run(model, wan_inputs())
+    flux = sparsify(tiny_flux(), kernel_size=3)
+    bad = flux_inputs()
+    bad["img_ids"] = bad["img_ids"].flip(0)
+    with pytest.raises(ValueError, match="row-major grid"):
+        run(flux, bad)

@@ -1,0 +1,179 @@
+"""zoo.diffusion: swap a diffusers transformer's self-attention for sparse attention, and back.
+
+    from zoo.diffusion import sparsify, unsparsify
+    sparsify(pipe, method="neighborhood", kernel_size=(3, 11, 11), dense_steps=10)
+    video = pipe(prompt, ...).frames
+    unsparsify(pipe)            # the original processor objects are back
+
+Supported transformers (``method="neighborhood"``, NATTEN semantics, ``ops.neighborhood_attention``):
+
+- ``WanTransformer3DModel`` (Wan 2.1 / 2.2): every block's ``attn1`` (video self-attention)
+  runs 3-D neighborhood attention over the patchified grid (frames // p_t, height // p_h,
+  width // p_w); ``kernel_size`` etc. are per (t, h, w). ``attn2`` (cross-attention) is untouched.
+  A pipeline's ``transformer_2`` (Wan 2.2 A14B) is sparsified with the same options.
+- ``FluxTransformer2DModel``: the joint attention of every double- and single-stream block; image
+  queries attend their 2-D (rows, cols) neighborhood of image tokens plus all text tokens in
+  one softmax, text queries stay dense over everything. The grid is read from ``img_ids``.
+
+How it works: the swapped attention modules get small diffusers-style processors
+(``zoo.diffusion.wan.WanNeighborhoodAttnProcessor``, ``zoo.diffusion.flux.FluxNeighborhoodAttnProcessor``)
+that repeat the original processor's projections, norms, RoPE and output projection and replace
+only the attention call; each keeps the original processor and calls it for dense steps. A
+forward pre-hook on the transformer records the token grid (and step) of each call. Nothing
+else in the pipeline changes.
+
+Windows are never clamped: a ``kernel_size * dilation`` larger than the token grid on some axis
+raises a ``ValueError`` naming the layer, the window and the grid when the transformer runs
+(the grid is only known then). ``stride`` and ``dilation`` follow NATTEN (``stride <= kernel_size``).
+Not supported in the sparse path: attention masks and context parallelism (clear errors).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .common import NAOptions, SparseProcessorBase, SparseState, per_axis
+
+__all__ = ["METHODS", "SUPPORTED_TRANSFORMERS", "sparsify", "unsparsify", "is_sparsified", "reset_steps"]
+
+METHODS = ("neighborhood",)
+SUPPORTED_TRANSFORMERS = ("WanTransformer3DModel", "FluxTransformer2DModel")
+_ATTR = "_foveal_sparsity"
+
+
+@dataclass
+class _Record:
+    method: str
+    options: NAOptions
+    state: SparseState
+    hook: torch.utils.hooks.RemovableHandle
+
+
+def _family(transformer):
+    """The module (``wan`` / ``flux``) that handles this transformer's class."""
+    from diffusers import FluxTransformer2DModel, WanTransformer3DModel
+    if isinstance(transformer, WanTransformer3DModel):
+        from . import wan
+        return wan
+    if isinstance(transformer, FluxTransformer2DModel):
+        from . import flux
+        return flux
+    raise NotImplementedError(f"zoo.diffusion.sparsify does not support {type(transformer).__name__}; "
+                              f"supported transformers: {', '.join(SUPPORTED_TRANSFORMERS)}")
+
+
+def _transformers(pipe_or_transformer) -> list[torch.nn.Module]:
+    if isinstance(pipe_or_transformer, torch.nn.Module):
+        return [pipe_or_transformer]
+    transformer = getattr(pipe_or_transformer, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module):
+        raise ValueError(f"expected a diffusers pipeline with a .transformer or a transformer model, got "
+                         f"{type(pipe_or_transformer).__name__}")
+    second = getattr(pipe_or_transformer, "transformer_2", None)   # Wan 2.2 A14B: low-noise expert
+    return [transformer] + ([second] if isinstance(second, torch.nn.Module) else [])
+
+
+def _original(processor):
+    return processor.original if isinstance(processor, SparseProcessorBase) else processor
+
+
+def sparsify(pipe_or_transformer, method: str = "neighborhood", kernel_size=None, stride=1, dilation=1,
+             dense_layers: Iterable[int] = (), dense_steps: int = 0):
+    """Swap the self-attention processors of a pipeline's transformer (or of the transformer
+    itself) for sparse ones; returns the same object.
+
+    Args:
+        method: ``"neighborhood"`` (the only one so far).
+        kernel_size, stride, dilation: an int or one per grid axis: (frames, height, width) for
+            Wan, (rows, cols) for FLUX, in tokens after patchify.
+        dense_layers: indices of attention layers kept dense (their processors are not swapped):
+            Wan's block index; FLUX's double-stream blocks 0..N-1 then single-stream blocks
+            N..N+M-1.
+        dense_steps: the first ``dense_steps`` denoising steps of each pipeline call run the
+            original dense processors. Steps are counted from the timesteps the transformer sees:
+            a lower timestep than the last call's is the next step, an equal one the same step
+            (CFG's second pass), a higher one starts a new pipeline call (step 0). Transformers of
+            one pipeline share the count; ``reset_steps`` restarts it by hand.
+
+    Calling it again replaces the previous sparsification (no stacking); ``unsparsify`` restores
+    the original processor objects.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; supported: {', '.join(METHODS)}")
+    if kernel_size is None:
+        raise ValueError("method='neighborhood' needs kernel_size (an int or one per grid axis)")
+    if not isinstance(dense_steps, int) or isinstance(dense_steps, bool) or dense_steps < 0:
+        raise ValueError(f"dense_steps must be a non-negative int, got {dense_steps!r}")
+    dense = set()
+    for i in dense_layers:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise ValueError(f"dense_layers must hold ints, got {i!r}")
+        dense.add(i)
+
+    transformers = _transformers(pipe_or_transformer)
+    plans = []   # validate everything before changing anything
+    for transformer in transformers:
+        family = _family(transformer)
+        rank = family.RANK
+        options = NAOptions(per_axis(kernel_size, rank, "kernel_size"), per_axis(stride, rank, "stride"),
+                            per_axis(dilation, rank, "dilation"))
+        for axis, (k, s) in enumerate(zip(options.kernel_size, options.stride)):
+            if s > k:
+                raise ValueError(f"stride ({s}) must be <= kernel_size ({k}) on axis {axis}")
+        layers = family.layers(transformer)
+        bad = sorted(i for i in dense if not 0 <= i < len(layers))
+        if bad:
+            raise ValueError(f"dense_layers {bad} out of range: {type(transformer).__name__} has "
+                             f"{len(layers)} attention layers (0..{len(layers) - 1})")
+        processors = transformer.attn_processors
+        swaps = []
+        for index, key in layers:
+            if index in dense:
+                continue
+            original = _original(processors[key])
+            if not isinstance(original, family.ORIGINAL_PROCESSORS):
+                raise ValueError(f"{key} is a {type(original).__name__}; zoo.diffusion can only replace "
+                                 f"{', '.join(c.__name__ for c in family.ORIGINAL_PROCESSORS)}")
+            swaps.append((key.removesuffix(".processor"), original))
+        plans.append((transformer, family, options, swaps))
+
+    unsparsify(pipe_or_transformer)
+    state = SparseState(dense_steps)   # one step count for the pipeline's transformers
+    for transformer, family, options, swaps in plans:
+        for name, original in swaps:
+            transformer.get_submodule(name).set_processor(family.PROCESSOR(original, name, options, state))
+
+        def pre_hook(module, args, kwargs, family=family):
+            family.record_inputs(state, module, args, kwargs)
+
+        hook = transformer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        transformer.__dict__[_ATTR] = _Record(method, options, state, hook)
+    return pipe_or_transformer
+
+
+def unsparsify(pipe_or_transformer):
+    """Put the original processor objects back and remove the hook; returns the same object.
+    A no-op on anything not sparsified."""
+    for transformer in _transformers(pipe_or_transformer):
+        record = transformer.__dict__.pop(_ATTR, None)
+        if record is not None:
+            record.hook.remove()
+        for module in transformer.modules():
+            processor = getattr(module, "processor", None)
+            if isinstance(processor, SparseProcessorBase) and hasattr(module, "set_processor"):
+                module.set_processor(processor.original)
+    return pipe_or_transformer
+
+
+def is_sparsified(pipe_or_transformer) -> bool:
+    return any(_ATTR in t.__dict__ for t in _transformers(pipe_or_transformer))
+
+
+def reset_steps(pipe_or_transformer) -> None:
+    """Restart the ``dense_steps`` count: the next transformer call is step 0."""
+    for transformer in _transformers(pipe_or_transformer):
+        record = transformer.__dict__.get(_ATTR)
+        if record is not None:
+            record.state.reset()
