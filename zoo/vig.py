@@ -187,6 +187,12 @@ class GatedLinearAttention(nn.Module):
         return o.view(B, H, W, C)
 
 
+def _set_use_kernels(model: nn.Module, enable: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, GatedLinearAttention):
+            m.use_kernels = enable
+
+
 class GLAMLP(nn.Module):
     """Plain ViG's SwiGLU MLP: ``down_proj(silu(gate) * up)`` with ``[gate | up] = gate_proj(x)``."""
 
@@ -309,9 +315,7 @@ class ViG(nn.Module):
 
     def set_use_kernels(self, enable: bool = True) -> None:
         """GLA through ``ops.gated_linear_attention`` (True) or the plain-PyTorch reference (False)."""
-        for m in self.modules():
-            if isinstance(m, GatedLinearAttention):
-                m.use_kernels = enable
+        _set_use_kernels(self, enable)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -524,9 +528,7 @@ class HierViG(nn.Module):
 
     def set_use_kernels(self, enable: bool = True) -> None:
         """GLA through ``ops.gated_linear_attention`` (True) or the plain-PyTorch reference (False)."""
-        for m in self.modules():
-            if isinstance(m, GatedLinearAttention):
-                m.use_kernels = enable
+        _set_use_kernels(self, enable)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
