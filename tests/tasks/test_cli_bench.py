@@ -101,6 +101,22 @@ def test_gla_suite_times_both_directions_and_reports_missing_peers(monkeypatch):
         assert "CUDA" in rows[case, "fla causal"]["skipped"]
 
 
+def test_diffusion_suite_times_a_dense_and_a_sparsified_step(monkeypatch):
+    """A tiny Wan transformer, one step dense and one sparsified (window 3x3x3 of a 3x4x5 grid):
+    both rows timed; the notes give the window's density and a finite PSNR against dense."""
+    import torch
+
+    pytest.importorskip("diffusers")
+    from tasks.bench import run_suite
+
+    monkeypatch.setenv("FOVEAL_FORCE_REFERENCE", "1")
+    record = run_suite("diffusion", "cpu", torch.float32, rep_ms=1)
+    rows = {r["impl"]: r for r in record["results"]}
+    assert rows["foveal"]["median_ms"] > 0 and rows["dense (diffusers SDPA)"]["median_ms"] > 0
+    assert rows["foveal"]["token_grid"] == [3, 4, 5] and rows["foveal"]["window_density"] == 0.45
+    assert 0 < rows["foveal"]["psnr_sparse_vs_dense_db"] < float("inf")   # sparse differs from dense, finitely
+
+
 def test_fraction_of_bound_is_dense_speedup_over_the_flop_bound():
     from tasks.bench.runner import Case, _add_fraction_of_bound
 
