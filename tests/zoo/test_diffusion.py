@@ -1,9 +1,11 @@
-"""zoo.diffusion: neighborhood-attention processors for tiny random Wan and FLUX transformers.
+"""zoo.diffusion: neighborhood-attention processors for tiny random Wan, FLUX, HunyuanVideo and
+CogVideoX (1.0 and 1.5) and LTX-Video transformers.
 
 The reference for a sparsified model is the same model running diffusers' ORIGINAL processors
 with an explicit boolean NATTEN-window mask (built here from NATTEN's rules) handed to their
 attention call, so the hook (layout, token grid, RoPE, text tokens) is checked end to end.
 """
+import functools
 import types
 
 import pytest
@@ -11,7 +13,14 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from diffusers import FluxTransformer2DModel, WanTransformer3DModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    CogVideoXTransformer3DModel,
+    FluxTransformer2DModel,
+    HunyuanVideoTransformer3DModel,
+    LTXVideoTransformer3DModel,
+    WanTransformer3DModel,
+)
+from diffusers.models.embeddings import get_3d_rotary_pos_embed  # noqa: E402
 
 from ops.neighborhood.reference import neighborhood_mask  # noqa: E402
 from zoo.diffusion import is_sparsified, reset_steps, sparsify, unsparsify  # noqa: E402
@@ -19,6 +28,10 @@ from zoo.diffusion import is_sparsified, reset_steps, sparsify, unsparsify  # no
 WAN_GRID = (2, 4, 5)      # frames, rows, cols after the (1, 2, 2) patchify (not square: axis order matters)
 FLUX_GRID = (4, 5)
 N_TEXT = 5
+HY_GRID = (2, 4, 3)       # HunyuanVideo: frames, rows, cols after the (1, 2, 2) patchify
+HY_TEXT_LENS = (5, 3)     # valid text tokens per batch item (of N_TEXT): padding that differs within the batch
+COG_GRID = (2, 3, 4)      # CogVideoX: frames (// patch_size_t for 1.5), rows, cols after patchify
+LTX_GRID = (3, 2, 4)      # LTX-Video: forward(num_frames=, height=, width=)
 
 
 # ---------------------------------------------------------------- tiny models and inputs
@@ -59,7 +72,75 @@ def flux_inputs(t=0.5, grid=FLUX_GRID):
                 img_ids=img_ids.reshape(-1, 3), txt_ids=torch.zeros(N_TEXT, 3))
 
 
-MODELS = {"wan": (tiny_wan, wan_inputs, WAN_GRID), "flux": (tiny_flux, flux_inputs, FLUX_GRID)}
+def tiny_hunyuan():
+    torch.manual_seed(0)
+    model = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(4, 6, 6))
+    return model.eval()
+
+
+def hunyuan_inputs(t=500.0, text_lens=HY_TEXT_LENS):
+    g = torch.Generator().manual_seed(1)
+    f, h, w = HY_GRID
+    b = len(text_lens)
+    text_mask = (torch.arange(N_TEXT)[None] < torch.tensor(text_lens)[:, None]).long()
+    return dict(hidden_states=torch.randn(b, 4, f, 2 * h, 2 * w, generator=g), timestep=torch.tensor([t] * b),
+                encoder_hidden_states=torch.randn(b, N_TEXT, 16, generator=g), encoder_attention_mask=text_mask,
+                pooled_projections=torch.randn(b, 8, generator=g), guidance=torch.tensor([3500.0] * b))
+
+
+def tiny_cogvideox(patch_size_t=None):
+    torch.manual_seed(0)
+    model = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=4,
+        text_embed_dim=8, num_layers=2, sample_width=8, sample_height=8, sample_frames=9, patch_size=2,
+        patch_size_t=patch_size_t, temporal_compression_ratio=4, max_text_seq_length=8,
+        use_rotary_positional_embeddings=True)
+    return model.eval()
+
+
+def cogvideox_inputs(t=500.0, patch_size_t=None):
+    g = torch.Generator().manual_seed(1)
+    f, h, w = COG_GRID
+    rope = get_3d_rotary_pos_embed(16, ((0, 0), (h, w)), (h, w), f)   # row-major (frames, rows, cols)
+    return dict(hidden_states=torch.randn(1, f * (patch_size_t or 1), 4, 2 * h, 2 * w, generator=g),   # B, T, C, H, W
+                encoder_hidden_states=torch.randn(1, N_TEXT, 8, generator=g), timestep=torch.tensor([t]),
+                image_rotary_emb=rope)
+
+
+def tiny_ltx():
+    torch.manual_seed(0)
+    model = LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
+        num_layers=2, qk_norm="rms_norm_across_heads", caption_channels=16)
+    return model.eval()
+
+
+def ltx_inputs(t=500.0):
+    g = torch.Generator().manual_seed(1)
+    f, h, w = LTX_GRID
+    return dict(hidden_states=torch.randn(1, f * h * w, 4, generator=g),    # packed tokens (patch size 1)
+                encoder_hidden_states=torch.randn(1, N_TEXT, 16, generator=g), timestep=torch.tensor([t]),
+                encoder_attention_mask=torch.ones(1, N_TEXT), num_frames=f, height=h, width=w,
+                rope_interpolation_scale=(1 / 25, 32, 32))
+
+
+MODELS = {"wan": (tiny_wan, wan_inputs, WAN_GRID), "flux": (tiny_flux, flux_inputs, FLUX_GRID),
+          "hunyuan": (tiny_hunyuan, hunyuan_inputs, HY_GRID),
+          "cogvideox": (tiny_cogvideox, cogvideox_inputs, COG_GRID),
+          "cogvideox15": (lambda: tiny_cogvideox(2), lambda t=500.0: cogvideox_inputs(t, 2), COG_GRID),
+          "ltx": (tiny_ltx, ltx_inputs, LTX_GRID)}
+TEXT_FIRST = {"flux", "cogvideox", "cogvideox15"}    # joint sequences: text first (FLUX, CogVideoX) or last
+
+
+def one_item_inputs(name):
+    """The inputs of MODELS[name] with batch size 1 (HunyuanVideo's default batch has two items
+    with different text padding, which runs the NA op per item: slower under the interpreter)."""
+    if name == "hunyuan":
+        return functools.partial(hunyuan_inputs, text_lens=(N_TEXT,))
+    return MODELS[name][1]
 
 
 @torch.no_grad()
@@ -95,32 +176,53 @@ def natten_mask(grid, kernel, dilation=None, stride=None):
     return mask
 
 
-def flux_joint_mask(grid, kernel, **kw):
-    """Text rows see everything; image rows see all text plus their image window."""
-    n_img = grid[0] * grid[1]
-    mask = torch.ones(N_TEXT + n_img, N_TEXT + n_img, dtype=torch.bool)
-    mask[N_TEXT:, N_TEXT:] = natten_mask(grid, kernel, **kw)
+def joint_mask(grid, kernel, text_first=True, **kw):
+    """Text rows see everything; video/image rows see all text plus their window (text tokens
+    first as in FLUX / CogVideoX, or last as in HunyuanVideo)."""
+    n_vis = 1
+    for g in grid:
+        n_vis *= g
+    mask = torch.ones(N_TEXT + n_vis, N_TEXT + n_vis, dtype=torch.bool)
+    vis = slice(N_TEXT, None) if text_first else slice(0, n_vis)
+    mask[vis, vis] = natten_mask(grid, kernel, **kw)
     return mask
 
 
+def flux_joint_mask(grid, kernel, **kw):
+    return joint_mask(grid, kernel, **kw)
+
+
 class MaskedOriginal:
-    """Calls the untouched diffusers processor with a boolean attention mask."""
+    """Calls the untouched diffusers processor with a boolean attention mask (ANDed with the
+    padding mask the transformer hands it, if any: HunyuanVideo's [B, 1, 1, N] key mask)."""
 
     def __init__(self, original, mask):
         self.original, self.mask = original, mask[None, None]
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        return self.original(attn, hidden_states, encoder_hidden_states, self.mask, rotary_emb)
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None,
+                 image_rotary_emb=None):   # diffusers' Attention drops kwargs not in this signature
+        mask = self.mask if attention_mask is None else attention_mask & self.mask
+        rope = rotary_emb if rotary_emb is not None else image_rotary_emb
+        return self.original(attn, hidden_states, encoder_hidden_states, mask, rope)
+
+
+class MaskedPrepared(MaskedOriginal):
+    """CogVideoX's and LTX's processors run their mask through ``attn.prepare_attention_mask``: [B, N, N]."""
+
+    def __init__(self, original, mask):
+        self.original, self.mask = original, mask[None]
 
 
 def masked_reference(name, mask, layers=None):
-    """The model with every self-attention layer (or those in ``layers``) masked."""
+    """The model with every self-attention layer (or those in ``layers``) masked; the layer index
+    runs over the swappable layers (HunyuanVideo's token refiner is not one)."""
     model = MODELS[name][0]()
-    keys = [k for k in model.attn_processors if ".attn2." not in k]
+    keys = [k for k in model.attn_processors if ".attn2." not in k and not k.startswith("context_embedder.")]
+    wrapper = MaskedPrepared if name.startswith(("cogvideox", "ltx")) else MaskedOriginal
     for i, key in enumerate(keys):
         if layers is None or i in layers:
             model.get_submodule(key.removesuffix(".processor")).set_processor(
-                MaskedOriginal(model.attn_processors[key], mask))
+                wrapper(model.attn_processors[key], mask))
     return model
 
 
@@ -132,7 +234,7 @@ def test_test_mask_agrees_with_ops_rule():
 
 
 # ---------------------------------------------------------------- 1. full window == dense
-@pytest.mark.parametrize("name", ["wan", "flux"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_full_window_equals_dense(name):
     build, inputs, grid = MODELS[name]
     model = build()
@@ -147,6 +249,11 @@ def test_full_window_equals_dense(name):
     ("wan", dict(kernel_size=(2, 2, 3), dilation=(1, 2, 1), stride=(1, 1, 2))),
     ("flux", dict(kernel_size=3)),
     ("flux", dict(kernel_size=(2, 3), dilation=(2, 1), stride=(1, 3))),
+    ("hunyuan", dict(kernel_size=(1, 3, 2))),
+    ("hunyuan", dict(kernel_size=(2, 2, 3), dilation=(1, 2, 1), stride=(1, 1, 2))),
+    ("cogvideox", dict(kernel_size=(1, 2, 3))),
+    ("cogvideox15", dict(kernel_size=(2, 3, 2), dilation=(1, 1, 2), stride=(1, 2, 1))),
+    ("ltx", dict(kernel_size=(2, 1, 3), dilation=(1, 2, 1), stride=(2, 1, 1))),
 ])
 def test_small_window_matches_masked_reference(name, kw):
     build, inputs, grid = MODELS[name]
@@ -158,8 +265,8 @@ def test_small_window_matches_masked_reference(name, kw):
     rank = len(grid)
     as_t = lambda v: (v,) * rank if isinstance(v, int) else v  # noqa: E731
     mask_kw = dict(dilation=as_t(kw.get("dilation", 1)), stride=as_t(kw.get("stride", 1)))
-    mask = (natten_mask(grid, as_t(kw["kernel_size"]), **mask_kw) if name == "wan"
-            else flux_joint_mask(grid, as_t(kw["kernel_size"]), **mask_kw))
+    mask = (natten_mask(grid, as_t(kw["kernel_size"]), **mask_kw) if name in ("wan", "ltx")
+            else joint_mask(grid, as_t(kw["kernel_size"]), text_first=name in TEXT_FIRST, **mask_kw))
     torch.testing.assert_close(out, run(masked_reference(name, mask), inputs()), atol=1e-5, rtol=1e-5)
 
 
@@ -201,9 +308,72 @@ def test_flux_dense_layers_index_double_then_single():
     torch.testing.assert_close(run(model, flux_inputs()), reference, atol=1e-5, rtol=1e-5)
 
 
+def test_hunyuan_dense_layers_index_dual_then_single():
+    model = tiny_hunyuan()
+    before = model.attn_processors
+    sparsify(model, kernel_size=(1, 3, 2), dense_layers=(0,))   # 0: transformer_blocks.0, 1: single_transformer_blocks.0
+    after = model.attn_processors
+    assert after["transformer_blocks.0.attn.processor"] is before["transformer_blocks.0.attn.processor"]
+    assert after["single_transformer_blocks.0.attn.processor"].original is \
+        before["single_transformer_blocks.0.attn.processor"]
+    refiner = "context_embedder.token_refiner.refiner_blocks.0.attn.processor"
+    assert after[refiner] is before[refiner]                        # the text refiner is never swapped
+    mask = joint_mask(HY_GRID, (1, 3, 2), text_first=False)
+    reference = run(masked_reference("hunyuan", mask, layers={1}), hunyuan_inputs())
+    torch.testing.assert_close(run(model, hunyuan_inputs()), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_cogvideox_dense_layers():
+    model = tiny_cogvideox()
+    before = model.attn_processors
+    sparsify(model, kernel_size=(1, 2, 3), dense_layers=(1,))
+    after = model.attn_processors
+    assert after["transformer_blocks.1.attn1.processor"] is before["transformer_blocks.1.attn1.processor"]
+    assert after["transformer_blocks.0.attn1.processor"].original is before["transformer_blocks.0.attn1.processor"]
+    mask = joint_mask(COG_GRID, (1, 2, 3))
+    reference = run(masked_reference("cogvideox", mask, layers={0}), cogvideox_inputs())
+    torch.testing.assert_close(run(model, cogvideox_inputs()), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_ltx_dense_layers_and_cross_attention_untouched():
+    model = tiny_ltx()
+    before = model.attn_processors
+    sparsify(model, kernel_size=(2, 1, 3), dense_layers=(0,))
+    after = model.attn_processors
+    for key in before:
+        if ".attn2." in key or key.startswith("transformer_blocks.0."):
+            assert after[key] is before[key], key
+        else:
+            assert after[key].original is before[key], key
+    reference = run(masked_reference("ltx", natten_mask(LTX_GRID, (2, 1, 3)), layers={1}), ltx_inputs())
+    torch.testing.assert_close(run(model, ltx_inputs()), reference, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="no token grid"):
+        run(model, dict(ltx_inputs(), num_frames=None, video_coords=torch.zeros(1, 3, 24)))   # positions only
+
+
+def test_hunyuan_text_padding(monkeypatch):
+    """Only the valid text tokens are extra keys/values: one NA call for the batch when the valid
+    lengths agree, one per item when they differ. (No valid text at all makes the
+    dense model itself NaN: the token refiner mean-pools over zero tokens.)"""
+    import zoo.diffusion.hunyuan_video as zoo_hy
+    calls = []
+    na = zoo_hy.neighborhood_attention
+    monkeypatch.setattr(zoo_hy, "neighborhood_attention", lambda q, *a, **k: calls.append(
+        (q.shape[0], None if k["additional_keys"] is None else k["additional_keys"].shape[1])) or na(q, *a, **k))
+    mask = joint_mask(HY_GRID, (2, 3, 2), text_first=False)
+    for lens, expected in [((3, 3), [(2, 3)]), ((4, 1), [(1, 4), (1, 1)])]:
+        model = sparsify(tiny_hunyuan(), kernel_size=(2, 3, 2))
+        calls.clear()
+        out = run(model, hunyuan_inputs(text_lens=lens))
+        assert calls == expected * 2, (lens, calls)                    # 2 layers
+        reference = run(masked_reference("hunyuan", mask), hunyuan_inputs(text_lens=lens))
+        torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["wan", "flux"])
 def test_dense_steps(name):
-    build, inputs, _ = MODELS[name]
+    build, _, _ = MODELS[name]
+    inputs = one_item_inputs(name)
     t0, t1 = (900.0, 800.0) if name == "wan" else (0.9, 0.8)
     model = build()
     dense = [run(model, inputs(t)) for t in (t0, t1)]
@@ -219,10 +389,24 @@ def test_dense_steps(name):
     assert torch.equal(run(model, inputs(t1)), dense[1])          # reset: the next call is step 0
 
 
+@pytest.mark.parametrize("name, kernel", [("hunyuan", (1, 3, 2)), ("cogvideox", (1, 2, 3)), ("ltx", (2, 1, 3))])
+def test_dense_steps_other_families(name, kernel):
+    """The step count itself is shared machinery (tested above); here: each family's hook feeds it
+    its timestep and its processor hands step 0 to the original bit-for-bit."""
+    build, _, _ = MODELS[name]
+    inputs = one_item_inputs(name)
+    model = build()
+    dense = [run(model, inputs(t)) for t in (900.0, 800.0)]
+    sparsify(model, kernel_size=kernel, dense_steps=1)
+    assert torch.equal(run(model, inputs(900.0)), dense[0])       # step 0: dense
+    assert (run(model, inputs(800.0)) - dense[1]).abs().max() > 1e-3   # step 1: sparse
+
+
 # ---------------------------------------------------------------- 4. unsparsify, idempotence, pipelines
-@pytest.mark.parametrize("name", ["wan", "flux"])
+@pytest.mark.parametrize("name", ["wan", "flux", "hunyuan", "cogvideox", "ltx"])
 def test_unsparsify_restores_originals_and_twice_is_once(name):
-    build, inputs, grid = MODELS[name]
+    build, _, grid = MODELS[name]
+    inputs = one_item_inputs(name)
     model = build()
     before = model.attn_processors
     dense = run(model, inputs())
@@ -309,3 +493,16 @@ def test_errors():
     bad["img_ids"] = bad["img_ids"].flip(0)
     with pytest.raises(ValueError, match="row-major grid"):
         run(flux, bad)
+    cog = sparsify(tiny_cogvideox(), kernel_size=(1, 2, 3))
+    with pytest.raises(NotImplementedError, match="attention_mask"):
+        run(cog, dict(cogvideox_inputs(), attention_kwargs={"attention_mask": torch.ones(1, 1, 29, 29)}))
+    from zoo.diffusion.common import SparseState
+    from zoo.diffusion.hunyuan_video import _valid_text_lengths
+    n_vid = HY_GRID[0] * HY_GRID[1] * HY_GRID[2]
+    keep = torch.ones(1, 1, 1, n_vid + N_TEXT, dtype=torch.bool)
+    assert _valid_text_lengths(SparseState(0), "x", keep, 2, n_vid, N_TEXT) == (N_TEXT, N_TEXT)
+    keep[..., n_vid + 1] = False                                    # a hole: not a prefix
+    with pytest.raises(NotImplementedError, match="prefix"):
+        _valid_text_lengths(SparseState(0), "x", keep, 1, n_vid, N_TEXT)
+    with pytest.raises(NotImplementedError, match="boolean key mask"):
+        _valid_text_lengths(SparseState(0), "x", keep.float(), 1, n_vid, N_TEXT)

@@ -14,9 +14,26 @@ Supported transformers (``method="neighborhood"``, NATTEN semantics, ``ops.neigh
 - ``FluxTransformer2DModel``: the joint attention of every double- and single-stream block; image
   queries attend their 2-D (rows, cols) neighborhood of image tokens plus all text tokens in
   one softmax, text queries stay dense over everything. The grid is read from ``img_ids``.
+- ``HunyuanVideoTransformer3DModel``: the joint attention of every dual- and single-stream block
+  (video tokens first, text last); video queries attend their 3-D neighborhood over
+  (frames // patch_size_t, height // patch_size, width // patch_size) plus every VALID text token
+  in one softmax, text queries stay dense with the original padding mask. Text padding is exact:
+  only each item's valid text tokens are extra keys (one NA call per item when the valid lengths
+  differ within the batch). The token refiner is untouched.
+- ``CogVideoXTransformer3DModel`` (1.0 and 1.5): every block's ``attn1`` joint attention (text
+  first); video queries attend their 3-D neighborhood over (frames // patch_size_t, height //
+  patch_size, width // patch_size) (input ``[B, T, C, H, W]``; ``patch_size_t`` 1 for CogVideoX
+  1.0) plus all text tokens, text queries stay dense (``F.scaled_dot_product_attention``, as the
+  original processor).
+- ``LTXVideoTransformer3DModel``: every block's ``attn1`` (video self-attention) runs 3-D
+  neighborhood attention over the token grid given by ``forward(num_frames=, height=, width=)``;
+  ``attn2`` (cross-attention) is untouched.
 
 How it works: the swapped attention modules get small diffusers-style processors
-(``zoo.diffusion.wan.WanNeighborhoodAttnProcessor``, ``zoo.diffusion.flux.FluxNeighborhoodAttnProcessor``)
+(``zoo.diffusion.wan.WanNeighborhoodAttnProcessor``, ``zoo.diffusion.flux.FluxNeighborhoodAttnProcessor``,
+``zoo.diffusion.hunyuan_video.HunyuanVideoNeighborhoodAttnProcessor``,
+``zoo.diffusion.cogvideox.CogVideoXNeighborhoodAttnProcessor``,
+``zoo.diffusion.ltx_video.LTXVideoNeighborhoodAttnProcessor``)
 that repeat the original processor's projections, norms, RoPE and output projection and replace
 only the attention call; each keeps the original processor and calls it for dense steps. A
 forward pre-hook on the transformer records the token grid (and step) of each call. Nothing
@@ -25,7 +42,8 @@ else in the pipeline changes.
 Windows are never clamped: a ``kernel_size * dilation`` larger than the token grid on some axis
 raises a ``ValueError`` naming the layer, the window and the grid when the transformer runs
 (the grid is only known then). ``stride`` and ``dilation`` follow NATTEN (``stride <= kernel_size``).
-Not supported in the sparse path: attention masks and context parallelism (clear errors).
+Not supported in the sparse path: attention masks (other than HunyuanVideo's text padding mask)
+and context parallelism (clear errors).
 """
 from __future__ import annotations
 
@@ -39,7 +57,8 @@ from .common import NAOptions, SparseProcessorBase, SparseState, per_axis
 __all__ = ["METHODS", "SUPPORTED_TRANSFORMERS", "sparsify", "unsparsify", "is_sparsified", "reset_steps"]
 
 METHODS = ("neighborhood",)
-SUPPORTED_TRANSFORMERS = ("WanTransformer3DModel", "FluxTransformer2DModel")
+SUPPORTED_TRANSFORMERS = ("WanTransformer3DModel", "FluxTransformer2DModel", "HunyuanVideoTransformer3DModel",
+                          "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel")
 _ATTR = "_foveal_sparsity"
 
 
@@ -52,14 +71,25 @@ class _Record:
 
 
 def _family(transformer):
-    """The module (``wan`` / ``flux``) that handles this transformer's class."""
-    from diffusers import FluxTransformer2DModel, WanTransformer3DModel
+    """The module (``wan`` / ``flux`` / ``hunyuan_video`` / ``cogvideox`` / ``ltx_video``) that handles
+    this transformer's class."""
+    from diffusers import (CogVideoXTransformer3DModel, FluxTransformer2DModel, HunyuanVideoTransformer3DModel,
+                           LTXVideoTransformer3DModel, WanTransformer3DModel)
     if isinstance(transformer, WanTransformer3DModel):
         from . import wan
         return wan
     if isinstance(transformer, FluxTransformer2DModel):
         from . import flux
         return flux
+    if isinstance(transformer, HunyuanVideoTransformer3DModel):
+        from . import hunyuan_video
+        return hunyuan_video
+    if isinstance(transformer, CogVideoXTransformer3DModel):
+        from . import cogvideox
+        return cogvideox
+    if isinstance(transformer, LTXVideoTransformer3DModel):
+        from . import ltx_video
+        return ltx_video
     raise NotImplementedError(f"zoo.diffusion.sparsify does not support {type(transformer).__name__}; "
                               f"supported transformers: {', '.join(SUPPORTED_TRANSFORMERS)}")
 
@@ -87,10 +117,10 @@ def sparsify(pipe_or_transformer, method: str = "neighborhood", kernel_size=None
     Args:
         method: ``"neighborhood"`` (the only one so far).
         kernel_size, stride, dilation: an int or one per grid axis: (frames, height, width) for
-            Wan, (rows, cols) for FLUX, in tokens after patchify.
+            Wan, HunyuanVideo, CogVideoX and LTX-Video, (rows, cols) for FLUX, in tokens after patchify.
         dense_layers: indices of attention layers kept dense (their processors are not swapped):
-            Wan's block index; FLUX's double-stream blocks 0..N-1 then single-stream blocks
-            N..N+M-1.
+            Wan's, CogVideoX's and LTX-Video's block index; FLUX's double-stream (HunyuanVideo's dual-stream)
+            blocks 0..N-1 then single-stream blocks N..N+M-1.
         dense_steps: the first ``dense_steps`` denoising steps of each pipeline call run the
             original dense processors. Steps are counted from the timesteps the transformer sees:
             a lower timestep than the last call's is the next step, an equal one the same step
