@@ -73,7 +73,13 @@ w = [q(C, 1, 5, 5) * 0.2, q(C) * 0.1, q(C, 1, 7, 7) * 0.1, q(C) * 0.1, q(C, C, 1
 for layout in (torch.contiguous_format, torch.channels_last):
     x = q(16, C, 56, 56).contiguous(memory_format=layout)
     check(f"lka B16 C64 56x56 {layout}", lambda x, *ws: ops.large_kernel_attention(x.contiguous(memory_format=layout), *ws), x, *w)
-for name in ("van_b0", "biformer_tiny"):
+g_mild = lambda *s: torch.nn.functional.logsigmoid(torch.randn(*s)) / 16   # ViG's gates: whole-chunk path
+g_sharp = lambda *s: torch.nn.functional.logsigmoid(3 * torch.randn(*s))   # 16-row sub-block path
+for gname, gate in (("vig gates", g_mild), ("sharp gates", g_sharp)):
+    check(f"gla bidirectional B8 T3136 H6 K32 V64 {gname}", lambda a, b, c, g, rg: ops.gated_linear_attention(
+        a, b, c, g, 0.1, "bidirectional", rg), q(8, 3136, 6, 32), q(8, 3136, 6, 32), q(8, 3136, 6, 64),
+        gate(8, 3136, 6, 32), gate(8, 3136, 6, 32))
+for name in ("van_b0", "biformer_tiny", "vig_tiny"):
     x = torch.randn(8, 3, 224, 224, device=dev).to(memory_format=torch.channels_last)
     m = timm.create_model(name).to(dev).eval().to(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
