@@ -355,10 +355,10 @@ def test_hunyuan_text_padding(monkeypatch):
     """Only the valid text tokens are extra keys/values: one NA call for the batch when the valid
     lengths agree, one per item when they differ. (No valid text at all makes the
     dense model itself NaN: the token refiner mean-pools over zero tokens.)"""
-    import zoo.diffusion.hunyuan_video as zoo_hy
+    import zoo.diffusion.common as zoo_common   # the processors' shared neighborhood-attention call
     calls = []
-    na = zoo_hy.neighborhood_attention
-    monkeypatch.setattr(zoo_hy, "neighborhood_attention", lambda q, *a, **k: calls.append(
+    na = zoo_common.neighborhood_attention
+    monkeypatch.setattr(zoo_common, "neighborhood_attention", lambda q, *a, **k: calls.append(
         (q.shape[0], None if k["additional_keys"] is None else k["additional_keys"].shape[1])) or na(q, *a, **k))
     mask = joint_mask(HY_GRID, (2, 3, 2), text_first=False)
     for lens, expected in [((3, 3), [(2, 3)]), ((4, 1), [(1, 4), (1, 1)])]:
@@ -441,7 +441,7 @@ def test_wan_pipeline_counts_steps(monkeypatch):
     two pipeline calls (the second call is detected by its timestep going up again)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
 
-    import zoo.diffusion.wan as zoo_wan
+    import zoo.diffusion.common as zoo_common
     torch.manual_seed(0)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
@@ -453,8 +453,8 @@ def test_wan_pipeline_counts_steps(monkeypatch):
                        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
     pipe.set_progress_bar_config(disable=True)
     shapes = []
-    na = zoo_wan.neighborhood_attention
-    monkeypatch.setattr(zoo_wan, "neighborhood_attention", lambda q, *a, **k: shapes.append(q.shape) or na(q, *a, **k))
+    na = zoo_common.neighborhood_attention
+    monkeypatch.setattr(zoo_common, "neighborhood_attention", lambda q, *a, **k: shapes.append(q.shape) or na(q, *a, **k))
     sparsify(pipe, kernel_size=(2, 2, 2), dense_steps=1)
     g = torch.Generator().manual_seed(0)
     kw = dict(prompt_embeds=torch.randn(1, 4, 32, generator=g),

@@ -21,8 +21,6 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 from diffusers.models.embeddings import apply_rotary_emb
 
-from ops import neighborhood_attention
-
 from .common import SparseProcessorBase, SparseState, bind_inputs
 
 RANK = 3
@@ -84,12 +82,8 @@ class CogVideoXNeighborhoodAttnProcessor(SparseProcessorBase):
 
         # --- the replaced attention call ---
         q, k, v = (t.transpose(1, 2) for t in (query, key, value))   # B, S, heads, D
-        o = self.options
-        video_out = neighborhood_attention(
-            q[:, n_txt:].reshape(b, *grid, h, -1), k[:, n_txt:].reshape(b, *grid, h, -1),
-            v[:, n_txt:].reshape(b, *grid, h, -1), o.kernel_size, dilation=o.dilation, stride=o.stride,
-            additional_keys=k[:, :n_txt] if n_txt else None, additional_values=v[:, :n_txt] if n_txt else None)
-        video_out = video_out.flatten(1, RANK)
+        video_out = self.grid_attention(q[:, n_txt:], k[:, n_txt:], v[:, n_txt:], grid,
+                                        k[:, :n_txt] if n_txt else None, v[:, :n_txt] if n_txt else None)
         if n_txt:
             text_out = F.scaled_dot_product_attention(query[:, :, :n_txt], key, value, dropout_p=0.0, is_causal=False)
             hidden_states = torch.cat([text_out.transpose(1, 2).to(video_out.dtype), video_out], dim=1)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ops import neighborhood_attention
+
 
 @dataclass(frozen=True)
 class NAOptions:
@@ -109,6 +111,18 @@ class SparseProcessorBase:
         o = self.options
         return (f"{type(self).__name__}(layer={self.name!r}, kernel_size={o.kernel_size}, stride={o.stride}, "
                 f"dilation={o.dilation})")
+
+    def grid_attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, grid: tuple[int, ...],
+                       extra_keys: torch.Tensor | None = None,
+                       extra_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Neighborhood attention of grid tokens [B, N, heads, D] (row-major over ``grid``), with
+        optional tokens every query also attends [B, M, heads, D]; returns [B, N, heads, D]."""
+        b, h, o = query.shape[0], query.shape[2], self.options
+        out = neighborhood_attention(
+            query.reshape(b, *grid, h, -1), key.reshape(b, *grid, h, -1), value.reshape(b, *grid, h, -1),
+            o.kernel_size, dilation=o.dilation, stride=o.stride,
+            additional_keys=extra_keys, additional_values=extra_values)
+        return out.flatten(1, len(grid))
 
     def sparse_grid(self, n_tokens: int, attention_mask) -> tuple[int, ...]:
         """The grid of the current call, checked against the tokens and the window."""

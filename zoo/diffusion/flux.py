@@ -14,8 +14,6 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
-from ops import neighborhood_attention
-
 from .common import SparseProcessorBase, SparseState, bind_inputs
 
 RANK = 2
@@ -110,12 +108,8 @@ class FluxNeighborhoodAttnProcessor(SparseProcessorBase):
         n_txt = encoder_hidden_states.shape[1] if encoder_hidden_states is not None else self.state.text_len
         b, s, h, _ = query.shape
         grid = self.sparse_grid(s - n_txt, attention_mask)
-        o = self.options
-        image_out = neighborhood_attention(
-            query[:, n_txt:].reshape(b, *grid, h, -1), key[:, n_txt:].reshape(b, *grid, h, -1),
-            value[:, n_txt:].reshape(b, *grid, h, -1), o.kernel_size, dilation=o.dilation, stride=o.stride,
-            additional_keys=key[:, :n_txt] if n_txt else None, additional_values=value[:, :n_txt] if n_txt else None)
-        image_out = image_out.flatten(1, RANK)
+        image_out = self.grid_attention(query[:, n_txt:], key[:, n_txt:], value[:, n_txt:], grid,
+                                        key[:, :n_txt] if n_txt else None, value[:, :n_txt] if n_txt else None)
         if n_txt:
             text_out = dispatch_attention_fn(query[:, :n_txt], key, value, attn_mask=None,
                                              backend=self._attention_backend, parallel_config=None)

@@ -26,8 +26,6 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
 
-from ops import neighborhood_attention
-
 from .common import SparseProcessorBase, SparseState, bind_inputs
 
 RANK = 3
@@ -138,18 +136,12 @@ class HunyuanVideoNeighborhoodAttnProcessor(SparseProcessorBase):
         n_vid = s - n_txt
         grid = self.sparse_grid(n_vid, None)
         lengths = _valid_text_lengths(self.state, self.name, attention_mask, b, n_vid, n_txt)
-        o = self.options
 
         def video_attention(items: slice, n_valid: int) -> torch.Tensor:
             q, k, v = query[items], key[items], value[items]
-            m = q.shape[0]
             extra_k = k[:, n_vid:n_vid + n_valid] if n_valid else None
             extra_v = v[:, n_vid:n_vid + n_valid] if n_valid else None
-            out = neighborhood_attention(
-                q[:, :n_vid].reshape(m, *grid, h, -1), k[:, :n_vid].reshape(m, *grid, h, -1),
-                v[:, :n_vid].reshape(m, *grid, h, -1), o.kernel_size, dilation=o.dilation, stride=o.stride,
-                additional_keys=extra_k, additional_values=extra_v)
-            return out.flatten(1, RANK)
+            return self.grid_attention(q[:, :n_vid], k[:, :n_vid], v[:, :n_vid], grid, extra_k, extra_v)
 
         if lengths is None or len(set(lengths)) == 1:
             video_out = video_attention(slice(None), n_txt if lengths is None else lengths[0])

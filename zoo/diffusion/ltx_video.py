@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_ltx import LTXVideoAttnProcessor, apply_rotary_emb
 
-from ops import neighborhood_attention
-
 from .common import SparseProcessorBase, SparseState, bind_inputs
 
 RANK = 3
@@ -60,12 +58,8 @@ class LTXVideoNeighborhoodAttnProcessor(SparseProcessorBase):
             query = apply_rotary_emb(query, image_rotary_emb)
             key = apply_rotary_emb(key, image_rotary_emb)
 
-        b, h = query.shape[0], attn.heads
-        o = self.options
-        hidden_states = neighborhood_attention(
-            query.reshape(b, *grid, h, -1), key.reshape(b, *grid, h, -1), value.reshape(b, *grid, h, -1),
-            o.kernel_size, dilation=o.dilation, stride=o.stride)
-        hidden_states = hidden_states.flatten(1, RANK).flatten(2, 3)
+        query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
+        hidden_states = self.grid_attention(query, key, value, grid).flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
 
         hidden_states = attn.to_out[0](hidden_states)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_qkv_projections
 
-from ops import neighborhood_attention
-
 from .common import SparseProcessorBase, SparseState, bind_inputs
 
 RANK = 3
@@ -68,12 +66,7 @@ class WanNeighborhoodAttnProcessor(SparseProcessorBase):
             query = _apply_rotary_emb(query, *rotary_emb)
             key = _apply_rotary_emb(key, *rotary_emb)
 
-        b, _, h, _ = query.shape
-        o = self.options
-        hidden_states = neighborhood_attention(
-            query.reshape(b, *grid, h, -1), key.reshape(b, *grid, h, -1), value.reshape(b, *grid, h, -1),
-            o.kernel_size, dilation=o.dilation, stride=o.stride)
-        hidden_states = hidden_states.flatten(1, RANK).flatten(2, 3)
+        hidden_states = self.grid_attention(query, key, value, grid).flatten(2, 3)
         hidden_states = hidden_states.type_as(query)
 
         hidden_states = attn.to_out[0](hidden_states)
