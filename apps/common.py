@@ -48,11 +48,9 @@ def resolve_device(device: str | None) -> torch.device:
 
 def check_model_name(name: str) -> None:
     """Raise :class:`AppError` naming close matches when ``name`` is no timm/zoo model."""
-    import importlib
-
     import timm
 
-    importlib.import_module("zoo")   # registers the zoo's models with timm
+    import zoo  # noqa: F401  (registers the zoo's models with timm)
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5)
