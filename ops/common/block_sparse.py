@@ -31,11 +31,12 @@ import triton
 import triton.language as tl
 
 from .args import check_span
+from .block_index import PAD
 from .dispatch import dot_precision, interpret_mode, tune_configs
 from .lse_delta import load_lse_delta, store_lse_delta
 from .tuning import BoundLaunch, Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
 
-__all__ = ["backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
+__all__ = ["PAD", "backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
            "forward_launch"]
 
 LOG2E = 1.4426950408889634
@@ -53,6 +54,22 @@ def _token_offsets(tile, t, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W:
 
 
 @triton.jit
+def _in_width(tile, t, TILES_X: tl.constexpr, TILE_W: tl.constexpr, x_len):
+    """Whether token ``t`` of ``tile`` lies inside the map's ``x_len`` columns: with RAGGED the
+    last tile column overhangs the map (a sequence that is no multiple of the tile)."""
+    return (tile % TILES_X) * TILE_W + t % TILE_W < x_len
+
+
+@triton.jit
+def _list_length(row, NK: tl.constexpr, NK_P2: tl.constexpr):
+    """Entries of one query tile's KV list before its padding (VARLEN: lists of different lengths
+    share one [NQ, NK] table, padded at the end with PAD = 2**31 - 1)."""
+    slot = tl.arange(0, NK_P2)
+    kv = tl.load(row + slot, mask=slot < NK, other=2147483647)
+    return tl.sum((kv != 2147483647).to(tl.int32), 0)
+
+
+@triton.jit
 def _rows_ptr(base, tile, t, ch, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, s_y, s_x, s_c):
     """Pointers [rows, D] to channels ``ch`` of token ``t`` of tile ``tile`` (per row) in one
     batch item's [Y, X, C] map at ``base``."""
@@ -60,11 +77,32 @@ def _rows_ptr(base, tile, t, ch, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TI
 
 
 def _stream_configs(name: str) -> list:
-    """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV)."""
+    """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV). The
+    first list serves fixed blocks of up to 64 rows (BiFormer's tiles); 128-row fixed blocks
+    (block-sparse and radial attention's 128-token tiles) get the 8-warp list, see
+    :func:`_prune_for_fixed_block`."""
     if interpret_mode():  # one small config: autotuning under the interpreter only costs time
         return [triton.Config({name: 16}, num_warps=4, num_stages=1)]
-    return tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
-                         [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]])
+    narrow = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
+                           [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]])
+    wide = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
+                         [(32, 8, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2)]])
+    _WIDE_CONFIGS.update(map(id, wide))
+    return narrow + wide
+
+
+_WIDE_CONFIGS: set[int] = set()   # ids of the candidates made for 128-row fixed blocks
+
+
+def _prune_for_fixed_block(fixed: str):
+    """``early_config_prune`` keeping the candidates made for the fixed block's size (named
+    ``fixed``): the 8-warp list for 128 rows, the original list below (so BiFormer's tuning is
+    what it was). Under the interpreter there is only one candidate."""
+    def prune(configs, named_args, **kwargs):
+        want_wide = kwargs.get(fixed, 0) >= 128
+        kept = [c for c in configs if (id(c) in _WIDE_CONFIGS) == want_wide]
+        return kept or configs
+    return prune
 
 
 _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
@@ -74,7 +112,7 @@ _TUNE_KEY = ["T", "NK", "HEAD_DIM", "PRECISION", "BLOCK_M"]
 def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T: tl.constexpr, NK: tl.constexpr, ch, d_valid,
                     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
                     sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr,
-                    PACKED: tl.constexpr):
+                    PACKED: tl.constexpr, RAGGED: tl.constexpr, x_len):
     """Keys/values [BLOCK_N, D] of streamed positions start.. of a query-tile group's routed lists
     (concatenated): position n is token n % T of entry e = n // T, the KV tile listed in slot
     e % NK of the group's query tile e // NK (its owner), read in place (no gathered copy).
@@ -89,6 +127,8 @@ def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T: tl.constexpr, NK: t
         owner = 0
         kv_tile = tl.load(idx_base + entry, mask=n_valid, other=0)
     t = offs_n % T
+    if RAGGED:
+        n_valid = n_valid & _in_width(kv_tile, t, TILES_X, TILE_W, x_len)
     kv_mask = n_valid[:, None] & d_valid[None, :]
     k = tl.load(_rows_ptr(K, kv_tile, t, ch, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c), mask=kv_mask, other=0.0)
     v = tl.load(_rows_ptr(V, kv_tile, t, ch, TILES_X, TILE_H, TILE_W, sv_y, sv_x, sv_c), mask=kv_mask, other=0.0)
@@ -136,21 +176,24 @@ def _program(n_per_head, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
     return pid, b, bh % H
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
+@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_M")})
 @triton.jit
 def _bs_fwd_kernel(
     Q, K, V, O, LSE, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, NQ, q_split, group, qk_scale,
+    H, NQ, q_split, group, qk_scale, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, WIDE: tl.constexpr,
-    FLAT: tl.constexpr,
+    FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
 ):
     pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H, WIDE, FLAT)
 
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
+    if RAGGED:
+        m_valid = m_valid & _in_width(tile, offs_m, TILES_X, TILE_W, x_len)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -163,12 +206,15 @@ def _bs_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     idx_base = IDX + b * si_b + tile0 * si_q
+    if VARLEN:   # one query tile per program (the host never packs variable-length lists)
+        n_total = _list_length(idx_base, NK, NK_P2) * T
+    else:
+        n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
                                                ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED, RAGGED, x_len)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
         if PACKED:
             s = tl.where(n_valid[None, :] & (owner[None, :] == member[:, None]), s, float("-inf"))
@@ -185,11 +231,17 @@ def _bs_fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
 
+    if VARLEN:   # an empty list: output 0 and LSE -inf, as FlexAttention gives
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        lse2 = tl.where(l_i > 0, m_i + tl.log2(l_safe), float("-inf"))
+        l_i = l_safe
+    else:
+        lse2 = m_i + tl.log2(l_i)
     acc = acc / l_i[:, None]
     tl.store(_rows_ptr(O + b * so_b, tile, offs_m, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
              acc.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
     l_off = _token_offsets(tile, offs_m, TILES_X, TILE_H, TILE_W, sl_y, sl_x)
-    tl.store(LSE + b * sl_b + l_off + h * sl_h, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_valid)
+    tl.store(LSE + b * sl_b + l_off + h * sl_h, lse2 * 0.6931471805599453, mask=m_valid)
 
 
 @triton.jit
@@ -197,15 +249,18 @@ def _dq_program(
     pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    NQ, split, group, sm_scale,
+    NQ, split, group, sm_scale, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, VARLEN: tl.constexpr,
+    RAGGED: tl.constexpr, NK_P2: tl.constexpr,
 ):
     """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
     BLOCK_N at a time, as in the forward; stores (log2 LSE, rowsum(dO * O)) pairs to LD for the
     dK/dV kernel."""
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, split, group, NQ, T, BLOCK_M, PACKED)
+    if RAGGED:
+        m_valid = m_valid & _in_width(tile, offs_m, TILES_X, TILE_W, x_len)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -228,12 +283,15 @@ def _dq_program(
 
     qk_scale = sm_scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     idx_base = IDX + b * si_b + tile0 * si_q
+    if VARLEN:
+        n_total = _list_length(idx_base, NK, NK_P2) * T
+    else:
+        n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
     for start in range(0, n_total, BLOCK_N):
         k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
                                                ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED)
+                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED, RAGGED, x_len)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
         if PACKED:
@@ -282,17 +340,18 @@ def _inverse_lists(IDX, SRC, PTR, si_q, tile, NE, NK, n_tiles, CHUNK: tl.constex
             tl.store(PTR + n_tiles, end)
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY)
+@triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_M")})
 @triton.jit
 def _bs_bwd_dq_kernel(
     Q, K, V, O, DO, DQ, LSE, WS, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
-    H, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off,
+    H, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
-    WIDE: tl.constexpr, FLAT: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
 ):
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
@@ -305,30 +364,34 @@ def _bs_bwd_dq_kernel(
         _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
-                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group, sm_scale,
-                    TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED)
+                    sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group, sm_scale, x_len,
+                    TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED,
+                    VARLEN, RAGGED, NK_P2)
     else:
         _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
                        (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
 
 
-@triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"])
+@triton.autotune(configs=_stream_configs("BLOCK_M"), key=["T", "HEAD_DIM", "PRECISION", "BLOCK_N"],
+                 prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_N")})
 @triton.jit
 def _bs_bwd_dkv_kernel(
     Q, K, V, DO, DK, DV, WS,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
     sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
-    H, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off,
+    H, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
-    WIDE: tl.constexpr, FLAT: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr, RAGGED: tl.constexpr,
 ):
     LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H, WIDE, FLAT)
 
     tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
+    if RAGGED:
+        n_valid = n_valid & _in_width(tile, offs_n, TILES_X, TILE_W, x_len)
     offs_d = tl.arange(0, BLOCK_D)
     d_valid = offs_d < HEAD_DIM
     ch = h * HEAD_DIM + offs_d
@@ -362,6 +425,8 @@ def _bs_bwd_dkv_kernel(
         entry = begin + offs_m // T
         q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
         t = offs_m % T
+        if RAGGED:
+            m_valid = m_valid & _in_width(q_tile, t, TILES_X, TILE_W, x_len)
         qmask = m_valid[:, None] & d_valid[None, :]
         l_off = _token_offsets(q_tile, t, TILES_X, TILE_H, TILE_W, sl_y, sl_x) + l_bh
         q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
@@ -395,10 +460,16 @@ _bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
 _bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
 
 
-def _tile_block(tokens: int) -> tuple[int, int, int]:
+MAX_FIXED_ROWS = {"forward": 128, "dq": 128, "dkv": 128}   # fixed-side block cap per kernel (probe)
+
+
+def _tile_block(tokens: int, kernel: str = "forward") -> tuple[int, int, int]:
     """Rows of the fixed-side block (>= 16 for tl.dot), the programs per tile (a big tile is
-    chunked) and the tiles per program (small tiles are packed): (block, split, group)."""
-    block = 16 if interpret_mode() else min(64, max(16, next_power_of_2(tokens)))
+    chunked) and the tiles per program (small tiles are packed): (block, split, group). Tiles of
+    up to 64 tokens (BiFormer's) take at most 64 rows; 128-token tiles take one 128-row block
+    (``MAX_FIXED_ROWS`` caps it per kernel)."""
+    cap = 64 if tokens <= 64 else MAX_FIXED_ROWS[kernel]
+    block = 16 if interpret_mode() else min(cap, max(16, next_power_of_2(tokens)))
     if tokens > block // 2:
         return block, cdiv(tokens, block), 1
     return block, 1, block // tokens
@@ -415,10 +486,18 @@ def _meta(head_dim: int, dtype: torch.dtype, group: int) -> dict:
 
 
 def _geometry(X: int, tile: tuple[int, int], nk: int | None = None) -> dict:
-    """The kernels' constexpr tile grid: tiles per row, tile height and width, tokens per tile, and
-    the routed tiles per query tile (NK; the dK/dV kernel, which reads the inverse lists, has none)."""
+    """The kernels' constexpr tile grid: tiles per row (the last may overhang the map: RAGGED),
+    tile height and width, tokens per tile, and the routed tiles per query tile (NK; the dK/dV
+    kernel, which reads the inverse lists, has none)."""
     th, tw = tile
-    return dict(TILES_X=X // tw, TILE_H=th, TILE_W=tw, T=th * tw, **({} if nk is None else {"NK": nk}))
+    return dict(TILES_X=cdiv(X, tw), TILE_H=th, TILE_W=tw, T=th * tw, RAGGED=X % tw != 0,
+                **({} if nk is None else {"NK": nk}))
+
+
+def _lists(nk: int, varlen: bool) -> dict:
+    """Meta-parameters of the kernels that read the KV lists: padded lists (VARLEN) and the
+    power of two their length is loaded in."""
+    return dict(VARLEN=varlen, NK_P2=max(2, next_power_of_2(nk)))
 
 
 def _int32(index: torch.Tensor) -> torch.Tensor:
@@ -428,7 +507,7 @@ def _int32(index: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=256)
 def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                    num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[int, ...],
-                   align: tuple[int, ...]) -> BoundLaunch:
+                   align: tuple[int, ...], varlen: bool = False) -> BoundLaunch:
     """The forward's launch for one problem, bound once (routed attention runs per block of a
     model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx): q/k/v
     in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each, idx 2)
@@ -437,23 +516,23 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
         check_span(name, (B, Y, X, C), strides[4 * j:4 * j + 4])
     th, tw = tile
     T = th * tw
-    bm, q_split, group = _tile_block(T)
+    bm, q_split, group = _tile_block(T, "forward")
     grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
-    args = (num_heads, nq, q_split, group, scale * LOG2E)
+    args = (num_heads, nq, q_split, group, scale * LOG2E, X)
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
                         ((B, nq, nk), (*strides[20:22], 1)))
     meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_geometry(X, tile, nk),
-                **_meta(C // num_heads, dtype, group))
+                **_meta(C // num_heads, dtype, group), **_lists(nk, varlen))
     # the site holds what Triton specializes on; the scale, a float, is not
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, bm)
     return _bs_fwd.bind(site, grid, (*strides, *args), meta)
 
 
 @functools.lru_cache(maxsize=256)
 def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                       num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
-                      align: tuple[int, ...]) -> tuple[BoundLaunch, BoundLaunch, int]:
+                      align: tuple[int, ...], varlen: bool = False) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
@@ -465,14 +544,15 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         check_span(name, (B, Y, X, C), st)
     th, tw = tile
     T = th * tw
-    n_tiles = (Y // th) * (X // tw)
+    n_tiles = (Y // th) * cdiv(X, tw)
     ne = nq * nk
     n_delta = B * Y * X * num_heads
-    block, split, group = _tile_block(T)
+    block, split, group = _tile_block(T, "dq")
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, block,
+            _tile_block(T, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
@@ -480,16 +560,17 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     dq = _bs_bwd_dq.bind(
         site, grid,
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, nq, n_tiles, split,
-         group, dq_programs, scale, 2 * n_delta, B * ne),
+         group, dq_programs, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1,
-             **_geometry(X, tile, nk), **common))
+             **_geometry(X, tile, nk), **_lists(nk, varlen), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
+    block, split, group = _tile_block(T, "dkv")
     grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
     dkv = _bs_bwd_dkv.bind(
         site, grid,
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, n_tiles, split, group,
-         scale, 2 * n_delta, B * ne),
+         scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1,
              **_geometry(X, tile), **common))
     # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
@@ -499,12 +580,17 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
 def block_sparse_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int],
     num_heads: int, scale: float, out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
+    varlen: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward of tile-sparse attention.
 
     Args:
-        q, k, v: [B, Y, X, C] (any strides), C = num_heads * head_dim, Y/X multiples of ``tile``.
-        kv_index: [B, NQ, NK] integer KV tile ids per query tile (NQ = number of tiles).
+        q, k, v: [B, Y, X, C] (any strides), C = num_heads * head_dim, Y a multiple of
+            ``tile_h``; X a multiple of ``tile_w``, or Y = tile_h = 1 (a sequence whose last tile
+            overhangs it: its missing tokens are neither queries nor keys).
+        kv_index: [B, NQ, NK] integer KV tile ids per query tile (NQ = number of tiles). With
+            ``varlen`` a list may end early: its remaining entries hold ``PAD``; an empty list
+            gives output 0 and LSE -inf.
         tile: (tile_h, tile_w). scale: softmax scale.
         out / lse: optional preallocated [B, Y, X, C] / [B, Y, X, H] float32 buffers.
     Returns:
@@ -520,7 +606,7 @@ def block_sparse_attention_forward(
     tensors = (q, k, v, out, lse, idx)
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), *idx.stride()[:2])
     forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-                   alignment(*tensors))(*tensors)
+                   alignment(*tensors), varlen)(*tensors)
     return out, lse
 
 
@@ -528,6 +614,7 @@ def block_sparse_attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int], num_heads: int, scale: float,
     dq: torch.Tensor | None = None, dk: torch.Tensor | None = None, dv: torch.Tensor | None = None,
+    varlen: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
     B, Y, X, C = q.shape
@@ -540,7 +627,7 @@ def block_sparse_attention_backward(
     strides = tuple(t.stride() for t in (q, k, v, out, grad_out, dq, dk, dv, lse)) + (idx.stride()[:2],)
     dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx))
+        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx), varlen)
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
     dq_launch(q, k, v, out, grad_out, dq, lse, ws, idx)
     dkv_launch(q, k, v, grad_out, dk, dv, ws)

@@ -1,0 +1,43 @@
+"""Plain-PyTorch block-sparse attention: the CPU path and the tests' oracle."""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["block_sparse_attention_reference", "token_mask"]
+
+_ROWS = 2048   # query tokens per step: bounds the [B, H, rows, N] score tensor
+
+
+def token_mask(block_mask: torch.Tensor, block_size: int, n_tokens: int) -> torch.Tensor:
+    """[..., NQB, NKB] block mask -> [..., N, N] token mask (the last block cut at ``n_tokens``)."""
+    m = block_mask.repeat_interleave(block_size, -2).repeat_interleave(block_size, -1)
+    return m[..., :n_tokens, :n_tokens]
+
+
+def block_sparse_attention_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                     block_mask: torch.Tensor, block_size: int, scale: float
+                                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of each query block to the key blocks its row of ``block_mask`` selects.
+
+    Args:
+        query, key, value: [B, N, H, D]. block_mask: bool [B or 1, NB, NB], NB = ceil(N / block_size).
+    Returns:
+        out [B, N, H, D] (0 for a query whose row selects nothing) and the natural-log LSE
+        [B, N, H] (-inf there), float32 (float64 for float64 inputs). Differentiable.
+    """
+    B, N, H, D = query.shape
+    lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    q, k, v = (t.transpose(1, 2).to(lse_dtype) for t in (query, key, value))    # [B, H, N, D]
+    cols = torch.arange(N, device=query.device) // block_size
+    outs, lses = [], []
+    for r0 in range(0, N, _ROWS):
+        rows = torch.arange(r0, min(N, r0 + _ROWS), device=query.device) // block_size
+        allowed = block_mask[:, rows][:, :, cols]                               # [B|1, rows, N]
+        s = (q[:, :, r0:r0 + _ROWS] @ k.transpose(-1, -2)) * scale
+        s = s.masked_fill(~allowed[:, None], float("-inf"))
+        empty = ~allowed.any(-1)[:, None, :, None]                              # rows selecting nothing
+        lse = torch.logsumexp(s.masked_fill(empty, 0.0), -1, keepdim=True)      # finite: no NaN gradient
+        outs.append(torch.exp(s - lse) @ v)                                     # 0 on empty rows
+        lses.append(lse.masked_fill(empty, float("-inf"))[..., 0])
+    out = torch.cat(outs, 2).transpose(1, 2).to(query.dtype)
+    return out, torch.cat(lses, 2).transpose(1, 2)
