@@ -506,3 +506,56 @@ def test_errors():
         _valid_text_lengths(SparseState(0), "x", keep, 1, n_vid, N_TEXT)
     with pytest.raises(NotImplementedError, match="boolean key mask"):
         _valid_text_lengths(SparseState(0), "x", keep.float(), 1, n_vid, N_TEXT)
+
+
+# ---------------------------------------------------------------- 6. radial attention
+RADIAL_GRID = (6, 3, 4)   # frames, rows, cols after patchify: 12 tokens a frame, 72 in all; blocks of 16
+GRID_NAMES = {"wan": "WAN_GRID", "hunyuan": "HY_GRID", "cogvideox": "COG_GRID", "ltx": "LTX_GRID"}
+
+
+@pytest.mark.parametrize("name", list(GRID_NAMES))
+def test_radial_matches_masked_reference(name, monkeypatch):
+    """method="radial": video queries see the radial token mask (block mask at 16-token blocks)
+    over the video tokens plus every text token; text queries stay dense."""
+    from ops.block_sparse import token_mask
+    from ops.radial import radial_block_mask
+
+    monkeypatch.setitem(globals(), GRID_NAMES[name], RADIAL_GRID)
+    build, inputs = MODELS[name][0], one_item_inputs(name)
+    model = build()
+    dense = run(model, inputs())
+    sparsify(model, method="radial", decay_factor=1.0, block_size=16)
+    out = run(model, inputs())
+    f, n = RADIAL_GRID[0], RADIAL_GRID[0] * RADIAL_GRID[1] * RADIAL_GRID[2]
+    text = 0 if name in ("wan", "ltx") else N_TEXT
+    video = token_mask(radial_block_mask(f, n // f, 16, 1.0, "wan" if name == "wan" else "hunyuan", text), 16,
+                       n + text)[:n, :n]
+    assert not video.all() and video.any(1).all()
+    if text:
+        mask = torch.ones(text + n, text + n, dtype=torch.bool)
+        vis = slice(text, None) if name in TEXT_FIRST else slice(0, n)
+        mask[vis, vis] = video
+    else:
+        mask = video
+    assert (out - dense).abs().max() > 1e-3, "the radial mask should change the output"
+    torch.testing.assert_close(out, run(masked_reference(name, mask), inputs()), atol=1e-5, rtol=1e-5)
+    if name == "wan":
+        assert "method='radial'" in repr(model.attn_processors["blocks.0.attn1.processor"])
+
+
+def test_radial_errors_and_dense_steps():
+    model = tiny_wan()
+    with pytest.raises(ValueError, match="takes no kernel_size"):
+        sparsify(model, method="radial", kernel_size=3)
+    with pytest.raises(ValueError, match="decay_factor"):
+        sparsify(model, method="radial", decay_factor=0)
+    with pytest.raises(ValueError, match="radial_model"):
+        sparsify(model, method="radial", radial_model="cog")
+    with pytest.raises(ValueError, match="block_size"):
+        sparsify(model, method="radial", block_size=8)
+    with pytest.raises(ValueError, match="video transformer"):
+        sparsify(tiny_flux(), method="radial")
+    assert not is_sparsified(model)
+    dense = run(model, wan_inputs(900.0))
+    sparsify(model, method="radial", block_size=16, dense_steps=1)
+    assert torch.equal(run(model, wan_inputs(900.0)), dense)          # step 0: the original processors

@@ -5,7 +5,13 @@
     video = pipe(prompt, ...).frames
     unsparsify(pipe)            # the original processor objects are back
 
-Supported transformers (``method="neighborhood"``, NATTEN semantics, ``ops.neighborhood_attention``):
+Two methods: ``"neighborhood"`` (NATTEN semantics, ``ops.neighborhood_attention``; windows per
+grid axis) and ``"radial"`` (Radial Attention, ``ops.radial_attention``: frame-distance decayed
+bands on 128-token blocks over the frame-major token sequence, the video transformers only):
+
+    sparsify(pipe, method="radial", decay_factor=0.2, dense_layers=[0], dense_steps=12)
+
+Supported transformers:
 
 - ``WanTransformer3DModel`` (Wan 2.1 / 2.2): every block's ``attn1`` (video self-attention)
   runs 3-D neighborhood attention over the patchified grid (frames // p_t, height // p_h,
@@ -52,11 +58,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .common import NAOptions, SparseProcessorBase, SparseState, per_axis
+from .common import NAOptions, RadialOptions, SparseProcessorBase, SparseState, per_axis
 
 __all__ = ["METHODS", "SUPPORTED_TRANSFORMERS", "sparsify", "unsparsify", "is_sparsified", "reset_steps"]
 
-METHODS = ("neighborhood",)
+METHODS = ("neighborhood", "radial")
 SUPPORTED_TRANSFORMERS = ("WanTransformer3DModel", "FluxTransformer2DModel", "HunyuanVideoTransformer3DModel",
                           "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel")
 _ATTR = "_foveal_sparsity"
@@ -65,7 +71,7 @@ _ATTR = "_foveal_sparsity"
 @dataclass
 class _Record:
     method: str
-    options: NAOptions
+    options: NAOptions | RadialOptions
     state: SparseState
     hook: torch.utils.hooks.RemovableHandle
 
@@ -110,14 +116,20 @@ def _original(processor):
 
 
 def sparsify(pipe_or_transformer, method: str = "neighborhood", kernel_size=None, stride=1, dilation=1,
-             dense_layers: Iterable[int] = (), dense_steps: int = 0):
+             dense_layers: Iterable[int] = (), dense_steps: int = 0, decay_factor: float = 1.0,
+             radial_model: str | None = None, block_size: int = 128):
     """Swap the self-attention processors of a pipeline's transformer (or of the transformer
     itself) for sparse ones; returns the same object.
 
     Args:
-        method: ``"neighborhood"`` (the only one so far).
-        kernel_size, stride, dilation: an int or one per grid axis: (frames, height, width) for
-            Wan, HunyuanVideo, CogVideoX and LTX-Video, (rows, cols) for FLUX, in tokens after patchify.
+        method: ``"neighborhood"`` or ``"radial"``.
+        kernel_size, stride, dilation: (neighborhood) an int or one per grid axis: (frames, height,
+            width) for Wan, HunyuanVideo, CogVideoX and LTX-Video, (rows, cols) for FLUX, in tokens
+            after patchify.
+        decay_factor, radial_model, block_size: (radial) the window decay (the release's scripts:
+            0.2 for Wan2.1-14B, 0.95 for HunyuanVideo), the adjacent-frame rule ("wan": half a
+            frame, "hunyuan": the whole frame; default "wan" for Wan, "hunyuan" for the others)
+            and the mask's block size. Text tokens of joint attention are attended densely.
         dense_layers: indices of attention layers kept dense (their processors are not swapped):
             Wan's, CogVideoX's and LTX-Video's block index; FLUX's double-stream (HunyuanVideo's dual-stream)
             blocks 0..N-1 then single-stream blocks N..N+M-1.
@@ -132,8 +144,19 @@ def sparsify(pipe_or_transformer, method: str = "neighborhood", kernel_size=None
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; supported: {', '.join(METHODS)}")
-    if kernel_size is None:
+    if method == "neighborhood" and kernel_size is None:
         raise ValueError("method='neighborhood' needs kernel_size (an int or one per grid axis)")
+    if method == "radial":
+        from ops.radial import MODELS
+        if kernel_size is not None:
+            raise ValueError("method='radial' takes no kernel_size (its windows follow the frame distance); "
+                             "use decay_factor")
+        if isinstance(decay_factor, bool) or not isinstance(decay_factor, (int, float)) or not decay_factor > 0:
+            raise ValueError(f"decay_factor must be a positive number, got {decay_factor!r}")
+        if radial_model is not None and radial_model not in MODELS:
+            raise ValueError(f"radial_model must be one of {MODELS} or None, got {radial_model!r}")
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16:
+            raise ValueError(f"block_size must be an int >= 16, got {block_size!r}")
     if not isinstance(dense_steps, int) or isinstance(dense_steps, bool) or dense_steps < 0:
         raise ValueError(f"dense_steps must be a non-negative int, got {dense_steps!r}")
     dense = set()
@@ -147,11 +170,18 @@ def sparsify(pipe_or_transformer, method: str = "neighborhood", kernel_size=None
     for transformer in transformers:
         family = _family(transformer)
         rank = family.RANK
-        options = NAOptions(per_axis(kernel_size, rank, "kernel_size"), per_axis(stride, rank, "stride"),
-                            per_axis(dilation, rank, "dilation"))
-        for axis, (k, s) in enumerate(zip(options.kernel_size, options.stride)):
-            if s > k:
-                raise ValueError(f"stride ({s}) must be <= kernel_size ({k}) on axis {axis}")
+        if method == "radial":
+            if rank != 3:
+                raise ValueError(f"method='radial' needs a video transformer (frames, height, width); "
+                                 f"{type(transformer).__name__} attends a {rank}-D grid")
+            model = radial_model or ("wan" if family.__name__.endswith(".wan") else "hunyuan")
+            options = RadialOptions(float(decay_factor), model, block_size)
+        else:
+            options = NAOptions(per_axis(kernel_size, rank, "kernel_size"), per_axis(stride, rank, "stride"),
+                                per_axis(dilation, rank, "dilation"))
+            for axis, (k, s) in enumerate(zip(options.kernel_size, options.stride)):
+                if s > k:
+                    raise ValueError(f"stride ({s}) must be <= kernel_size ({k}) on axis {axis}")
         layers = family.layers(transformer)
         bad = sorted(i for i in dense if not 0 <= i < len(layers))
         if bad:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ops import neighborhood_attention
+from ops import neighborhood_attention, radial_attention
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,15 @@ class NAOptions:
     kernel_size: tuple[int, ...]
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RadialOptions:
+    """Radial attention's options (``ops.radial_attention``): the window decay, the rule for
+    adjacent frames ("wan": half a frame, "hunyuan": the whole frame) and the mask's block."""
+    decay_factor: float
+    model: str
+    block_size: int = 128
 
 
 def per_axis(value, rank: int, name: str) -> tuple[int, ...]:
@@ -85,7 +94,7 @@ class SparseProcessorBase:
     survives ``unsparsify``.
     """
 
-    def __init__(self, original, name: str, options: NAOptions, state: SparseState):
+    def __init__(self, original, name: str, options: NAOptions | RadialOptions, state: SparseState):
         self.original = original
         self.name = name
         self.options = options
@@ -109,15 +118,27 @@ class SparseProcessorBase:
 
     def __repr__(self) -> str:
         o = self.options
+        if isinstance(o, RadialOptions):
+            return (f"{type(self).__name__}(layer={self.name!r}, method='radial', decay_factor={o.decay_factor}, "
+                    f"model={o.model!r}, block_size={o.block_size})")
         return (f"{type(self).__name__}(layer={self.name!r}, kernel_size={o.kernel_size}, stride={o.stride}, "
                 f"dilation={o.dilation})")
 
     def grid_attention(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, grid: tuple[int, ...],
                        extra_keys: torch.Tensor | None = None,
                        extra_values: torch.Tensor | None = None) -> torch.Tensor:
-        """Neighborhood attention of grid tokens [B, N, heads, D] (row-major over ``grid``), with
-        optional tokens every query also attends [B, M, heads, D]; returns [B, N, heads, D]."""
+        """Sparse attention of grid tokens [B, N, heads, D] (row-major over ``grid``), with
+        optional tokens every query also attends [B, M, heads, D]; returns [B, N, heads, D].
+        Neighborhood attention, or radial attention over the grid's frames (its first axis)."""
         b, h, o = query.shape[0], query.shape[2], self.options
+        if isinstance(o, RadialOptions):
+            n, m = query.shape[1], 0 if extra_keys is None else extra_keys.shape[1]
+            if m:   # the extra tokens join the sequence as radial attention's dense text tokens
+                query, key, value = (torch.cat(pair, 1) for pair in ((query, extra_keys), (key, extra_keys),
+                                                                     (value, extra_values)))
+            out = radial_attention(query, key, value, grid[0], o.decay_factor, o.model, text_tokens=m,
+                                   block_size=o.block_size)
+            return out[:, :n] if m else out
         out = neighborhood_attention(
             query.reshape(b, *grid, h, -1), key.reshape(b, *grid, h, -1), value.reshape(b, *grid, h, -1),
             o.kernel_size, dilation=o.dilation, stride=o.stride,
@@ -131,16 +152,16 @@ class SparseProcessorBase:
             raise RuntimeError(f"{self.name}: no token grid recorded; call the transformer itself "
                                "(its forward pre-hook records the grid) rather than the attention module")
         if self._parallel_config is not None:
-            raise NotImplementedError(f"{self.name}: neighborhood attention does not support context parallelism")
+            raise NotImplementedError(f"{self.name}: sparse attention does not support context parallelism")
         if attention_mask is not None:
-            raise NotImplementedError(f"{self.name}: neighborhood attention does not take an attention_mask")
+            raise NotImplementedError(f"{self.name}: sparse attention does not take an attention_mask")
         count = 1
         for g in grid:
             count *= g
         if count != n_tokens:
             raise ValueError(f"{self.name}: {n_tokens} tokens do not form the grid {grid}")
         o = self.options
-        if any(k * d > g for k, d, g in zip(o.kernel_size, o.dilation, grid)):
+        if isinstance(o, NAOptions) and any(k * d > g for k, d, g in zip(o.kernel_size, o.dilation, grid)):
             raise ValueError(f"{self.name}: kernel_size {o.kernel_size} (dilation {o.dilation}) exceeds the token "
                              f"grid {grid}; use a window of at most the grid on every axis")
         return grid
