@@ -86,7 +86,7 @@ def _stream_configs(name: str) -> list:
     narrow = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
                            [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]])
     wide = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
-                         [(32, 8, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2)]])
+                         [(32, 8, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2), (128, 8, 3)]])
     _WIDE_CONFIGS.update(map(id, wide))
     return narrow + wide
 

@@ -4,3 +4,4 @@ from . import bra  # noqa: F401
 from . import lka  # noqa: F401
 from . import gla  # noqa: F401
 from . import diffusion  # noqa: F401
+from . import radial  # noqa: F401

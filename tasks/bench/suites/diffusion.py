@@ -1,19 +1,22 @@
 """``foveal bench diffusion``: one denoising step of a Wan2.1-1.3B-sized transformer, dense against
-``zoo.diffusion.sparsify(method="neighborhood")``.
+``zoo.diffusion.sparsify(method="neighborhood")`` and ``sparsify(method="radial")``.
 
 BENCHMARKS.md's pipeline case: random weights in Wan2.1-T2V-1.3B's configuration (30 blocks,
 12 heads of 128, FFN 8960, bf16), latents of a 480x832x81 video (21 x 60 x 104, a 21 x 30 x 52
 token grid after the 1x2x2 patches) and of 720x1280x81 (21 x 45 x 80 tokens), 512 text tokens.
-Rows: the dense transformer (diffusers' SDPA processors) and the sparsified one with a 3-D
-window of ~5% of the grid. Each case's notes hold the window, its density and the PSNR of the
-sparsified step's output against the dense step's from the same inputs. On the CPU a tiny
-configuration exercises the same code.
+Rows: the dense transformer (diffusers' SDPA processors), the sparsified one with a 3-D window of
+~5% of the grid (``foveal``), and radial attention with the release's Wan mask at decay 0.2
+(block density 0.33 at 480p, 0.24 at 720p; ``foveal radial``). Each case's notes hold the
+window, the densities and the PSNR of each sparsified step's output against the dense step's
+from the same inputs. On the CPU a tiny configuration exercises the same code.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+import ops
 
 from ..runner import Case, register_suite
 
@@ -29,21 +32,27 @@ GPU_CASES = [("wan-1.3b 480x832x81", (21, 60, 104), (7, 11, 21)),
 CPU_CASES = [("wan-tiny", (3, 8, 10), (3, 3, 3))]
 
 
+RADIAL_DECAY = 0.2
+
+
 class _Switch:
-    """One transformer, two modes: swaps the processors only when the mode changes."""
+    """One transformer, three modes ("dense", "neighborhood", "radial"): swaps the processors only
+    when the mode changes."""
 
-    def __init__(self, model, window):
-        self.model, self.window, self.sparse = model, window, False
+    def __init__(self, model, window, block_size):
+        self.model, self.window, self.block_size, self.mode = model, window, block_size, "dense"
 
-    def run(self, sparse: bool, inputs: dict):
+    def run(self, mode: str, inputs: dict):
         from zoo.diffusion import sparsify, unsparsify
 
-        if sparse != self.sparse:
-            if sparse:
+        if mode != self.mode:
+            if mode == "neighborhood":
                 sparsify(self.model, method="neighborhood", kernel_size=self.window)
+            elif mode == "radial":
+                sparsify(self.model, method="radial", decay_factor=RADIAL_DECAY, block_size=self.block_size)
             else:
                 unsparsify(self.model)
-            self.sparse = sparse
+            self.mode = mode
         with torch.no_grad():
             return self.model(**inputs, return_dict=False)[0]
 
@@ -75,17 +84,23 @@ def diffusion_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                                               dtype=dtype, generator=gen),
             timestep=torch.tensor([500], device=device))
         grid = tuple(n // p for n, p in zip(latent, config["patch_size"]))
-        switch = _Switch(model, window)
-        dense_out = switch.run(False, inputs)
-        sparse_out = switch.run(True, inputs)
+        block = 128 if device == "cuda" else 16
+        switch = _Switch(model, window, block)
+        dense_out = switch.run("dense", inputs)
+        sparse_out = switch.run("neighborhood", inputs)
+        radial_out = switch.run("radial", inputs)
         density = math.prod(window) / math.prod(grid)
+        radial_mask = ops.radial_block_mask(grid[0], grid[1] * grid[2], block, RADIAL_DECAY, "wan")
         notes = {"token_grid": list(grid), "window": list(window), "window_density": round(density, 4),
-                 "psnr_sparse_vs_dense_db": round(_psnr(sparse_out, dense_out), 2)}
-        del dense_out, sparse_out
+                 "psnr_sparse_vs_dense_db": round(_psnr(sparse_out, dense_out), 2),
+                 "radial_decay_factor": RADIAL_DECAY, "radial_block_density": round(radial_mask.float().mean().item(), 4),
+                 "psnr_radial_vs_dense_db": round(_psnr(radial_out, dense_out), 2)}
+        del dense_out, sparse_out, radial_out
         cases.append(Case(
             name=f"{name} step", shapes={"latents": [1, config["in_channels"], *latent], "text_tokens":
                                          inputs["encoder_hidden_states"].shape[1]},
-            impls={"foveal": lambda s=switch, i=inputs: s.run(True, i),
-                   "dense (diffusers SDPA)": lambda s=switch, i=inputs: s.run(False, i)},
+            impls={"foveal": lambda s=switch, i=inputs: s.run("neighborhood", i),
+                   "foveal radial": lambda s=switch, i=inputs: s.run("radial", i),
+                   "dense (diffusers SDPA)": lambda s=switch, i=inputs: s.run("dense", i)},
             notes=notes))
     return cases

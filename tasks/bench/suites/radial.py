@@ -1,0 +1,90 @@
+"""``foveal bench radial``: radial attention (and the block-sparse core under it) against
+FlexAttention with the same block mask and dense attention.
+
+Cases are BENCHMARKS.md's radial rows: Wan 2.1 at 480p (21 frames x 1560 tokens) and 720p
+(21 x 3600), 12 heads of 128, the release's mask at 128-token blocks with decay 0.2 (block
+density 0.33 / 0.24), forward and forward+backward. Peers: compiled FlexAttention with a
+``BlockMask`` built once from the same block mask (the ragged last block masked by token), cuDNN
+and flash SDPA over all tokens. ``flops`` counts the tokens the mask lets each query see
+(4 * B * H * D per query-key pair forward, 3.5x for forward+backward); the FLOP bound is dense /
+sparse FLOPs, so ``fraction_of_bound`` is the row's per-FLOP rate as a fraction of cuDNN's.
+"""
+from __future__ import annotations
+
+import torch
+
+import ops
+
+from ..runner import Case, register_suite
+from .peers import dense_peers
+
+GPU_CASES = [("wan 480p", 1, 12, 128, 21, 1560), ("wan 720p", 1, 12, 128, 21, 3600)]
+CPU_CASES = [("tiny", 1, 2, 16, 6, 40)]
+DECAY = 0.2
+
+
+def _flex(q, k, v, block_mask: torch.Tensor, block_size: int, device: str):
+    if device != "cuda":
+        return "FlexAttention is compiled for CUDA only here"
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
+    n = q.shape[1]
+    table = block_mask.to(device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return table[q_idx // block_size, kv_idx // block_size]
+
+    bm = create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=block_size)
+    flex = torch.compile(flex_attention, dynamic=False)
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    return lambda: flex(qt, kt, vt, block_mask=bm)
+
+
+@register_suite("radial")
+def radial_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
+    cases = []
+    for name, B, H, D, frames, tpf in GPU_CASES if device == "cuda" else CPU_CASES:
+        bs = 128 if device == "cuda" else 16
+        n = frames * tpf
+        mask = ops.radial_block_mask(frames, tpf, bs, DECAY, "wan")
+        per_block = torch.full((mask.shape[0],), bs)
+        per_block[-1] = n - bs * (mask.shape[0] - 1)
+        pairs = float(per_block @ mask.long() @ per_block)        # query-key pairs the mask allows
+        bound = n * n / pairs
+        gen = torch.Generator(device=device).manual_seed(0)
+        q, k, v, do = (torch.randn(B, n, H, D, device=device, dtype=dtype, generator=gen) for _ in range(4))
+        shapes = {"q": [B, n, H, D], "frames": frames, "tokens_per_frame": tpf}
+        notes = {"block_size": bs, "decay_factor": DECAY, "block_density": round(mask.float().mean().item(), 4),
+                 "token_density": round(1 / bound, 4)}
+
+        def impls(q, k, v):
+            out = {"foveal": lambda: ops.radial_attention(q, k, v, frames, DECAY, block_size=bs),
+                   "flex (radial BlockMask)": _flex(q, k, v, mask, bs, device)}
+            out.update(dense_peers(q, k, v, device))
+            return out
+
+        flops = 4.0 * B * H * D * pairs
+        dense = "sdpa-cudnn (dense)" if device == "cuda" else "sdpa-math (dense)"
+        cases.append(Case(name=f"radial fwd {name}", shapes=shapes, impls=impls(q, k, v), flops=flops,
+                          notes={**notes, "direction": "forward"}, dense_impl=dense, flop_bound_x=bound))
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        fwd = impls(*leaves)
+        grad_bhnd = do.transpose(1, 2)
+
+        def backward(fn):
+            if isinstance(fn, str):
+                return fn
+
+            def run():
+                for t in leaves:
+                    t.grad = None
+                out = fn()
+                out.backward(do if out.shape == do.shape else grad_bhnd)   # SDPA / flex: [B, H, N, D]
+            return run
+        cases.append(Case(name=f"radial fwd+bwd {name}", shapes=shapes,
+                          impls={k_: backward(fn) for k_, fn in fwd.items()}, flops=3.5 * flops,
+                          notes={**notes, "direction": "forward+backward"}, dense_impl=dense, flop_bound_x=bound))
+    return cases
