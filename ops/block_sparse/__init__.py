@@ -14,7 +14,7 @@ import torch
 from ..common import (check_floating, check_rank, check_same_device, check_same_dtype, eager_autograd, op_name,
                       op_or_impl, use_kernels)
 from ..common.block_index import PAD, block_mask_to_index, index_to_block_mask
-from .reference import block_sparse_attention_reference, token_mask
+from .reference import block_sparse_attention_reference, block_sparse_attention_reference_backward, token_mask
 
 __all__ = ["PAD", "block_mask_to_index", "block_sparse_attention", "block_sparse_attention_from_index",
            "block_sparse_attention_reference", "check_block_sparse_inputs", "index_to_block_mask", "token_mask"]
@@ -68,10 +68,7 @@ def _bsa_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     if not q.numel():
         return [torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)]
     mask = index_to_block_mask(kv_index, kv_index.shape[-2])
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
-        ref, _ = block_sparse_attention_reference(*leaves, mask, block_size, scale)
-        return list(torch.autograd.grad(ref, leaves, grad_out))
+    return list(block_sparse_attention_reference_backward(grad_out, q, k, v, mask, block_size, scale))
 
 
 _bsa_backward = torch.library.custom_op(op_name("bsa_backward"), _bsa_backward_impl, mutates_args=())

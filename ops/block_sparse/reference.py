@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["block_sparse_attention_reference", "token_mask"]
+__all__ = ["block_sparse_attention_reference", "block_sparse_attention_reference_backward", "token_mask"]
 
 _ROWS = 2048   # query tokens per step: bounds the [B, H, rows, N] score tensor
 
@@ -12,6 +12,20 @@ def token_mask(block_mask: torch.Tensor, block_size: int, n_tokens: int) -> torc
     """[..., NQB, NKB] block mask -> [..., N, N] token mask (the last block cut at ``n_tokens``)."""
     m = block_mask.repeat_interleave(block_size, -2).repeat_interleave(block_size, -1)
     return m[..., :n_tokens, :n_tokens]
+
+
+def _probabilities(q, k, block_mask, block_size, scale, r0):
+    """Softmax rows r0.. (``_ROWS`` of them) of the masked scores [B, H, rows, N] (0 on empty rows) and
+    their natural-log LSE [B, H, rows] (-inf on empty rows)."""
+    N = k.shape[2]
+    cols = torch.arange(N, device=q.device) // block_size
+    rows = torch.arange(r0, min(N, r0 + _ROWS), device=q.device) // block_size
+    allowed = block_mask[:, rows][:, :, cols]                                   # [B|1, rows, N]
+    s = (q[:, :, r0:r0 + _ROWS] @ k.transpose(-1, -2)) * scale
+    s = s.masked_fill(~allowed[:, None], float("-inf"))
+    empty = ~allowed.any(-1)[:, None, :, None]                                  # rows selecting nothing
+    lse = torch.logsumexp(s.masked_fill(empty, 0.0), -1, keepdim=True)          # finite: no NaN gradient
+    return torch.exp(s - lse), lse.masked_fill(empty, float("-inf"))[..., 0]
 
 
 def block_sparse_attention_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -28,16 +42,30 @@ def block_sparse_attention_reference(query: torch.Tensor, key: torch.Tensor, val
     B, N, H, D = query.shape
     lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
     q, k, v = (t.transpose(1, 2).to(lse_dtype) for t in (query, key, value))    # [B, H, N, D]
-    cols = torch.arange(N, device=query.device) // block_size
     outs, lses = [], []
     for r0 in range(0, N, _ROWS):
-        rows = torch.arange(r0, min(N, r0 + _ROWS), device=query.device) // block_size
-        allowed = block_mask[:, rows][:, :, cols]                               # [B|1, rows, N]
-        s = (q[:, :, r0:r0 + _ROWS] @ k.transpose(-1, -2)) * scale
-        s = s.masked_fill(~allowed[:, None], float("-inf"))
-        empty = ~allowed.any(-1)[:, None, :, None]                              # rows selecting nothing
-        lse = torch.logsumexp(s.masked_fill(empty, 0.0), -1, keepdim=True)      # finite: no NaN gradient
-        outs.append(torch.exp(s - lse) @ v)                                     # 0 on empty rows
-        lses.append(lse.masked_fill(empty, float("-inf"))[..., 0])
+        p, lse = _probabilities(q, k, block_mask, block_size, scale, r0)
+        outs.append(p @ v)
+        lses.append(lse)
     out = torch.cat(outs, 2).transpose(1, 2).to(query.dtype)
     return out, torch.cat(lses, 2).transpose(1, 2)
+
+
+def block_sparse_attention_reference_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
+                                              value: torch.Tensor, block_mask: torch.Tensor, block_size: int,
+                                              scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of :func:`block_sparse_attention_reference`, written out (the op's backward on
+    the reference path runs below autograd, where recording a graph is not possible)."""
+    work = torch.float64 if query.dtype == torch.float64 else torch.float32
+    q, k, v, do = (t.transpose(1, 2).to(work) for t in (query, key, value, grad_out))
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for r0 in range(0, q.shape[2], _ROWS):
+        rows = slice(r0, r0 + _ROWS)
+        p, _ = _probabilities(q, k, block_mask, block_size, scale, r0)
+        o = p @ v
+        dv += p.transpose(-1, -2) @ do[:, :, rows]
+        dp = do[:, :, rows] @ v.transpose(-1, -2)
+        ds = p * (dp - (do[:, :, rows] * o).sum(-1, keepdim=True)) * scale
+        dq[:, :, rows] = ds @ k
+        dk += ds.transpose(-1, -2) @ q[:, :, rows]
+    return tuple(t.transpose(1, 2).to(query.dtype) for t in (dq, dk, dv))

@@ -79,14 +79,14 @@ def _rows_ptr(base, tile, t, ch, TILES_X: tl.constexpr, TILE_H: tl.constexpr, TI
 def _stream_configs(name: str) -> list:
     """Autotuned size of the streamed block (KV tokens in fwd/dQ, query tokens in dK/dV). The
     first list serves fixed blocks of up to 64 rows (BiFormer's tiles); 128-row fixed blocks
-    (block-sparse and radial attention's 128-token tiles) get the 8-warp list, see
+    (block-sparse and radial attention's 128-token tiles) get a list of their own, see
     :func:`_prune_for_fixed_block`."""
     if interpret_mode():  # one small config: autotuning under the interpreter only costs time
         return [triton.Config({name: 16}, num_warps=4, num_stages=1)]
     narrow = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
                            [(32, 2, 2), (32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3), (128, 4, 2), (128, 8, 2)]])
     wide = tune_configs([triton.Config({name: b}, num_warps=w, num_stages=st) for b, w, st in
-                         [(32, 8, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2), (128, 8, 3)]])
+                         [(32, 8, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2), (128, 8, 3), (32, 4, 3), (64, 4, 3)]])
     _WIDE_CONFIGS.update(map(id, wide))
     return narrow + wide
 
@@ -96,7 +96,7 @@ _WIDE_CONFIGS: set[int] = set()   # ids of the candidates made for 128-row fixed
 
 def _prune_for_fixed_block(fixed: str):
     """``early_config_prune`` keeping the candidates made for the fixed block's size (named
-    ``fixed``): the 8-warp list for 128 rows, the original list below (so BiFormer's tuning is
+    ``fixed``): the second list for 128 rows, the original list below (so BiFormer's tuning is
     what it was). Under the interpreter there is only one candidate."""
     def prune(configs, named_args, **kwargs):
         want_wide = kwargs.get(fixed, 0) >= 128

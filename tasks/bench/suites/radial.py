@@ -60,7 +60,7 @@ def radial_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         notes = {"block_size": bs, "decay_factor": DECAY, "block_density": round(mask.float().mean().item(), 4),
                  "token_density": round(1 / bound, 4)}
 
-        def impls(q, k, v):
+        def impls(q, k, v, frames=frames, bs=bs, mask=mask):
             out = {"foveal": lambda: ops.radial_attention(q, k, v, frames, DECAY, block_size=bs),
                    "flex (radial BlockMask)": _flex(q, k, v, mask, bs, device)}
             out.update(dense_peers(q, k, v, device))
@@ -74,7 +74,7 @@ def radial_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         fwd = impls(*leaves)
         grad_bhnd = do.transpose(1, 2)
 
-        def backward(fn):
+        def backward(fn, leaves=leaves, do=do, grad_bhnd=grad_bhnd):   # bound now: cases run after the loop
             if isinstance(fn, str):
                 return fn
 
