@@ -4,7 +4,6 @@ head, then the fixed-side block (128 rows vs 64) of the block-sparse core on the
 
     python3 benchmarks/probe/probe61.py --check    # accuracy only
     python3 benchmarks/probe/probe61.py --blocks   # fixed-side block sizes per kernel
-    python3 benchmarks/probe/probe61.py --scalar   # index loads per streamed block vs per row (forward)
 """
 import sys
 
@@ -71,10 +70,3 @@ if "--blocks" in sys.argv:
         for name, launcher in (("fwd", core._bs_fwd), ("dq", core._bs_bwd_dq), ("dkv", core._bs_bwd_dkv)):
             print(f"  {name} tuned: {[str(c) for c in launcher.configs.values()][-1:]}")
 
-if "--scalar" in sys.argv:   # one index load per streamed block (SCALAR_LISTS) against one per row
-    n, q, k, v, do = case(1560)
-    for flag in (True, False):
-        core.SCALAR_LISTS = flag
-        core.forward_launch.cache_clear()
-        print(f"SCALAR_LISTS={flag}: fwd {bench(lambda: ops.radial_attention(q, k, v, 21, DECAY)):.3f} ms, "
-              f"tuned {[str(c) for c in core._bs_fwd.configs.values()][-1:]}")

@@ -87,7 +87,9 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, grad_lse):
-    if grad_lse is not None and not torch.compiler.is_compiling():
+    # eager only: a compiled graph hands its unused LSE a zero gradient while AOTAutograd traces
+    # the backward with tensor subclasses (``is_compiling()`` may be False then, torch 2.11)
+    if type(grad_lse) is torch.Tensor and not torch.compiler.is_compiling():
         raise RuntimeError("the LSE that block_sparse_attention / radial_attention return carries no gradient: "
                            "detach it (lse.detach()) before using it in a loss")
     q, k, v, kv_index, out, lse = ctx.saved_tensors
