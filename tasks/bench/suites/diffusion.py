@@ -36,20 +36,21 @@ RADIAL_DECAY = 0.2
 
 
 class _Switch:
-    """One transformer, three modes ("dense", "neighborhood", "radial"): swaps the processors only
-    when the mode changes."""
+    """One transformer shared by every case, in one mode at a time: ("dense",),
+    ("neighborhood", window) or ("radial", block_size). Swaps the processors only when a call
+    asks for another mode (the cases' rows interleave on the same model)."""
 
-    def __init__(self, model, window, block_size):
-        self.model, self.window, self.block_size, self.mode = model, window, block_size, "dense"
+    def __init__(self, model):
+        self.model, self.mode = model, ("dense",)
 
-    def run(self, mode: str, inputs: dict):
+    def run(self, mode: tuple, inputs: dict):
         from zoo.diffusion import sparsify, unsparsify
 
         if mode != self.mode:
-            if mode == "neighborhood":
-                sparsify(self.model, method="neighborhood", kernel_size=self.window)
-            elif mode == "radial":
-                sparsify(self.model, method="radial", decay_factor=RADIAL_DECAY, block_size=self.block_size)
+            if mode[0] == "neighborhood":
+                sparsify(self.model, method="neighborhood", kernel_size=mode[1])
+            elif mode[0] == "radial":
+                sparsify(self.model, method="radial", decay_factor=RADIAL_DECAY, block_size=mode[1])
             else:
                 unsparsify(self.model)
             self.mode = mode
@@ -76,6 +77,7 @@ def diffusion_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
     with torch.device(device):
         model = WanTransformer3DModel(**config).to(dtype).eval()
     cases = []
+    switch = _Switch(model)
     for name, latent, window in GPU_CASES if device == "cuda" else CPU_CASES:
         gen = torch.Generator(device=device).manual_seed(0)
         inputs = dict(
@@ -85,10 +87,11 @@ def diffusion_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
             timestep=torch.tensor([500], device=device))
         grid = tuple(n // p for n, p in zip(latent, config["patch_size"]))
         block = 128 if device == "cuda" else 16
-        switch = _Switch(model, window, block)
-        dense_out = switch.run("dense", inputs)
-        sparse_out = switch.run("neighborhood", inputs)
-        radial_out = switch.run("radial", inputs)
+        modes = {"foveal": ("neighborhood", window), "foveal radial": ("radial", block),
+                 "dense (diffusers SDPA)": ("dense",)}
+        dense_out = switch.run(modes["dense (diffusers SDPA)"], inputs)
+        sparse_out = switch.run(modes["foveal"], inputs)
+        radial_out = switch.run(modes["foveal radial"], inputs)
         density = math.prod(window) / math.prod(grid)
         radial_mask = ops.radial_block_mask(grid[0], grid[1] * grid[2], block, RADIAL_DECAY, "wan")
         notes = {"token_grid": list(grid), "window": list(window), "window_density": round(density, 4),
@@ -99,8 +102,6 @@ def diffusion_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         cases.append(Case(
             name=f"{name} step", shapes={"latents": [1, config["in_channels"], *latent], "text_tokens":
                                          inputs["encoder_hidden_states"].shape[1]},
-            impls={"foveal": lambda s=switch, i=inputs: s.run("neighborhood", i),
-                   "foveal radial": lambda s=switch, i=inputs: s.run("radial", i),
-                   "dense (diffusers SDPA)": lambda s=switch, i=inputs: s.run("dense", i)},
+            impls={row: (lambda m=mode, i=inputs: switch.run(m, i)) for row, mode in modes.items()},
             notes=notes))
     return cases
