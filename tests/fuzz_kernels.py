@@ -8,6 +8,7 @@ CPU interpreter (as the tests). Not collected by pytest; run it by hand:
     python -m tests.fuzz_kernels bra --seeds 100 300         # public op: padding, strided q/k/v, routing
     python -m tests.fuzz_kernels lka --seeds 1000 150        # LKA, LSKA chains, single depthwise convs
     python -m tests.fuzz_kernels gla --seeds 0 100           # GLA: directions, head dims 1-128, gate mixes
+    python -m tests.fuzz_kernels bsa --seeds 0 100           # block-sparse / radial: ragged ends, list lengths
 
 Each failing case prints its settings and seed; the exit status is the number of failures.
 Low-precision LKA gradients are also accepted when PyTorch's own chain in that dtype errs as
@@ -249,7 +250,57 @@ def fuzz_gla(seed: int, big: bool) -> None:
         assert_close(g, r, dtype, f"{name} {case}", seed)
 
 
-FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka, "gla": fuzz_gla}
+def fuzz_bsa(seed: int, big: bool) -> None:
+    """The public ``ops.block_sparse_attention`` (or ``ops.radial_attention``) with autograd against
+    the fp64 reference: block sizes 16-128, sequences ending anywhere in a block, masks from empty
+    rows to full (per batch item or shared), head dims 1-128, q/k/v as slices of one projection."""
+    from ops.block_sparse import block_sparse_attention_reference
+
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    bs = rng.choice([16, 32, 64, 128] if big or DEVICE == "cuda" else [16, 32])
+    top = 1500 if big or DEVICE == "cuda" else 200
+    B, N, H = rng.randint(1, 2), rng.randint(1, top), rng.randint(1, 3)
+    D = rng.choice([1, 8, 16, 24, 32, 64, 100, 128])
+    dtype = rng.choice(kernel_dtypes())
+    nb = -(-N // bs)
+    radial = rng.random() < 0.25 and N >= 2
+    strided = rng.random() < 0.5
+    if radial:
+        frames = rng.choice([f for f in range(1, min(N, 12) + 1) if N % f == 0])
+        decay, rule = rng.choice([0.2, 1.0]), rng.choice(["wan", "hunyuan"])
+        mask = ops.radial_block_mask(frames, N // frames, bs, decay, rule)[None]
+        model = f"radial {frames} frames, decay {decay}, {rule}"
+    else:
+        density = rng.choice([0.0, 0.1, 0.4, 1.0])
+        mask = torch.rand(rng.choice([1, B]), nb, nb, generator=gen) < density
+        model = f"density {density}"
+    case = dict(seed=seed, B=B, N=N, H=H, D=D, block=bs, dtype=dtype, mask=model, strided=strided)
+    proj = torch.randn(B, N, 3 * H * D, generator=gen)
+    grad = torch.randn(B, N, H, D, generator=gen)
+    scale = rng.choice([None, 0.3])
+
+    def run(dt):
+        p = proj.to(DEVICE, dt).requires_grad_(True)
+        q, k, v = (t.unflatten(-1, (H, D)) for t in p.split(H * D, -1))
+        if not strided:
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        m = mask.to(DEVICE)
+        if dt == torch.float64:
+            y, _ = block_sparse_attention_reference(q, k, v, m, bs, D ** -0.5 if scale is None else scale)
+        elif radial:
+            y = ops.radial_attention(q, k, v, frames, decay, rule, block_size=bs, scale=scale)
+        else:
+            y = ops.block_sparse_attention(q, k, v, m if m.shape[0] == B else m[0], bs, scale)
+        return y, torch.autograd.grad(y, p, grad.to(DEVICE, dt))[0]
+
+    y, g = run(dtype)
+    ref, ref_g = run(torch.float64)
+    assert_close(y, ref, dtype, f"out {case}", seed)
+    assert_close(g, ref_g, dtype, f"dproj (q, k, v) {case}", seed)
+
+
+FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka, "gla": fuzz_gla, "bsa": fuzz_bsa}
 
 
 def main() -> int:

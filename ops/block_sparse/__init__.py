@@ -19,7 +19,7 @@ from .reference import block_sparse_attention_reference, block_sparse_attention_
 __all__ = ["PAD", "block_mask_to_index", "block_sparse_attention", "block_sparse_attention_from_index",
            "block_sparse_attention_reference", "check_block_sparse_inputs", "index_to_block_mask", "token_mask"]
 
-MAX_HEAD_DIM = 256
+MAX_HEAD_DIM = 128   # the kernels hold a 128-row block of the head in registers; larger heads are untested on a GPU
 MIN_BLOCK = 16   # one block fills a tl.dot's rows: blocks are never packed, so lists may differ in length
 
 

@@ -521,6 +521,8 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T, "forward")
+    if varlen and group > 1:
+        raise ValueError(f"variable-length KV lists need tiles of at least 16 tokens, got {T}")
     grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, nq, q_split, group, scale * LOG2E, X)
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
