@@ -12,7 +12,7 @@ import functools
 import torch
 
 from ..block_sparse import block_mask_to_index, block_sparse_attention_from_index, check_block_sparse_inputs
-from .mask import MODELS, radial_block_mask, radial_window
+from .mask import MODELS, _radial_block_mask, check_radial_args, radial_block_mask, radial_window
 
 __all__ = ["MODELS", "radial_attention", "radial_block_mask", "radial_index", "radial_window"]
 
@@ -20,7 +20,7 @@ __all__ = ["MODELS", "radial_attention", "radial_block_mask", "radial_index", "r
 @functools.lru_cache(maxsize=64)
 def _radial_index(num_frames: int, tokens_per_frame: int, text_tokens: int, block_size: int, decay_factor: float,
                   model: str, device: torch.device) -> torch.Tensor:
-    mask = radial_block_mask(num_frames, tokens_per_frame, block_size, decay_factor, model, text_tokens)
+    mask = _radial_block_mask(num_frames, tokens_per_frame, text_tokens, block_size, decay_factor, model)
     return block_mask_to_index(mask[None]).to(device)
 
 
@@ -28,7 +28,7 @@ def radial_index(num_frames: int, tokens_per_frame: int, block_size: int = 128, 
                  model: str = "wan", text_tokens: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
     """The radial mask's KV lists (int32 [1, NB, L], see ``ops.block_sparse.block_mask_to_index``),
     cached per geometry and device: a diffusion step's layers share one."""
-    radial_block_mask(num_frames, tokens_per_frame, block_size, decay_factor, model, text_tokens)   # checks
+    check_radial_args(num_frames, tokens_per_frame, block_size, decay_factor, model, text_tokens)
     return _radial_index(num_frames, tokens_per_frame, text_tokens, block_size, float(decay_factor), model,
                          torch.device(device))
 

@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-__all__ = ["MODELS", "radial_block_mask", "radial_window"]
+__all__ = ["MODELS", "check_radial_args", "radial_block_mask", "radial_window"]
 
 MODELS = ("wan", "hunyuan")
 
@@ -107,6 +107,21 @@ def _radial_block_mask(num_frames: int, tokens_per_frame: int, text_tokens: int,
     return mask
 
 
+def check_radial_args(num_frames: int, tokens_per_frame: int, block_size: int, decay_factor: float, model: str,
+                      text_tokens: int) -> None:
+    """The argument rules of :func:`radial_block_mask` (each error names its argument)."""
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    for name, n, low in (("num_frames", num_frames, 1), ("tokens_per_frame", tokens_per_frame, 1),
+                         ("block_size", block_size, 1), ("text_tokens", text_tokens, 0)):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+        if n < low:
+            raise ValueError(f"{name} must be >= {low}, got {n}")
+    if isinstance(decay_factor, bool) or not isinstance(decay_factor, (int, float)) or not decay_factor > 0:
+        raise ValueError(f"decay_factor must be a positive number, got {decay_factor!r}")
+
+
 def radial_block_mask(num_frames: int, tokens_per_frame: int, block_size: int = 128, decay_factor: float = 1.0,
                       model: str = "wan", text_tokens: int = 0, device: torch.device | str | None = None
                       ) -> torch.Tensor:
@@ -122,15 +137,6 @@ def radial_block_mask(num_frames: int, tokens_per_frame: int, block_size: int = 
         model: "wan" (adjacent frames see half a frame) or "hunyuan" (adjacent frames in full).
         text_tokens: tokens after the video (HunyuanVideo's text), attended densely both ways.
     """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    for name, n, low in (("num_frames", num_frames, 1), ("tokens_per_frame", tokens_per_frame, 1),
-                         ("block_size", block_size, 1), ("text_tokens", text_tokens, 0)):
-        if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-        if n < low:
-            raise ValueError(f"{name} must be >= {low}, got {n}")
-    if isinstance(decay_factor, bool) or not isinstance(decay_factor, (int, float)) or not decay_factor > 0:
-        raise ValueError(f"decay_factor must be a positive number, got {decay_factor!r}")
+    check_radial_args(num_frames, tokens_per_frame, block_size, decay_factor, model, text_tokens)
     mask = _radial_block_mask(num_frames, tokens_per_frame, text_tokens, block_size, float(decay_factor), model)
     return mask.clone() if device is None else mask.to(device, copy=True)

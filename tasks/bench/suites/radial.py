@@ -16,7 +16,7 @@ import torch
 import ops
 
 from ..runner import Case, register_suite
-from .peers import dense_peers
+from .peers import dense_peers, flex_peer
 
 GPU_CASES = [("wan 480p", 1, 12, 128, 21, 1560), ("wan 720p", 1, 12, 128, 21, 3600)]
 CPU_CASES = [("tiny", 1, 2, 16, 6, 40)]
@@ -24,23 +24,13 @@ DECAY = 0.2
 
 
 def _flex(q, k, v, block_mask: torch.Tensor, block_size: int, device: str):
-    if device != "cuda":
-        return "FlexAttention is compiled for CUDA only here"
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    for name in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
-    n = q.shape[1]
+    """Compiled FlexAttention whose ``BlockMask`` is this block mask (tokens past the end of the
+    sequence are cut by ``create_block_mask`` itself)."""
     table = block_mask.to(device)
 
     def mask_mod(b, h, q_idx, kv_idx):
         return table[q_idx // block_size, kv_idx // block_size]
-
-    bm = create_block_mask(mask_mod, None, None, n, n, device=device, BLOCK_SIZE=block_size)
-    flex = torch.compile(flex_attention, dynamic=False)
-    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
-    return lambda: flex(qt, kt, vt, block_mask=bm)
+    return flex_peer(q, k, v, mask_mod, device, block_size)
 
 
 @register_suite("radial")
