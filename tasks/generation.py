@@ -80,7 +80,9 @@ class SparseGenerationEval(LightningModule):
         pipeline_kwargs: extra ``from_pretrained`` arguments (e.g. ``{text_encoder: null, tokenizer:
             null}`` to skip the text encoder when the prompts come as embeddings).
         method, kernel_size, stride, dilation, dense_layers, dense_steps: ``zoo.diffusion.sparsify``'s
-            (kernel_size etc. per token-grid axis: (frames, rows, cols) for video transformers).
+            (kernel_size etc. per token-grid axis: (frames, rows, cols) for video transformers;
+            ``method="neighborhood"`` only).
+        decay_factor, radial_model, block_size: ``sparsify``'s options for ``method="radial"``.
         height, width, num_frames, num_inference_steps, guidance_scale: the pipeline call's;
             ``num_frames`` only for video pipelines (None: not passed). None: the pipeline's default.
         negative_prompt: for string prompts (None: the pipeline's default).
@@ -100,6 +102,7 @@ class SparseGenerationEval(LightningModule):
                  vae_dtype: str | None = None, pipeline_kwargs: dict[str, Any] | None = None,
                  method: str = "neighborhood", kernel_size: int | list[int] = 3, stride: int | list[int] = 1,
                  dilation: int | list[int] = 1, dense_layers: list[int] | None = None, dense_steps: int = 0,
+                 decay_factor: float = 1.0, radial_model: str | None = None, block_size: int = 128,
                  height: int | None = None, width: int | None = None, num_frames: int | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  negative_prompt: str | None = None, call_kwargs: dict[str, Any] | None = None, seed: int = 0,
@@ -171,9 +174,12 @@ class SparseGenerationEval(LightningModule):
         kwargs = self._call_kwargs(batch, steps)
         cuda = self.device.type == "cuda"
         if sparse:
-            sparsify(self.pipe, method=hp.method, kernel_size=hp.kernel_size, stride=hp.stride,
-                     dilation=hp.dilation, dense_layers=tuple(hp.dense_layers or ()),
-                     dense_steps=hp.dense_steps if dense_steps is None else dense_steps)
+            if hp.method == "radial":
+                options = dict(decay_factor=hp.decay_factor, radial_model=hp.radial_model, block_size=hp.block_size)
+            else:
+                options = dict(kernel_size=hp.kernel_size, stride=hp.stride, dilation=hp.dilation)
+            sparsify(self.pipe, method=hp.method, dense_layers=tuple(hp.dense_layers or ()),
+                     dense_steps=hp.dense_steps if dense_steps is None else dense_steps, **options)
         try:
             if cuda:
                 torch.cuda.synchronize(self.device)

@@ -168,3 +168,37 @@ def test_prompt_datamodule_sources(tmp_path):
         PromptDataModule(prompts=["a"], prompt_file=str(path))
     with pytest.raises(ValueError, match="pipeline_path"):
         SparseGenerationEval()
+
+
+RADIAL_CONFIG = ROOT / "configs" / "generation" / "wan_1.3b_radial.yaml"
+
+
+def test_radial_method_runs_radial_attention(pipe, embeds_file, monkeypatch):
+    """method="radial" sparsifies with radial attention (decay, rule and block from the module) for the
+    sparse run only; the tiny grid's 18 tokens fit one 16-token block row pair, whose mask is dense."""
+    import ops.radial
+
+    calls = []
+    real = ops.radial.radial_attention
+
+    def spy(*args, **kwargs):
+        calls.append((args[3:], kwargs))
+        return real(*args, **kwargs)
+    monkeypatch.setattr("zoo.diffusion.common.radial_attention", spy)
+    module = SparseGenerationEval(pipeline=pipe, method="radial", decay_factor=0.5, radial_model="hunyuan",
+                                  block_size=16, **GEN)
+    metrics, _ = evaluate(module, embeds_file)
+    assert calls and all(c == ((3, 0.5, "hunyuan"), {"text_tokens": 0, "block_size": 16}) for c in calls)
+    assert metrics["test/psnr"] > 60, metrics                      # a dense mask: the dense video
+
+
+def test_radial_recipe_parses(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "-c", str(RADIAL_CONFIG), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    args = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert args["method"] == "radial" and args["decay_factor"] == 0.2 and args["radial_model"] == "wan"
+    assert args["dense_layers"] == [0] and args["dense_steps"] == 12 and args["block_size"] == 128
+    from ops.radial import radial_block_mask
+    frames, per_frame = 1 + (args["num_frames"] - 1) // 4, (args["height"] // 16) * (args["width"] // 16)
+    assert abs(radial_block_mask(frames, per_frame, 128, args["decay_factor"]).float().mean().item() - 0.33) < 0.01
