@@ -32,7 +32,7 @@ def kernels(mod, case):
                                       (dense,) * 8 + (lse, idx), (0,))
     out = []
     for label, bound, ptrs, tuned in (("forward", fwd, ("*bf16",) * 4 + ("*fp32", "*i32"), "BLOCK_N"),
-                                      ("dQ", dq, ("*bf16",) * 6 + ("*fp32",) * 2 + ("*i32",), "BLOCK_N"),
+                                      ("dQ", dq, ("*bf16",) * 6 + ("*fp32",) * 3 + ("*i32",), "BLOCK_N"),
                                       ("dK/dV", dkv, ("*bf16",) * 6 + ("*fp32",) * 2, "BLOCK_M")):
         fn = bound.launcher.fn
         vals = dict(zip(fn.arg_names, ptrs + tuple(bound.scalars)))

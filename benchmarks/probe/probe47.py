@@ -34,7 +34,7 @@ def values(mod, shape, kind):
                                       (0,))[kind == "dkv"]
         fn = (bs._bs_bwd_dkv_kernel if kind == "dkv" else bs._bs_bwd_dq_kernel).fn
     n_ptr = fn.arg_names.index("sq_b")
-    ptrs = tuple("*fp32" if n in ("LSE", "WS") else "*i32" if n == "IDX" else "*bf16" for n in fn.arg_names[:n_ptr])
+    ptrs = tuple("*fp32" if n in ("LSE", "GLSE", "WS") else "*i32" if n == "IDX" else "*bf16" for n in fn.arg_names[:n_ptr])
     vals = dict(zip(fn.arg_names, ptrs + launch.scalars))
     for name in ("sm_scale", "qk_scale"):
         if name in vals:

@@ -54,21 +54,21 @@ def _(q, k, v, kv_index, block_size, scale):
     return torch.empty_like(q), q.new_empty(q.shape[:3], dtype=lse_dtype)
 
 
-def _bsa_backward_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       out: torch.Tensor, lse: torch.Tensor, kv_index: torch.Tensor, block_size: int,
-                       scale: float) -> list[torch.Tensor]:
+def _bsa_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
+                       v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kv_index: torch.Tensor,
+                       block_size: int, scale: float) -> list[torch.Tensor]:
     B, N, H, D = q.shape
     if use_kernels(q, k, v) and q.numel():
         from ..common.block_sparse import block_sparse_attention_backward
         q4, k4, v4, o4, g4 = _core_views(q, k, v, out, grad_out)
-        dq, dk, dv = block_sparse_attention_backward(g4, q4, k4, v4, o4, lse.unsqueeze(1),
-                                                     kv_index.expand(B, -1, -1), (1, block_size), H, scale,
-                                                     varlen=True)
+        dq, dk, dv = block_sparse_attention_backward(
+            g4, q4, k4, v4, o4, lse.unsqueeze(1), kv_index.expand(B, -1, -1), (1, block_size), H, scale,
+            varlen=True, grad_lse=None if grad_lse is None else grad_lse.unsqueeze(1))
         return [dq.view(B, N, H, D), dk.view(B, N, H, D), dv.view(B, N, H, D)]
     if not q.numel():
         return [torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)]
     mask = index_to_block_mask(kv_index, kv_index.shape[-2])
-    return list(block_sparse_attention_reference_backward(grad_out, q, k, v, mask, block_size, scale))
+    return list(block_sparse_attention_reference_backward(grad_out, q, k, v, mask, block_size, scale, grad_lse))
 
 
 _bsa_backward = torch.library.custom_op(op_name("bsa_backward"), _bsa_backward_impl, mutates_args=())
@@ -76,7 +76,7 @@ _bsa_backward_call = op_or_impl(_bsa_backward, _bsa_backward_impl)
 
 
 @_bsa_backward.register_fake
-def _(grad_out, q, k, v, out, lse, kv_index, block_size, scale):
+def _(grad_out, grad_lse, q, k, v, out, lse, kv_index, block_size, scale):
     return [torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)]
 
 
@@ -87,15 +87,12 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_out, grad_lse):
-    # eager only: a compiled graph hands its unused LSE a zero gradient while AOTAutograd traces
-    # the backward with tensor subclasses (``is_compiling()`` may be False then, torch 2.11)
-    if type(grad_lse) is torch.Tensor and not torch.compiler.is_compiling():
-        raise RuntimeError("the LSE that block_sparse_attention / radial_attention return carries no gradient: "
-                           "detach it (lse.detach()) before using it in a loss")
     q, k, v, kv_index, out, lse = ctx.saved_tensors
-    if grad_out is None:
+    if grad_out is None and grad_lse is None:
         return None, None, None, None, None, None
-    dq, dk, dv = _bsa_backward_call(grad_out.contiguous(), q, k, v, out, lse, kv_index, *ctx.params)
+    grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()   # only the LSE was used
+    grad_lse = None if grad_lse is None else grad_lse.contiguous()
+    dq, dk, dv = _bsa_backward_call(grad_out, grad_lse, q, k, v, out, lse, kv_index, *ctx.params)
     return dq, dk, dv, None, None, None
 
 
@@ -172,7 +169,8 @@ def block_sparse_attention(
         block_mask: bool [NB, NB] or [B, NB, NB], NB = ceil(N / block_size).
         block_size: tokens per block, >= 16 (128 is FlashInfer's and the radial paper's).
         scale: softmax scale, default D ** -0.5.
-        return_lse: also return the natural-log sum-exp [B, N, H] (float32; carries no gradient).
+        return_lse: also return the natural-log sum-exp [B, N, H] (float32, differentiable: e.g.
+            to merge attention over other keys by LSE).
     Returns:
         out [B, N, H, D] (and the LSE).
     """

@@ -53,11 +53,15 @@ def block_sparse_attention_reference(query: torch.Tensor, key: torch.Tensor, val
 
 def block_sparse_attention_reference_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor,
                                               value: torch.Tensor, block_mask: torch.Tensor, block_size: int,
-                                              scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) of :func:`block_sparse_attention_reference`, written out (the op's backward on
-    the reference path runs below autograd, where recording a graph is not possible)."""
+                                              scale: float, grad_lse: torch.Tensor | None = None
+                                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) of :func:`block_sparse_attention_reference` given the gradients of its output
+    and (optionally, [B, N, H]) of its LSE, written out: the op's backward on the reference path
+    runs below autograd, where recording a graph is not possible. dLSE/ds = P, so the LSE's
+    gradient joins dS = P * (dP - delta) as delta - dLSE."""
     work = torch.float64 if query.dtype == torch.float64 else torch.float32
     q, k, v, do = (t.transpose(1, 2).to(work) for t in (query, key, value, grad_out))
+    glse = None if grad_lse is None else grad_lse.transpose(1, 2).to(work)[..., None]   # [B, H, N, 1]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     for r0 in range(0, q.shape[2], _ROWS):
         rows = slice(r0, r0 + _ROWS)
@@ -65,7 +69,10 @@ def block_sparse_attention_reference_backward(grad_out: torch.Tensor, query: tor
         o = p @ v
         dv += p.transpose(-1, -2) @ do[:, :, rows]
         dp = do[:, :, rows] @ v.transpose(-1, -2)
-        ds = p * (dp - (do[:, :, rows] * o).sum(-1, keepdim=True)) * scale
+        delta = (do[:, :, rows] * o).sum(-1, keepdim=True)
+        if glse is not None:
+            delta = delta - glse[:, :, rows]
+        ds = p * (dp - delta) * scale
         dq[:, :, rows] = ds @ k
         dk += ds.transpose(-1, -2) @ q[:, :, rows]
     return tuple(t.transpose(1, 2).to(query.dtype) for t in (dq, dk, dv))

@@ -246,18 +246,19 @@ def _bs_fwd_kernel(
 
 @triton.jit
 def _dq_program(
-    pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
+    pid, b, h, Q, K, V, O, DO, DQ, LSE, GLSE, LD, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     NQ, split, group, sm_scale, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, VARLEN: tl.constexpr,
-    RAGGED: tl.constexpr, NK_P2: tl.constexpr,
+    RAGGED: tl.constexpr, NK_P2: tl.constexpr, HAS_GLSE: tl.constexpr,
 ):
     """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
-    BLOCK_N at a time, as in the forward; stores (log2 LSE, rowsum(dO * O)) pairs to LD for the
-    dK/dV kernel."""
+    BLOCK_N at a time, as in the forward; stores (log2 LSE, rowsum(dO * O) - dLSE) pairs to LD for
+    the dK/dV kernel. HAS_GLSE: the LSE output has a gradient ``GLSE`` (LSE's layout); since
+    dLSE/ds = P, it joins every dS = P * (dP - delta) as delta - dLSE."""
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, split, group, NQ, T, BLOCK_M, PACKED)
     if RAGGED:
         m_valid = m_valid & _in_width(tile, offs_m, TILES_X, TILE_W, x_len)
@@ -276,6 +277,8 @@ def _dq_program(
     l_off = _token_offsets(tile, offs_m, TILES_X, TILE_H, TILE_W, sl_y, sl_x)
     lse = tl.load(LSE + l_bh + l_off, mask=m_valid, other=0.0) * 1.4426950408889634
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)   # rowsum(dO * O), kept for dK/dV
+    if HAS_GLSE:
+        delta -= tl.load(GLSE + l_bh + l_off, mask=m_valid, other=0.0)
     store_lse_delta(LD + 2 * l_bh, l_off, lse, delta, m_valid)
     if UPCAST:
         q = q.to(tl.float32)
@@ -344,7 +347,7 @@ def _inverse_lists(IDX, SRC, PTR, si_q, tile, NE, NK, n_tiles, CHUNK: tl.constex
                  prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_M")})
 @triton.jit
 def _bs_bwd_dq_kernel(
-    Q, K, V, O, DO, DQ, LSE, WS, IDX,
+    Q, K, V, O, DO, DQ, LSE, GLSE, WS, IDX,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
     so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
     H, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off, x_len,
@@ -352,6 +355,7 @@ def _bs_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
     WIDE: tl.constexpr, FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
+    HAS_GLSE: tl.constexpr,
 ):
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
@@ -361,12 +365,12 @@ def _bs_bwd_dq_kernel(
     LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H, WIDE, FLAT)
     if pid < dq_programs:
-        _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, LD, IDX,
+        _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, GLSE, LD, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
                     sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group, sm_scale, x_len,
                     TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED,
-                    VARLEN, RAGGED, NK_P2)
+                    VARLEN, RAGGED, NK_P2, HAS_GLSE)
     else:
         _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
                        (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
@@ -538,13 +542,15 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
 @functools.lru_cache(maxsize=256)
 def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                       num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
-                      align: tuple[int, ...], varlen: bool = False) -> tuple[BoundLaunch, BoundLaunch, int]:
+                      align: tuple[int, ...], varlen: bool = False,
+                      lse_grad: bool = False) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
     :func:`alignment` (the workspace ``ws`` is a fresh allocation, always aligned). The dQ launch is
-    called with (q, k, v, out, grad_out, dq, lse, ws, idx), the dK/dV launch with
-    (q, k, v, grad_out, dk, dv, ws)."""
+    called with (q, k, v, out, grad_out, dq, lse, grad_lse, ws, idx), the dK/dV launch with
+    (q, k, v, grad_out, dk, dv, ws); ``grad_lse`` (LSE's strides) is read only when ``lse_grad``
+    (otherwise pass ``lse`` in its place)."""
     qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
     for name, st in (("q", qs), ("k", ks), ("v", vs), ("out", os_), ("grad_out", gs)):
         check_span(name, (B, Y, X, C), st)
@@ -557,7 +563,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, block,
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, block,
             _tile_block(T, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
@@ -567,7 +573,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         site, grid,
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, nq, n_tiles, split,
          group, dq_programs, scale, 2 * n_delta, B * ne, X),
-        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1,
+        dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, HAS_GLSE=lse_grad,
              **_geometry(X, tile, nk), **_lists(nk, varlen), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
@@ -620,21 +626,23 @@ def block_sparse_attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int], num_heads: int, scale: float,
     dq: torch.Tensor | None = None, dk: torch.Tensor | None = None, dv: torch.Tensor | None = None,
-    varlen: bool = False,
+    varlen: bool = False, grad_lse: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C]."""
+    """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C].
+    ``grad_lse`` [B, Y, X, H]: the gradient of the returned LSE, if it has one."""
     B, Y, X, C = q.shape
     nq, nk = kv_index.shape[1:]
     idx = _int32(kv_index)
     lse = lse.contiguous()
+    glse = lse if grad_lse is None else grad_lse.to(torch.float32).contiguous()
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
     strides = tuple(t.stride() for t in (q, k, v, out, grad_out, dq, dk, dv, lse)) + (idx.stride()[:2],)
     dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx), varlen)
+        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx, glse), varlen, grad_lse is not None)
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
-    dq_launch(q, k, v, out, grad_out, dq, lse, ws, idx)
+    dq_launch(q, k, v, out, grad_out, dq, lse, glse, ws, idx)
     dkv_launch(q, k, v, grad_out, dk, dv, ws)
     return dq, dk, dv

@@ -57,7 +57,7 @@ def radial_attention(
         text_tokens: tokens after the video, attended densely both ways.
         block_size: the mask's block size (128 as in the release).
         scale: softmax scale, default D ** -0.5.
-        return_lse: also return the natural-log sum-exp [B, N, H] (float32; carries no gradient).
+        return_lse: also return the natural-log sum-exp [B, N, H] (float32, differentiable).
     Returns:
         out [B, N, H, D] (and the LSE).
     """

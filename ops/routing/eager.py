@@ -149,11 +149,12 @@ class RoutedProgram:
             pq, pk, pv, pg = q.data_ptr(), k.data_ptr(), v.data_ptr(), grad_out.data_ptr()
             pw = base + 4 * self.parts[3][0]
             pi = base + 4 * self.parts[0][0] if idx is None else idx.data_ptr()
-            self.dq(pq, pk, pv, out.data_ptr(), pg, dq.data_ptr(), base + 4 * self.parts[1][0], pw, pi)
+            pl = base + 4 * self.parts[1][0]
+            self.dq(pq, pk, pv, out.data_ptr(), pg, dq.data_ptr(), pl, pl, pw, pi)   # LSE twice: no LSE gradient
             self.dkv(pq, pk, pv, pg, dk.data_ptr(), dv.data_ptr(), pw)
             return dq, dk, dv
         ids, lse, _, ws = self._views(buf)
-        self.dq(q, k, v, out, grad_out, dq, lse, ws, ids if idx is None else idx)
+        self.dq(q, k, v, out, grad_out, dq, lse, lse, ws, ids if idx is None else idx)
         self.dkv(q, k, v, grad_out, dk, dv, ws)
         return dq, dk, dv
 

@@ -279,14 +279,37 @@ def test_argument_errors(call, match):
         call(q, m)
 
 
-def test_head_dim_limit_and_lse_gradient_error():
+def test_head_dim_limit():
     q = torch.randn(1, 16, 1, 130)
     with pytest.raises(ValueError, match="head dim"):
         ops.block_sparse_attention(q, q, q, torch.ones(1, 1, dtype=torch.bool), 16)
-    q = torch.randn(1, 32, 1, 8, requires_grad=True)
-    out, lse = ops.block_sparse_attention(q, q, q, torch.ones(2, 2, dtype=torch.bool), 16, return_lse=True)
-    with pytest.raises(RuntimeError, match="carries no gradient"):
-        lse.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])   # float64: the reference path
+def test_lse_gradient(dtype):
+    """The returned LSE is differentiable (alone or with the output), on the kernels and the reference."""
+    if dtype == torch.float32 and not (interpret_mode() or torch.cuda.is_available()):
+        pytest.skip("the Triton kernels need a GPU or TRITON_INTERPRET=1")
+    q, k, v = _inputs(2, 70, 2, 16, dtype, seed=9)
+    mask = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(9)) < 0.5
+    mask[0, 2] = False
+    mask[:, :, 0] = True
+    mask[0, 2, 0] = False                                                 # an empty row (LSE -inf)
+    mask = mask.to(DEVICE)
+    go, gl = torch.randn(2, 70, 2, 16).to(DEVICE, dtype), torch.randn(2, 70, 2).to(DEVICE, dtype)
+    out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=16, return_lse=True)
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref_out, ref_lse = block_sparse_attention_reference(*leaves, mask, 16, 16 ** -0.5)
+    finite = torch.isfinite(ref_lse)
+    for loss, ref_loss in (((out * go).sum() + (lse[finite] * gl[finite]).sum(),
+                            (ref_out * go).sum() + (ref_lse[finite] * gl[finite]).sum()),
+                           ((lse[finite] * gl[finite]).sum(), (ref_lse[finite] * gl[finite]).sum())):
+        got = torch.autograd.grad(loss, (q, k, v), retain_graph=True)
+        want = torch.autograd.grad(ref_loss, leaves, retain_graph=True, allow_unused=True)
+        for a, b in zip(got, want):
+            b = torch.zeros_like(a, dtype=torch.float64) if b is None else b   # the LSE alone: no dV
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=1e-4)
 
 
 def test_empty_inputs():
