@@ -73,6 +73,12 @@ w = [q(C, 1, 5, 5) * 0.2, q(C) * 0.1, q(C, 1, 7, 7) * 0.1, q(C) * 0.1, q(C, C, 1
 for layout in (torch.contiguous_format, torch.channels_last):
     x = q(16, C, 56, 56).contiguous(memory_format=layout)
     check(f"lka B16 C64 56x56 {layout}", lambda x, *ws: ops.large_kernel_attention(x.contiguous(memory_format=layout), *ws), x, *w)
+check("radial wan 12 frames x 780 tokens H4 D128 decay 0.2 (ragged last block)", lambda a, b, c: ops.radial_attention(
+    a, b, c, 12, 0.2), q(1, 12 * 780, 4, 128), q(1, 12 * 780, 4, 128), q(1, 12 * 780, 4, 128))
+bsm = torch.rand(2, 40, 40, generator=torch.Generator().manual_seed(0)) < 0.3
+bsm[1, 3] = False                                                         # an empty row
+check("block-sparse B2 N2500 block 64 H2 D64 density 0.3", lambda a, b, c: ops.block_sparse_attention(
+    a, b, c, bsm.to(dev), 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64))
 g_mild = lambda *s: torch.nn.functional.logsigmoid(torch.randn(*s)) / 16   # ViG's gates: whole-chunk path
 g_sharp = lambda *s: torch.nn.functional.logsigmoid(3 * torch.randn(*s))   # 16-row sub-block path
 for gname, gate in (("vig gates", g_mild), ("sharp gates", g_sharp)):
