@@ -253,7 +253,8 @@ def fuzz_gla(seed: int, big: bool) -> None:
 def fuzz_bsa(seed: int, big: bool) -> None:
     """The public ``ops.block_sparse_attention`` (or ``ops.radial_attention``) with autograd against
     the fp64 reference: block sizes 16-128, sequences ending anywhere in a block, masks from empty
-    rows to full (per batch item or shared), head dims 1-128, q/k/v as slices of one projection."""
+    rows to full (per batch item or shared, per head or shared), head dims 1-128, q/k/v as slices
+    of one projection."""
     from ops.block_sparse import block_sparse_attention_reference
 
     rng = random.Random(seed)
@@ -273,8 +274,9 @@ def fuzz_bsa(seed: int, big: bool) -> None:
         model = f"radial {frames} frames, decay {decay}, {rule}"
     else:
         density = rng.choice([0.0, 0.1, 0.4, 1.0])
-        mask = torch.rand(rng.choice([1, B]), nb, nb, generator=gen) < density
-        model = f"density {density}"
+        heads = rng.choice([None, H])                                  # shared by the heads, or per head
+        mask = torch.rand(rng.choice([1, B]), *(() if heads is None else (heads,)), nb, nb, generator=gen) < density
+        model = f"density {density}" + ("" if heads is None else ", per head")
     case = dict(seed=seed, B=B, N=N, H=H, D=D, block=bs, dtype=dtype, mask=model, strided=strided)
     proj = torch.randn(B, N, 3 * H * D, generator=gen)
     grad = torch.randn(B, N, H, D, generator=gen)
@@ -291,7 +293,7 @@ def fuzz_bsa(seed: int, big: bool) -> None:
         elif radial:
             y = ops.radial_attention(q, k, v, frames, decay, rule, block_size=bs, scale=scale)
         else:
-            y = ops.block_sparse_attention(q, k, v, m if m.shape[0] == B else m[0], bs, scale)
+            y = ops.block_sparse_attention(q, k, v, m if m.shape[0] == B or m.dim() == 4 else m[0], bs, scale)
         return y, torch.autograd.grad(y, p, grad.to(DEVICE, dt))[0]
 
     y, g = run(dtype)

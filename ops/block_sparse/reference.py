@@ -20,10 +20,11 @@ def _probabilities(q, k, block_mask, block_size, scale, r0):
     N = k.shape[2]
     cols = torch.arange(N, device=q.device) // block_size
     rows = torch.arange(r0, min(N, r0 + _ROWS), device=q.device) // block_size
-    allowed = block_mask[:, rows][:, :, cols]                                   # [B|1, rows, N]
+    per_head = block_mask if block_mask.dim() == 4 else block_mask[:, None]     # [B|1, H|1, NB, NB]
+    allowed = per_head[:, :, rows][:, :, :, cols]                               # [B|1, H|1, rows, N]
     s = (q[:, :, r0:r0 + _ROWS] @ k.transpose(-1, -2)) * scale
-    s = s.masked_fill(~allowed[:, None], float("-inf"))
-    empty = ~allowed.any(-1)[:, None, :, None]                                  # rows selecting nothing
+    s = s.masked_fill(~allowed, float("-inf"))
+    empty = ~allowed.any(-1, keepdim=True)                                      # rows selecting nothing
     lse = torch.logsumexp(s.masked_fill(empty, 0.0), -1, keepdim=True)          # finite: no NaN gradient
     return torch.exp(s - lse), lse.masked_fill(empty, float("-inf"))[..., 0]
 
@@ -34,7 +35,8 @@ def block_sparse_attention_reference(query: torch.Tensor, key: torch.Tensor, val
     """Attention of each query block to the key blocks its row of ``block_mask`` selects.
 
     Args:
-        query, key, value: [B, N, H, D]. block_mask: bool [B or 1, NB, NB], NB = ceil(N / block_size).
+        query, key, value: [B, N, H, D]. block_mask: bool [B or 1, NB, NB], or [B or 1, H, NB, NB]
+            per head; NB = ceil(N / block_size).
     Returns:
         out [B, N, H, D] (0 for a query whose row selects nothing) and the natural-log LSE
         [B, N, H] (-inf there), float32 (float64 for float64 inputs). Differentiable.

@@ -92,6 +92,46 @@ def test_kernels_match_reference(B, N, H, D, bs, density, dtype, monkeypatch):
 
 
 @needs_kernels
+@pytest.mark.parametrize("batch_mask", [1, 2])
+def test_per_head_masks(batch_mask, monkeypatch):
+    """[B|1, H, NB, NB]: each head its own pattern (heads as rows of the core's tile grid), forward,
+    LSE and gradients against the reference; a head whose mask is full equals dense attention."""
+    B, N, H, D, bs = 2, 75, 3, 16, 16
+    q, k, v = _inputs(B, N, H, D, torch.float32, seed=21)
+    g = torch.Generator().manual_seed(21)
+    mask = torch.rand(batch_mask, H, 5, 5, generator=g) < 0.4
+    mask[:, 0] = True                                                  # head 0: dense
+    mask[0, 1, 2] = False                                              # an empty row in head 1
+    mask = mask.to(DEVICE)
+    grad = torch.randn(B, N, H, D).to(DEVICE)
+    _poison_empty(monkeypatch)
+    out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=bs, return_lse=True)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+    monkeypatch.undo()
+    ref_out, ref_lse, rdq, rdk, rdv = _reference(q, k, v, mask, bs, D ** -0.5, grad)
+    for got, want in ((out, ref_out), (dq, rdq), (dk, rdk), (dv, rdv)):
+        assert torch.isfinite(got).all()
+        assert (got.double() - want).abs().max() < 2e-5
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    dense = F.scaled_dot_product_attention(*(t[:, :, :1].transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    torch.testing.assert_close(out[:, :, :1], dense, atol=2e-5, rtol=1e-5)
+    # a per-head mask whose heads agree is the shared mask
+    shared = ops.block_sparse_attention(q, k, v, mask[:, 1:2].expand(-1, H, -1, -1), block_size=bs)
+    torch.testing.assert_close(shared, ops.block_sparse_attention(q, k, v, mask[:, 1], block_size=bs))
+
+
+def test_per_head_reference_path_and_index():
+    from ops.block_sparse import _index_mask, per_head_index
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(2, 3, 4, 4, generator=g) < 0.5
+    index = per_head_index(mask)
+    assert index.shape[:2] == (2, 12) and torch.equal(_index_mask(index, 4, 3, True), mask)
+    q, k, v = (torch.randn(2, 60, 3, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda a, b, c: ops.block_sparse_attention(a, b, c, mask, block_size=16),
+                                    (q, k, v))
+
+
+@needs_kernels
 def test_full_mask_equals_sdpa():
     q, k, v = _inputs(2, 80, 2, 32, torch.float32, seed=3)
     mask = torch.ones(5, 5, dtype=torch.bool, device=DEVICE)   # blocks of 16 cover all 80 tokens
@@ -263,6 +303,7 @@ def test_compile_fullgraph(dtype):
     (lambda q, m: ops.block_sparse_attention(q, q, q, m, 16.0), "block_size must be an int"),
     (lambda q, m: ops.block_sparse_attention(q, q, q, m.int(), 16), "bool"),
     (lambda q, m: ops.block_sparse_attention(q, q, q, m[:2], 16), r"NB = ceil\(N / block_size\) = 3"),
+    (lambda q, m: ops.block_sparse_attention(q, q, q, m.expand(1, 3, 3, 3), 16), "H = 2"),
     (lambda q, m: ops.block_sparse_attention(q, q, q, m.expand(3, 3, 3), 16), "B = 2"),
     (lambda q, m: ops.block_sparse_attention(q, q, q, m, 16, scale=-1.0), "scale"),
     (lambda q, m: ops.block_sparse_attention(q.int(), q, q, m, 16), "float16, bfloat16"),
