@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import ops
 
 from ..runner import Case, register_suite
-from .peers import dense_peers
+from .peers import dense_peers, with_backward
 
 GPU_CASES = [(8, 3136, 6, 64), (4, 16384, 8, 64)]
 CPU_CASES = [(1, 256, 2, 32)]
@@ -38,16 +38,6 @@ def _fla_bidirectional(chunk_gla, q, k, v, g, rg, scale):
     cat = [torch.cat([t, t.flip(1)]) for t in (q, k, v)]
     o, _ = chunk_gla(*cat, torch.cat([g, rg.flip(1)]), scale=scale)
     return (o[:B] + o[B:].flip(1)) / 2
-
-
-def _backward_of(fn, leaves, grad):
-    def call():
-        for t in leaves:
-            t.grad = None
-        out = fn()
-        out = out[0] if isinstance(out, tuple) else out
-        out.backward(grad if out.shape == grad.shape else grad.transpose(1, 2))   # dense SDPA: [B, H, T, D]
-    return call
 
 
 @register_suite("gla")
@@ -83,6 +73,6 @@ def gla_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
         fwd = impls(*leaves)
         cases.append(Case(
             name=f"gla fwd+bwd B{B} T{T} H{H} D{D}", shapes=shapes,
-            impls={name: fn if isinstance(fn, str) else _backward_of(fn, leaves, do) for name, fn in fwd.items()},
+            impls={name: fn if isinstance(fn, str) else with_backward(fn, leaves, do) for name, fn in fwd.items()},
             bytes=2.5 * io, notes={"direction": "forward+backward"}))
     return cases

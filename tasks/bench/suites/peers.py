@@ -80,9 +80,13 @@ class CUDAGraphed:
 
 
 def with_backward(fn: Callable[[], torch.Tensor], inputs, grad: torch.Tensor) -> Callable[[], None]:
-    """A call of ``fn`` and its backward with ``grad``, the inputs' gradients cleared first."""
+    """A call of ``fn`` and its backward with ``grad``, the inputs' gradients cleared first. An
+    output in [B, H, N, D] (dense SDPA, FlexAttention) against a heads-last ``grad`` [B, N, H, D]
+    gets the transposed gradient; a tuple output (fla) its first entry."""
     def run():
         for t in inputs:
             t.grad = None
-        fn().backward(grad)
+        out = fn()
+        out = out[0] if isinstance(out, tuple) else out
+        out.backward(grad if out.shape == grad.shape else grad.transpose(1, 2))
     return run

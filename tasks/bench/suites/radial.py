@@ -16,7 +16,7 @@ import torch
 import ops
 
 from ..runner import Case, register_suite
-from .peers import dense_peers, flex_peer
+from .peers import dense_peers, flex_peer, with_backward
 
 GPU_CASES = [("wan 480p", 1, 12, 128, 21, 1560), ("wan 720p", 1, 12, 128, 21, 3600)]
 CPU_CASES = [("tiny", 1, 2, 16, 6, 40)]
@@ -62,19 +62,8 @@ def radial_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                           notes={**notes, "direction": "forward"}, dense_impl=dense, flop_bound_x=bound))
         leaves = [t.clone().requires_grad_() for t in (q, k, v)]
         fwd = impls(*leaves)
-        grad_bhnd = do.transpose(1, 2)
-
-        def backward(fn, leaves=leaves, do=do, grad_bhnd=grad_bhnd):   # bound now: cases run after the loop
-            if isinstance(fn, str):
-                return fn
-
-            def run():
-                for t in leaves:
-                    t.grad = None
-                out = fn()
-                out.backward(do if out.shape == do.shape else grad_bhnd)   # SDPA / flex: [B, H, N, D]
-            return run
         cases.append(Case(name=f"radial fwd+bwd {name}", shapes=shapes,
-                          impls={k_: backward(fn) for k_, fn in fwd.items()}, flops=3.5 * flops,
+                          impls={k_: fn if isinstance(fn, str) else with_backward(fn, leaves, do)
+                                 for k_, fn in fwd.items()}, flops=3.5 * flops,
                           notes={**notes, "direction": "forward+backward"}, dense_impl=dense, flop_bound_x=bound))
     return cases
