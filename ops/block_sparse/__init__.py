@@ -13,12 +13,12 @@ import torch
 
 from ..common import (check_floating, check_rank, check_same_device, check_same_dtype, eager_autograd, op_name,
                       op_or_impl, use_kernels)
-from ..common.block_index import PAD, block_mask_to_index, index_to_block_mask
+from ..common.block_index import PAD, block_mask_to_index, index_to_block_mask, visit_order
 from .reference import block_sparse_attention_reference, block_sparse_attention_reference_backward, token_mask
 
-__all__ = ["PAD", "block_mask_to_index", "block_sparse_attention", "block_sparse_attention_from_index",
+__all__ = ["PAD", "attend_lists", "block_mask_to_index", "block_sparse_attention", "block_sparse_attention_from_index",
            "block_sparse_attention_reference", "check_block_sparse_inputs", "index_to_block_mask", "per_head_index",
-           "token_mask"]
+           "token_mask", "visit_order"]
 
 MAX_HEAD_DIM = 128   # the kernels hold a 128-row block of the head in registers; larger heads are untested on a GPU
 MIN_BLOCK = 16   # one block fills a tl.dot's rows: blocks are never packed, so lists may differ in length
@@ -45,7 +45,7 @@ def _index_mask(kv_index: torch.Tensor, blocks: int, heads: int, per_head: bool)
     return torch.diagonal(mask, dim1=1, dim2=3).permute(0, 3, 1, 2)
 
 
-def _bsa_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor,
+def _bsa_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor, order: torch.Tensor,
                       block_size: int, scale: float, per_head: bool) -> tuple[torch.Tensor, torch.Tensor]:
     B, N, H, D = q.shape
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -54,7 +54,8 @@ def _bsa_forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_inde
         out, lse = torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty((B, N, H), dtype=lse_dtype)
         block_sparse_attention_forward(*(_core_map(t, per_head) for t in (q, k, v)), kv_index.expand(B, -1, -1),
                                        (1, block_size), 1 if per_head else H, scale,
-                                       out=_core_map(out, per_head), lse=_core_lse(lse, per_head), varlen=True)
+                                       out=_core_map(out, per_head), lse=_core_lse(lse, per_head), varlen=True,
+                                       order=order.expand(B, -1))
         return out, lse
     if not q.numel():
         return torch.zeros_like(q), q.new_zeros((B, N, H), dtype=lse_dtype)
@@ -67,14 +68,14 @@ _bsa_forward = torch.library.custom_op(op_name("bsa_forward"), _bsa_forward_impl
 
 
 @_bsa_forward.register_fake
-def _(q, k, v, kv_index, block_size, scale, per_head):
+def _(q, k, v, kv_index, order, block_size, scale, per_head):
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(q.shape[:3], dtype=lse_dtype)
 
 
 def _bsa_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor,
                        v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kv_index: torch.Tensor,
-                       block_size: int, scale: float, per_head: bool) -> list[torch.Tensor]:
+                       order: torch.Tensor, block_size: int, scale: float, per_head: bool) -> list[torch.Tensor]:
     B, N, H, D = q.shape
     if use_kernels(q, k, v) and q.numel():
         from ..common.block_sparse import block_sparse_attention_backward
@@ -82,7 +83,8 @@ def _bsa_backward_impl(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q:
         maps = [_core_map(t, per_head) for t in (grad_out, q, k, v, out, *grads)]
         block_sparse_attention_backward(
             *maps[:5], _core_lse(lse, per_head), kv_index.expand(B, -1, -1), (1, block_size), 1 if per_head else H,
-            scale, *maps[5:], varlen=True, grad_lse=None if grad_lse is None else _core_lse(grad_lse, per_head))
+            scale, *maps[5:], varlen=True, grad_lse=None if grad_lse is None else _core_lse(grad_lse, per_head),
+            order=order.expand(B, -1))
         return grads
     if not q.numel():
         return [torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)]
@@ -95,24 +97,24 @@ _bsa_backward_call = op_or_impl(_bsa_backward, _bsa_backward_impl)
 
 
 @_bsa_backward.register_fake
-def _(grad_out, grad_lse, q, k, v, out, lse, kv_index, block_size, scale, per_head):
+def _(grad_out, grad_lse, q, k, v, out, lse, kv_index, order, block_size, scale, per_head):
     return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v)]
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, kv_index, block_size, scale, per_head = inputs
-    ctx.save_for_backward(q, k, v, kv_index, *output)
+    q, k, v, kv_index, order, block_size, scale, per_head = inputs
+    ctx.save_for_backward(q, k, v, kv_index, order, *output)
     ctx.params = (block_size, scale, per_head)
 
 
 def _backward(ctx, grad_out, grad_lse):
-    q, k, v, kv_index, out, lse = ctx.saved_tensors
+    q, k, v, kv_index, order, out, lse = ctx.saved_tensors
     if grad_out is None and grad_lse is None:
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None, None, None
     grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()   # only the LSE was used
     grad_lse = None if grad_lse is None else grad_lse.contiguous()
-    dq, dk, dv = _bsa_backward_call(grad_out, grad_lse, q, k, v, out, lse, kv_index, *ctx.params)
-    return dq, dk, dv, None, None, None, None
+    dq, dk, dv = _bsa_backward_call(grad_out, grad_lse, q, k, v, out, lse, kv_index, order, *ctx.params)
+    return dq, dk, dv, None, None, None, None, None
 
 
 _bsa_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -179,9 +181,18 @@ def block_sparse_attention_from_index(query: torch.Tensor, key: torch.Tensor, va
     [B or 1, NB, L] from :func:`block_mask_to_index` (heads share them), or [B or 1, H * NB, L]
     from :func:`per_head_index`. No host synchronisation, so callers that reuse a mask (radial
     attention, a diffusion step's layers) convert it once."""
+    return attend_lists(query, key, value, kv_index, visit_order(kv_index, kv_index.shape[-2]), block_size, scale,
+                        return_lse)
+
+
+def attend_lists(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_index: torch.Tensor,
+                 order: torch.Tensor, block_size: int, scale: float | None = None, return_lse: bool = False):
+    """:func:`block_sparse_attention_from_index` given the lists' :func:`visit_order` as well
+    (int32 [B or 1, 2 * rows]), for callers that keep it with the lists (``ops.radial``). The
+    order must be the lists' own: it decides which program computes which block."""
     scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
     per_head = kv_index.shape[-2] != -(-query.shape[1] // block_size)   # H * NB rows: lists per head
-    out, lse = _bsa_call(query, key, value, kv_index, block_size, scale, per_head)
+    out, lse = _bsa_call(query, key, value, kv_index, order, block_size, scale, per_head)
     return (out, lse) if return_lse else out
 
 

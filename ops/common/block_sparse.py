@@ -176,20 +176,32 @@ def _program(n_per_head, H, WIDE: tl.constexpr, FLAT: tl.constexpr):
     return pid, b, bh % H
 
 
+@triton.jit
+def _visit(order, pid, split):
+    """ORDERED (unpacked tiles only): program ``pid`` takes chunk ``pid % split`` of tile
+    ``order[pid // split]`` instead of tile ``pid // split``. The host orders tiles by descending
+    work (``block_index.visit_order``), so no long list starts in the last wave: on the radial
+    mask, whose last row lists every block (3-4x the mean), a list-scheduling model puts the
+    natural order 7-11% above the ideal makespan and this order within 2%."""
+    return tl.load(order + pid // split) * split + pid % split
+
+
 @triton.autotune(configs=_stream_configs("BLOCK_N"), key=_TUNE_KEY,
                  prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_M")})
 @triton.jit
 def _bs_fwd_kernel(
-    Q, K, V, O, LSE, IDX,
+    Q, K, V, O, LSE, IDX, ORD,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
-    so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    so_b, so_y, so_x, so_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q, sord_b,
     H, NQ, q_split, group, qk_scale, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, WIDE: tl.constexpr,
-    FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
+    FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr, ORDERED: tl.constexpr,
 ):
     pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H, WIDE, FLAT)
+    if ORDERED:
+        pid = _visit(ORD + b * sord_b, pid, q_split)
 
     tile0, member, tile, offs_m, m_valid = _fixed_rows(pid, q_split, group, NQ, T, BLOCK_M, PACKED)
     if RAGGED:
@@ -347,24 +359,27 @@ def _inverse_lists(IDX, SRC, PTR, si_q, tile, NE, NK, n_tiles, CHUNK: tl.constex
                  prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_M")})
 @triton.jit
 def _bs_bwd_dq_kernel(
-    Q, K, V, O, DO, DQ, LSE, GLSE, WS, IDX,
+    Q, K, V, O, DO, DQ, LSE, GLSE, WS, IDX, ORD,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c, sout_b, sout_y, sout_x, sout_c,
-    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q,
+    so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c, sl_b, sl_y, sl_x, sl_h, si_b, si_q, sord_b,
     H, NQ, n_tiles, q_split, group, dq_programs, sm_scale, lists_off, ptr_off, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
     WIDE: tl.constexpr, FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
-    HAS_GLSE: tl.constexpr,
+    HAS_GLSE: tl.constexpr, ORDERED: tl.constexpr,
 ):
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
     p * H + h of batch item b), so the lists cost no launch of their own. ``WS`` is the
     backward's fp32 workspace: the (log2 LSE, delta) pairs (LSE's layout and a pair axis), then the
-    int32 lists (see :func:`_workspace`)."""
+    int32 lists (see :func:`_workspace`). ORDERED: ``ORD`` holds the query tiles' visit order,
+    then the KV tiles' (the dK/dV kernel's)."""
     LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(dq_programs + tl.cdiv(n_tiles, H), H, WIDE, FLAT)
     if pid < dq_programs:
+        if ORDERED:
+            pid = _visit(ORD + b * sord_b, pid, q_split)
         _dq_program(pid, b, h, Q, K, V, O, DO, DQ, LSE, GLSE, LD, IDX,
                     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
@@ -380,18 +395,20 @@ def _bs_bwd_dq_kernel(
                  prune_configs_by={"early_config_prune": _prune_for_fixed_block("BLOCK_N")})
 @triton.jit
 def _bs_bwd_dkv_kernel(
-    Q, K, V, DO, DK, DV, WS,
+    Q, K, V, DO, DK, DV, WS, ORD,
     sq_b, sq_y, sq_x, sq_c, sk_b, sk_y, sk_x, sk_c, sv_b, sv_y, sv_x, sv_c,
     so_b, so_y, so_x, so_c, sdk_b, sdk_y, sdk_x, sdk_c, sdv_b, sdv_y, sdv_x, sdv_c,
-    sl_b, sl_y, sl_x, sl_h, ss_b, sp_b,
+    sl_b, sl_y, sl_x, sl_h, ss_b, sp_b, sord_b, NQ,
     H, n_tiles, kv_split, group, sm_scale, lists_off, ptr_off, x_len,
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
-    WIDE: tl.constexpr, FLAT: tl.constexpr, RAGGED: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr, RAGGED: tl.constexpr, ORDERED: tl.constexpr,
 ):
     LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H, WIDE, FLAT)
+    if ORDERED:   # the KV tiles' order follows the NQ query tiles' in ORD
+        pid = _visit(ORD + b * sord_b + NQ, pid, kv_split)
 
     tile0, member, tile, offs_n, n_valid = _fixed_rows(pid, kv_split, group, n_tiles, T, BLOCK_N, PACKED)
     if RAGGED:
@@ -512,45 +529,57 @@ def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
 
+def _order(order: torch.Tensor) -> torch.Tensor:
+    """A visit order as the kernels read it: int32 [B, n] with unit stride along n (a batch-shared
+    order may be expanded: batch stride 0)."""
+    if order.dtype != torch.int32 or order.stride(-1) != 1:
+        order = order.to(torch.int32).contiguous()
+    return order
+
+
 @functools.lru_cache(maxsize=256)
 def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                    num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[int, ...],
-                   align: tuple[int, ...], varlen: bool = False) -> BoundLaunch:
+                   align: tuple[int, ...], varlen: bool = False, order_stride: int | None = None) -> BoundLaunch:
     """The forward's launch for one problem, bound once (routed attention runs per block of a
-    model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx): q/k/v
-    in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each, idx 2)
-    and :func:`alignment`."""
+    model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx, order):
+    q/k/v in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each,
+    idx 2) and :func:`alignment`. ``order_stride``: the batch stride of an int32 visit order
+    (:func:`~ops.common.block_index.visit_order`, query tiles first); None: tiles in their natural
+    order, and ``order`` is not read (pass any tensor, e.g. idx)."""
     for j, name in enumerate(("q", "k", "v")):
         check_span(name, (B, Y, X, C), strides[4 * j:4 * j + 4])
     th, tw = tile
     T = th * tw
     bm, q_split, group = _tile_block(T, "forward")
-    if varlen and group > 1:
-        raise ValueError(f"variable-length KV lists need tiles of at least 16 tokens, got {T}")
+    if (varlen or order_stride is not None) and group > 1:
+        raise ValueError(f"variable-length KV lists and visit orders need tiles of at least 16 tokens, got {T}")
     grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
     args = (num_heads, nq, q_split, group, scale * LOG2E, X)
     dense, lse = (B, Y, X, C), (B, Y, X, num_heads)
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
                         ((B, nq, nk), (*strides[20:22], 1)))
-    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, **_geometry(X, tile, nk),
-                **_meta(C // num_heads, dtype, group), **_lists(nk, varlen))
+    meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, ORDERED=order_stride is not None,
+                **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group), **_lists(nk, varlen))
     # the site holds what Triton specializes on; the scale, a float, is not
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, bm)
-    return _bs_fwd.bind(site, grid, (*strides, *args), meta)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, order_stride, bm)
+    return _bs_fwd.bind(site, grid, (*strides, order_stride or 0, *args), meta)
 
 
 @functools.lru_cache(maxsize=256)
 def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                       num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
-                      align: tuple[int, ...], varlen: bool = False,
-                      lse_grad: bool = False) -> tuple[BoundLaunch, BoundLaunch, int]:
+                      align: tuple[int, ...], varlen: bool = False, lse_grad: bool = False,
+                      order_stride: int | None = None) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
     :func:`alignment` (the workspace ``ws`` is a fresh allocation, always aligned). The dQ launch is
-    called with (q, k, v, out, grad_out, dq, lse, grad_lse, ws, idx), the dK/dV launch with
-    (q, k, v, grad_out, dk, dv, ws); ``grad_lse`` (LSE's strides) is read only when ``lse_grad``
-    (otherwise pass ``lse`` in its place)."""
+    called with (q, k, v, out, grad_out, dq, lse, grad_lse, ws, idx, order), the dK/dV launch with
+    (q, k, v, grad_out, dk, dv, ws, order); ``grad_lse`` (LSE's strides) is read only when
+    ``lse_grad`` (otherwise pass ``lse`` in its place), ``order`` (int32, the query tiles' visit
+    order then the KV tiles', batch stride ``order_stride``) only when ``order_stride`` is not
+    None (otherwise pass any tensor)."""
     qs, ks, vs, os_, gs, dqs, dks, dvs, ls, is_ = strides
     for name, st in (("q", qs), ("k", ks), ("v", vs), ("out", os_), ("grad_out", gs)):
         check_span(name, (B, Y, X, C), st)
@@ -560,30 +589,33 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     ne = nq * nk
     n_delta = B * Y * X * num_heads
     block, split, group = _tile_block(T, "dq")
+    ordered = order_stride is not None
+    if ordered and (group > 1 or _tile_block(T, "dkv")[2] > 1):
+        raise ValueError(f"visit orders need tiles of at least 16 tokens, got {T}")
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, block,
-            _tile_block(T, "dkv")[0])
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride,
+            block, _tile_block(T, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
     grid = heads_grid(dq_programs + cdiv(n_tiles, num_heads), B * num_heads)
     dq = _bs_bwd_dq.bind(
         site, grid,
-        (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, num_heads, nq, n_tiles, split,
+        (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, order_stride or 0, num_heads, nq, n_tiles, split,
          group, dq_programs, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, HAS_GLSE=lse_grad,
-             **_geometry(X, tile, nk), **_lists(nk, varlen), **common))
+             ORDERED=ordered, **_geometry(X, tile, nk), **_lists(nk, varlen), **common))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     block, split, group = _tile_block(T, "dkv")
     grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
     dkv = _bs_bwd_dkv.bind(
         site, grid,
-        (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, num_heads, n_tiles, split, group,
-         scale, 2 * n_delta, B * ne, X),
-        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1,
+        (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, order_stride or 0, nq, num_heads, n_tiles, split,
+         group, scale, 2 * n_delta, B * ne, X),
+        dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, ORDERED=ordered,
              **_geometry(X, tile), **common))
     # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
     return dq, dkv, 2 * n_delta + B * (ne + n_tiles + 1)
@@ -592,7 +624,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
 def block_sparse_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int],
     num_heads: int, scale: float, out: torch.Tensor | None = None, lse: torch.Tensor | None = None,
-    varlen: bool = False,
+    varlen: bool = False, order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward of tile-sparse attention.
 
@@ -605,6 +637,9 @@ def block_sparse_attention_forward(
             gives output 0 and LSE -inf.
         tile: (tile_h, tile_w). scale: softmax scale.
         out / lse: optional preallocated [B, Y, X, C] / [B, Y, X, H] float32 buffers.
+        order: optional int32 [B, NQ + n_tiles] visit order (``block_index.visit_order``; batch
+            stride 0 when shared): programs take the query tiles in the order of its first NQ
+            entries. Tiles of at least 16 tokens only.
     Returns:
         out [B, Y, X, C] in q's dtype and the natural-log LSE [B, Y, X, H] (float32).
     """
@@ -615,10 +650,10 @@ def block_sparse_attention_forward(
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     if lse is None:
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
-    tensors = (q, k, v, out, lse, idx)
+    tensors = (q, k, v, out, lse, idx, idx if order is None else _order(order))
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), *idx.stride()[:2])
     forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-                   alignment(*tensors), varlen)(*tensors)
+                   alignment(*tensors), varlen, None if order is None else tensors[-1].stride(0))(*tensors)
     return out, lse
 
 
@@ -626,10 +661,11 @@ def block_sparse_attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, kv_index: torch.Tensor, tile: tuple[int, int], num_heads: int, scale: float,
     dq: torch.Tensor | None = None, dk: torch.Tensor | None = None, dv: torch.Tensor | None = None,
-    varlen: bool = False, grad_lse: torch.Tensor | None = None,
+    varlen: bool = False, grad_lse: torch.Tensor | None = None, order: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of :func:`block_sparse_attention_forward`: (dq, dk, dv), each [B, Y, X, C].
-    ``grad_lse`` [B, Y, X, H]: the gradient of the returned LSE, if it has one."""
+    ``grad_lse`` [B, Y, X, H]: the gradient of the returned LSE, if it has one. ``order``: the
+    forward's visit order (its last n_tiles entries order the dK/dV programs' KV tiles)."""
     B, Y, X, C = q.shape
     nq, nk = kv_index.shape[1:]
     idx = _int32(kv_index)
@@ -638,11 +674,13 @@ def block_sparse_attention_backward(
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if dq is None else dq
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if dk is None else dk
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if dv is None else dv
+    order = idx if order is None else _order(order)
     strides = tuple(t.stride() for t in (q, k, v, out, grad_out, dq, dk, dv, lse)) + (idx.stride()[:2],)
     dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx, glse), varlen, grad_lse is not None)
+        alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx, glse, order), varlen, grad_lse is not None,
+        None if order is idx else order.stride(0))
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
-    dq_launch(q, k, v, out, grad_out, dq, lse, glse, ws, idx)
-    dkv_launch(q, k, v, grad_out, dk, dv, ws)
+    dq_launch(q, k, v, out, grad_out, dq, lse, glse, ws, idx, order)
+    dkv_launch(q, k, v, grad_out, dk, dv, ws, order)
     return dq, dk, dv

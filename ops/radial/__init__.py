@@ -11,17 +11,19 @@ import functools
 
 import torch
 
-from ..block_sparse import block_mask_to_index, block_sparse_attention_from_index, check_block_sparse_inputs
+from ..block_sparse import attend_lists, block_mask_to_index, check_block_sparse_inputs, visit_order
 from .mask import MODELS, _radial_block_mask, check_radial_args, radial_block_mask, radial_window
 
 __all__ = ["MODELS", "radial_attention", "radial_block_mask", "radial_index", "radial_window"]
 
 
 @functools.lru_cache(maxsize=64)
-def _radial_index(num_frames: int, tokens_per_frame: int, text_tokens: int, block_size: int, decay_factor: float,
-                  model: str, device: torch.device) -> torch.Tensor:
+def _radial_lists(num_frames: int, tokens_per_frame: int, text_tokens: int, block_size: int, decay_factor: float,
+                  model: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask's KV lists and their visit order, on ``device``."""
     mask = _radial_block_mask(num_frames, tokens_per_frame, text_tokens, block_size, decay_factor, model)
-    return block_mask_to_index(mask[None]).to(device)
+    index = block_mask_to_index(mask[None])
+    return index.to(device), visit_order(index, index.shape[-2]).to(device)
 
 
 def radial_index(num_frames: int, tokens_per_frame: int, block_size: int = 128, decay_factor: float = 1.0,
@@ -29,8 +31,8 @@ def radial_index(num_frames: int, tokens_per_frame: int, block_size: int = 128, 
     """The radial mask's KV lists (int32 [1, NB, L], see ``ops.block_sparse.block_mask_to_index``),
     cached per geometry and device: a diffusion step's layers share one."""
     check_radial_args(num_frames, tokens_per_frame, block_size, decay_factor, model, text_tokens)
-    return _radial_index(num_frames, tokens_per_frame, text_tokens, block_size, float(decay_factor), model,
-                         torch.device(device))
+    return _radial_lists(num_frames, tokens_per_frame, text_tokens, block_size, float(decay_factor), model,
+                         torch.device(device))[0]
 
 
 def radial_attention(
@@ -70,6 +72,7 @@ def radial_attention(
     if video < num_frames or video % num_frames:
         raise ValueError(f"the {video} video tokens (N={query.shape[1]} minus text_tokens={text_tokens}) must be "
                          f"a positive multiple of num_frames={num_frames}")
-    index = radial_index(num_frames, video // num_frames, block_size, decay_factor, model, text_tokens,
-                         query.device)
-    return block_sparse_attention_from_index(query, key, value, index, block_size, scale, return_lse)
+    check_radial_args(num_frames, video // num_frames, block_size, decay_factor, model, text_tokens)
+    index, order = _radial_lists(num_frames, video // num_frames, text_tokens, block_size, float(decay_factor), model,
+                                 query.device)
+    return attend_lists(query, key, value, index, order, block_size, scale, return_lse)

@@ -124,13 +124,13 @@ class RoutedProgram:
                 self.rank(pm, pi)
             else:
                 pi = idx.data_ptr()
-            self.fwd(pq, pk, v.data_ptr(), po, base + 4 * self.parts[1][0], pi)
+            self.fwd(pq, pk, v.data_ptr(), po, base + 4 * self.parts[1][0], pi, pi)   # no visit order
             return out
         ids, lse, means, _ = self._views(buf, out)
         if route:
             self.mean(q, k, means)
             self.rank(means, ids)
-        self.fwd(q, k, v, out, lse, ids if route else idx)
+        self.fwd(q, k, v, out, lse, *(ids if route else idx,) * 2)
         return out
 
     def backward(self, grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
@@ -150,12 +150,12 @@ class RoutedProgram:
             pw = base + 4 * self.parts[3][0]
             pi = base + 4 * self.parts[0][0] if idx is None else idx.data_ptr()
             pl = base + 4 * self.parts[1][0]
-            self.dq(pq, pk, pv, out.data_ptr(), pg, dq.data_ptr(), pl, pl, pw, pi)   # LSE twice: no LSE gradient
-            self.dkv(pq, pk, pv, pg, dk.data_ptr(), dv.data_ptr(), pw)
+            self.dq(pq, pk, pv, out.data_ptr(), pg, dq.data_ptr(), pl, pl, pw, pi, pi)   # no LSE gradient, no order
+            self.dkv(pq, pk, pv, pg, dk.data_ptr(), dv.data_ptr(), pw, pw)
             return dq, dk, dv
         ids, lse, _, ws = self._views(buf)
-        self.dq(q, k, v, out, grad_out, dq, lse, lse, ws, ids if idx is None else idx)
-        self.dkv(q, k, v, grad_out, dk, dv, ws)
+        self.dq(q, k, v, out, grad_out, dq, lse, lse, ws, *(ids if idx is None else idx,) * 2)
+        self.dkv(q, k, v, grad_out, dk, dv, ws, ws)
         return dq, dk, dv
 
 

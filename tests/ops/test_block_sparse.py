@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import ops
-from ops.block_sparse import (PAD, block_mask_to_index, block_sparse_attention_reference, index_to_block_mask,
-                              token_mask)
+from ops.block_sparse import (PAD, attend_lists, block_mask_to_index, block_sparse_attention_reference,
+                              index_to_block_mask, token_mask, visit_order)
 from ops.common import interpret_mode
 from ops.radial import radial_block_mask, radial_index
 from ops.radial.mask import radial_window
@@ -176,6 +176,52 @@ def test_float64_runs_the_reference_with_gradients():
     mask = torch.tril(torch.ones(3, 3, dtype=torch.bool))
     assert torch.autograd.gradcheck(lambda a, b, c: ops.block_sparse_attention(a, b, c, mask, block_size=16),
                                     (q, k, v))
+
+
+def test_visit_order():
+    """Query blocks by descending list length, then key blocks by descending number of listings,
+    ties in block order; a permutation of each part."""
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(2, 7, 7, generator=g) < 0.5
+    mask[0, 6] = True                                   # the longest list last, as the radial mask's
+    mask[1, 2] = False                                  # an empty list
+    order = visit_order(block_mask_to_index(mask), 7)
+    assert order.dtype == torch.int32 and order.shape == (2, 14)
+    for b in range(2):
+        rows, cols = order[b, :7].long(), order[b, 7:].long()
+        assert sorted(rows.tolist()) == list(range(7)) and sorted(cols.tolist()) == list(range(7))
+        lengths, counts = mask[b].sum(1)[rows], mask[b].sum(0)[cols]
+        assert (lengths[:-1] >= lengths[1:]).all() and (counts[:-1] >= counts[1:]).all()
+        for key, ids in ((lengths, rows), (counts, cols)):   # ties keep block order
+            same = key[:-1] == key[1:]
+            assert (ids[:-1][same] < ids[1:][same]).all()
+    assert order[0, 0] == 6
+
+
+@needs_kernels
+def test_any_visit_order_gives_the_same_result(monkeypatch):
+    """The kernels read the order (a non-permutation changes the output) and any permutation of
+    query and key blocks computes the same attention, forward and backward."""
+    B, N, H, D, bs = 1, 90, 2, 16, 16
+    q, k, v = _inputs(B, N, H, D, torch.float32, seed=5)
+    mask = (torch.rand(1, 6, 6, generator=torch.Generator().manual_seed(5)) < 0.5).to(DEVICE)
+    index = block_mask_to_index(mask)
+    grad = torch.randn(B, N, H, D).to(DEVICE)
+    results = []
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(1))
+    for order in (visit_order(index, 6), torch.arange(12) % 6, torch.cat([perm, perm.flip(0)])):
+        _poison_empty(monkeypatch)
+        out = attend_lists(q, k, v, index, order.reshape(1, -1).to(DEVICE, torch.int32), bs)
+        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+        monkeypatch.undo()
+    for got in results[1:]:
+        for a, b in zip(results[0], got):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    twice = torch.zeros(1, 12, dtype=torch.int32, device=DEVICE)   # block 0 six times: the others unwritten
+    _poison_empty(monkeypatch)
+    out = attend_lists(q, k, v, index, twice, bs)
+    monkeypatch.undo()
+    assert torch.isnan(out[:, bs:]).all()
 
 
 def test_index_round_trip():
