@@ -79,6 +79,10 @@ bsm = torch.rand(2, 40, 40, generator=torch.Generator().manual_seed(0)) < 0.3
 bsm[1, 3] = False                                                         # an empty row
 check("block-sparse B2 N2500 block 64 H2 D64 density 0.3", lambda a, b, c: ops.block_sparse_attention(
     a, b, c, bsm.to(dev), 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64))
+bsh = torch.rand(1, 2, 40, 40, generator=torch.Generator().manual_seed(1)) < 0.3
+bsh[0, 0, 5] = False                                                      # an empty row in head 0
+check("block-sparse per-head masks B2 N2500 block 64 H2 D64 density 0.3", lambda a, b, c: ops.block_sparse_attention(
+    a, b, c, bsh.to(dev), 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64), q(2, 2500, 2, 64))
 g_mild = lambda *s: torch.nn.functional.logsigmoid(torch.randn(*s)) / 16   # ViG's gates: whole-chunk path
 g_sharp = lambda *s: torch.nn.functional.logsigmoid(3 * torch.randn(*s))   # 16-row sub-block path
 for gname, gate in (("vig gates", g_mild), ("sharp gates", g_sharp)):
