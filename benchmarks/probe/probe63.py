@@ -1,7 +1,9 @@
 """probe63: radial attention at Wan's sizes (H12 D128 bf16) on the GPU.
 
 1. The block-sparse core with the natural block order against the visit order
-   (``block_index.visit_order``, longest lists first), in one process, alternating, fwd and fwd+bwd.
+   (``block_index.visit_order``, longest lists first), in one process, alternating, fwd and fwd+bwd;
+   since 3d4a1d5 also the core's sequence path with TMA loads against pointer loads
+   (``block_sparse.USE_TMA``).
 2. What TMA loads would buy: two minimal ordered variable-length forward kernels written for this
    case only (1-D sequence, 128-token blocks, one scalar block id per streamed step), one with
    pointer loads and one with device-side tensor descriptors, against the core's forward.
@@ -17,6 +19,7 @@ import triton.testing
 
 import ops
 from ops.block_sparse import attend_lists, block_mask_to_index, visit_order
+from ops.common import block_sparse as core
 
 DECAY = 0.2
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
@@ -92,7 +95,6 @@ def mini(q, k, v, index, order, tma):
 
 
 def main():
-    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     for tpf in (1560, 3600):
         n = 21 * tpf
@@ -102,31 +104,39 @@ def main():
         mask = ops.radial_block_mask(21, tpf, 128, DECAY).cuda()
         index = block_mask_to_index(mask[None])
         nb = index.shape[-2]
-        orders = {"natural": (torch.arange(2 * nb, device="cuda", dtype=torch.int32) % nb)[None],
-                  "visit": visit_order(index, nb)}
+        natural = (torch.arange(2 * nb, device="cuda", dtype=torch.int32) % nb)[None]
+        visit = visit_order(index, nb)
+        variants = {"natural": (natural, True), "visit": (visit, True), "visit-ptr": (visit, False)}
         leaves = [t.clone().requires_grad_() for t in (q, k, v)]
         dense = bench(lambda: torch.nn.functional.scaled_dot_product_attention(
             *(t.transpose(1, 2) for t in (q, k, v))))
         density = mask.float().mean().item()
         print(f"\ntpf {tpf}: N {n}, block density {density:.4f}, sdpa default (dense) fwd {dense:.3f} ms")
-        ref = attend_lists(q, k, v, index, orders["visit"], 128)
+        ref = attend_lists(q, k, v, index, visit, 128)
         times, tuned = {}, {}
         for r in range(ROUNDS):
-            for name, order in orders.items():
+            for name, (order, tma) in variants.items():
+                core.USE_TMA = tma
                 fwd = bench(lambda: attend_lists(q, k, v, index, order, 128))
+                err = ((attend_lists(q, k, v, index, order, 128).float() - ref.float()).norm() / ref.float().norm())
 
                 def fb():
                     for t in leaves:
                         t.grad = None
                     attend_lists(*leaves, index, order, 128).backward(do)
                 times.setdefault(name, []).append((fwd, bench(fb)))
+                if r == 0:
+                    print(f"  {name}: rel. err. vs visit/TMA {err.item():.2e}")
+                    tuned[name] = [str(launcher.configs[key]) for launcher in (core._bs_fwd, core._bs_bwd_dq,
+                                                                               core._bs_bwd_dkv)
+                                   for key in list(launcher.configs)[-1:]]
+            core.USE_TMA = True
             for tma in (False, True):
                 name = "mini-tma" if tma else "mini-ptr"
                 try:
-                    out = mini(q, k, v, index, orders["visit"], tma)
+                    out = mini(q, k, v, index, visit, tma)
                     err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-                    times.setdefault(name, []).append((bench(lambda: mini(q, k, v, index, orders["visit"], tma)),
-                                                       err))
+                    times.setdefault(name, []).append((bench(lambda: mini(q, k, v, index, visit, tma)), err))
                     tuned[name] = str(_mini_fwd.best_config)
                 except Exception as e:   # noqa: BLE001 - report and go on
                     print(f"{name} failed: {type(e).__name__}: {str(e)[:300]}")

@@ -34,7 +34,7 @@ from .args import check_span
 from .block_index import PAD
 from .dispatch import dot_precision, interpret_mode, tune_configs
 from .lse_delta import load_lse_delta, store_lse_delta
-from .tuning import BoundLaunch, Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
+from .tuning import BoundLaunch, Launcher, alignment, cdiv, heads_grid, next_power_of_2, scratch_allocator, wide_offsets
 
 __all__ = ["PAD", "backward_launches", "block_sparse_attention_backward", "block_sparse_attention_forward",
            "forward_launch"]
@@ -139,6 +139,78 @@ def _load_routed_kv(K, V, idx_base, si_q, start, n_total, T: tl.constexpr, NK: t
 
 
 @triton.jit
+def _row_descriptor(base, x_len, row_w, s_x, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, TMA: tl.constexpr):
+    """TMA: a tensor descriptor over one batch item of a sequence map, [x_len tokens, row_w
+    channels] (a token's channels, all heads, contiguous), read in [BLOCK, BLOCK_D] boxes; rows
+    past the end read as zeros. Otherwise the base pointer."""
+    if TMA:
+        return tl.make_tensor_descriptor(base, shape=[x_len, row_w], strides=[s_x, 1], block_shape=[BLOCK, BLOCK_D])
+    else:
+        return base
+
+
+@triton.jit
+def _seq_rows(base, desc, tile, sub, col, cols, d_valid, s_y, s_x, x_len, TILES_X: tl.constexpr, T: tl.constexpr,
+              BLOCK: tl.constexpr, RAGGED: tl.constexpr, TMA: tl.constexpr):
+    """Rows ``sub * BLOCK ..`` of ``tile`` in a sequence's tile grid (SEQ: tiles one token high;
+    the grid's rows are heads when each head has its own lists), one scalar tile per streamed
+    step: the rows are one contiguous run, a TMA box when TMA (``col``: the head's first channel),
+    else pointer loads (``cols``: its channel offsets). Returns the [BLOCK, BLOCK_D] rows and
+    which of them lie inside the sequence."""
+    y = tile // TILES_X
+    x0 = (tile % TILES_X) * T + sub * BLOCK
+    offs = x0 + tl.arange(0, BLOCK)
+    valid = offs < x_len
+    if TMA:
+        rows = desc.load([x0, y * s_y + col])
+    else:
+        mask = d_valid[None, :]
+        if RAGGED:
+            mask = valid[:, None] & mask
+        rows = tl.load(base + y * s_y + offs[:, None] * s_x + cols[None, :], mask=mask, other=0.0)
+    return rows, offs, valid
+
+
+@triton.jit
+def _stream_kv(K, V, kd, vd, idx_base, si_q, step, n_total, col, ch, d_valid, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, x_len,
+               TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr,
+               NK: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PACKED: tl.constexpr,
+               RAGGED: tl.constexpr, SEQ: tl.constexpr, TMA: tl.constexpr):
+    """Keys/values of streamed step ``step`` of a program's KV list(s): SEQ steps (T a multiple
+    of BLOCK_N) read one listed tile's run of rows (:func:`_seq_rows`), others go through
+    :func:`_load_routed_kv`. ``col``: the head's first channel. Returns (k, v, valid columns,
+    owner)."""
+    if SEQ and T % BLOCK_N == 0:
+        STEPS: tl.constexpr = T // BLOCK_N
+        kv_tile = tl.load(idx_base + step // STEPS)
+        k, offs, n_valid = _seq_rows(K, kd, kv_tile, step % STEPS, col, ch * sk_c, d_valid, sk_y, sk_x, x_len,
+                                     TILES_X, T, BLOCK_N, RAGGED, TMA)
+        v, offs, n_valid = _seq_rows(V, vd, kv_tile, step % STEPS, col, ch * sv_c, d_valid, sv_y, sv_x, x_len,
+                                     TILES_X, T, BLOCK_N, RAGGED, TMA)
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        return k, v, n_valid, 0
+    else:
+        return _load_routed_kv(K, V, idx_base, si_q, step * BLOCK_N, n_total, T, NK, ch, d_valid, TILES_X, TILE_H,
+                               TILE_W, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED, RAGGED, x_len)
+
+
+@triton.jit
+def _n_steps(idx_base, NQ, tile0, group, T: tl.constexpr, NK: tl.constexpr, NK_P2: tl.constexpr,
+             BLOCK_N: tl.constexpr, PACKED: tl.constexpr, VARLEN: tl.constexpr, SEQ: tl.constexpr):
+    """(streamed steps, listed tokens) of a program's KV list(s)."""
+    if VARLEN:   # one query tile per program (the host never packs variable-length lists)
+        n_total = _list_length(idx_base, NK, NK_P2) * T
+    else:
+        n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
+    if SEQ and T % BLOCK_N == 0:
+        return n_total // BLOCK_N, n_total
+    else:
+        return tl.cdiv(n_total, BLOCK_N), n_total
+
+
+@triton.jit
 def _fixed_rows(pid, split, group, n_tiles, T: tl.constexpr, BLOCK: tl.constexpr, PACKED: tl.constexpr):
     """Rows of a program's fixed side: ``group`` consecutive tiles packed into one block of
     BLOCK rows (PACKED: T <= BLOCK / 2), or chunk ``pid % split`` of one tile (unpacked: the
@@ -198,6 +270,7 @@ def _bs_fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, WIDE: tl.constexpr,
     FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr, ORDERED: tl.constexpr,
+    SEQ: tl.constexpr, TMA: tl.constexpr, row_w,
 ):
     pid, b, h = _program(tl.cdiv(NQ, group) * q_split, H, WIDE, FLAT)
     if ORDERED:
@@ -219,14 +292,13 @@ def _bs_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     idx_base = IDX + b * si_b + tile0 * si_q
-    if VARLEN:   # one query tile per program (the host never packs variable-length lists)
-        n_total = _list_length(idx_base, NK, NK_P2) * T
-    else:
-        n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
-    for start in range(0, n_total, BLOCK_N):
-        k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
-                                               ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED, RAGGED, x_len)
+    n_steps, n_total = _n_steps(idx_base, NQ, tile0, group, T, NK, NK_P2, BLOCK_N, PACKED, VARLEN, SEQ)
+    kd = _row_descriptor(K + b * sk_b, x_len, row_w, sk_x, BLOCK_N, BLOCK_D, TMA)
+    vd = _row_descriptor(V + b * sv_b, x_len, row_w, sv_x, BLOCK_N, BLOCK_D, TMA)
+    for step in range(0, n_steps):
+        k, v, n_valid, owner = _stream_kv(K + b * sk_b, V + b * sv_b, kd, vd, idx_base, si_q, step, n_total,
+                                          h * HEAD_DIM, ch, d_valid, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, x_len,
+                                          TILES_X, TILE_H, TILE_W, T, NK, BLOCK_N, UPCAST, PACKED, RAGGED, SEQ, TMA)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 domain
         if PACKED:
             s = tl.where(n_valid[None, :] & (owner[None, :] == member[:, None]), s, float("-inf"))
@@ -265,7 +337,7 @@ def _dq_program(
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr, NK: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr, VARLEN: tl.constexpr,
-    RAGGED: tl.constexpr, NK_P2: tl.constexpr, HAS_GLSE: tl.constexpr,
+    RAGGED: tl.constexpr, NK_P2: tl.constexpr, HAS_GLSE: tl.constexpr, SEQ: tl.constexpr, TMA: tl.constexpr, row_w,
 ):
     """dQ of one query tile (chunk) or packed group: BLOCK_M fixed rows, routed keys streamed
     BLOCK_N at a time, as in the forward; stores (log2 LSE, rowsum(dO * O) - dLSE) pairs to LD for
@@ -299,14 +371,13 @@ def _dq_program(
     qk_scale = sm_scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     idx_base = IDX + b * si_b + tile0 * si_q
-    if VARLEN:
-        n_total = _list_length(idx_base, NK, NK_P2) * T
-    else:
-        n_total = (tl.minimum(group, NQ - tile0) if PACKED else 1) * NK * T
-    for start in range(0, n_total, BLOCK_N):
-        k, v, n_valid, owner = _load_routed_kv(K + b * sk_b, V + b * sv_b, idx_base, si_q, start, n_total, T, NK,
-                                               ch, d_valid, TILES_X, TILE_H, TILE_W, sk_y, sk_x, sk_c,
-                                               sv_y, sv_x, sv_c, BLOCK_N, UPCAST, PACKED, RAGGED, x_len)
+    n_steps, n_total = _n_steps(idx_base, NQ, tile0, group, T, NK, NK_P2, BLOCK_N, PACKED, VARLEN, SEQ)
+    kd = _row_descriptor(K + b * sk_b, x_len, row_w, sk_x, BLOCK_N, BLOCK_D, TMA)
+    vd = _row_descriptor(V + b * sv_b, x_len, row_w, sv_x, BLOCK_N, BLOCK_D, TMA)
+    for step in range(0, n_steps):
+        k, v, n_valid, owner = _stream_kv(K + b * sk_b, V + b * sv_b, kd, vd, idx_base, si_q, step, n_total,
+                                          h * HEAD_DIM, ch, d_valid, sk_y, sk_x, sk_c, sv_y, sv_x, sv_c, x_len,
+                                          TILES_X, TILE_H, TILE_W, T, NK, BLOCK_N, UPCAST, PACKED, RAGGED, SEQ, TMA)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         p = tl.exp2(s - lse[:, None])
         if PACKED:
@@ -367,7 +438,7 @@ def _bs_bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CHUNK: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
     WIDE: tl.constexpr, FLAT: tl.constexpr, VARLEN: tl.constexpr, RAGGED: tl.constexpr, NK_P2: tl.constexpr,
-    HAS_GLSE: tl.constexpr, ORDERED: tl.constexpr,
+    HAS_GLSE: tl.constexpr, ORDERED: tl.constexpr, SEQ: tl.constexpr, TMA: tl.constexpr, row_w,
 ):
     """The backward's first launch: programs below ``dq_programs`` compute dQ (and delta), the
     others the inverse routing lists for the dK/dV kernel (program (p, b * H + h) takes KV tile
@@ -385,7 +456,7 @@ def _bs_bwd_dq_kernel(
                     sout_b, sout_y, sout_x, sout_c, so_b, so_y, so_x, so_c, sg_b, sg_y, sg_x, sg_c,
                     sl_b, sl_y, sl_x, sl_h, si_b, si_q, NQ, q_split, group, sm_scale, x_len,
                     TILES_X, TILE_H, TILE_W, T, NK, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N, UPCAST, PRECISION, PACKED,
-                    VARLEN, RAGGED, NK_P2, HAS_GLSE)
+                    VARLEN, RAGGED, NK_P2, HAS_GLSE, SEQ, TMA, row_w)
     else:
         _inverse_lists(IDX + b * si_b, SRC + b * NQ * NK, PTR + b * (n_tiles + 1), si_q,
                        (pid - dq_programs) * H + h, NQ * NK, NK, n_tiles, CHUNK)
@@ -403,7 +474,8 @@ def _bs_bwd_dkv_kernel(
     TILES_X: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, T: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     GROUP_P2: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr,
-    WIDE: tl.constexpr, FLAT: tl.constexpr, RAGGED: tl.constexpr, ORDERED: tl.constexpr,
+    WIDE: tl.constexpr, FLAT: tl.constexpr, RAGGED: tl.constexpr, ORDERED: tl.constexpr, SEQ: tl.constexpr,
+    TMA: tl.constexpr, row_w,
 ):
     LD, SRC, PTR = _workspace(WS, lists_off, ptr_off)
     pid, b, h = _program(tl.cdiv(n_tiles, group) * kv_split, H, WIDE, FLAT)
@@ -440,20 +512,36 @@ def _bs_bwd_dkv_kernel(
     else:
         end = tl.load(PTR + b * sp_b + tile0 + 1)
     m_total = (end - begin) * T
-    for start in range(0, m_total, BLOCK_M):
-        offs_m = start + tl.arange(0, BLOCK_M)
-        m_valid = offs_m < m_total
-        entry = begin + offs_m // T
-        q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
-        t = offs_m % T
-        if RAGGED:
-            m_valid = m_valid & _in_width(q_tile, t, TILES_X, TILE_W, x_len)
-        qmask = m_valid[:, None] & d_valid[None, :]
-        l_off = _token_offsets(q_tile, t, TILES_X, TILE_H, TILE_W, sl_y, sl_x) + l_bh
-        q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
-                    mask=qmask, other=0.0)
-        do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
-                     mask=qmask, other=0.0)
+    qd = _row_descriptor(Q + b * sq_b, x_len, row_w, sq_x, BLOCK_M, BLOCK_D, TMA)
+    dod = _row_descriptor(DO + b * so_b, x_len, row_w, so_x, BLOCK_M, BLOCK_D, TMA)
+    if SEQ and T % BLOCK_M == 0:
+        n_steps = m_total // BLOCK_M
+    else:
+        n_steps = tl.cdiv(m_total, BLOCK_M)
+    for step in range(0, n_steps):
+        if SEQ and T % BLOCK_M == 0:   # one query tile per step (see _seq_rows)
+            STEPS: tl.constexpr = T // BLOCK_M
+            entry = begin + step // STEPS
+            q_tile = tl.load(SRC + b * ss_b + entry)
+            q, offs, m_valid = _seq_rows(Q + b * sq_b, qd, q_tile, step % STEPS, h * HEAD_DIM, ch * sq_c, d_valid,
+                                         sq_y, sq_x, x_len, TILES_X, T, BLOCK_M, RAGGED, TMA)
+            do, offs, m_valid = _seq_rows(DO + b * so_b, dod, q_tile, step % STEPS, h * HEAD_DIM, ch * so_c, d_valid,
+                                          so_y, so_x, x_len, TILES_X, T, BLOCK_M, RAGGED, TMA)
+            l_off = (q_tile // TILES_X) * sl_y + offs * sl_x + l_bh
+        else:
+            offs_m = step * BLOCK_M + tl.arange(0, BLOCK_M)
+            m_valid = offs_m < m_total
+            entry = begin + offs_m // T
+            q_tile = tl.load(SRC + b * ss_b + entry, mask=m_valid, other=0)
+            t = offs_m % T
+            if RAGGED:
+                m_valid = m_valid & _in_width(q_tile, t, TILES_X, TILE_W, x_len)
+            qmask = m_valid[:, None] & d_valid[None, :]
+            l_off = _token_offsets(q_tile, t, TILES_X, TILE_H, TILE_W, sl_y, sl_x) + l_bh
+            q = tl.load(_rows_ptr(Q + b * sq_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, sq_y, sq_x, sq_c),
+                        mask=qmask, other=0.0)
+            do = tl.load(_rows_ptr(DO + b * so_b, q_tile, t, ch, TILES_X, TILE_H, TILE_W, so_y, so_x, so_c),
+                         mask=qmask, other=0.0)
         lse, delta = load_lse_delta(LD, l_off, m_valid)
         if UPCAST:
             q = q.to(tl.float32)
@@ -525,6 +613,31 @@ def _lists(nk: int, varlen: bool) -> dict:
     return dict(VARLEN=varlen, NK_P2=max(2, next_power_of_2(nk)))
 
 
+USE_TMA = True   # off: the SEQ kernels load by pointers (tests run both)
+
+
+def _seq(Y: int, X: int, C: int, tile: tuple[int, int], group: int, num_heads: int, dtype: torch.dtype,
+         device: int, align: tuple[int, ...], streamed: tuple[tuple[int, ...], ...], use_tma: bool) -> dict:
+    """Meta-parameters of the sequence fast path. SEQ: tiles one token high and unpacked, so a
+    streamed step reads one listed tile's contiguous run of rows (a scalar tile id per step, not
+    per row: radial attention's forward ran ~25% faster that way than through the general
+    per-row addressing, probe63). TMA: those runs are loaded through tensor descriptors (7-11%
+    more on the H200, probe63), where the hardware and the layout allow it: 16-bit inputs on
+    sm_90+, a power-of-two head dim, 16-byte aligned tensors, and streamed maps (``streamed``:
+    their [B, Y, X, C] strides) whose tokens hold their channels in one contiguous row of width
+    ``row_w``. The interpreter runs descriptors too (CI covers that path)."""
+    seq = tile[0] == 1 and group == 1
+    head_dim = C // num_heads
+    row_w = (Y - 1) * streamed[0][1] + C
+    tma = (seq and use_tma and hasattr(tl, "make_tensor_descriptor") and _block_d(head_dim) == head_dim
+           and all(a == 0 for a in align)
+           and all(st[3] == 1 and st[1] == streamed[0][1] and (Y == 1 or row_w <= st[2])
+                   and (st[0] * dtype.itemsize) % 16 == 0 and (st[2] * dtype.itemsize) % 16 == 0 for st in streamed))
+    if tma and not interpret_mode():
+        tma = dtype in (torch.float16, torch.bfloat16) and device >= 0 and torch.cuda.get_device_capability(device)[0] >= 9
+    return dict(SEQ=seq, TMA=tma, row_w=row_w)
+
+
 def _int32(index: torch.Tensor) -> torch.Tensor:
     return index if index.dtype == torch.int32 and index.is_contiguous() else index.to(torch.int32).contiguous()
 
@@ -540,7 +653,8 @@ def _order(order: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=256)
 def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                    num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[int, ...],
-                   align: tuple[int, ...], varlen: bool = False, order_stride: int | None = None) -> BoundLaunch:
+                   align: tuple[int, ...], varlen: bool = False, order_stride: int | None = None,
+                   use_tma: bool = True) -> BoundLaunch:
     """The forward's launch for one problem, bound once (routed attention runs per block of a
     model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx, order):
     q/k/v in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each,
@@ -560,9 +674,10 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
     wide = wide_offsets(*((dense, strides[4 * j:4 * j + 4]) for j in range(4)), (lse, strides[16:20]),
                         ((B, nq, nk), (*strides[20:22], 1)))
     meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, ORDERED=order_stride is not None,
-                **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group), **_lists(nk, varlen))
+                **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group), **_lists(nk, varlen),
+                **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (strides[4:8], strides[8:12]), use_tma))
     # the site holds what Triton specializes on; the scale, a float, is not
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, order_stride, bm)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, order_stride, bm, use_tma)
     return _bs_fwd.bind(site, grid, (*strides, order_stride or 0, *args), meta)
 
 
@@ -570,7 +685,7 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
 def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                       num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
                       align: tuple[int, ...], varlen: bool = False, lse_grad: bool = False,
-                      order_stride: int | None = None) -> tuple[BoundLaunch, BoundLaunch, int]:
+                      order_stride: int | None = None, use_tma: bool = True) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
@@ -595,7 +710,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride,
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride, use_tma,
             block, _tile_block(T, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
@@ -606,7 +721,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         (*qs, *ks, *vs, *os_, *gs, *dqs, *ls, *is_, order_stride or 0, num_heads, nq, n_tiles, split,
          group, dq_programs, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, HAS_GLSE=lse_grad,
-             ORDERED=ordered, **_geometry(X, tile, nk), **_lists(nk, varlen), **common))
+             ORDERED=ordered, **_geometry(X, tile, nk), **_lists(nk, varlen), **common,
+             **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (ks, vs), use_tma)))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     block, split, group = _tile_block(T, "dkv")
@@ -616,7 +732,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, order_stride or 0, nq, num_heads, n_tiles, split,
          group, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, ORDERED=ordered,
-             **_geometry(X, tile), **common))
+             **_geometry(X, tile), **common, **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (qs, gs), use_tma)))
     # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
     return dq, dkv, 2 * n_delta + B * (ne + n_tiles + 1)
 
@@ -652,8 +768,11 @@ def block_sparse_attention_forward(
         lse = torch.empty((B, Y, X, num_heads), device=q.device, dtype=torch.float32)
     tensors = (q, k, v, out, lse, idx, idx if order is None else _order(order))
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), *idx.stride()[:2])
-    forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-                   alignment(*tensors), varlen, None if order is None else tensors[-1].stride(0))(*tensors)
+    launch = forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
+                            alignment(*tensors), varlen, None if order is None else tensors[-1].stride(0), USE_TMA)
+    if launch.meta["TMA"]:
+        scratch_allocator()
+    launch(*tensors)
     return out, lse
 
 
@@ -679,7 +798,9 @@ def block_sparse_attention_backward(
     dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
         alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx, glse, order), varlen, grad_lse is not None,
-        None if order is idx else order.stride(0))
+        None if order is idx else order.stride(0), USE_TMA)
+    if dq_launch.meta["TMA"] or dkv_launch.meta["TMA"]:
+        scratch_allocator()
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)
     dq_launch(q, k, v, out, grad_out, dq, lse, glse, ws, idx, order)
     dkv_launch(q, k, v, grad_out, dk, dv, ws, order)

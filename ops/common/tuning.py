@@ -21,8 +21,9 @@ Under ``TRITON_INTERPRET=1`` there is no compiled kernel: launches take the jit 
 from __future__ import annotations
 
 import functools
-import os
 import operator
+import os
+import threading
 
 import torch
 import triton
@@ -31,12 +32,37 @@ from .args import element_span
 from .dispatch import interpret_mode
 
 __all__ = ["BoundLaunch", "GRID_Y_MAX", "Launcher", "alignment", "cdiv", "contiguous_strides", "heads_grid",
-           "launches_direct", "next_power_of_2", "wide_offsets"]
+           "launches_direct", "next_power_of_2", "scratch_allocator", "wide_offsets"]
 
 try:  # triton >= 3.4 keeps launch hooks (proton, custom profilers) in knobs
     from triton import knobs as _knobs
 except ImportError:  # pragma: no cover - older triton
     _knobs = None
+
+
+def _torch_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def scratch_allocator() -> None:
+    """Give Triton an allocator for kernels that need global scratch memory (device-side TMA
+    descriptors) if it has none: torch's caching allocator, so CUDA-graph capture works. Triton
+    keeps its allocator in a context variable, which every thread starts without (the autograd
+    engine's backward threads too), so launch sites call this in the thread that launches. A
+    caller's own allocator is kept."""
+    if getattr(_thread, "scratch", False):
+        return
+    try:
+        from triton.runtime import _allocation
+        unset = isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+    except (ImportError, AttributeError):   # another triton layout: assume none is set
+        unset = True
+    if unset:
+        triton.set_allocator(_torch_scratch)
+    _thread.scratch = True
+
+
+_thread = threading.local()
 
 
 def cdiv(a: int, b: int) -> int:

@@ -23,7 +23,7 @@ import math
 import torch
 
 from ..common.block_sparse import _int32, backward_launches, block_sparse_attention_backward, forward_launch
-from ..common.tuning import alignment, contiguous_strides, launches_direct
+from ..common.tuning import alignment, contiguous_strides, launches_direct, scratch_allocator
 from .kernels import topk_launches
 
 __all__ = ["RoutedProgram", "eager_routing_attention", "program_for"]
@@ -50,7 +50,7 @@ class RoutedProgram:
     backward's workspace."""
 
     __slots__ = ("shape", "dtype", "device", "tile", "num_heads", "scale", "idx_shape", "lse_shape", "means_shape",
-                 "grads_shape", "grad_strides", "means_in_out", "parts", "numel", "mean", "rank", "fwd", "dq", "dkv")
+                 "grads_shape", "grad_strides", "means_in_out", "parts", "numel", "mean", "rank", "fwd", "dq", "dkv", "tma")
 
     def __init__(self, device: int, shape: tuple[int, ...], strides: tuple[tuple[int, ...], ...], dtype: torch.dtype,
                  regions: tuple[int, int], nk: int, num_heads: int, scale: float) -> None:
@@ -76,6 +76,8 @@ class RoutedProgram:
             device, B, Y, X, C, tile, R, nk, num_heads, dtype, scale, (qs, ks, vs, dense, dense, dense, dense, dense,
                                                                         lse, idx), aligned)
         self.grad_strides = dense
+        # maps one region high take the core's sequence path, whose TMA loads need an allocator
+        self.tma = any(launch.meta["TMA"] for launch in (self.fwd, self.dq, self.dkv))
         means = 2 * B * R * C
         self.means_in_out = B * Y * X * C * dtype.itemsize // 4 >= means
         self.parts = _parts(B * R * nk, B * Y * X * num_heads, 0 if self.means_in_out else means, ws_numel)
@@ -115,6 +117,8 @@ class RoutedProgram:
         given int32 [B, R, nk] ids. The natural-log LSE lands in ``buf``."""
         out = torch.empty(self.shape, device=self.device, dtype=self.dtype)
         route = idx is None
+        if self.tma:
+            scratch_allocator()
         if launches_direct(self.mean, self.rank, self.fwd) if route else launches_direct(self.fwd):
             base, po = buf.data_ptr(), out.data_ptr()
             pq, pk = q.data_ptr(), k.data_ptr()
@@ -138,6 +142,8 @@ class RoutedProgram:
         """(dq, dk, dv): views of one allocation, so only for an eager autograd node (a registered
         op's outputs must not alias). ``idx`` None: the ids in ``buf``."""
         dq, dk, dv = torch.empty(self.grads_shape, device=self.device, dtype=self.dtype).unbind(0)
+        if self.tma:
+            scratch_allocator()
         if grad_out.stride() != self.grad_strides or grad_out.data_ptr() & 15:
             grad_out = grad_out.contiguous()
             if grad_out.stride() != self.grad_strides or grad_out.data_ptr() & 15:   # odd strides of size-1 dims

@@ -4,6 +4,7 @@ reference against dense attention, the radial mask against the release's literal
 procedure, and the argument rules."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 import ops
 from ops.block_sparse import (PAD, attend_lists, block_mask_to_index, block_sparse_attention_reference,
                               index_to_block_mask, token_mask, visit_order)
+from ops.common import block_sparse as core
 from ops.common import interpret_mode
 from ops.radial import radial_block_mask, radial_index
 from ops.radial.mask import radial_window
@@ -23,8 +25,15 @@ needs_kernels = pytest.mark.skipif(not interpret_mode() and not torch.cuda.is_av
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _poison_empty(monkeypatch):
+@contextlib.contextmanager
+def _poisoned():
     """Outputs allocated by torch.empty* start as NaN: anything a kernel leaves unwritten shows."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _poison_empty(monkeypatch)
+        yield
+
+
+def _poison_empty(monkeypatch):
     real_empty, real_like = torch.empty, torch.empty_like
 
     def empty(*a, **k):
@@ -59,11 +68,16 @@ TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
     (1, 70, 1, 64, 16, 0.3, torch.float16),
     (2, 48, 2, 24, 16, 1.0, torch.float32),      # a full mask: dense attention; head dim off the power of two
     (1, 129, 1, 8, 64, 0.6, torch.float32),      # one token in the last block
+    (1, 70, 2, 16, 24, 0.5, torch.float32),      # blocks no multiple of the streamed block: per-row addressing
     pytest.param(1, 96, 2, 64, 32, 0.5, torch.bfloat16,
                  marks=pytest.mark.skipif(interpret_mode(), reason="bf16 tl.dot is wrong under the interpreter; "
                                                                   "kernels upcast there, the GPU run checks bf16")),
 ])
-def test_kernels_match_reference(B, N, H, D, bs, density, dtype, monkeypatch):
+@pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
+def test_kernels_match_reference(B, N, H, D, bs, density, dtype, tma, monkeypatch):
+    """Both load paths of the sequence kernels: TMA descriptors (the interpreter runs them for
+    every dtype; the GPU for 16-bit inputs with power-of-two head dims) and pointer loads."""
+    monkeypatch.setattr(core, "USE_TMA", tma)
     torch.manual_seed(N + bs)
     q, k, v = _inputs(B, N, H, D, dtype, seed=N * 7 + H)
     nb = -(-N // bs)
@@ -73,10 +87,9 @@ def test_kernels_match_reference(B, N, H, D, bs, density, dtype, monkeypatch):
         mask[-1, 0, -1] = True                      # the ragged last block as a key block
     mask = mask.to(DEVICE)
     grad = torch.randn(B, N, H, D).to(DEVICE, dtype)
-    _poison_empty(monkeypatch)
-    out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=bs, return_lse=True)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
-    monkeypatch.undo()
+    with _poisoned():
+        out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=bs, return_lse=True)
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
     ref_out, ref_lse, rdq, rdk, rdv = _reference(q, k, v, mask, bs, D ** -0.5, grad)
     tol = TOL[dtype]
     for name, got, want in (("out", out, ref_out), ("dq", dq, rdq), ("dk", dk, rdk), ("dv", dv, rdv)):
@@ -92,10 +105,11 @@ def test_kernels_match_reference(B, N, H, D, bs, density, dtype, monkeypatch):
 
 
 @needs_kernels
-@pytest.mark.parametrize("batch_mask", [1, 2])
-def test_per_head_masks(batch_mask, monkeypatch):
+@pytest.mark.parametrize("batch_mask,tma", [(1, True), (2, True), (2, False)])
+def test_per_head_masks(batch_mask, tma, monkeypatch):
     """[B|1, H, NB, NB]: each head its own pattern (heads as rows of the core's tile grid), forward,
     LSE and gradients against the reference; a head whose mask is full equals dense attention."""
+    monkeypatch.setattr(core, "USE_TMA", tma)
     B, N, H, D, bs = 2, 75, 3, 16, 16
     q, k, v = _inputs(B, N, H, D, torch.float32, seed=21)
     g = torch.Generator().manual_seed(21)
@@ -104,10 +118,9 @@ def test_per_head_masks(batch_mask, monkeypatch):
     mask[0, 1, 2] = False                                              # an empty row in head 1
     mask = mask.to(DEVICE)
     grad = torch.randn(B, N, H, D).to(DEVICE)
-    _poison_empty(monkeypatch)
-    out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=bs, return_lse=True)
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
-    monkeypatch.undo()
+    with _poisoned():
+        out, lse = ops.block_sparse_attention(q, k, v, mask, block_size=bs, return_lse=True)
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
     ref_out, ref_lse, rdq, rdk, rdv = _reference(q, k, v, mask, bs, D ** -0.5, grad)
     for got, want in ((out, ref_out), (dq, rdq), (dk, rdk), (dv, rdv)):
         assert torch.isfinite(got).all()
@@ -199,7 +212,7 @@ def test_visit_order():
 
 
 @needs_kernels
-def test_any_visit_order_gives_the_same_result(monkeypatch):
+def test_any_visit_order_gives_the_same_result():
     """The kernels read the order (a non-permutation changes the output) and any permutation of
     query and key blocks computes the same attention, forward and backward."""
     B, N, H, D, bs = 1, 90, 2, 16, 16
@@ -210,17 +223,15 @@ def test_any_visit_order_gives_the_same_result(monkeypatch):
     results = []
     perm = torch.randperm(6, generator=torch.Generator().manual_seed(1))
     for order in (visit_order(index, 6), torch.arange(12) % 6, torch.cat([perm, perm.flip(0)])):
-        _poison_empty(monkeypatch)
-        out = attend_lists(q, k, v, index, order.reshape(1, -1).to(DEVICE, torch.int32), bs)
-        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
-        monkeypatch.undo()
+        with _poisoned():
+            out = attend_lists(q, k, v, index, order.reshape(1, -1).to(DEVICE, torch.int32), bs)
+            results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
     for got in results[1:]:
         for a, b in zip(results[0], got):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     twice = torch.zeros(1, 12, dtype=torch.int32, device=DEVICE)   # block 0 six times: the others unwritten
-    _poison_empty(monkeypatch)
-    out = attend_lists(q, k, v, index, twice, bs)
-    monkeypatch.undo()
+    with _poisoned():
+        out = attend_lists(q, k, v, index, twice, bs)
     assert torch.isnan(out[:, bs:]).all()
 
 

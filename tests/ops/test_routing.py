@@ -38,13 +38,17 @@ def _reference64(q, k, v, idx, regions, heads, scale, grad):
 # (B, Y, X, C, heads, regions, topk, routing): tiles of 16, 4 (4 tiles packed per 16-row block),
 # 12 (not a power of two) and 32 tokens (query tile split over programs; 16-row blocks under the
 # interpreter); packing with a ragged last group (9 tiles of 4, 6 tiles of 6 in 12 of 16 rows)
-# and 1-token tiles (16 per block; 64 of them with 17 routed each: the inverse lists take chunks)
+# and 1-token tiles (16 per block; 64 of them with 17 routed each: the inverse lists take chunks);
+# tiles one token high
 CASES = [(1, 8, 8, 32, 1, (2, 2), 2, "random_repeats"), (1, 4, 8, 64, 2, (2, 4), 3, "random_repeats"),
          (1, 8, 9, 32, 1, (2, 3), 3, "boundary"), (1, 8, 8, 32, 1, (1, 2), 2, "random_repeats"),
          (2, 8, 8, 32, 2, (2, 2), 2, "random"),   # B = 2: inverse lists and strides per batch item
          (2, 6, 6, 32, 1, (3, 3), 4, "random_repeats"), (1, 6, 6, 32, 2, (3, 2), 2, "boundary"),
          (1, 4, 4, 32, 1, (4, 4), 3, "random"),
-         (1, 8, 8, 32, 1, (8, 8), 17, "random_repeats")]   # 1088 listings: the inverse lists scan 2 chunks
+         (1, 8, 8, 32, 1, (8, 8), 17, "random_repeats"),   # 1088 listings: the inverse lists scan 2 chunks
+         # tiles one token high: the core's sequence path with fixed-length lists (16-token
+         # tiles step by whole tiles under the interpreter, 128-token ones on the GPU)
+         (1, 4, 32, 32, 2, (4, 2), 3, "random_repeats"), (1, 2, 256, 64, 2, (2, 2), 2, "random")]
 
 
 @pytest.mark.kernel
