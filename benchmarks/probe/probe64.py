@@ -1,7 +1,8 @@
 """probe64: BiFormer's 256-token regions (B8 128x128 C64 topk4, 8x8 regions of 16x16) through the
 block-sparse core with 128-row forward blocks (session 25's cap for tiles over 64 tokens) against
 64-row blocks (the cap before it), alternating in one process; fwd and fwd+bwd of the attention
-with fixed routing indices.
+with fixed routing indices. Ran at 5028138; since then 2-D tiles always take 64 rows (the cap applies
+to sequence tiles only), so both arms now run 64.
 
     python3 benchmarks/probe/probe64.py
 """

@@ -569,17 +569,19 @@ _bs_bwd_dq = Launcher(_bs_bwd_dq_kernel)
 _bs_bwd_dkv = Launcher(_bs_bwd_dkv_kernel)
 
 
-# fixed-side block cap per kernel for tiles over 64 tokens: 128-row forward blocks ran 3% faster
-# than 64 on radial attention at Wan 480p, 128-row dK/dV blocks 25% slower, dQ even (probe61)
+# fixed-side block cap per kernel for sequence tiles over 64 tokens: 128-row forward blocks ran 3%
+# faster than 64 on radial attention at Wan 480p, 128-row dK/dV blocks 25% slower, dQ even
+# (probe61); BiFormer's 16x16-token regions ran their forward 10% slower with 128 rows (probe64)
 MAX_FIXED_ROWS = {"forward": 128, "dq": 64, "dkv": 64}
 
 
-def _tile_block(tokens: int, kernel: str = "forward") -> tuple[int, int, int]:
+def _tile_block(tile: tuple[int, int], kernel: str = "forward") -> tuple[int, int, int]:
     """Rows of the fixed-side block (>= 16 for tl.dot), the programs per tile (a big tile is
-    chunked) and the tiles per program (small tiles are packed): (block, split, group). Tiles of
-    up to 64 tokens (BiFormer's) take at most 64 rows; 128-token tiles take one 128-row block
-    (``MAX_FIXED_ROWS`` caps it per kernel)."""
-    cap = 64 if tokens <= 64 else MAX_FIXED_ROWS[kernel]
+    chunked) and the tiles per program (small tiles are packed): (block, split, group). 2-D
+    tiles (BiFormer's regions) take at most 64 rows; sequence tiles of over 64 tokens up to
+    ``MAX_FIXED_ROWS[kernel]``."""
+    tokens = tile[0] * tile[1]
+    cap = MAX_FIXED_ROWS[kernel] if tokens > 64 and tile[0] == 1 else 64
     block = 16 if interpret_mode() else min(cap, max(16, next_power_of_2(tokens)))
     if tokens > block // 2:
         return block, cdiv(tokens, block), 1
@@ -665,7 +667,7 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
         check_span(name, (B, Y, X, C), strides[4 * j:4 * j + 4])
     th, tw = tile
     T = th * tw
-    bm, q_split, group = _tile_block(T, "forward")
+    bm, q_split, group = _tile_block(tile, "forward")
     if (varlen or order_stride is not None) and group > 1:
         raise ValueError(f"variable-length KV lists and visit orders need tiles of at least 16 tokens, got {T}")
     grid = heads_grid(cdiv(nq, group) * q_split, B * num_heads)
@@ -703,15 +705,15 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     n_tiles = (Y // th) * cdiv(X, tw)
     ne = nq * nk
     n_delta = B * Y * X * num_heads
-    block, split, group = _tile_block(T, "dq")
+    block, split, group = _tile_block(tile, "dq")
     ordered = order_stride is not None
-    if ordered and (group > 1 or _tile_block(T, "dkv")[2] > 1):
+    if ordered and (group > 1 or _tile_block(tile, "dkv")[2] > 1):
         raise ValueError(f"visit orders need tiles of at least 16 tokens, got {T}")
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
     site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride, use_tma,
-            block, _tile_block(T, "dkv")[0])
+            block, _tile_block(tile, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
@@ -725,7 +727,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
              **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (ks, vs), use_tma)))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
-    block, split, group = _tile_block(T, "dkv")
+    block, split, group = _tile_block(tile, "dkv")
     grid = heads_grid(cdiv(n_tiles, group) * split, B * num_heads)
     dkv = _bs_bwd_dkv.bind(
         site, grid,
