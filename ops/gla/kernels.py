@@ -1,12 +1,14 @@
 """Triton kernels for chunked gated linear attention, both directions in the same launches.
 
 Tokens are cut into chunks of ``BT = 64``. Per direction, ``L`` is the chunk-local running sum of
-the log gates in the scan's order (prefix for causal, suffix for reverse). Five launches:
+the log gates in the scan's order (prefix for causal, suffix for reverse). Six launches:
 
-- ``_state_scan`` (grid K-tiles x V-tiles, B*H, directions) carries the [K, V] state across the
-  chunks and writes the state entering each one, ``h`` (input dtype): per chunk
-  ``S <- exp(sum g) S + (k * exp(decay to the exit))^T v`` over [channels, tokens] tiles in scan
-  order. The backward runs it the other way round on ``(scale q, do)`` for ``dh``.
+- The state scan writes the [K, V] state entering each chunk, ``h`` (input dtype), in two
+  launches: ``_chunk_updates`` (grid K-tiles x V-tiles, chunks, directions * B*H) computes every
+  chunk's own update ``(k * exp(decay to the exit))^T v`` and total decay at once, over
+  [channels, tokens] tiles in scan order; ``_carry_states`` (grid tiles, B*H, directions) carries
+  ``S <- exp(sum g) S + update`` across the chunks, the only sequential part, elementwise. The
+  backward runs both the other way round on ``(scale q, do)`` for ``dh``.
 - ``_chunk_output`` (grid V-tiles, chunks, B*H): the chunk's output, both directions summed: the
   inter-chunk term ``(q * exp(L)) h`` plus the intra-chunk one. A chunk whose gates sum to no
   less than ``-FAST_LIMIT`` per channel takes whole-chunk tensor-core dots with the decays split
@@ -67,20 +69,24 @@ def _next_rows(G, base, rows, st, ck, T, K, lo, hi, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def _state_scan(X, Y, G0, G1, Hs,
-                sxb, sxt, sxh, syb, syt, syh, s0b, s0t, s0h, s1b, s1t, s1h,
-                T, NH, NT, x_scale,
-                K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                DIR0: tl.constexpr, BACKWARD: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
-    """Carry a [BK, BV] state tile across the chunks; store the state at each chunk's entry.
+def _chunk_updates(X, Y, G0, G1, U, D,
+                   sxb, sxt, sxh, syb, syt, syh, s0b, s0t, s0h, s1b, s1t, s1h,
+                   T, NH, NT, BH, x_scale,
+                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                   DIR0: tl.constexpr, BACKWARD: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """The state scan's first phase, every chunk at once: a chunk's own contribution to the state
+    at its exit, ``U = (x * exp(decay to the exit))^T y`` ([BK, BV] tile, fp32), and its total
+    decay ``exp(sum g)`` ([K], fp32, written by the first V-tile).
 
-    Forward (X = k, Y = v): per chunk S <- exp(G) S + (x * exp(decay after the row))^T y.
-    Backward (X = q, Y = do, x_scale = scale): the gradient of the state, scanned the other way,
-    with the row's own gate included (the query sees its own decay).
+    Forward (X = k, Y = v): the decay after the row, to the chunk's exit. Backward (X = q, Y = do,
+    x_scale = scale): the gradient of the state, scanned the other way, with the row's own gate
+    included (the query sees its own decay).
     """
     pid_kv = tl.program_id(0)
-    bh = tl.program_id(1)
-    slot = tl.program_id(2)
+    c = tl.program_id(1)
+    sb = tl.program_id(2)                # slot * BH + bh
+    slot = sb // BH
+    bh = sb % BH
     nv = tl.cdiv(V, BV)
     k0 = (pid_kv // nv) * BK
     v0 = (pid_kv % nv) * BV
@@ -94,44 +100,65 @@ def _state_scan(X, Y, G0, G1, Hs,
     else:
         g_base = G1 + b * s1b + h * s1h
         sgt = s1t + 0 * bh
-    x_base = b * sxb + h * sxh
-    y_base = b * syb + h * syh
     ck = k0 + tl.arange(0, BK)
     cv = v0 + tl.arange(0, BV)
     dt = tl.float32 if UPCAST else X.dtype.element_ty
-    h_base = Hs + ((slot * tl.num_programs(1) + bh).to(tl.int64) * NT) * (K * V)
-    h_off = ck[:, None] * V + cv[None, :]
-    h_mask = (ck[:, None] < K) & (cv[None, :] < V)
-    state = tl.zeros([BK, BV], dtype=tl.float32)
     r = tl.arange(0, BT)
-    # Tiles are [channels, tokens] in scan order (tokens reversed when the scan runs backward), so
-    # that every direction's decay toward the chunk's exit is one suffix sum along the tile and the
-    # state update is a plain dot; the loads do not depend on the state, so they are prefetched.
+    # [channels, tokens] tiles in scan order (tokens reversed when the scan runs backward), so that
+    # every direction's decay toward the chunk's exit is one suffix sum along the tile
     if scan_reverse:
         tok = BT - 1 - r
         nxt = BT - 2 - r
     else:
         tok = r
         nxt = r + 1
+    rows = c * BT + tok
+    kmask = (ck[:, None] < K) & (rows[None, :] < T)
+    g = tl.load(g_base + rows[None, :] * sgt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
+    x = tl.load(X + b * sxb + h * sxh + rows[None, :] * sxt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
+    y = tl.load(Y + b * syb + h * syh + rows[:, None] * syt + cv[None, :],
+                mask=(rows[:, None] < T) & (cv[None, :] < V), other=0.0).to(dt)
+    total = tl.sum(g, 1)
+    # log decay from the token to the chunk's exit: over its successors in the forward (the next
+    # token's gate onward, a direct sum), including its own gate in the backward
+    if not BACKWARD:
+        nrows = c * BT + nxt
+        g = tl.load(g_base + nrows[None, :] * sgt + ck[:, None],
+                    mask=(ck[:, None] < K) & (r[None, :] < BT - 1) & (nrows[None, :] < T), other=0.0).to(tl.float32)
+    xe = (x * (x_scale * tl.exp(tl.cumsum(g, 1, reverse=True)))).to(dt)
+    u = tl.dot(xe, y, input_precision=PRECISION)
+    chunk = (sb * NT + c).to(tl.int64)
+    tl.store(U + chunk * (K * V) + ck[:, None] * V + cv[None, :], u, mask=(ck[:, None] < K) & (cv[None, :] < V))
+    if v0 == 0:
+        tl.store(D + chunk * K + ck, tl.exp(total), mask=ck < K)
+
+
+@triton.jit
+def _carry_states(U, D, Hs, NT, BH, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                  DIR0: tl.constexpr, BACKWARD: tl.constexpr):
+    """The state scan's second phase: carry a [BK, BV] state tile across the chunks in scan order,
+    ``S <- exp(sum g) S + U``, storing the state at each chunk's entry (input dtype). Only this
+    elementwise recurrence is sequential; its loads do not depend on the state, so they are
+    prefetched (the fused scan it replaced walked each chunk's loads, exponentials and dot in
+    turn: ~5 us per chunk at ViG's size)."""
+    pid_kv = tl.program_id(0)
+    bh = tl.program_id(1)
+    slot = tl.program_id(2)
+    nv = tl.cdiv(V, BV)
+    ck = (pid_kv // nv) * BK + tl.arange(0, BK)
+    cv = (pid_kv % nv) * BV + tl.arange(0, BV)
+    scan_reverse = ((DIR0 + slot) == 1) != BACKWARD
+    h_off = ck[:, None] * V + cv[None, :]
+    h_mask = (ck[:, None] < K) & (cv[None, :] < V)
+    first = ((slot * BH + bh).to(tl.int64) * NT)
+    state = tl.zeros([BK, BV], dtype=tl.float32)
     for it in range(NT):
         c = tl.where(scan_reverse, NT - 1 - it, it)
-        tl.store(h_base + c.to(tl.int64) * (K * V) + h_off, state.to(Hs.dtype.element_ty), mask=h_mask)
-        rows = c * BT + tok
-        kmask = (ck[:, None] < K) & (rows[None, :] < T)
-        g = tl.load(g_base + rows[None, :] * sgt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
-        x = tl.load(X + x_base + rows[None, :] * sxt + ck[:, None], mask=kmask, other=0.0).to(tl.float32)
-        y = tl.load(Y + y_base + rows[:, None] * syt + cv[None, :], mask=(rows[:, None] < T) & (cv[None, :] < V),
-                    other=0.0).to(dt)
-        total = tl.sum(g, 1)
-        # log decay from the token to the chunk's exit: over its successors in the forward (the
-        # next token's gate onward, a direct sum), including its own gate in the backward
-        if not BACKWARD:
-            nrows = c * BT + nxt
-            g = tl.load(g_base + nrows[None, :] * sgt + ck[:, None],
-                        mask=(ck[:, None] < K) & (r[None, :] < BT - 1) & (nrows[None, :] < T), other=0.0
-                        ).to(tl.float32)
-        xe = (x * (x_scale * tl.exp(tl.cumsum(g, 1, reverse=True)))).to(dt)
-        state = state * tl.exp(total)[:, None] + tl.dot(xe, y, input_precision=PRECISION)
+        chunk = first + c
+        tl.store(Hs + chunk * (K * V) + h_off, state.to(Hs.dtype.element_ty), mask=h_mask)
+        u = tl.load(U + chunk * (K * V) + h_off, mask=h_mask, other=0.0)
+        decay = tl.load(D + chunk * K + ck, mask=ck < K, other=0.0)
+        state = state * decay[:, None] + u
 
 
 @triton.jit
@@ -494,7 +521,8 @@ def _gate_grads(DL, DTOT, DG0, DG1, T, NH, NT, K: tl.constexpr, BT: tl.constexpr
 # One launch configuration per kernel (the autotuner's choices on the H200 for ViG's and the
 # bench's head dims): compiling candidates would cost a model's first step minutes, and
 # ``Launcher`` launches the compiled kernel directly (~9 us of CPU instead of ~50).
-_state_scan_l = Launcher(_state_scan)      # 4 warps, 2 stages: the loads of the next chunk are prefetched
+_chunk_updates_l = Launcher(_chunk_updates)
+_carry_states_l = Launcher(_carry_states)   # 3 stages: the next chunks' loads are prefetched
 _chunk_output_l = Launcher(_chunk_output)
 _chunk_grads_l = Launcher(_chunk_grads)
 _gate_grads_l = Launcher(_gate_grads)
@@ -515,11 +543,12 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _state_tiles(K: int, V: int, bh: int) -> tuple[int, int]:
-    """K/V tile of the state scan: whole heads when B*H already fills the GPU, else smaller tiles
-    for more programs (the scan is sequential over the chunks)."""
+def _state_tiles(K: int, V: int, programs: int, floor: int) -> tuple[int, int]:
+    """[BK, BV] tile of the state carry: whole heads when the (batch, head, direction) programs
+    already fill the GPU, else smaller tiles (down to ``floor``) for more of them: the carry is
+    sequential over the chunks, so only programs in flight hide its memory latency."""
     bk, bv = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
-    while bh * cdiv(K, bk) * cdiv(V, bv) < 264 and max(bk, bv) > 32:
+    while programs * cdiv(K, bk) * cdiv(V, bv) < 528 and max(bk, bv) > floor:
         if bv >= bk:
             bv //= 2
         else:
@@ -528,16 +557,26 @@ def _state_tiles(K: int, V: int, bh: int) -> tuple[int, int]:
 
 
 def _scan_states(x, y, g0, g1, ndir, dir0, x_scale, backward):
+    """The state entering each chunk, [ndir, B, H, NT, K, V] in x's dtype, in two phases: every
+    chunk's own update in parallel (fp32, a temporary [ndir, B, H, NT, K, V] buffer and its decays),
+    then the elementwise carry across the chunks."""
     B, T, H, K = x.shape
     V = y.shape[-1]
     NT = cdiv(T, BT)
+    BH = B * H
     out = x.new_empty(ndir, B, H, NT, K, V)
-    bk, bv = _state_tiles(K, V, B * H)
+    updates = torch.empty(ndir, B, H, NT, K, V, device=x.device, dtype=torch.float32)
+    decays = torch.empty(ndir, B, H, NT, K, device=x.device, dtype=torch.float32)
     upcast, precision = dot_precision(x.dtype)
-    _state_scan_l[(cdiv(K, bk) * cdiv(V, bv), B * H, ndir)](
-        x, y, g0, g1, out, *_strides(x), *_strides(y), *_strides(g0), *_strides(g1), T, H, NT, x_scale,
-        K=K, V=V, BT=BT, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, UPCAST=upcast, PRECISION=precision,
-        num_warps=4, num_stages=1 if interpret_mode() else 2)
+    bk, bv = min(64, max(16, next_power_of_2(K))), min(64, max(16, next_power_of_2(V)))
+    _chunk_updates_l[(cdiv(K, bk) * cdiv(V, bv), NT, ndir * BH)](
+        x, y, g0, g1, updates, decays, *_strides(x), *_strides(y), *_strides(g0), *_strides(g1), T, H, NT, BH,
+        x_scale, K=K, V=V, BT=BT, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, UPCAST=upcast, PRECISION=precision,
+        num_warps=4, num_stages=1)
+    bk, bv = _state_tiles(K, V, BH * ndir, 16)
+    _carry_states_l[(cdiv(K, bk) * cdiv(V, bv), BH, ndir)](
+        updates, decays, out, NT, BH, K=K, V=V, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, num_warps=4,
+        num_stages=1 if interpret_mode() else 3)
     return out
 
 
