@@ -254,12 +254,15 @@ def fuzz_bsa(seed: int, big: bool) -> None:
     """The public ``ops.block_sparse_attention`` (or ``ops.radial_attention``) with autograd against
     the fp64 reference: block sizes 16-128, sequences ending anywhere in a block, masks from empty
     rows to full (per batch item or shared, per head or shared), head dims 1-128, q/k/v as slices
-    of one projection."""
+    of one projection, either load path of the sequence kernels."""
     from ops.block_sparse import block_sparse_attention_reference
+    from ops.common import block_sparse as core
 
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    bs = rng.choice([16, 32, 64, 128] if big or DEVICE == "cuda" else [16, 32])
+    # blocks that are no multiple of the streamed block (24, 40, 96) take per-row addressing
+    bs = rng.choice([16, 24, 32, 64, 96, 128] if big or DEVICE == "cuda" else [16, 24, 32, 40])
+    tma = rng.random() < 0.5            # the sequence path's TMA loads, or its pointer loads
     top = 1500 if big or DEVICE == "cuda" else 200
     B, N, H = rng.randint(1, 2), rng.randint(1, top), rng.randint(1, 3)
     D = rng.choice([1, 8, 16, 24, 32, 64, 100, 128])
@@ -277,7 +280,7 @@ def fuzz_bsa(seed: int, big: bool) -> None:
         heads = rng.choice([None, H])                                  # shared by the heads, or per head
         mask = torch.rand(rng.choice([1, B]), *(() if heads is None else (heads,)), nb, nb, generator=gen) < density
         model = f"density {density}" + ("" if heads is None else ", per head")
-    case = dict(seed=seed, B=B, N=N, H=H, D=D, block=bs, dtype=dtype, mask=model, strided=strided)
+    case = dict(seed=seed, B=B, N=N, H=H, D=D, block=bs, dtype=dtype, mask=model, strided=strided, tma=tma)
     proj = torch.randn(B, N, 3 * H * D, generator=gen)
     grad = torch.randn(B, N, H, D, generator=gen)
     scale = rng.choice([None, 0.3])
@@ -296,7 +299,11 @@ def fuzz_bsa(seed: int, big: bool) -> None:
             y = ops.block_sparse_attention(q, k, v, m if m.shape[0] == B or m.dim() == 4 else m[0], bs, scale)
         return y, torch.autograd.grad(y, p, grad.to(DEVICE, dt))[0]
 
-    y, g = run(dtype)
+    core.USE_TMA = tma
+    try:
+        y, g = run(dtype)
+    finally:
+        core.USE_TMA = True
     ref, ref_g = run(torch.float64)
     assert_close(y, ref, dtype, f"out {case}", seed)
     assert_close(g, ref_g, dtype, f"dproj (q, k, v) {case}", seed)
