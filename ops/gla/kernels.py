@@ -543,12 +543,12 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def _state_tiles(K: int, V: int, programs: int, floor: int) -> tuple[int, int]:
+def _state_tiles(K: int, V: int, programs: int) -> tuple[int, int]:
     """[BK, BV] tile of the state carry: whole heads when the (batch, head, direction) programs
-    already fill the GPU, else smaller tiles (down to ``floor``) for more of them: the carry is
+    already fill the GPU, else smaller tiles (down to 16) for more of them: the carry is
     sequential over the chunks, so only programs in flight hide its memory latency."""
     bk, bv = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
-    while programs * cdiv(K, bk) * cdiv(V, bv) < 528 and max(bk, bv) > floor:
+    while programs * cdiv(K, bk) * cdiv(V, bv) < 528 and max(bk, bv) > 16:
         if bv >= bk:
             bv //= 2
         else:
@@ -573,7 +573,7 @@ def _scan_states(x, y, g0, g1, ndir, dir0, x_scale, backward):
         x, y, g0, g1, updates, decays, *_strides(x), *_strides(y), *_strides(g0), *_strides(g1), T, H, NT, BH,
         x_scale, K=K, V=V, BT=BT, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, UPCAST=upcast, PRECISION=precision,
         num_warps=4, num_stages=1)
-    bk, bv = _state_tiles(K, V, BH * ndir, 16)
+    bk, bv = _state_tiles(K, V, BH * ndir)
     _carry_states_l[(cdiv(K, bk) * cdiv(V, bv), BH, ndir)](
         updates, decays, out, NT, BH, K=K, V=V, BK=bk, BV=bv, DIR0=dir0, BACKWARD=backward, num_warps=4,
         num_stages=1 if interpret_mode() else 3)

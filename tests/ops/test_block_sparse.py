@@ -28,12 +28,6 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @contextlib.contextmanager
 def _poisoned():
     """Outputs allocated by torch.empty* start as NaN: anything a kernel leaves unwritten shows."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        _poison_empty(monkeypatch)
-        yield
-
-
-def _poison_empty(monkeypatch):
     real_empty, real_like = torch.empty, torch.empty_like
 
     def empty(*a, **k):
@@ -43,8 +37,10 @@ def _poison_empty(monkeypatch):
     def empty_like(*a, **k):
         t = real_like(*a, **k)
         return t.fill_(float("nan")) if t.is_floating_point() else t
-    monkeypatch.setattr(torch, "empty", empty)
-    monkeypatch.setattr(torch, "empty_like", empty_like)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(torch, "empty", empty)
+        monkeypatch.setattr(torch, "empty_like", empty_like)
+        yield
 
 
 def _inputs(B, N, H, D, dtype, seed):
