@@ -17,10 +17,11 @@ import math
 import torch
 
 from ..common import check_span
-from ..common.tuning import alignment, contiguous_strides, wide_offsets
+from ..common.tuning import alignment, contiguous_strides, scratch_allocator, wide_offsets
+from . import kernels as _kernels
 from .checks import NAParams
-from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _s5_of,
-                      na_backward)
+from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _pad_params,
+                      _s5_of, _tma, na_backward)
 
 __all__ = ["NAProgram", "program_for"]
 
@@ -36,7 +37,7 @@ class NAProgram:
     which the bound launches assume."""
 
     __slots__ = ("p", "dtype", "out_shape", "lse_shape", "shapes", "grad_strides",
-                 "lse_strides", "fwd", "dq", "dkv", "extra", "grad_buffer")
+                 "lse_strides", "fwd", "dq", "dkv", "extra", "grad_buffer", "tma")
 
     def __init__(self, device: int, shapes: tuple[tuple[int, ...], ...], strides: tuple[tuple[int, ...], ...],
                  dtype: torch.dtype, p: NAParams) -> None:
@@ -63,10 +64,15 @@ class NAProgram:
         grads = tuple((sh, contiguous_strides(sh)) for sh in shapes)
         wide = wide_offsets(*given, *made, *grads)
         # forward: the launch and site key na_forward builds for these tensors
+        # TMA walks: decided as na_forward and na_backward do (the tensors are all aligned here)
+        shape3 = _pad_params(len(q_shape) - 3, q_shape[1:-2], 1)
+        dims = (q_shape[-1], v_shape[-1])
+        kv_tma = _tma(device, dtype, shape3, dims, (sk, sv), True)
+        self.tma = kv_tma or _tma(device, dtype, shape3, dims, (sq, so), True)
         grid, args, meta = _fwd_launch(*problem, p.scale, None)
-        meta = {**meta, "WIDE": wide_offsets(*given, *made)}
+        meta = {**meta, "WIDE": wide_offsets(*given, *made), "TMA": kv_tma}
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
-        site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED)
+        site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED, kv_tma)
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
         # backward: gradients contiguous, as one [3, ...] allocation when q, k and v have one shape
         # (its views stay 16-byte aligned when a gradient's size is a multiple of 16 bytes)
@@ -76,15 +82,16 @@ class NAProgram:
         self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs)
         for has_dlse in (False, True):
             dq_grid, dq_args, dq_meta = _bwd_launch(*problem, p.scale, has_dlse, None)[:3]
-            dq_meta = {**dq_meta, "WIDE": wide}
+            dq_meta = {**dq_meta, "WIDE": wide, "TMA": kv_tma}
             site = (device, *problem, has_dlse, None, dtype, dtype, sq, sk, sv, so, sl, dtype, dq_strides,
-                    _ALIGNED)
+                    _ALIGNED, kv_tma)
             self.dq[has_dlse] = _na_bwd_dq.bind(site, dq_grid, (*dq_strides, *dq_args), dq_meta)
         _, _, _, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(*problem, p.scale, False, None)
-        dkv_meta = {**dkv_meta, "WIDE": wide}
+        q_tma = _tma(device, dtype, shape3, dims, (sq, so), True)   # grad_out has out's strides
+        dkv_meta = {**dkv_meta, "WIDE": wide, "TMA": q_tma}
         bwd_site = (device, *problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
         dkv_strides = (*sdk, *sdv)
-        self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED), dkv_grid,
+        self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED, q_tma), dkv_grid,
                                     (*sq, *sk, *sv, *so, *sl, *dkv_strides, *dkv_args), dkv_meta)
         self.extra = None
         if extra is not None:   # extra keys given and not empty
@@ -98,6 +105,8 @@ class NAProgram:
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
                 ev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(out [B, *spatial, H, Dv], natural-log LSE [B, *spatial, H] float32)."""
+        if self.tma:
+            scratch_allocator()
         out = torch.empty(self.out_shape, device=q.device, dtype=self.dtype)
         lse = torch.empty(self.lse_shape, device=q.device, dtype=torch.float32)
         self.fwd(q, k, v, k if ek is None else ek, v if ev is None else ev, out, lse)
@@ -115,6 +124,8 @@ class NAProgram:
             return na_backward(grad_out, grad_lse, q, k, v, out, lse, p.kernel_size, p.dilation, p.stride,
                                p.is_causal, p.scale, ek, ev)
         grad_out, grad_lse = g, gl
+        if self.tma:
+            scratch_allocator()
         if self.grad_buffer:
             dq, dk, dv = torch.empty((3, *self.shapes[0]), device=q.device, dtype=self.dtype).unbind(0)
         else:
@@ -143,7 +154,7 @@ def _laid_out(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor | None:
 
 @functools.lru_cache(maxsize=128)
 def _program(*key) -> NAProgram:
-    return NAProgram(*key)
+    return NAProgram(*key[:-1])   # the last: the TMA switch at build time (tests flip it)
 
 
 def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
@@ -153,4 +164,5 @@ def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Ten
     tensors = (q, k, v) if ek is None else (q, k, v, ek, ev)
     if alignment(*tensors) != _ALIGNED or any(t.stride(-1) != 1 for t in tensors):
         return None
-    return _program(q.get_device(), tuple(t.shape for t in tensors), tuple(t.stride() for t in tensors), q.dtype, p)
+    return _program(q.get_device(), tuple(t.shape for t in tensors), tuple(t.stride() for t in tensors), q.dtype, p,
+                    _kernels.USE_TMA)

@@ -39,7 +39,8 @@ import triton.language as tl
 
 from ..common import check_item_span, dot_precision, interpret_mode, tune_configs
 from ..common.lse_delta import load_lse_delta, store_lse_delta
-from ..common.tuning import Launcher, alignment, cdiv, heads_grid, next_power_of_2, wide_offsets
+from ..common.tuning import (Launcher, alignment, cdiv, heads_grid, next_power_of_2, scratch_allocator,
+                             wide_offsets)
 from .tiling import choose_boxes, core_fraction
 
 LOG2E = 1.4426950408889634
@@ -152,6 +153,32 @@ def _walk_start():
     type does not change in the loop)."""
     zero = tl.program_id(0) * 0
     return zero, zero, zero
+
+
+@triton.jit
+def _box_descriptor(base, s0, s1, s2, s_h, Lg0, Lg1, Lg2, n_heads, g0, g1, g2,
+                    D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+                    B0: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
+    """TMA: a tensor descriptor over one batch item's dilation group of a heads-last map,
+    [Lg0, Lg1, Lg2, heads, HEAD_DIM] (axis strides times the dilation), whose loads are walk
+    blocks of one head: boxes of B0 x B1 x B2 tokens, zero-filled past the group. The padding axes
+    of 1-D/2-D problems (length 1, stride 0) get a nominal stride, as TMA wants nonzero multiples
+    of 16 bytes. Otherwise the base pointer, unused."""
+    if TMA:
+        return tl.make_tensor_descriptor(
+            base + g0 * s0 + g1 * s1 + g2 * s2, shape=[Lg0, Lg1, Lg2, n_heads, HEAD_DIM],
+            strides=[s0 * D0 + (s0 == 0) * 16, s1 * D1 + (s1 == 0) * 16, s2 * D2 + (s2 == 0) * 16, s_h, 1],
+            block_shape=[B0, B1, B2, 1, HEAD_DIM])
+    else:
+        return base
+
+
+@triton.jit
+def _box_load(desc, a0, a1, a2, h, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """Walk block at group-local corner (a0, a1, a2) of head ``h`` through ``_box_descriptor``:
+    [ROWS, HEAD_DIM], rows in box order (``_box_rows``); the reshape stays in shared memory, so
+    the dots read the TMA-loaded tile directly."""
+    return tl.reshape(desc.load([a0, a1, a2, h, 0]), [ROWS, HEAD_DIM])
 
 
 @triton.jit
@@ -310,26 +337,38 @@ def _dkv_update(dk, dv, pt, v, q, do, delta, PRECISION: tl.constexpr):
 @triton.jit
 def _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2, c0, c1, c2,
-               g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+               g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, kd, vd, hk,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
                C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
                D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
                BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr, SKIP0: tl.constexpr, SKIP1: tl.constexpr,
-               MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr):
+               MASK_MODE: tl.constexpr, V_T: tl.constexpr, UPCAST: tl.constexpr, TMA: tl.constexpr,
+               BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     """Key block (w0, w1, w2) of a query box's walk over its window union [u_lo, u_hi] (forward and dQ):
     K^T [D, N], V as [N, Dv] (or V^T [Dv, N] when V_T) and the scores' mask. MASK_MODE (host's
     ``_mask_mode``): 2 tests each (query, key) pair against the query's window, 1 only the walk's
-    bounds, 0 nothing (the caller then ignores the mask)."""
+    bounds, 0 nothing (the caller then ignores the mask). TMA: K and V come through the descriptors
+    ``kd``/``vd`` (head ``hk``); rows past the walk's bounds then hold real keys, not zeros, which
+    the mask removes as it removes the rows inside the box but outside a query's window."""
     j0, j1, j2, kv_ok = _walk_block(w0, w1, w2, u_lo0, u_lo1, u_lo2, u_hi0, u_hi1, u_hi2, c0, c1, c2,
                                     BN0, BN1, BN2)
-    x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
-    k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
-    v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
-    kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
-    if V_T:
-        v = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
+    if TMA:
+        a0 = u_lo0 + w0 * BN0
+        a1 = u_lo1 + w1 * BN1
+        a2 = u_lo2 + w2 * BN2
+        kt = tl.trans(_box_load(kd, a0, a1, a2, hk, BN0 * BN1 * BN2, BLOCK_D))
+        v = _box_load(vd, a0, a1, a2, hk, BN0 * BN1 * BN2, BLOCK_DV)
+        if V_T:
+            v = tl.trans(v)
     else:
-        v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
+        x0, x1, x2 = _positions(j0, j1, j2, g0, g1, g2, D0, D1, D2)
+        k_tok = x0 * sk_0 + x1 * sk_1 + x2 * sk_2
+        v_tok = x0 * sv_0 + x1 * sv_1 + x2 * sv_2
+        kt = tl.load(k_base + k_tok[None, :] + offs_d[:, None], mask=kv_ok[None, :] & d_ok[:, None], other=0.0)
+        if V_T:
+            v = tl.load(v_base + v_tok[None, :] + offs_dv[:, None], mask=kv_ok[None, :] & dv_ok[:, None], other=0.0)
+        else:
+            v = tl.load(v_base + v_tok[:, None] + offs_dv[None, :], mask=kv_ok[:, None] & dv_ok[None, :], other=0.0)
     if UPCAST:
         kt = kt.to(tl.float32)
         v = v.to(tl.float32)
@@ -394,7 +433,7 @@ def _na_fwd_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
+    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr, TMA: tl.constexpr,
 ):
     """Forward per query box. MASK_MODE (host's ``_mask_mode``): 2 tests each (query, key) pair
     against the query's window, 1 only the walk's bounds, 0 nothing. CORE (with MASK_MODE 2; host's
@@ -434,6 +473,10 @@ def _na_fwd_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
+    kd = _box_descriptor(K + b * sk_b, sk_0, sk_1, sk_2, sk_h, Lg0, Lg1, Lg2, H // KV_GROUP, g0, g1, g2,
+                         D0, D1, D2, BN0, BN1, BN2, BLOCK_D, TMA)
+    vd = _box_descriptor(V + b * sv_b, sv_0, sv_1, sv_2, sv_h, Lg0, Lg1, Lg2, H // KV_GROUP, g0, g1, g2,
+                         D0, D1, D2, BN0, BN1, BN2, BLOCK_DV, TMA)
     # CORE: key blocks inside every query's window (the box's core: the last query's low bound to
     # the first query's high bound, per axis) skip the per-element window test; the test runs in a
     # branch, which cost 1-11% where few blocks skip it (probe45), so the host turns CORE on only
@@ -448,9 +491,9 @@ def _na_fwd_kernel(
     for it in range(0, n_blocks):
         kt, v, mask = _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                                  lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-                                 c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                 c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, kd, vd, hk,
                                  K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                 STEP_MASK, False, UPCAST)
+                                 STEP_MASK, False, UPCAST, TMA, BLOCK_D, BLOCK_DV)
         if CORE:
             s = tl.dot(q, kt, input_precision=PRECISION)
             if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
@@ -510,7 +553,7 @@ def _na_bwd_dq_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, HAS_DLSE: tl.constexpr,
-    MASK_MODE: tl.constexpr, CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
+    MASK_MODE: tl.constexpr, CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr, TMA: tl.constexpr,
 ):
     """dQ per query box. Also computes ``delta = rowsum(dO * O) - dLSE`` for its rows and writes it
     with the log2-scaled LSE to LD ([B, *spatial, H, 2] fp32) for the dK/dV kernels, so no separate
@@ -559,6 +602,10 @@ def _na_bwd_dq_kernel(
     c0, c1, c2 = _box_rows(BN1, BN2, BLOCK_N)
     k_base = K + b * sk_b + hk * sk_h
     v_base = V + b * sv_b + hk * sv_h
+    kd = _box_descriptor(K + b * sk_b, sk_0, sk_1, sk_2, sk_h, Lg0, Lg1, Lg2, H // KV_GROUP, g0, g1, g2,
+                         D0, D1, D2, BN0, BN1, BN2, BLOCK_D, TMA)
+    vd = _box_descriptor(V + b * sv_b, sv_0, sv_1, sv_2, sv_h, Lg0, Lg1, Lg2, H // KV_GROUP, g0, g1, g2,
+                         D0, D1, D2, BN0, BN1, BN2, BLOCK_DV, TMA)
     if CORE:
         x_lo0, x_hi0 = _window_core(t0, Lg0, BM0, K0, S0, C0)
         x_lo1, x_hi1 = _window_core(t1, Lg1, BM1, K1, S1, C1)
@@ -570,9 +617,9 @@ def _na_bwd_dq_kernel(
         # rows past the grid need no mask: they load q = dO = 0 and lse = delta = 0, so their dS is 0
         kt, vt, mask = _walk_step(w0, w1, w2, k_base, v_base, sk_0, sk_1, sk_2, sv_0, sv_1, sv_2,
                                   lo0, hi0, lo1, hi1, lo2, hi2, u_lo0, u_hi0, u_lo1, u_hi1, u_lo2, u_hi2,
-                                  c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok,
+                                  c0, c1, c2, g0, g1, g2, offs_d, offs_dv, d_ok, dv_ok, kd, vd, hk,
                                   K0, K1, K2, C0, C1, C2, D0, D1, D2, BN0, BN1, BN2, SKIP0, SKIP1,
-                                  STEP_MASK, True, UPCAST)
+                                  STEP_MASK, True, UPCAST, TMA, BLOCK_D, BLOCK_DV)
         if CORE:
             p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse2[:, None])
             if _walk_edge(w0, w1, w2, u_lo0, u_lo1, u_lo2, x_lo0, x_hi0, x_lo1, x_hi1, x_lo2, x_hi2,
@@ -669,7 +716,7 @@ def _na_bwd_dkv_kernel(
     BM0: tl.constexpr, BM1: tl.constexpr, BM2: tl.constexpr,
     BN0: tl.constexpr, BN1: tl.constexpr, BN2: tl.constexpr,
     DTYPE_KEY: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, MASK_MODE: tl.constexpr,
-    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr,
+    CORE: tl.constexpr, WIDE: tl.constexpr, FLAT: tl.constexpr, TMA: tl.constexpr,
 ):
     """dK, dV per key box (BN0 x BN1 x BN2; T* count key tiles) over the query boxes (BM*)
     of its inverse neighbourhood, for every query head of its GQA group. MASK_MODE (host's
@@ -720,13 +767,24 @@ def _na_bwd_dkv_kernel(
     nb0, nb1, nb2, n_blocks = _walk_len(qa0, qb0, qa1, qb1, qa2, qb2, BM0, BM1, BM2)
     w0, w1, w2 = _walk_start()
     hq = hk * KV_GROUP
+    # TMA: the walk's query and dO boxes through descriptors (the head is a coordinate, as the walk
+    # moves on to the group's next query head); rows past the walk's bounds then hold real queries,
+    # which every mask mode removes (q_ok)
+    qd = _box_descriptor(Q + b * sq_b, sq_0, sq_1, sq_2, sq_h, Lg0, Lg1, Lg2, HKV * KV_GROUP, g0, g1, g2,
+                         D0, D1, D2, BM0, BM1, BM2, BLOCK_D, TMA)
+    dod = _box_descriptor(DO + b * sdo_b, sdo_0, sdo_1, sdo_2, sdo_h, Lg0, Lg1, Lg2, HKV * KV_GROUP, g0, g1, g2,
+                          D0, D1, D2, BM0, BM1, BM2, BLOCK_DV, TMA)
     for it in range(0, KV_GROUP * n_blocks):   # every query head of the group, flat (see _walk_block)
         i0, i1, i2, q_ok = _walk_block(w0, w1, w2, qa0, qa1, qa2, qb0, qb1, qb2, r0, r1, r2, BM0, BM1, BM2)
         x0, x1, x2 = _positions(i0, i1, i2, g0, g1, g2, D0, D1, D2)
-        q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
-                    mask=q_ok[:, None] & d_ok[None, :], other=0.0)
-        do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
-                     + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
+        if TMA:
+            q = _box_load(qd, qa0 + w0 * BM0, qa1 + w1 * BM1, qa2 + w2 * BM2, hq, BLOCK_M, BLOCK_D)
+            do = _box_load(dod, qa0 + w0 * BM0, qa1 + w1 * BM1, qa2 + w2 * BM2, hq, BLOCK_M, BLOCK_DV)
+        else:
+            q = tl.load(Q + b * sq_b + hq * sq_h + (x0 * sq_0 + x1 * sq_1 + x2 * sq_2)[:, None] + offs_d[None, :],
+                        mask=q_ok[:, None] & d_ok[None, :], other=0.0)
+            do = tl.load(DO + b * sdo_b + hq * sdo_h + (x0 * sdo_0 + x1 * sdo_1 + x2 * sdo_2)[:, None]
+                         + offs_dv[None, :], mask=q_ok[:, None] & dv_ok[None, :], other=0.0)
         lse2, delta = load_lse_delta(LD + 2 * (b * sl_b + hq * sl_h), x0 * sl_0 + x1 * sl_1 + x2 * sl_2, q_ok)
         if UPCAST:
             q = q.to(tl.float32)
@@ -847,6 +905,11 @@ def _s5_of(st: tuple[int, ...], trailing: int) -> tuple[int, ...]:
     return (st[0], *(0,) * (3 - rank), *st[1:1 + rank], st[1 + rank])
 
 
+def _padded_shape(q: torch.Tensor) -> tuple[int, int, int]:
+    """The spatial sizes of ``[B, *spatial, H, D]``, padded to 3 axes with leading 1s."""
+    return _pad_params(q.dim() - 3, q.shape[1:-2], 1)
+
+
 def _pad_params(rank: int, values, fill):
     return (fill,) * (3 - rank) + tuple(values)
 
@@ -948,6 +1011,37 @@ def _extra(t):
     return None if t is None else _last_contiguous(t)
 
 
+USE_TMA = True   # off: the walks load by pointers (tests run both)
+
+
+@functools.lru_cache(maxsize=None)
+def _tma_device(device: int) -> bool:
+    """Device-side tensor descriptors run on sm_90+ (and under the interpreter)."""
+    if interpret_mode():
+        return True
+    return device >= 0 and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _tma(device: int, dtype: torch.dtype, shape3: tuple[int, int, int], head_dims: tuple[int, ...],
+         streamed: tuple[tuple[int, ...], ...], aligned: bool) -> bool:
+    """Whether a walk loads its blocks through TMA descriptors (``_box_descriptor``): 16-bit inputs
+    on sm_90+, power-of-two head dims (the box is the whole head), 16-byte aligned tensors, and
+    streamed maps (``streamed``: their ``_s5`` strides) whose batch, head and spatial strides are
+    multiples of 16 bytes (a stride 0 only on an axis of length 1). ``shape3``: the padded spatial
+    sizes."""
+    if not (USE_TMA and aligned and hasattr(tl, "make_tensor_descriptor") and _tma_device(device)
+            and dtype in (torch.float16, torch.bfloat16) and all(_block(d) == d for d in head_dims)):
+        return False
+    size = dtype.itemsize
+    for st in streamed:
+        b, *axes, h = st
+        if (b * size) % 16 or (h * size) % 16 or h <= 0:
+            return False
+        if any((a * size) % 16 or (a == 0 and n > 1) for a, n in zip(axes, shape3)):
+            return False
+    return True
+
+
 def _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim, kind, boxes):
     """``_plan`` for one kernel (``boxes`` overrides its tile choice, for sweeps), plus the tiles per
     axis of the boxes its programs own (query boxes; key boxes for "dkv") and the number of
@@ -1020,10 +1114,15 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     strides = (*_s5(q, 2), *_s5(k, 2), *_s5(v, 2), *_extra_strides(ek, ev), *_s5(out, 2), *_s5(lse, 1))
     # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
     # on), the strides, the outputs' dtypes and the pointers' alignment
-    site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, alignment(*tensors))
+    align = alignment(*tensors)
+    tma = _tma(q.get_device(), q.dtype, _padded_shape(q), (q.shape[-1], v.shape[-1]), (strides[5:10], strides[10:15]),
+               align == (0,))
+    site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, align, tma)
     wide = _checked_wide(("fwd", site), query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
                          out=out, lse=lse)
-    _na_fwd.launch(site, grid, (*tensors, *strides, *args), {**meta, "WIDE": wide})
+    if tma:
+        scratch_allocator()
+    _na_fwd.launch(site, grid, (*tensors, *strides, *args), {**meta, "WIDE": wide, "TMA": tma})
     return out, lse
 
 
@@ -1118,15 +1217,23 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     named = dict(query=q, key=k, value=v, additional_keys=ek, additional_values=ev, out=out, grad_out=grad_out,
                  lse=lse, **{f"grad {i}": g for i, g in enumerate(grads)})
     wide = _checked_wide(("bwd", layouts), **named)
-    dq_meta, dkv_meta = {**dq_meta, "WIDE": wide}, {**dkv_meta, "WIDE": wide}
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, ld, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
-    _na_bwd_dq.launch((*site, out.dtype, strides, alignment(*tensors)), dq_grid,
-                      (*tensors, *strides, *dq_args), dq_meta)
+    align = alignment(*tensors)
+    device, shape3, dims = q.get_device(), _padded_shape(q), (q.shape[-1], v.shape[-1])
+    tma = _tma(device, q.dtype, shape3, dims, (sk, sv), align == (0,))
+    if tma:
+        scratch_allocator()
+    _na_bwd_dq.launch((*site, out.dtype, strides, align, tma), dq_grid,
+                      (*tensors, *strides, *dq_args), {**dq_meta, "WIDE": wide, "TMA": tma})
     tensors = (q, k, v, grad_out, ld, dk, dv)
     strides = (*_s5(dk, 2), *_s5(dv, 2))
-    _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, alignment(*tensors)), dkv_grid,
-                       (*tensors, *sq, *sk, *sv, *sdo, *sl, *strides, *dkv_args), dkv_meta)
+    align = alignment(*tensors)
+    tma = _tma(device, q.dtype, shape3, dims, (sq, sdo), align == (0,))
+    if tma:
+        scratch_allocator()
+    _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, align, tma), dkv_grid,
+                       (*tensors, *sq, *sk, *sv, *sdo, *sl, *strides, *dkv_args), {**dkv_meta, "WIDE": wide, "TMA": tma})
     if extra is not None:   # extra keys given and not empty (empty ones keep their empty gradients)
         dek, dev = grads[3], grads[4]
         grid, args, meta = extra

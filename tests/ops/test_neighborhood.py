@@ -75,13 +75,49 @@ def _check_against_reference(c: dict, dtype, device, gen, seed, boxes=None, inpu
         assert_close(g, r, dtype, f"{name} {c}", seed)
 
 
+# 16-bit inputs load the walks' blocks through TMA descriptors by default (the interpreter runs
+# them too) and by pointers when ``USE_TMA`` is off; float32 always by pointers
+LOAD_PATHS = [pytest.param(dt, tma, id=f"{dt}-{'tma' if tma else 'pointers'}")
+              for dt in kernel_dtypes() for tma in ((True, False) if dt.itemsize == 2 else (False,))]
+
+
 @pytest.mark.kernel
-@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+@pytest.mark.parametrize("dtype, tma", LOAD_PATHS)
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_kernels_match_fp64_reference(rank, dtype, device):
+def test_kernels_match_fp64_reference(rank, dtype, tma, device, monkeypatch):
     """Random window settings: forward (O, LSE) and all gradients, into NaN-poisoned buffers."""
+    import ops.neighborhood.kernels as K
+
+    monkeypatch.setattr(K, "USE_TMA", tma)
     gen, seed = fresh_generator()
-    _check_against_reference(_random_case(random.Random(seed), rank), dtype, device, gen, seed)
+    c = _random_case(random.Random(seed), rank)
+    q, k, v, ek, ev = _inputs(c, dtype, device, gen)
+    assert K._tma(q.get_device(), dtype, K._padded_shape(q), (c["dim"], c["dim_v"]), (K._s5(k, 2), K._s5(v, 2)),
+                  True) == tma
+    _check_against_reference(c, dtype, device, gen, seed, inputs=(q, k, v, ek, ev))
+
+
+def test_tma_rules(monkeypatch):
+    """When the walks may load through TMA descriptors: 16-bit, power-of-two head dims, 16-byte
+    aligned tensors and strides, a zero stride only on an axis of length 1; never when switched off."""
+    import ops.neighborhood.kernels as K
+
+    monkeypatch.setattr(K, "_tma_device", lambda device: True)
+    shape3 = (1, 6, 7)
+    q = torch.empty(2, 6, 7, 4, 32, dtype=torch.float16)
+    packed = torch.empty(2, 6, 7, 3, 4, 32, dtype=torch.float16)[:, :, :, 0]   # token stride 3 * H * D
+    s = K._s5(q, 2)
+    assert K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True)
+    assert K._tma(-1, torch.bfloat16, shape3, (32, 32), (K._s5(packed, 2),), True)
+    assert not K._tma(-1, torch.float32, shape3, (32, 32), (s, s), True)
+    assert not K._tma(-1, torch.float16, shape3, (32, 24), (s, s), True)    # head dim 24: a padded box
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), False)   # a pointer off 16 bytes
+    odd = torch.empty(2, 6, 7, 4, 36, dtype=torch.float16)[..., :32]        # 72-byte head stride
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(odd, 2),), True)
+    expanded = q[:, :1].expand(2, 6, 7, 4, 32)                                # stride 0 on a real axis
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(expanded, 2),), True)
+    monkeypatch.setattr(K, "USE_TMA", False)
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True)
 
 
 # GNA with query boxes inside stride groups: the forward and dQ walks skip the per-element window
@@ -222,21 +258,24 @@ def test_gna_stride_aligned_boxes(shape, kernel, stride, causal, boxes, mode, dt
 
 
 @pytest.mark.kernel
-def test_public_op_autograd_on_strided_inputs(device):
-    """Packed (non-contiguous) qkv through the registered op: output, lse and autograd grads."""
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+def test_public_op_autograd_on_strided_inputs(dtype, device):
+    """Packed (non-contiguous) qkv through the registered op: output, lse and autograd grads (16-bit:
+    the TMA walks, whose descriptors carry the packed token stride)."""
     gen, seed = fresh_generator()
     shape, win = (6, 7), dict(kernel_size=(3, 4), dilation=(2, 1), stride=(1, 2), is_causal=(False, True))
-    qkv = randn(1, *shape, 3, 2, 16, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    qkv = randn(1, *shape, 3, 2, 16, dtype=dtype, device=device, gen=gen, requires_grad=True)
     q, k, v = qkv.unbind(-3)
     out, lse = ops.na2d(q, k, v, **win, return_lse=True)
-    w_out, w_lse = (randn(*t.shape, dtype=torch.float32, device=device, gen=gen) for t in (out, lse))
-    ((out * w_out).sum() + (lse * w_lse).sum()).backward()
+    w_out = randn(*out.shape, dtype=dtype, device=device, gen=gen)
+    w_lse = randn(*lse.shape, dtype=torch.float32, device=device, gen=gen)
+    ((out.float() * w_out.float()).sum() + (lse * w_lse).sum()).backward()
     qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
     r_out, r_lse = neighborhood_attention_reference(qd, kd, vd, (3, 4), (2, 1), (1, 2), (False, True), 0.25)
     ((r_out * w_out.double()).sum() + (r_lse * w_lse.double()).sum()).backward()
-    assert_close(out, r_out, torch.float32, "strided output", seed)
-    assert_close(lse, r_lse, torch.float32, "strided lse", seed)
-    assert_close(qkv.grad, torch.stack([qd.grad, kd.grad, vd.grad], dim=-3), torch.float32, "qkv grad", seed)
+    assert_close(out, r_out, dtype, "strided output", seed)
+    assert_close(lse, r_lse, torch.float32 if dtype == torch.float32 else dtype, "strided lse", seed)
+    assert_close(qkv.grad, torch.stack([qd.grad, kd.grad, vd.grad], dim=-3), dtype, "qkv grad", seed)
 
 
 @pytest.mark.kernel
