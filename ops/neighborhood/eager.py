@@ -21,7 +21,7 @@ from ..common.tuning import alignment, contiguous_strides, scratch_allocator, wi
 from . import kernels as _kernels
 from .checks import NAParams
 from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _pad_params,
-                      _s5_of, _tma, na_backward)
+                      _s5_of, _tma, _walk, na_backward)
 
 __all__ = ["NAProgram", "program_for"]
 
@@ -67,12 +67,15 @@ class NAProgram:
         # TMA walks: decided as na_forward and na_backward do (the tensors are all aligned here)
         shape3 = _pad_params(len(q_shape) - 3, q_shape[1:-2], 1)
         dims = (q_shape[-1], v_shape[-1])
-        kv_tma = _tma(device, dtype, shape3, dims, (sk, sv), True)
-        self.tma = kv_tma or _tma(device, dtype, shape3, dims, (sq, so), True)
+        walk = functools.partial(_walk, *problem[:7], boxes=None)
+        fwd_tma = _tma(device, dtype, shape3, dims, (sk, sv), True, walk("fwd"))
+        dq_tma = _tma(device, dtype, shape3, dims, (sk, sv), True, walk("dq"))
+        dkv_tma = _tma(device, dtype, shape3, dims, (sq, so), True, walk("dkv"))   # grad_out has out's strides
+        self.tma = fwd_tma or dq_tma or dkv_tma
         grid, args, meta = _fwd_launch(*problem, p.scale, None)
-        meta = {**meta, "WIDE": wide_offsets(*given, *made), "TMA": kv_tma}
+        meta = {**meta, "WIDE": wide_offsets(*given, *made), "TMA": fwd_tma}
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)
-        site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED, kv_tma)
+        site = (device, *problem, None, dtype, torch.float32, fwd_strides, _ALIGNED, fwd_tma)
         self.fwd = _na_fwd.bind(site, grid, (*fwd_strides, *args), meta)
         # backward: gradients contiguous, as one [3, ...] allocation when q, k and v have one shape
         # (its views stay 16-byte aligned when a gradient's size is a multiple of 16 bytes)
@@ -82,16 +85,15 @@ class NAProgram:
         self.dq = {}   # has a dLSE -> bound dQ launch (the kernel differs)
         for has_dlse in (False, True):
             dq_grid, dq_args, dq_meta = _bwd_launch(*problem, p.scale, has_dlse, None)[:3]
-            dq_meta = {**dq_meta, "WIDE": wide, "TMA": kv_tma}
+            dq_meta = {**dq_meta, "WIDE": wide, "TMA": dq_tma}
             site = (device, *problem, has_dlse, None, dtype, dtype, sq, sk, sv, so, sl, dtype, dq_strides,
-                    _ALIGNED, kv_tma)
+                    _ALIGNED, dq_tma)
             self.dq[has_dlse] = _na_bwd_dq.bind(site, dq_grid, (*dq_strides, *dq_args), dq_meta)
         _, _, _, dkv_grid, dkv_args, dkv_meta, extra = _bwd_launch(*problem, p.scale, False, None)
-        q_tma = _tma(device, dtype, shape3, dims, (sq, so), True)   # grad_out has out's strides
-        dkv_meta = {**dkv_meta, "WIDE": wide, "TMA": q_tma}
+        dkv_meta = {**dkv_meta, "WIDE": wide, "TMA": dkv_tma}
         bwd_site = (device, *problem, False, None, dtype, dtype, sq, sk, sv, so, sl)
         dkv_strides = (*sdk, *sdv)
-        self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED, q_tma), dkv_grid,
+        self.dkv = _na_bwd_dkv.bind((*bwd_site, dtype, dtype, dkv_strides, _ALIGNED, dkv_tma), dkv_grid,
                                     (*sq, *sk, *sv, *so, *sl, *dkv_strides, *dkv_args), dkv_meta)
         self.extra = None
         if extra is not None:   # extra keys given and not empty
@@ -154,7 +156,7 @@ def _laid_out(t: torch.Tensor, strides: tuple[int, ...]) -> torch.Tensor | None:
 
 @functools.lru_cache(maxsize=128)
 def _program(*key) -> NAProgram:
-    return NAProgram(*key[:-1])   # the last: the TMA switch at build time (tests flip it)
+    return NAProgram(*key[:-2])   # the last two: the TMA switch and threshold at build time (tests set them)
 
 
 def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Tensor | None,
@@ -165,4 +167,4 @@ def program_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ek: torch.Ten
     if alignment(*tensors) != _ALIGNED or any(t.stride(-1) != 1 for t in tensors):
         return None
     return _program(q.get_device(), tuple(t.shape for t in tensors), tuple(t.stride() for t in tensors), q.dtype, p,
-                    _kernels.USE_TMA)
+                    _kernels.USE_TMA, _kernels.TMA_MIN_WALK)

@@ -41,7 +41,7 @@ from ..common import check_item_span, dot_precision, interpret_mode, tune_config
 from ..common.lse_delta import load_lse_delta, store_lse_delta
 from ..common.tuning import (Launcher, alignment, cdiv, heads_grid, next_power_of_2, scratch_allocator,
                              wide_offsets)
-from .tiling import choose_boxes, core_fraction
+from .tiling import choose_boxes, core_fraction, walk_products
 
 LOG2E = 1.4426950408889634
 
@@ -1022,14 +1022,24 @@ def _tma_device(device: int) -> bool:
     return device >= 0 and torch.cuda.get_device_capability(device)[0] >= 9
 
 
+# Walks shorter than this (tokens per program, ``_walk``) keep pointer loads: a program builds its
+# descriptors (global scratch writes, a proxy fence) before its first load, which long walks repay
+# and short ones do not. H200, bf16, probe65, TMA / pointer time: walks of 2048-3276 tokens ran
+# 0.92-0.98x forward and 0.82-0.93x forward+backward (NA-3D video, GNA-3D, 1-D 2049-key windows);
+# walks of 155-576 tokens 1.02-1.23x and 1.06-1.19x (NA-2D large and backbone, GNA-2D, 1-D 257-
+# and 513-key windows).
+TMA_MIN_WALK = 1024
+
+
 def _tma(device: int, dtype: torch.dtype, shape3: tuple[int, int, int], head_dims: tuple[int, ...],
-         streamed: tuple[tuple[int, ...], ...], aligned: bool) -> bool:
-    """Whether a walk loads its blocks through TMA descriptors (``_box_descriptor``): 16-bit inputs
-    on sm_90+, power-of-two head dims (the box is the whole head), 16-byte aligned tensors, and
-    streamed maps (``streamed``: their ``_s5`` strides) whose batch, head and spatial strides are
-    multiples of 16 bytes (a stride 0 only on an axis of length 1). ``shape3``: the padded spatial
-    sizes."""
-    if not (USE_TMA and aligned and hasattr(tl, "make_tensor_descriptor") and _tma_device(device)
+         streamed: tuple[tuple[int, ...], ...], aligned: bool, walk: float) -> bool:
+    """Whether a walk loads its blocks through TMA descriptors (``_box_descriptor``): walks of at
+    least ``TMA_MIN_WALK`` tokens per program (``walk``, from ``_walk``), 16-bit inputs on sm_90+,
+    power-of-two head dims (the box is the whole head), 16-byte aligned tensors, and streamed maps
+    (``streamed``: their ``_s5`` strides) whose batch, head and spatial strides are multiples of
+    16 bytes (a stride 0 only on an axis of length 1). ``shape3``: the padded spatial sizes."""
+    if not (USE_TMA and aligned and walk >= TMA_MIN_WALK and hasattr(tl, "make_tensor_descriptor")
+            and _tma_device(device)
             and dtype in (torch.float16, torch.bfloat16) and all(_block(d) == d for d in head_dims)):
         return False
     size = dtype.itemsize
@@ -1051,6 +1061,23 @@ def _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal, head_
         bm, bn = boxes
     tiles = [-(-g // m) for g, m in zip(glen, bn if kind == "dkv" else bm)]
     return shape, dil, bm, bn, tiles, math.prod(d * t for d, t in zip(dil, tiles))
+
+
+@functools.lru_cache(maxsize=256)
+def _walk(q_shape, kv_heads, head_dim_v, kernel_size, dilation, stride, is_causal, kind: str, boxes) -> float:
+    """Tokens a program of ``kind`` ("fwd", "dq", "dkv") walks, on average: keys for the forward
+    and dQ, queries of every head of its GQA group for dK/dV (from the cost model's products)."""
+    rank = len(q_shape) - 3
+    spatial, heads, head_dim = q_shape[1:-2], q_shape[-2], q_shape[-1]
+    head_dim = head_dim if kind == "fwd" else max(head_dim, head_dim_v)
+    _, dil, bm, bn, tiles, _ = _launch_tiles(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim,
+                                             kind, boxes)
+    glen = tuple(-(-n // d) for n, d in zip(_pad_params(rank, spatial, 1), dil))
+    by_keys = kind == "dkv"
+    products = walk_products(glen, *_padded_window(kernel_size, stride, is_causal, rank), bm, bn, by_keys)
+    owned = bn if by_keys else bm
+    walk = products / (math.prod(tiles) * math.prod(owned))
+    return walk * heads // kv_heads if by_keys else walk
 
 
 @functools.lru_cache(maxsize=256)
@@ -1116,7 +1143,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     # on), the strides, the outputs' dtypes and the pointers' alignment
     align = alignment(*tensors)
     tma = _tma(q.get_device(), q.dtype, _padded_shape(q), (q.shape[-1], v.shape[-1]), (strides[5:10], strides[10:15]),
-               align == (0,))
+               align == (0,), _walk(*problem[:7], "fwd", boxes))
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, align, tma)
     wide = _checked_wide(("fwd", site), query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
                          out=out, lse=lse)
@@ -1221,7 +1248,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
     align = alignment(*tensors)
     device, shape3, dims = q.get_device(), _padded_shape(q), (q.shape[-1], v.shape[-1])
-    tma = _tma(device, q.dtype, shape3, dims, (sk, sv), align == (0,))
+    tma = _tma(device, q.dtype, shape3, dims, (sk, sv), align == (0,), _walk(*problem[:7], "dq", boxes))
     if tma:
         scratch_allocator()
     _na_bwd_dq.launch((*site, out.dtype, strides, align, tma), dq_grid,
@@ -1229,7 +1256,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     tensors = (q, k, v, grad_out, ld, dk, dv)
     strides = (*_s5(dk, 2), *_s5(dv, 2))
     align = alignment(*tensors)
-    tma = _tma(device, q.dtype, shape3, dims, (sq, sdo), align == (0,))
+    tma = _tma(device, q.dtype, shape3, dims, (sq, sdo), align == (0,), _walk(*problem[:7], "dkv", boxes))
     if tma:
         scratch_allocator()
     _na_bwd_dkv.launch((*site, dk.dtype, dv.dtype, strides, align, tma), dkv_grid,

@@ -75,6 +75,15 @@ def _check_against_reference(c: dict, dtype, device, gen, seed, boxes=None, inpu
         assert_close(g, r, dtype, f"{name} {c}", seed)
 
 
+@pytest.fixture(autouse=True)
+def _tma_on_short_walks(monkeypatch):
+    """Test-sized walks are far shorter than ``TMA_MIN_WALK``: let them take the TMA path too, so
+    16-bit cases here run it (float32 and ``USE_TMA`` off run the pointer loads)."""
+    import ops.neighborhood.kernels as K
+
+    monkeypatch.setattr(K, "TMA_MIN_WALK", 0)
+
+
 # 16-bit inputs load the walks' blocks through TMA descriptors by default (the interpreter runs
 # them too) and by pointers when ``USE_TMA`` is off; float32 always by pointers
 LOAD_PATHS = [pytest.param(dt, tma, id=f"{dt}-{'tma' if tma else 'pointers'}")
@@ -93,31 +102,41 @@ def test_kernels_match_fp64_reference(rank, dtype, tma, device, monkeypatch):
     c = _random_case(random.Random(seed), rank)
     q, k, v, ek, ev = _inputs(c, dtype, device, gen)
     assert K._tma(q.get_device(), dtype, K._padded_shape(q), (c["dim"], c["dim_v"]), (K._s5(k, 2), K._s5(v, 2)),
-                  True) == tma
+                  True, 0) == tma
     _check_against_reference(c, dtype, device, gen, seed, inputs=(q, k, v, ek, ev))
 
 
 def test_tma_rules(monkeypatch):
-    """When the walks may load through TMA descriptors: 16-bit, power-of-two head dims, 16-byte
-    aligned tensors and strides, a zero stride only on an axis of length 1; never when switched off."""
+    """When the walks may load through TMA descriptors: walks of TMA_MIN_WALK tokens or more, 16-bit,
+    power-of-two head dims, 16-byte aligned tensors and strides, a zero stride only on an axis of
+    length 1; never when switched off. And the walk lengths the rule reads."""
     import ops.neighborhood.kernels as K
 
     monkeypatch.setattr(K, "_tma_device", lambda device: True)
-    shape3 = (1, 6, 7)
+    monkeypatch.setattr(K, "TMA_MIN_WALK", 1024)
+    shape3, long = (1, 6, 7), K.TMA_MIN_WALK
     q = torch.empty(2, 6, 7, 4, 32, dtype=torch.float16)
     packed = torch.empty(2, 6, 7, 3, 4, 32, dtype=torch.float16)[:, :, :, 0]   # token stride 3 * H * D
     s = K._s5(q, 2)
-    assert K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True)
-    assert K._tma(-1, torch.bfloat16, shape3, (32, 32), (K._s5(packed, 2),), True)
-    assert not K._tma(-1, torch.float32, shape3, (32, 32), (s, s), True)
-    assert not K._tma(-1, torch.float16, shape3, (32, 24), (s, s), True)    # head dim 24: a padded box
-    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), False)   # a pointer off 16 bytes
-    odd = torch.empty(2, 6, 7, 4, 36, dtype=torch.float16)[..., :32]        # 72-byte head stride
-    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(odd, 2),), True)
-    expanded = q[:, :1].expand(2, 6, 7, 4, 32)                                # stride 0 on a real axis
-    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(expanded, 2),), True)
+    assert K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True, long)
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True, long - 1)
+    assert K._tma(-1, torch.bfloat16, shape3, (32, 32), (K._s5(packed, 2),), True, long)
+    assert not K._tma(-1, torch.float32, shape3, (32, 32), (s, s), True, long)
+    assert not K._tma(-1, torch.float16, shape3, (32, 24), (s, s), True, long)    # head dim 24: a padded box
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), False, long)   # a pointer off 16 bytes
+    odd = torch.empty(2, 6, 7, 4, 36, dtype=torch.float16)[..., :32]              # 72-byte head stride
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(odd, 2),), True, long)
+    expanded = q[:, :1].expand(2, 6, 7, 4, 32)                                      # stride 0 on a real axis
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(expanded, 2),), True, long)
     monkeypatch.setattr(K, "USE_TMA", False)
-    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True)
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True, long)
+    # walk lengths: a 1-D window of 9 keys walked in 16-token boxes (the interpreter's) from 16-query
+    # boxes covers 16 + 8 keys, two boxes, per program away from the borders
+    walk = K._walk((1, 64, 2, 16), 2, 16, (9,), (1,), (1,), (False,), "fwd", ((1, 1, 16), (1, 1, 16)))
+    assert 16 <= walk <= 32
+    # dK/dV: the walk repeats for every query head of a GQA group
+    one = K._walk((1, 64, 4, 16), 4, 16, (9,), (1,), (1,), (False,), "dkv", ((1, 1, 16), (1, 1, 16)))
+    assert K._walk((1, 64, 4, 16), 2, 16, (9,), (1,), (1,), (False,), "dkv", ((1, 1, 16), (1, 1, 16))) == 2 * one
 
 
 # GNA with query boxes inside stride groups: the forward and dQ walks skip the per-element window
