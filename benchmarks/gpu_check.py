@@ -92,6 +92,10 @@ for gname, gate in (("vig gates", g_mild), ("sharp gates", g_sharp)):
 for name in ("van_b0", "biformer_tiny", "vig_tiny"):
     x = torch.randn(8, 3, 224, 224, device=dev).to(memory_format=torch.channels_last)
     m = timm.create_model(name).to(dev).eval().to(memory_format=torch.channels_last)
+    for mod in m.modules():   # ViG at its init: GLA outputs ~1e-7 vanish in g_norm's eps; make them count
+        if type(mod).__name__ == "GatedLinearAttention":
+            mod.in_proj[0].weight.data.normal_(0.0, 1 / 3)
+            mod.qkv_proj.weight.data.normal_(0.0, mod.dim ** -0.5)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         on = m(x)
         m.set_use_kernels(False)
