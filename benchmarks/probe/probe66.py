@@ -7,6 +7,11 @@ tokens per program, where each program's descriptor setup is not repaid. This ti
 process, over random block masks whose lists run from 2 to 32 blocks.
 
     python3 benchmarks/probe/probe66.py [--rounds 3]
+
+Session 27's run (`probe-bsa-short-lists-s27-h200-2026-11-30.txt`) is inconclusive for short
+lists: it times the public mask entry point, whose per-call mask-to-lists conversion reads the
+longest list back to the host, so the short-list rows (0.8-1.2 ms for ~0.1 ms of attention) measure
+the host. A rerun should time ``attend_lists`` on lists converted once.
 """
 import sys
 
