@@ -19,6 +19,11 @@ come from the product-count cost model in ``tiling.py``.
 Additional keys/values are dense key blocks in the same softmax; grouped-query attention maps
 query head ``h`` to key head ``h // group``.
 
+Loads (``TMA``): walks of ``TMA_MIN_WALK``+ tokens per program, on 16-bit, aligned layouts on
+sm_90+, load each walked box through a device-side tensor descriptor over the batch item's dilation
+group, ``[Lg0, Lg1, Lg2, heads, head dim]`` (``_box_descriptor``); the box is reshaped in shared
+memory and feeds the dots directly. Shorter walks, and everything else, load by pointers.
+
 Backward (FlashAttention-2 style): a dQ kernel per query box, which also computes ``delta =
 rowsum(dO * O) - dLSE`` for its rows and stores it next to the log2-scaled LSE (one 8-byte pair per
 query, ``ops.common.lse_delta``), and a dK/dV kernel per key box that visits the query boxes whose
