@@ -43,13 +43,32 @@ def _na_tests(big: bool):
     return na_tests
 
 
+def _na_load_path(tma: bool):
+    """Set the NA walks' load path: TMA descriptors on every walk (16-bit, where the layout allows)
+    or pointer loads everywhere; returns the settings to restore."""
+    import ops.neighborhood.kernels as K
+    before = (K.USE_TMA, K.TMA_MIN_WALK)
+    K.USE_TMA, K.TMA_MIN_WALK = tma, 0
+    return before
+
+
+def _restore_na_load_path(before) -> None:
+    import ops.neighborhood.kernels as K
+    K.USE_TMA, K.TMA_MIN_WALK = before
+
+
 def fuzz_na(seed: int, big: bool) -> None:
     na_tests = _na_tests(big)
     for rank in (1, 2, 3):
         for dtype in kernel_dtypes():
             case = na_tests._random_case(random.Random(seed * 7 + rank), rank)
+            case["tma"] = random.Random(seed * 11 + rank).random() < 0.5   # the walks' load path
             gen = torch.Generator().manual_seed(seed)
-            na_tests._check_against_reference(case, dtype, DEVICE, gen, seed)
+            before = _na_load_path(case["tma"])
+            try:
+                na_tests._check_against_reference(case, dtype, DEVICE, gen, seed)
+            finally:
+                _restore_na_load_path(before)
 
 
 def fuzz_na_op(seed: int, big: bool) -> None:
@@ -71,8 +90,9 @@ def fuzz_na_op(seed: int, big: bool) -> None:
     window = {name: c[key] if len(set(c[key])) > 1 or rng.random() < 0.5 else c[key][0]
               for name, key in (("kernel_size", "kernel"), ("dilation", "dilation"), ("stride", "stride"),
                                 ("is_causal", "causal"))}
+    tma = rng.random() < 0.5   # the walks' load path (TMA on 16-bit aligned layouts, else pointers)
     case = dict(seed=seed, layout=layout, dtype=dtype, shape=shape, heads=(h, hkv), dims=(d, dv),
-                extra=c["extra"], **window)
+                extra=c["extra"], tma=tma, **window)
 
     def run(dt):
         """Forward (out, lse) and the leaves' gradients in ``dt``, q/k/v laid out as ``layout`` says."""
@@ -93,7 +113,11 @@ def fuzz_na_op(seed: int, big: bool) -> None:
         grads = torch.autograd.grad((out, lse), leaves, (g_out, g_lse))
         return out, lse, grads
 
-    out, lse, grads = run(dtype)
+    before = _na_load_path(tma)
+    try:
+        out, lse, grads = run(dtype)
+    finally:
+        _restore_na_load_path(before)
     ref, ref_lse, ref_grads = run(torch.float64)
     assert_close(out, ref, dtype, f"out {case}", seed)
     assert_close(lse, ref_lse, torch.float32 if dtype == torch.float32 else dtype, f"lse {case}", seed)
