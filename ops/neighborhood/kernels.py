@@ -1042,7 +1042,8 @@ def _tma(device: int, dtype: torch.dtype, shape3: tuple[int, int, int], head_dim
     least ``TMA_MIN_WALK`` tokens per program (``walk``, from ``_walk``), 16-bit inputs on sm_90+,
     power-of-two head dims (the box is the whole head), 16-byte aligned tensors, and streamed maps
     (``streamed``: their ``_s5`` strides) whose batch, head and spatial strides are multiples of
-    16 bytes (a stride 0 only on an axis of length 1). ``shape3``: the padded spatial sizes."""
+    16 bytes (a stride 0 only on an axis of length 1) and grow from the head axis outwards.
+    ``shape3``: the padded spatial sizes."""
     if not (USE_TMA and aligned and walk >= TMA_MIN_WALK and hasattr(tl, "make_tensor_descriptor")
             and _tma_device(device)
             and dtype in (torch.float16, torch.bfloat16) and all(_block(d) == d for d in head_dims)):
@@ -1053,6 +1054,11 @@ def _tma(device: int, dtype: torch.dtype, shape3: tuple[int, int, int], head_dim
         if (b * size) % 16 or (h * size) % 16 or h <= 0:
             return False
         if any((a * size) % 16 or (a == 0 and n > 1) for a, n in zip(axes, shape3)):
+            return False
+        # strides that grow from the head to the first axis (contiguous maps, packed qkv): the
+        # layouts run on the H200; others (heads-first views) keep pointer loads
+        chain = [a for a, n in zip(axes, shape3) if n > 1] + [h]
+        if any(outer < inner for outer, inner in zip(chain, chain[1:])):
             return False
     return True
 

@@ -109,7 +109,8 @@ def test_kernels_match_fp64_reference(rank, dtype, tma, device, monkeypatch):
 def test_tma_rules(monkeypatch):
     """When the walks may load through TMA descriptors: walks of TMA_MIN_WALK tokens or more, 16-bit,
     power-of-two head dims, 16-byte aligned tensors and strides, a zero stride only on an axis of
-    length 1; never when switched off. And the walk lengths the rule reads."""
+    length 1, strides growing from the head axis out; never when switched off. And the walk lengths
+    the rule reads."""
     import ops.neighborhood.kernels as K
 
     monkeypatch.setattr(K, "_tma_device", lambda device: True)
@@ -128,6 +129,10 @@ def test_tma_rules(monkeypatch):
     assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(odd, 2),), True, long)
     expanded = q[:, :1].expand(2, 6, 7, 4, 32)                                      # stride 0 on a real axis
     assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(expanded, 2),), True, long)
+    heads_first = torch.empty(2, 4, 6, 7, 32, dtype=torch.float16).movedim(1, -2)   # head stride > token's
+    assert not K._tma(-1, torch.float16, shape3, (32, 32), (K._s5(heads_first, 2),), True, long)
+    one_row = torch.empty(2, 1, 7, 4, 32, dtype=torch.float16)                      # a length-1 axis is free
+    assert K._tma(-1, torch.float16, (1, 1, 7), (32, 32), (K._s5(one_row, 2),), True, long)
     monkeypatch.setattr(K, "USE_TMA", False)
     assert not K._tma(-1, torch.float16, shape3, (32, 32), (s, s), True, long)
     # walk lengths: a 1-D window of 9 keys walked in 16-token boxes (the interpreter's) from 16-query
