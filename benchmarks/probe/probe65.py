@@ -75,7 +75,7 @@ def ab():
         K.USE_TMA = True
         med = {key: sorted(ts)[len(ts) // 2] for key, ts in times.items()}
         diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(res[True], res[False]))
-        used = K._tma(q.get_device(), q.dtype, K._padded_shape(q), (q.shape[-1], v.shape[-1]),
+        used = K._tma(q.get_device(), q.dtype, K._padded_shape(q.shape), (q.shape[-1], v.shape[-1]),
                       (K._s5(k, 2), K._s5(v, 2)), True)
         print(f"{case[0]:20s} fwd {med[(True, 'fwd')]:.4f} / {med[(False, 'fwd')]:.4f} "
               f"({med[(False, 'fwd')] / med[(True, 'fwd')]:.3f}x)   f+b {med[(True, 'f+b')]:.4f} / "

@@ -20,7 +20,7 @@ from ..common import check_span
 from ..common.tuning import alignment, contiguous_strides, scratch_allocator, wide_offsets
 from . import kernels as _kernels
 from .checks import NAParams
-from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _pad_params,
+from .kernels import (_bwd_launch, _fwd_launch, _na_bwd_dkv, _na_bwd_dq, _na_bwd_extra_kv, _na_fwd, _padded_shape,
                       _s5_of, _tma, _walk, na_backward)
 
 __all__ = ["NAProgram", "program_for"]
@@ -63,15 +63,15 @@ class NAProgram:
         made = ((self.out_shape, self.grad_strides), (self.lse_shape, self.lse_strides))
         grads = tuple((sh, contiguous_strides(sh)) for sh in shapes)
         wide = wide_offsets(*given, *made, *grads)
-        # forward: the launch and site key na_forward builds for these tensors
         # TMA walks: decided as na_forward and na_backward do (the tensors are all aligned here)
-        shape3 = _pad_params(len(q_shape) - 3, q_shape[1:-2], 1)
+        shape3 = _padded_shape(q_shape)
         dims = (q_shape[-1], v_shape[-1])
         walk = functools.partial(_walk, *problem[:7], boxes=None)
         fwd_tma = _tma(device, dtype, shape3, dims, (sk, sv), True, walk("fwd"))
         dq_tma = _tma(device, dtype, shape3, dims, (sk, sv), True, walk("dq"))
         dkv_tma = _tma(device, dtype, shape3, dims, (sq, so), True, walk("dkv"))   # grad_out has out's strides
         self.tma = fwd_tma or dq_tma or dkv_tma
+        # forward: the launch and site key na_forward builds for these tensors
         grid, args, meta = _fwd_launch(*problem, p.scale, None)
         meta = {**meta, "WIDE": wide_offsets(*given, *made), "TMA": fwd_tma}
         fwd_strides = (*sq, *sk, *sv, *se, *so, *sl)

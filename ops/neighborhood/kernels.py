@@ -910,9 +910,9 @@ def _s5_of(st: tuple[int, ...], trailing: int) -> tuple[int, ...]:
     return (st[0], *(0,) * (3 - rank), *st[1:1 + rank], st[1 + rank])
 
 
-def _padded_shape(q: torch.Tensor) -> tuple[int, int, int]:
-    """The spatial sizes of ``[B, *spatial, H, D]``, padded to 3 axes with leading 1s."""
-    return _pad_params(q.dim() - 3, q.shape[1:-2], 1)
+def _padded_shape(shape) -> tuple[int, int, int]:
+    """The spatial sizes of a ``[B, *spatial, H, D]`` shape, padded to 3 axes with leading 1s."""
+    return _pad_params(len(shape) - 3, tuple(shape[1:-2]), 1)
 
 
 def _pad_params(rank: int, values, fill):
@@ -1153,7 +1153,7 @@ def na_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size, d
     # the site key: the problem (the plan's key but the scale, a float Triton does not specialize
     # on), the strides, the outputs' dtypes and the pointers' alignment
     align = alignment(*tensors)
-    tma = _tma(q.get_device(), q.dtype, _padded_shape(q), (q.shape[-1], v.shape[-1]), (strides[5:10], strides[10:15]),
+    tma = _tma(q.get_device(), q.dtype, _padded_shape(q.shape), (q.shape[-1], v.shape[-1]), (strides[5:10], strides[10:15]),
                align == (0,), _walk(*problem[:7], "fwd", boxes))
     site = (q.get_device(), *problem, boxes, out.dtype, lse.dtype, strides, align, tma)
     wide = _checked_wide(("fwd", site), query=q, key=k, value=v, additional_keys=ek, additional_values=ev,
@@ -1258,7 +1258,7 @@ def na_backward(grad_out: torch.Tensor, grad_lse: torch.Tensor | None, q: torch.
     tensors = (q, k, v, ek if ek is not None else k, ev if ev is not None else v, out, grad_out, lse, dlse, ld, dq)
     strides = (*sq, *sk, *sv, *se, *_s5(out, 2), *sdo, *sl, *_s5(dq, 2))
     align = alignment(*tensors)
-    device, shape3, dims = q.get_device(), _padded_shape(q), (q.shape[-1], v.shape[-1])
+    device, shape3, dims = q.get_device(), _padded_shape(q.shape), (q.shape[-1], v.shape[-1])
     tma = _tma(device, q.dtype, shape3, dims, (sk, sv), align == (0,), _walk(*problem[:7], "dq", boxes))
     if tma:
         scratch_allocator()

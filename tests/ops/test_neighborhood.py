@@ -101,7 +101,7 @@ def test_kernels_match_fp64_reference(rank, dtype, tma, device, monkeypatch):
     gen, seed = fresh_generator()
     c = _random_case(random.Random(seed), rank)
     q, k, v, ek, ev = _inputs(c, dtype, device, gen)
-    assert K._tma(q.get_device(), dtype, K._padded_shape(q), (c["dim"], c["dim_v"]), (K._s5(k, 2), K._s5(v, 2)),
+    assert K._tma(q.get_device(), dtype, K._padded_shape(q.shape), (c["dim"], c["dim_v"]), (K._s5(k, 2), K._s5(v, 2)),
                   True, 0) == tma
     _check_against_reference(c, dtype, device, gen, seed, inputs=(q, k, v, ek, ev))
 
