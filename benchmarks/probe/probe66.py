@@ -3,15 +3,16 @@
 Session 26 measured the sequence path's TMA loads on radial attention's long lists (hundreds of
 128-token blocks per query block). probe65 found NA's walks losing to pointer loads below ~1000
 tokens per program, where each program's descriptor setup is not repaid. This times
-``block_sparse_attention`` with ``ops.common.block_sparse.USE_TMA`` on and off, alternating in one
+the core with ``ops.common.block_sparse.USE_TMA`` on and off, alternating in one
 process, over random block masks whose lists run from 2 to 32 blocks.
 
-    python3 benchmarks/probe/probe66.py [--rounds 3]
-
 Session 27's run (`probe-bsa-short-lists-s27-h200-2026-11-30.txt`) is inconclusive for short
-lists: it times the public mask entry point, whose per-call mask-to-lists conversion reads the
+lists: it timed the public mask entry point, whose per-call mask-to-lists conversion reads the
 longest list back to the host, so the short-list rows (0.8-1.2 ms for ~0.1 ms of attention) measure
-the host. A rerun should time ``attend_lists`` on lists converted once.
+the host (``--mask`` repeats that). By default the probe now times ``attend_lists`` on lists
+converted once.
+
+    python3 benchmarks/probe/probe66.py [--rounds 3] [--mask]
 """
 import sys
 
@@ -19,6 +20,7 @@ import torch
 import triton.testing
 
 import ops
+from ops.block_sparse import attend_lists, block_mask_to_index, visit_order
 from ops.common import block_sparse as core
 
 ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
@@ -41,14 +43,22 @@ def main():
         scores = torch.rand(b, nb, nb, device="cuda", generator=g)
         top = scores.topk(listed, dim=-1).indices
         mask = torch.zeros(b, nb, nb, dtype=torch.bool, device="cuda").scatter_(-1, top, True)
-        leaves = [t.requires_grad_() for t in (q, k, v)]
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+        if "--mask" in sys.argv:   # session 27's run: the mask entry point, converting per call
+            def fwd():
+                return ops.block_sparse_attention(q, k, v, mask, bs)
 
-        def fwd():
-            return ops.block_sparse_attention(q, k, v, mask, bs)
+            def fb():
+                return torch.autograd.grad(ops.block_sparse_attention(*leaves, mask, bs), leaves, do)
+        else:   # lists converted once: the attention alone
+            index = block_mask_to_index(mask)
+            order = visit_order(index, nb)
 
-        def fb():
-            out = ops.block_sparse_attention(*leaves, mask, bs)
-            return torch.autograd.grad(out, leaves, do)
+            def fwd():
+                return attend_lists(q, k, v, index, order, bs)
+
+            def fb():
+                return torch.autograd.grad(attend_lists(*leaves, index, order, bs), leaves, do)
 
         times, res = {}, {}
         for _ in range(ROUNDS):
