@@ -323,11 +323,12 @@ def fuzz_bsa(seed: int, big: bool) -> None:
             y = ops.block_sparse_attention(q, k, v, m if m.shape[0] == B or m.dim() == 4 else m[0], bs, scale)
         return y, torch.autograd.grad(y, p, grad.to(DEVICE, dt))[0]
 
-    core.USE_TMA = tma
+    before = (core.USE_TMA, core.TMA_MIN_WALK)
+    core.USE_TMA, core.TMA_MIN_WALK = tma, 0       # TMA on every walk, however short, when drawn
     try:
         y, g = run(dtype)
     finally:
-        core.USE_TMA = True
+        core.USE_TMA, core.TMA_MIN_WALK = before
     ref, ref_g = run(torch.float64)
     assert_close(y, ref, dtype, f"out {case}", seed)
     assert_close(g, ref_g, dtype, f"dproj (q, k, v) {case}", seed)

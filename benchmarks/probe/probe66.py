@@ -10,7 +10,9 @@ Session 27's run (`probe-bsa-short-lists-s27-h200-2026-11-30.txt`) is inconclusi
 lists: it timed the public mask entry point, whose per-call mask-to-lists conversion reads the
 longest list back to the host, so the short-list rows (0.8-1.2 ms for ~0.1 ms of attention) measure
 the host (``--mask`` repeats that). By default the probe now times ``attend_lists`` on lists
-converted once.
+converted once. Session 28's run of that (`probe-bsa-short-lists-lists-s28-h200-2026-11-30.txt`)
+set ``TMA_MIN_WALK``; the probe forces TMA on every walk (threshold 0) against pointer loads and
+prints which path the rule picks ("rule").
 
     python3 benchmarks/probe/probe66.py [--rounds 3] [--mask]
 """
@@ -61,19 +63,24 @@ def main():
                 return torch.autograd.grad(attend_lists(*leaves, index, order, bs), leaves, do)
 
         times, res = {}, {}
+        rule = core.forward_launch(q.get_device(), b, 1, n, h * d, (1, bs), nb, listed, h, q.dtype, 1.0,
+                                   (*(n * h * d, n * h * d, h * d, 1) * 4, n * h, n * h, h, 1, nb * listed, listed),
+                                   (0,) * 7).meta["TMA"]
+        threshold = core.TMA_MIN_WALK
+        core.TMA_MIN_WALK = 0
         for _ in range(ROUNDS):
             for tma in (True, False):
                 core.USE_TMA = tma
                 res[tma] = (fwd(), *fb())
                 times.setdefault((tma, "f"), []).append(bench(fwd))
                 times.setdefault((tma, "fb"), []).append(bench(fb))
-        core.USE_TMA = True
+        core.USE_TMA, core.TMA_MIN_WALK = True, threshold
         med = {key: sorted(t)[len(t) // 2] for key, t in times.items()}
         diff = max((a.float() - c.float()).abs().max().item() for a, c in zip(res[True], res[False]))
         print(f"B{b} N{n} H{h} D{d} block {bs}, {listed:2d} listed: fwd {med[(True, 'f')]:.4f} / "
               f"{med[(False, 'f')]:.4f} ms (TMA/pointers {med[(True, 'f')] / med[(False, 'f')]:.3f})   f+b "
               f"{med[(True, 'fb')]:.4f} / {med[(False, 'fb')]:.4f} ({med[(True, 'fb')] / med[(False, 'fb')]:.3f})"
-              f"   diff {diff:.1e}", flush=True)
+              f"   diff {diff:.1e}   rule: {'TMA' if rule else 'pointers'}", flush=True)
 
 
 if __name__ == "__main__":

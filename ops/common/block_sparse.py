@@ -616,22 +616,37 @@ def _lists(nk: int, varlen: bool) -> dict:
 
 
 USE_TMA = True   # off: the SEQ kernels load by pointers (tests run both)
+# Walks shorter than this (tokens a program streams: its list's length times the tile's tokens) keep
+# pointer loads: each program builds its descriptors before its first load, which short walks do not
+# repay. H200, bf16, probe66 (``attend_lists``), TMA / pointer time, forward and forward+backward:
+# 256-token walks 1.07 / 1.11 (D128) and 1.14 / 1.08 (D64), 512: 1.02 / 1.05, 1024: 0.99 / 1.03
+# and 1.01 / 1.02, 2048: 0.96 / 1.00, 4096: 0.86 / 0.97.
+TMA_MIN_WALK = 2048
+
+
+def _tma_min_walk() -> int | None:
+    """The TMA walk threshold the launches are bound with (None: ``USE_TMA`` off)."""
+    return TMA_MIN_WALK if USE_TMA else None
 
 
 def _seq(Y: int, X: int, C: int, tile: tuple[int, int], group: int, num_heads: int, dtype: torch.dtype,
-         device: int, align: tuple[int, ...], streamed: tuple[tuple[int, ...], ...], use_tma: bool) -> dict:
+         device: int, align: tuple[int, ...], streamed: tuple[tuple[int, ...], ...], tma_min_walk: int | None,
+         walk: int) -> dict:
     """Meta-parameters of the sequence fast path. SEQ: tiles one token high and unpacked, so a
     streamed step reads one listed tile's contiguous run of rows (a scalar tile id per step, not
     per-row ids and offsets). TMA: those runs are loaded through tensor descriptors, where the
-    hardware and the layout allow it: 16-bit inputs on sm_90+, a power-of-two head dim, 16-byte
-    aligned tensors, and streamed maps (``streamed``: their [B, Y, X, C] strides) whose tokens
-    hold their channels in one contiguous row of width ``row_w``. Radial attention's forward at
-    Wan 480p on the H200 (probe63): 6.46 ms with per-row addressing, 5.54 with SEQ's pointer
-    loads, 4.72 with TMA. The interpreter runs descriptors too (CI covers that path)."""
+    hardware, the layout and the walk allow it: 16-bit inputs on sm_90+, a power-of-two head dim,
+    16-byte aligned tensors, streamed maps (``streamed``: their [B, Y, X, C] strides) whose tokens
+    hold their channels in one contiguous row of width ``row_w``, and walks (``walk``: the tokens
+    one program streams, from the longest list) of at least ``tma_min_walk`` (None: never).
+    Radial attention's forward at Wan 480p on the H200 (probe63): 6.46 ms with per-row
+    addressing, 5.54 with SEQ's pointer loads, 4.72 with TMA. The interpreter runs descriptors
+    too (CI covers that path)."""
     seq = tile[0] == 1 and group == 1
     head_dim = C // num_heads
     row_w = (Y - 1) * streamed[0][1] + C
-    tma = (seq and use_tma and hasattr(tl, "make_tensor_descriptor") and _block_d(head_dim) == head_dim
+    tma = (seq and tma_min_walk is not None and walk >= tma_min_walk and hasattr(tl, "make_tensor_descriptor")
+           and _block_d(head_dim) == head_dim
            and all(a == 0 for a in align)
            and all(st[3] == 1 and st[1] == streamed[0][1] and (Y == 1 or row_w <= st[2])
                    and (st[0] * dtype.itemsize) % 16 == 0 and (st[2] * dtype.itemsize) % 16 == 0 for st in streamed))
@@ -656,7 +671,7 @@ def _order(order: torch.Tensor) -> torch.Tensor:
 def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                    num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[int, ...],
                    align: tuple[int, ...], varlen: bool = False, order_stride: int | None = None,
-                   use_tma: bool = True) -> BoundLaunch:
+                   tma_min_walk: int | None = TMA_MIN_WALK) -> BoundLaunch:
     """The forward's launch for one problem, bound once (routed attention runs per block of a
     model: its host cost is part of the step). It is called with (q, k, v, out, lse, idx, order):
     q/k/v in ``dtype``, out in ``dtype``, lse float32, idx int32, with these ``strides`` (4 each,
@@ -677,9 +692,11 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
                         ((B, nq, nk), (*strides[20:22], 1)))
     meta = dict(BLOCK_M=bm, WIDE=wide, FLAT=len(grid) == 1, ORDERED=order_stride is not None,
                 **_geometry(X, tile, nk), **_meta(C // num_heads, dtype, group), **_lists(nk, varlen),
-                **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (strides[4:8], strides[8:12]), use_tma))
+                **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (strides[4:8], strides[8:12]),
+                       tma_min_walk, nk * T))
     # the site holds what Triton specializes on; the scale, a float, is not
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, order_stride, bm, use_tma)
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, order_stride, bm,
+            tma_min_walk)
     return _bs_fwd.bind(site, grid, (*strides, order_stride or 0, *args), meta)
 
 
@@ -687,7 +704,8 @@ def forward_launch(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int,
 def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[int, int], nq: int, nk: int,
                       num_heads: int, dtype: torch.dtype, scale: float, strides: tuple[tuple[int, ...], ...],
                       align: tuple[int, ...], varlen: bool = False, lse_grad: bool = False,
-                      order_stride: int | None = None, use_tma: bool = True) -> tuple[BoundLaunch, BoundLaunch, int]:
+                      order_stride: int | None = None,
+                      tma_min_walk: int | None = TMA_MIN_WALK) -> tuple[BoundLaunch, BoundLaunch, int]:
     """The backward's two launches for one problem, bound once, and the float32 workspace size.
 
     ``strides`` are those of (q, k, v, out, grad_out, dq, dk, dv, lse, idx); ``align`` is their
@@ -712,8 +730,8 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
     wide = wide_offsets(*(((B, Y, X, C), st) for st in strides[:8]), ((B, Y, X, num_heads), ls),
                         ((B, nq, nk), (*is_, 1)))
     common = dict(WIDE=wide, **_meta(C // num_heads, dtype, group))
-    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride, use_tma,
-            block, _tile_block(tile, "dkv")[0])
+    site = (device, B, Y, X, C, tile, nq, nk, num_heads, dtype, strides, align, varlen, lse_grad, order_stride,
+            tma_min_walk, block, _tile_block(tile, "dkv")[0])
     # launch 1: dQ programs (storing (log2 LSE, delta = rowsum(dO * O)) on the way), then cdiv(n_tiles, H)
     # more per (b, h) that build the inverse lists
     dq_programs = cdiv(nq, group) * split
@@ -724,7 +742,7 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
          group, dq_programs, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_M=block, CHUNK=max(16, min(next_power_of_2(ne), 1024)), FLAT=len(grid) == 1, HAS_GLSE=lse_grad,
              ORDERED=ordered, **_geometry(X, tile, nk), **_lists(nk, varlen), **common,
-             **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (ks, vs), use_tma)))
+             **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (ks, vs), tma_min_walk, nk * T)))
     # launch 2: dK/dV programs own BLOCK_N rows (a chunk of one KV tile, or a group of small
     # tiles) and stream BLOCK_M query rows at a time
     block, split, group = _tile_block(tile, "dkv")
@@ -734,7 +752,10 @@ def backward_launches(device: int, B: int, Y: int, X: int, C: int, tile: tuple[i
         (*qs, *ks, *vs, *gs, *dks, *dvs, *ls, ne, n_tiles + 1, order_stride or 0, nq, num_heads, n_tiles, split,
          group, scale, 2 * n_delta, B * ne, X),
         dict(BLOCK_N=block, GROUP_P2=max(2, next_power_of_2(group)), FLAT=len(grid) == 1, ORDERED=ordered,
-             **_geometry(X, tile), **common, **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (qs, gs), use_tma)))
+             **_geometry(X, tile), **common,
+             # a KV tile's inverse list: the lists' entries spread over the tiles
+             **_seq(Y, X, C, tile, group, num_heads, dtype, device, align, (qs, gs), tma_min_walk,
+                    cdiv(ne, n_tiles) * T)))
     # the (log2 LSE, delta) pairs, then the inverse CSR lists (int32: src, ptr), in one float32 buffer
     return dq, dkv, 2 * n_delta + B * (ne + n_tiles + 1)
 
@@ -771,7 +792,7 @@ def block_sparse_attention_forward(
     tensors = (q, k, v, out, lse, idx, idx if order is None else _order(order))
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(), *idx.stride()[:2])
     launch = forward_launch(q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
-                            alignment(*tensors), varlen, None if order is None else tensors[-1].stride(0), USE_TMA)
+                            alignment(*tensors), varlen, None if order is None else tensors[-1].stride(0), _tma_min_walk())
     if launch.meta["TMA"]:
         scratch_allocator()
     launch(*tensors)
@@ -800,7 +821,7 @@ def block_sparse_attention_backward(
     dq_launch, dkv_launch, n_ws = backward_launches(
         q.get_device(), B, Y, X, C, tuple(tile), nq, nk, num_heads, q.dtype, scale, strides,
         alignment(q, k, v, out, grad_out, dq, dk, dv, lse, idx, glse, order), varlen, grad_lse is not None,
-        None if order is idx else order.stride(0), USE_TMA)
+        None if order is idx else order.stride(0), _tma_min_walk())
     if dq_launch.meta["TMA"] or dkv_launch.meta["TMA"]:
         scratch_allocator()
     ws = torch.empty(n_ws, device=q.device, dtype=torch.float32)

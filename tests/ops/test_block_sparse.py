@@ -57,6 +57,13 @@ def _reference(q, k, v, mask, bs, scale, grad):
 TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
+@pytest.fixture(autouse=True)
+def _tma_on_short_walks(monkeypatch):
+    """The tests' lists are short; with the walk threshold at 0, ``USE_TMA`` alone picks the load
+    path, so TMA runs here (the interpreter runs descriptors) as well as pointer loads."""
+    monkeypatch.setattr(core, "TMA_MIN_WALK", 0)
+
+
 @needs_kernels
 @pytest.mark.parametrize("B,N,H,D,bs,density,dtype", [
     (2, 100, 2, 32, 16, 0.4, torch.float32),     # ragged last block (100 = 6 x 16 + 4), lists of every length
@@ -127,6 +134,36 @@ def test_per_head_masks(batch_mask, tma, monkeypatch):
     # a per-head mask whose heads agree is the shared mask
     shared = ops.block_sparse_attention(q, k, v, mask[:, 1:2].expand(-1, H, -1, -1), block_size=bs)
     torch.testing.assert_close(shared, ops.block_sparse_attention(q, k, v, mask[:, 1], block_size=bs))
+
+
+def test_tma_walk_rule(monkeypatch):
+    """Sequence tiles load through TMA only when a program's walk (the longest list times the
+    tile's tokens; for dK/dV the lists' entries spread over the KV tiles) reaches TMA_MIN_WALK,
+    and never with USE_TMA off; 2-D tiles (routed attention) never."""
+    if torch.cuda.is_available() and not interpret_mode() and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90+")
+    monkeypatch.setattr(core, "TMA_MIN_WALK", 2048)
+    device = torch.cuda.current_device() if DEVICE == "cuda" else -1
+    B, X, H, D, T = 1, 4096, 2, 32, 64
+    C, nq = H * D, X // T
+    seq = (X * C, X * C, C, 1)
+    strides = (*seq * 4, X * H, X * H, H, 1)
+
+    def tma(nk, tile=(1, T), Y=1, Xs=X):
+        st = strides + (nq * nk, nk)
+        fwd = core.forward_launch(device, B, Y, Xs, C, tile, nq, nk, H, torch.float16, 1.0, st, (0,) * 7,
+                                  tma_min_walk=core._tma_min_walk())
+        bwd_st = (seq,) * 8 + (strides[16:20], st[20:22])
+        dq, dkv, _ = core.backward_launches(device, B, Y, Xs, C, tile, nq, nk, H, torch.float16, 1.0, bwd_st,
+                                            (0,) * 12, tma_min_walk=core._tma_min_walk())
+        return fwd.meta["TMA"], dq.meta["TMA"], dkv.meta["TMA"]
+
+    assert tma(32) == (True, True, True)                  # 32 x 64 = 2048 tokens
+    assert tma(31) == (False, False, False)
+    monkeypatch.setattr(core, "USE_TMA", False)
+    assert tma(32) == (False, False, False)
+    monkeypatch.setattr(core, "USE_TMA", True)
+    assert tma(32, tile=(8, 8), Y=64, Xs=64) == (False, False, False)   # 2-D tiles: no sequence path
 
 
 def test_per_head_reference_path_and_index():
