@@ -174,16 +174,18 @@ class GatedLinearAttention(nn.Module):
         q, k, g_fwd, g_bwd = (t.unflatten(-1, (h, dk)) for t in (q, k, g_fwd, g_bwd))
         v = v.unflatten(-1, (h, dv))
         scale = self.attention_scale()
+        local, g = xs.unflatten(-1, (h, dv)), self.g_proj(xs).unflatten(-1, (h, dv))
         if self.use_kernels:
             o = ops.gated_linear_attention(q, k, v, g_fwd, scale=scale, direction="bidirectional",
                                            reverse_gate=g_bwd)
+            # both RMSNorms, the sigmoid and the blend in one kernel each way (fp32 inside)
+            o = ops.norm_gate_mix(o, local.to(o.dtype), g.to(o.dtype), self.g_norm.weight, self.l_norm.weight,
+                                  self.g_norm.eps)
         else:
             o = gated_linear_attention_reference(q, k, v, g_fwd, scale, "bidirectional", g_bwd)
-        o = self.g_norm(o)
-        local = self.l_norm(xs.unflatten(-1, (h, dv)))
-        g = torch.sigmoid(self.g_proj(xs)).unflatten(-1, (h, dv))
-        o = (o * g + local * (1 - g)).flatten(2)
-        o = self.o_proj(self.out_act(o))
+            g = torch.sigmoid(g)
+            o = self.g_norm(o) * g + self.l_norm(local) * (1 - g)
+        o = self.o_proj(self.out_act(o.flatten(2)))
         return o.view(B, H, W, C)
 
 
