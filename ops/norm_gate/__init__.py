@@ -7,7 +7,7 @@ features and gate the ``g_proj`` logits, per value head. Unfused, the two fp32 R
 sigmoid and the blend take ~13 operator calls forward and ~20 backward (and save fp32 copies
 of x and y); fused, one launch each way, and the backward recomputes the norms from the inputs.
 CUDA tensors (or CPU under ``TRITON_INTERPRET=1``) run ``kernels.py``; float64 and other devices
-run ``reference.py``.
+run ``reference.py`` (the registered ops are the kernels' only).
 """
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ __all__ = ["norm_gate_mix", "norm_gate_mix_reference"]
 
 def _forward_impl(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_weight: torch.Tensor,
                   y_weight: torch.Tensor, eps: float) -> torch.Tensor:
-    if not use_kernels(x, y, gate, x_weight, y_weight):
-        return norm_gate_mix_reference(x, y, gate, x_weight, y_weight, eps)
     from .kernels import norm_gate_forward
     return norm_gate_forward(x, y, gate, x_weight, y_weight, eps)
 
@@ -38,11 +36,6 @@ def _(x, y, gate, x_weight, y_weight, eps):
 
 def _backward_impl(dout: torch.Tensor, x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_weight: torch.Tensor,
                    y_weight: torch.Tensor, eps: float) -> list[torch.Tensor]:
-    if not use_kernels(x, y, gate, x_weight, y_weight):
-        leaves = [t.detach().requires_grad_() for t in (x, y, gate, x_weight, y_weight)]
-        with torch.enable_grad():
-            out = norm_gate_mix_reference(*leaves, eps)
-        return list(torch.autograd.grad(out, leaves, dout))
     from .kernels import norm_gate_backward
     return norm_gate_backward(dout, x, y, gate, x_weight, y_weight, eps)
 
@@ -111,4 +104,6 @@ def norm_gate_mix(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_weight
         [..., D] in x's dtype, computed in fp32 and rounded once.
     """
     _check(x, y, gate, x_weight, y_weight, eps)
+    if not use_kernels(x, y, gate, x_weight, y_weight):   # autograd runs through the reference's ops
+        return norm_gate_mix_reference(x, y, gate, x_weight, y_weight, float(eps))
     return _call(x, y, gate, x_weight, y_weight, float(eps))

@@ -142,7 +142,7 @@ def test_tma_walk_rule(monkeypatch):
     and never with USE_TMA off; 2-D tiles (routed attention) never."""
     if torch.cuda.is_available() and not interpret_mode() and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs sm_90+")
-    monkeypatch.setattr(core, "TMA_MIN_WALK", 2048)
+    monkeypatch.setattr(core, "TMA_MIN_WALK", 2048)   # the rule at any threshold
     device = torch.cuda.current_device() if DEVICE == "cuda" else -1
     B, X, H, D, T = 1, 4096, 2, 32, 64
     C, nq = H * D, X // T
