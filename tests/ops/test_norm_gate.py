@@ -32,7 +32,8 @@ def _reference_grads(inputs, dout, eps):
 
 # (leading shape, D): ViG's [B, N, heads, head dim]; rows that are no multiple of the row block and
 # more row blocks than programs (the programs' stride loop); a D off the power of two; one row
-CASES = [((2, 7, 3), 64), ((301,), 48), ((3, 5), 100), ((1,), 32), ((4, 33), 16)]
+# a row longer than a row block's 4096 elements
+CASES = [((2, 7, 3), 64), ((301,), 48), ((3, 5), 100), ((1,), 32), ((4, 33), 16), ((3,), 5000)]
 
 
 @pytest.mark.kernel
@@ -138,3 +139,23 @@ def test_argument_errors(change, match):
     args.update(change)
     with pytest.raises((ValueError, TypeError), match=match):
         ops.norm_gate_mix(**args)
+
+
+@pytest.mark.kernel
+def test_rows_longer_than_the_kernels_hold(device, monkeypatch):
+    """Rows longer than MAX_DIM run the reference (no launch), gradients included."""
+    import ops.norm_gate as ng
+    import ops.norm_gate.kernels as K
+
+    def no_launch(*a, **k):
+        raise AssertionError("a kernel ran")
+    monkeypatch.setattr(K, "norm_gate_forward", no_launch)
+    gen, seed = fresh_generator()
+    D = ng.MAX_DIM + 3
+    x, y, gate = (randn(2, D, dtype=torch.float32, device=device, gen=gen, requires_grad=True) for _ in range(3))
+    w = randn(D, dtype=torch.float32, device=device, gen=gen, requires_grad=True)
+    out = ops.norm_gate_mix(x, y, gate, w, w)
+    grads = torch.autograd.grad(out.sum(), (x, y, gate, w))
+    ref, ref_grads = _reference_grads((x, y, gate, w, w), torch.ones_like(out), 1e-6)
+    assert_close(out, ref, torch.float32, "out", seed)
+    assert_close(grads[3], ref_grads[3] + ref_grads[4], torch.float32, "dw", seed)
