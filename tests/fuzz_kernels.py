@@ -9,6 +9,7 @@ CPU interpreter (as the tests). Not collected by pytest; run it by hand:
     python -m tests.fuzz_kernels lka --seeds 1000 150        # LKA, LSKA chains, single depthwise convs
     python -m tests.fuzz_kernels gla --seeds 0 100           # GLA: directions, head dims 1-128, gate mixes
     python -m tests.fuzz_kernels bsa --seeds 0 100           # block-sparse / radial: ragged ends, list lengths
+    python -m tests.fuzz_kernels norm-gate --seeds 0 200     # ViG's fused output gate: shapes, strides, eps
 
 Each failing case prints its settings and seed; the exit status is the number of failures.
 Low-precision LKA gradients are also accepted when PyTorch's own chain in that dtype errs as
@@ -334,7 +335,46 @@ def fuzz_bsa(seed: int, big: bool) -> None:
     assert_close(g, ref_g, dtype, f"dproj (q, k, v) {case}", seed)
 
 
-FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka, "gla": fuzz_gla, "bsa": fuzz_bsa}
+def fuzz_norm_gate(seed: int, big: bool) -> None:
+    """The public ``ops.norm_gate_mix`` with autograd against its reference in fp64: leading
+    shapes of 1-3 dims, channels 2-300 (and a long row), the three inputs as slices of one
+    projection or contiguous, weights in fp32 or the inputs' dtype, gates from mild to saturated."""
+    from ops.norm_gate import norm_gate_mix_reference
+
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    lead = tuple(rng.randint(1, 40 if big or DEVICE == "cuda" else 12) for _ in range(rng.randint(1, 3)))
+    # not D = 1: there RMSNorm's gradient, r (1 - n^2) dn, cancels to eps / (x^2 + eps) in fp32 (1e-2
+    # relative error in PyTorch's own fp32 autograd as in the kernel)
+    D = rng.choice([2, 3, 16, 32, 48, 64, 100, 128, 300, 2500])
+    dtype = rng.choice(kernel_dtypes())
+    w_dtype = rng.choice([torch.float32, dtype])
+    strided = rng.random() < 0.5
+    sharp, eps = rng.choice([1.0, 4.0, 30.0]), rng.choice([1e-6, 1e-5, 0.1])
+    case = dict(seed=seed, lead=lead, D=D, dtype=dtype, w_dtype=w_dtype, strided=strided, gate_scale=sharp, eps=eps)
+    proj = torch.randn(*lead, 3 * D, generator=gen) * torch.tensor([1.0, 3.0, sharp]).repeat_interleave(D)
+    weights = 1 + torch.randn(2, D, generator=gen) / 3
+    grad = torch.randn(*lead, D, generator=gen)
+
+    def run(dt, wdt):
+        p = proj.to(DEVICE, dt).requires_grad_(True)
+        w = weights.to(DEVICE, wdt).requires_grad_(True)
+        x, y, g = p.split(D, -1)
+        if not strided:
+            x, y, g = x.contiguous(), y.contiguous(), g.contiguous()
+        fn = norm_gate_mix_reference if dt == torch.float64 else ops.norm_gate_mix
+        out = fn(x, y, g, w[0], w[1], eps)
+        return out, torch.autograd.grad(out, (p, w), grad.to(DEVICE, dt))
+
+    out, grads = run(dtype, w_dtype)
+    ref, ref_grads = run(torch.float64, torch.float64)
+    assert_close(out, ref, dtype, f"out {case}", seed)
+    for name, g, r in zip(("d(x, y, gate)", "dweights"), grads, ref_grads):
+        assert_close(g, r, dtype, f"{name} {case}", seed)
+
+
+FUZZERS = {"na": fuzz_na, "na-op": fuzz_na_op, "bra": fuzz_bra, "lka": fuzz_lka, "gla": fuzz_gla, "bsa": fuzz_bsa,
+           "norm-gate": fuzz_norm_gate}
 
 
 def main() -> int:
