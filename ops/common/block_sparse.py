@@ -618,10 +618,10 @@ def _lists(nk: int, varlen: bool) -> dict:
 USE_TMA = True   # off: the SEQ kernels load by pointers (tests run both)
 # Walks shorter than this (tokens a program streams: its list's length times the tile's tokens) keep
 # pointer loads: each program builds its descriptors before its first load, which short walks do not
-# repay. H200, bf16, probe66 (``attend_lists``), TMA / pointer time, forward and forward+backward, in
-# two runs on two machines: 256-token walks 1.07 / 1.11 and 1.00 / 1.03 (D128; D64: 1.14 / 1.08);
-# 512: 1.02 / 1.05 and 0.93 / 0.96; 1024: 0.99 / 1.03 and 0.93 / 0.94 (D64: 1.01 / 1.02); 2048: 0.96 /
-# 1.00 and 0.90 / 0.91; 4096: 0.86 / 0.97.
+# repay. H200, bf16, probe66 (``attend_lists``), TMA / pointer time, forward and forward+backward;
+# session 28's runs 1 and 3 (two machines; run 2 agreed with run 3): 256-token walks 1.07 / 1.11 and
+# 1.00 / 1.04 (D128), 1.14 / 1.08 and 1.11 / 1.10 (D64); 512: 1.02 / 1.05 and 0.94 / 0.96; 1024: 0.99
+# / 1.03 and 0.94 / 0.93; 2048: 0.96 / 1.00 and 0.90 / 0.92; 4096: 0.86 / 0.97 and 0.82 / 0.88.
 TMA_MIN_WALK = 512
 
 
