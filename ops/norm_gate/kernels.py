@@ -12,7 +12,7 @@ from ..common import interpret_mode
 
 
 @triton.jit
-def _rows(rows, cols, R, D):
+def _mask(rows, cols, R, D):
     return (rows < R)[:, None] & (cols < D)[None, :]
 
 
@@ -29,7 +29,7 @@ def _norm_gate_fwd(X, Y, G, WX, WY, OUT, R, D, sx, sy, sg, so, eps,
     wy = tl.load(WY + cols, mask=cols < D, other=0.0).to(tl.float32)[None, :]
     for start in range(tl.program_id(0) * BLOCK_R, R, tl.num_programs(0) * BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
-        m = _rows(rows, cols, R, D)
+        m = _mask(rows, cols, R, D)
         x = _load(X, rows, cols, sx, m)
         y = _load(Y, rows, cols, sy, m)
         s = tl.sigmoid(_load(G, rows, cols, sg, m))
@@ -54,7 +54,7 @@ def _norm_gate_bwd(DOUT, X, Y, G, WX, WY, DX, DY, DG, DWX, DWY, R, D, sd, sx, sy
     dwy = tl.zeros([BLOCK_D], dtype=tl.float32)
     for start in range(pid * BLOCK_R, R, tl.num_programs(0) * BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
-        m = _rows(rows, cols, R, D)
+        m = _mask(rows, cols, R, D)
         do = _load(DOUT, rows, cols, sd, m)
         x = _load(X, rows, cols, sx, m)
         y = _load(Y, rows, cols, sy, m)
@@ -97,12 +97,7 @@ def _plan(R: int, D: int, device: torch.device) -> tuple[int, int, int, int]:
 
 def _as_rows(t: torch.Tensor, D: int) -> torch.Tensor:
     """[..., D] -> [R, D] with unit channel stride and one row stride (a view where possible)."""
-    if t.stride(-1) != 1:
-        t = t.contiguous()
-    try:
-        return t.view(-1, D)
-    except RuntimeError:
-        return t.reshape(-1, D)
+    return (t if t.stride(-1) == 1 else t.contiguous()).reshape(-1, D)
 
 
 def norm_gate_forward(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_weight: torch.Tensor,
