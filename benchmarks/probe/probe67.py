@@ -47,28 +47,28 @@ def main():
                 mod.in_proj[0].weight.data.normal_(0.0, 1 / 3)
                 mod.qkv_proj.weight.data.normal_(0.0, mod.dim ** -0.5)
         x = torch.randn(16, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last).requires_grad_()
-        res = {}
-        m.eval()
-        for arm, (copy, kernels) in {"fused": (ops, True), "unfused": (UNFUSED, True), "plain": (ops, False)}.items():
-            vig.ops = copy
-            m.set_use_kernels(kernels)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                out = m(x)
-            res[arm] = (out, *torch.autograd.grad(out.float().square().mean(), (x,)))
-        vig.ops = ops
-        for arm in ("fused", "unfused"):
-            print(f"{name} {arm} vs plain (bf16 autocast, eval mode): logits {rel(res[arm][0], res['plain'][0]):.2e}"
-                  f"   input grad {rel(res[arm][1], res['plain'][1]):.2e}", flush=True)
-        xb = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
-        step = _train_step(m, xb, torch.bfloat16)
 
         def arm(copy, kernels):
             def use():
                 vig.ops = copy
                 m.set_use_kernels(kernels)
             return use
-        med = alternating_arms(step, {"fused": arm(ops, True), "unfused": arm(UNFUSED, True),
-                                      "plain": arm(ops, False)}, rep=int(os.environ.get("PROBE_REP_MS", "1000")))
+        arms = {"fused": arm(ops, True), "unfused": arm(UNFUSED, True), "plain": arm(ops, False)}
+
+        res = {}
+        m.eval()
+        for label, use in arms.items():
+            use()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = m(x)
+            res[label] = (out, *torch.autograd.grad(out.float().square().mean(), (x,)))
+        vig.ops = ops
+        for label in ("fused", "unfused"):
+            print(f"{name} {label} vs plain (bf16 autocast, eval mode): logits {rel(res[label][0], res['plain'][0]):.2e}"
+                  f"   input grad {rel(res[label][1], res['plain'][1]):.2e}", flush=True)
+        xb = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
+        step = _train_step(m, xb, torch.bfloat16)
+        med = alternating_arms(step, arms, rep=int(os.environ.get("PROBE_REP_MS", "1000")))
         vig.ops = ops
         print(f"{name} train step B128 (ms, CPU ms): " + "   ".join(f"{k} {v[0]:.1f} ({v[1]:.1f})" for k, v in med.items()),
               flush=True)

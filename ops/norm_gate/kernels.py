@@ -4,6 +4,8 @@ flattened, each of D channels with unit stride; a program walks row blocks with 
 grid, so the backward's weight gradients come out as one fp32 partial sum per program."""
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -80,9 +82,10 @@ def _norm_gate_bwd(DOUT, X, Y, G, WX, WY, DX, DY, DG, DWX, DWY, R, D, sd, sx, sy
     tl.store(DWY + pid * D + cols, dwy, mask=cmask)
 
 
+@functools.lru_cache(maxsize=256)
 def _plan(R: int, D: int, device: torch.device) -> tuple[int, int, int, int]:
     """(BLOCK_R, BLOCK_D, programs, warps): ~4K elements per row block; a few programs per SM so
-    the backward's weight partials stay few."""
+    the backward's weight partials stay few. Cached: eager ViG calls it twice per block and step."""
     block_d = triton.next_power_of_2(D)
     block_r = max(1, min(64, 4096 // block_d, triton.next_power_of_2(R)))
     blocks = triton.cdiv(R, block_r)
