@@ -6,7 +6,7 @@ import timm
 import torch
 
 import zoo  # noqa: F401  (registers van_b0..van_b6)
-from zoo.van import LKA, Attention, Mlp, pointwise
+from zoo.van import LKA, Attention, DWConv, Mlp, pointwise
 
 PARAMS_M = {"van_b0": 4.11, "van_b1": 13.86, "van_b2": 26.58, "van_b3": 44.77, "van_b4": 60.28,
             "van_b5": 89.97, "van_b6": 199.83}
@@ -90,13 +90,45 @@ def test_use_kernels_matches_reference(device, monkeypatch):
         model, x = model.to(memory_format=fmt), x.contiguous(memory_format=fmt)
         with torch.no_grad():
             model.set_use_kernels(True)
-            assert all(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp)))
+            assert all(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp, DWConv)))
             fused = model(x)
             model.set_use_kernels(False)
-            assert not any(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp)))
+            assert not any(m.use_kernels for m in model.modules() if isinstance(m, (LKA, Attention, Mlp, DWConv)))
             plain = model(x)
         torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4)
         assert fused.shape == (1, 10)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("hw", [(28, 29), (9, 7)])
+def test_mlp_dwconv_kernel_path_matches_conv(device, hw, monkeypatch):
+    """The MLP's depthwise 3x3 on the kernel path (Triton on maps of 28x28 and more, and whenever
+    no gradient is needed; cuDNN below that in training): same output and gradients as the conv,
+    and the launch rule picks the path it states."""
+    import ops
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    m = DWConv(8).to(device)
+    x = torch.randn(2, 8, *hw, device=device).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(2, 8, *hw, device=device)
+    calls = []
+    real = ops.depthwise_conv2d
+    monkeypatch.setattr(ops, "depthwise_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    results = []
+    for use_kernels in (True, False):
+        m.use_kernels = use_kernels
+        m.zero_grad()
+        xi = x.detach().clone().requires_grad_(True)
+        y = m(xi)
+        y.backward(g)
+        results.append((y.detach(), xi.grad, m.dwconv.weight.grad.clone(), m.dwconv.bias.grad.clone()))
+    assert len(calls) == (1 if hw[0] * hw[1] >= 28 * 28 else 0)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    m.use_kernels = True
+    with torch.no_grad():   # inference takes the Triton kernels on every map
+        torch.testing.assert_close(m(x), results[1][0], rtol=1e-4, atol=1e-4)
+    assert len(calls) == (2 if hw[0] * hw[1] >= 28 * 28 else 1)
 
 
 @pytest.mark.parametrize("bias", [True, False])
