@@ -102,9 +102,9 @@ def test_use_kernels_matches_reference(device, monkeypatch):
 @pytest.mark.kernel
 @pytest.mark.parametrize("hw", [(28, 29), (9, 7)])
 def test_mlp_dwconv_kernel_path_matches_conv(device, hw, monkeypatch):
-    """The MLP's depthwise 3x3 on the kernel path (Triton on maps of 28x28 and more, and whenever
-    no gradient is needed; cuDNN below that in training): same output and gradients as the conv,
-    and the launch rule picks the path it states."""
+    """The MLP's depthwise 3x3 on the kernel path (eager: Triton on maps of 28x28 and more, and
+    whenever no gradient is needed; cuDNN below that in training and under torch.compile): same
+    output and gradients as the conv, and the rule picks the path it states."""
     import ops
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
@@ -127,6 +127,10 @@ def test_mlp_dwconv_kernel_path_matches_conv(device, hw, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     m.use_kernels = True
     with torch.no_grad():   # inference takes the Triton kernels on every map
+        torch.testing.assert_close(m(x), results[1][0], rtol=1e-4, atol=1e-4)
+    assert len(calls) == (2 if hw[0] * hw[1] >= 28 * 28 else 1)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)   # compiled: cuDNN's conv
+    with torch.no_grad():
         torch.testing.assert_close(m(x), results[1][0], rtol=1e-4, atol=1e-4)
     assert len(calls) == (2 if hw[0] * hw[1] >= 28 * 28 else 1)
 
