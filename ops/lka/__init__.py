@@ -304,4 +304,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         return depthwise_conv2d_reference(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype),
                                           dilation)
     # weights in their own dtype (the kernels convert on load; gradients come back in it)
+    if not torch.compiler.is_compiling():   # eager channels-last maps: the problem's bound launches (eager.py)
+        program = _eager().conv_program_for(x, weight, bias, dilation)
+        if program is not None:
+            return _eager().conv(program, x, weight, bias)
     return _dw(x, weight, bias, int(dilation))

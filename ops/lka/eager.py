@@ -13,7 +13,9 @@ takes the conv outputs, the backward's temporaries and the weight-gradient parti
 allocation each. The launch rules and kernels are ``kernels.py``'s, so both paths share compiled
 kernels and give identical results. ``torch.compile`` traces the registered ``foveal::lka_chain_*``
 ops, whose implementations run the same programs (without the stacked conv outputs: a registered
-op's outputs must not alias).
+op's outputs must not alias). A :class:`ConvProgram` does the same for one depthwise conv
+(``depthwise_conv2d``: VAN's MLP 3x3, BEVANet's strips), whose generic launches recompute the
+launch rules and build a site key per call.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ..common.tuning import alignment
 from .kernels import (_dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw_gate, _pw_gate_bwd, dw_launch, pw_launch, pw_weight,
                       wgrad_launches)
 
-__all__ = ["ChainProgram", "program_for"]
+__all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
 _ALIGNED = (0,)   # ``alignment`` of tensors that are all 16-byte aligned (fresh allocations are)
 
@@ -44,6 +46,69 @@ def _bind(launcher, name: str, dtypes: tuple, device: int, launch) -> object:
     return launcher.bind((name, device, dtypes, scalars, tuple(meta.items()), _ALIGNED), grid, scalars, meta)
 
 
+class _ConvLaunches:
+    """The bound launches of one depthwise conv on a channels-last [B, C, H, W] map: its forward
+    (``conv``), the weight gradient's per-split partials and their reduction, and the input
+    gradient (the flipped conv, ``flip``; with ``flip_residual`` it adds into its output)."""
+
+    __slots__ = ("conv", "partials", "reduction", "flip", "part_numel")
+
+    def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype, kernel: tuple[int, int],
+                 dilation: int, w_dtype: torch.dtype, b_dtype: torch.dtype, has_bias: bool,
+                 flip_residual: bool) -> None:
+        cl = _channels_last_strides(shape)
+        # no residual on the forward: its pointer is the output's
+        self.conv = _bind(_dw_rows, "dw", (dtype, w_dtype, b_dtype, dtype, dtype), device,
+                          dw_launch(shape, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
+        nsplit, partials, reduction = wgrad_launches(shape, kernel, dilation, (cl, cl), device)
+        self.partials = _bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials)
+        self.reduction = _bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, w_dtype, b_dtype), device,
+                               reduction)
+        self.part_numel = nsplit * (kernel[0] * kernel[1] + 1) * shape[1]
+        self.flip = _bind(_dw_rows, "dw", (dtype, w_dtype, w_dtype, dtype, dtype), device,
+                          dw_launch(shape, kernel, dilation, True, False, flip_residual, (cl, cl, cl)))
+
+
+def _channels_last_map(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    b, c, h, w = shape
+    return torch.empty((b, h, w, c), device=device, dtype=dtype).permute(0, 3, 1, 2)
+
+
+class ConvProgram:
+    """Forward and backward of one same-padded depthwise conv ``y = dw(x) (+ bias)`` for one
+    problem, launches bound. Built for a channels-last contiguous x [B, C, H, W] and a contiguous
+    weight with the dtypes it was made for, every tensor 16-byte aligned; outputs and the input
+    gradient are allocated channels-last, the weight and bias gradients in their parameters' dtypes
+    (the bias gradient is computed with the weight's and dropped when there is no bias)."""
+
+    __slots__ = ("shape", "dtype", "kernel", "w_dtype", "b_dtype", "launches")
+
+    def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype, kernel: tuple[int, int],
+                 dilation: int, w_dtype: torch.dtype, b_dtype: torch.dtype | None) -> None:
+        check_span("x", shape, _channels_last_strides(shape))   # the kernels' in-item offsets are 32-bit
+        self.shape, self.dtype, self.kernel, self.w_dtype = shape, dtype, kernel, w_dtype
+        self.b_dtype = w_dtype if b_dtype is None else b_dtype
+        self.launches = _ConvLaunches(device, shape, dtype, kernel, dilation, w_dtype, self.b_dtype,
+                                      b_dtype is not None, False)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        out = _channels_last_map(self.shape, self.dtype, x.device)
+        self.launches.conv(x, weight, weight if bias is None else bias, out, out)
+        return out
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tuple:
+        """(dx, dweight, dbias); ``grad`` channels-last contiguous and aligned."""
+        launches, c = self.launches, self.shape[1]
+        dx = _channels_last_map(self.shape, self.dtype, x.device)
+        launches.flip(grad, weight, weight, dx, dx)
+        part = torch.empty(launches.part_numel, device=x.device, dtype=torch.float32)
+        launches.partials(grad, x, part)
+        dw = torch.empty((c, 1, *self.kernel), device=x.device, dtype=self.w_dtype)
+        db = torch.empty(c, device=x.device, dtype=self.b_dtype)
+        launches.reduction(part, dw, db)
+        return dx, dw, db
+
+
 class ChainProgram:
     """Forward and backward of ``x * conv1(dw_n(...dw_1(x)))`` for one problem, launches bound.
 
@@ -52,8 +117,7 @@ class ChainProgram:
     allocated channels-last (weight gradients contiguous), which the bound launches assume."""
 
     __slots__ = ("shape", "dtype", "n", "kernels", "w1_shape", "w1_dtype", "b1_dtype", "w_dtypes", "b_dtypes",
-                 "stacked", "convs", "gate", "gate_bwd", "partials", "reductions", "part_offsets", "part_numel",
-                 "flips")
+                 "stacked", "convs", "gate", "gate_bwd", "part_offsets", "part_numel")
 
     def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype,
                  kernels: tuple[tuple[int, int], ...], dilations: tuple[int, ...], w_dtypes: tuple, b_dtypes: tuple,
@@ -65,29 +129,21 @@ class ChainProgram:
         self.w_dtypes, self.b_dtypes = w_dtypes, b_dtypes
         # [n, B, H, W, C] buffers keep each slice 16-byte aligned when one map is a multiple of 16 bytes
         self.stacked = math.prod(shape) * dtype.itemsize % 16 == 0
-        # forward: conv i reads a_{i-1} (a_0 = x) and writes a_i; no residual (its pointer is the output's)
-        self.convs = [_bind(_dw_rows, "dw", (dtype, wd, bd, dtype, dtype), device,
-                            dw_launch(shape, k, d, False, True, False, (cl, cl, cl)))
-                      for k, d, wd, bd in zip(kernels, dilations, w_dtypes, b_dtypes)]
+        # forward: conv i reads a_{i-1} (a_0 = x) and writes a_i. Backward: the gate's (dx, dt, ds),
+        # then per conv from the last: its weight gradient (partials, reduction) and its input
+        # gradient (the flipped conv); the first conv's joins the gate's in dx (a residual):
+        # dx = g * t + dconv^T(dcur)
+        self.convs = [_ConvLaunches(device, shape, dtype, k, d, wd, bd, True, i == 0)
+                      for i, (k, d, wd, bd) in enumerate(zip(kernels, dilations, w_dtypes, b_dtypes))]
         self.gate = _bind(_pw_gate, "pw", (dtype, dtype, b1_dtype, dtype, dtype), device,
                           pw_launch(shape, dtype, (cl, cl, cl)))
-        # backward: the gate's (dx, dt, ds), then per conv from the last: its weight gradient
-        # (partials, reduction) and its input gradient (the flipped conv; into dx for the first)
         self.gate_bwd = _bind(_pw_gate_bwd, "pw_bwd", (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype, dtype),
                               device, pw_launch(shape, dtype, (cl,) * 6))
-        self.partials, self.reductions, self.part_offsets, offset = [], [], [], 0
-        for k, d, wd, bd in zip(kernels, dilations, w_dtypes, b_dtypes):
-            nsplit, partials, reduction = wgrad_launches(shape, k, d, (cl, cl), device)
-            self.partials.append(_bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials))
-            self.reductions.append(_bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, wd, bd), device,
-                                         reduction))
-            self.part_offsets.append((offset, nsplit * (k[0] * k[1] + 1) * shape[1]))
-            offset += -(-self.part_offsets[-1][1] // 4) * 4   # 16-byte aligned slices
+        self.part_offsets, offset = [], 0
+        for conv in self.convs:
+            self.part_offsets.append((offset, conv.part_numel))
+            offset += -(-conv.part_numel // 4) * 4   # 16-byte aligned slices
         self.part_numel = offset
-        # the first conv's input gradient joins the gate's in dx (a residual): dx = g * t + dconv^T(dcur)
-        self.flips = [_bind(_dw_rows, "dw", (dtype, wd, wd, dtype, dtype), device,
-                            dw_launch(shape, k, d, True, False, i == 0, (cl, cl, cl)))
-                      for i, (k, d, wd) in enumerate(zip(kernels, dilations, w_dtypes))]
 
     def _maps(self, device: torch.device, count: int, stacked: bool = True) -> list[torch.Tensor]:
         """``count`` channels-last [B, C, H, W] maps, from one allocation when ``stacked`` and their
@@ -106,7 +162,7 @@ class ChainProgram:
         acts = self._maps(x.device, self.n, stacked)
         a = x
         for conv, w, b, out in zip(self.convs, weights, biases, acts):
-            conv(a, w, b, out, out)
+            conv.conv(a, w, b, out, out)
             a = out
         w1 = pw_weight(conv1_weight, self.dtype)
         out = torch.empty_like(x)
@@ -132,12 +188,13 @@ class ChainProgram:
             dcur = cur[(n - 1 - i) % 2]
             off, numel = self.part_offsets[i]
             part = parts[off:off + numel]
-            self.partials[i](dcur, inputs[i], part)
+            conv = self.convs[i]
+            conv.partials(dcur, inputs[i], part)
             dws[i] = torch.empty((c, 1, *self.kernels[i]), device=x.device, dtype=self.w_dtypes[i])
             dbs[i] = torch.empty(c, device=x.device, dtype=self.b_dtypes[i])
-            self.reductions[i](part, dws[i], dbs[i])
+            conv.reduction(part, dws[i], dbs[i])
             into = cur[(n - i) % 2] if i > 0 else dx
-            self.flips[i](dcur, weights[i], weights[i], into, into)
+            conv.flip(dcur, weights[i], weights[i], into, into)
         return dx, dws, dbs, dw1.to(self.w1_dtype), db1.to(self.b1_dtype)
 
 
@@ -192,3 +249,50 @@ def chain(program: ChainProgram, x: torch.Tensor, weights, biases, conv1_weight:
                                     or any(t.requires_grad for t in weights) or any(t.requires_grad for t in biases)):
         return _Chain.apply(x, program, conv1_weight, conv1_bias, *weights, *biases)
     return program.forward(x, weights, biases, conv1_weight, conv1_bias)[0]
+
+
+class _Conv(torch.autograd.Function):
+    """The eager kernel path's node for one depthwise conv: the program's kernels, called directly."""
+
+    @staticmethod
+    def forward(ctx, x, program, weight, bias):
+        ctx.program = program
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight)
+        return program.forward(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g = grad.contiguous(memory_format=torch.channels_last)
+        if g.stride() != x.stride() or g.data_ptr() & 15:   # odd strides of size-1 dims, or misaligned
+            g = torch.empty_like(x).copy_(grad)
+        dx, dw, db = ctx.program.backward(g, x, weight)
+        return dx, None, dw, db if ctx.has_bias else None
+
+
+@functools.lru_cache(maxsize=256)
+def _conv_program(*key) -> ConvProgram:
+    return ConvProgram(*key)
+
+
+def conv_program_for(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     dilation: int) -> ConvProgram | None:
+    """The program of this (validated) ``depthwise_conv2d`` call, or None when x is not
+    channels-last contiguous, the weight or bias is not contiguous or a tensor is not 16-byte
+    aligned, which the generic launches handle."""
+    if x.stride() != _channels_last_strides(x.shape) or not weight.is_contiguous() or (
+            bias is not None and bias.stride(0) != 1):
+        return None
+    if alignment(x, weight, *(() if bias is None else (bias,))) != _ALIGNED:
+        return None
+    return _conv_program(x.get_device(), tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, weight.dtype,
+                         None if bias is None else bias.dtype)
+
+
+def conv(program: ConvProgram, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The conv's output through ``program``: an autograd node when something needs a gradient."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _Conv.apply(x, program, weight, bias)
+    return program.forward(x, weight, bias)

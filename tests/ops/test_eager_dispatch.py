@@ -258,6 +258,47 @@ def test_lka_program_equals_the_custom_op(device, case, monkeypatch):
         _same(eager_path, generic)
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("case", ["fp32-bias", "half-x-fp32-weights", "no-bias-dilated"])
+def test_depthwise_program_equals_the_generic_launches(device, case, monkeypatch):
+    """``depthwise_conv2d``'s eager program (``ConvProgram``, its own autograd node) against the
+    registered op's generic launches, forward and every gradient, bit for bit: fp32 with a bias,
+    fp16 x with fp32 parameters (autocast's case), no bias with dilation 2. Output gradients:
+    channels-last, NCHW (copied first) and, at batch 1, one whose size-1 batch dim has an odd stride.
+    NCHW x and non-contiguous weights get no program."""
+    from ops.lka.eager import conv_program_for
+
+    gen, _ = fresh_generator()
+    dtype = torch.float16 if "half" in case else torch.float32
+    b, c, h, w = {"fp32-bias": (2, 16, 9, 11), "half-x-fp32-weights": (1, 24, 10, 7), "no-bias-dilated": (1, 8, 7, 6)}[case]
+    kernel, dilation = ((3, 5), 2) if "dilated" in case else ((3, 3), 1)
+    x = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+    weight = randn(c, 1, *kernel, dtype=torch.float32, device=device, gen=gen) * 0.3
+    bias = None if "no-bias" in case else randn(c, dtype=torch.float32, device=device, gen=gen)
+    assert conv_program_for(x, weight, bias, dilation) is not None
+    assert conv_program_for(x.contiguous(), weight, bias, dilation) is None
+    assert conv_program_for(x, weight.repeat(1, 2, 1, 1)[:, :1], bias, dilation) is None
+    leaves = [x, weight] + ([] if bias is None else [bias])
+
+    def public(x, weight, *bias):
+        return ops.depthwise_conv2d(x, weight, bias[0] if bias else None, dilation=dilation)
+
+    g = randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+    grads = [g, g.contiguous()] + ([g.as_strided(g.shape, (7, *g.stride()[1:]))] if b == 1 else [])
+    with torch.no_grad():
+        inference = public(x, weight, *leaves[2:])
+    results = [_grads(public, leaves, grad) for grad in grads]
+    import ops.lka.eager as eager
+    monkeypatch.setattr(eager, "conv_program_for", lambda *args: None)
+    for grad, program_path in zip(grads, results):
+        generic = _grads(public, leaves, grad)
+        _same(program_path, generic)
+        assert program_path[0].is_contiguous(memory_format=torch.channels_last)
+        assert program_path[1].is_contiguous(memory_format=torch.channels_last)
+        assert [t.dtype for t in program_path[2:]] == [torch.float32] * len(program_path[2:])
+    assert torch.equal(inference, results[0][0])
+
+
 def test_compile_traces_the_registered_op(monkeypatch):
     """Under torch.compile the eager Function must not be used (it would break the graph)."""
     gen, _ = fresh_generator()
