@@ -116,37 +116,36 @@ def _alternate(fa, fb, rounds=5, rep=200):
     return statistics.median(ta), statistics.median(tb)
 
 
+def _infer_ab(a, b, x, compile_mode=None):
+    """(ms of model a, ms of model b): bf16 inference, alternating, each compiled with
+    ``compile_mode`` first when given."""
+    runs = []
+    for m in (a, b):
+        if compile_mode is not None:
+            m.compile(mode=compile_mode)
+
+        def run(m=m):
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                return m(x)
+        runs.append(run)
+    return _alternate(*runs)
+
+
 def van_compiled():
     for name in ("van_b0", "van_b2"):
         a, b = _pair(name, van.DWConv)
         x = torch.randn(128, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
-        runs = []
-        for m in (a, b):
-            m.compile(mode="reduce-overhead")
-
-            def run(m=m):
-                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    return m(x)
-            runs.append(run)
-        ta, tb = _alternate(*runs)
+        ta, tb = _infer_ab(a, b, x, "reduce-overhead")
         print(f"{name} CUDA-graph inference b128: cuDNN 3x3 {ta:.3f} ms, Triton 3x3 {tb:.3f} ms", flush=True)
 
 
 def bevanet_s():
-    a, b = _pair("bevanet_s", bevanet.DepthwiseConv)
     x = torch.randn(1, 3, 1024, 2048, device="cuda").contiguous(memory_format=torch.channels_last)
-    for mode in ("eager", "reduce-overhead"):
-        runs = []
-        for m in (a, b):
-            if mode != "eager":
-                m.compile(mode=mode)
-
-            def run(m=m):
-                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    return m(x)
-            runs.append(run)
-        ta, tb = _alternate(*runs)
-        print(f"bevanet_s {mode} bf16 b1 1024x2048: cuDNN 3x3s {ta:.3f} ms, Triton {tb:.3f} ms", flush=True)
+    for mode in (None, "reduce-overhead"):
+        a, b = _pair("bevanet_s", bevanet.DepthwiseConv)
+        ta, tb = _infer_ab(a, b, x, mode)
+        print(f"bevanet_s {mode or 'eager'} bf16 b1 1024x2048: cuDNN 3x3s {ta:.3f} ms, Triton {tb:.3f} ms",
+              flush=True)
 
 
 if __name__ == "__main__":
