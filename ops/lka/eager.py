@@ -74,6 +74,16 @@ def _channels_last_map(shape: tuple[int, ...], dtype: torch.dtype, device: torch
     return torch.empty((b, h, w, c), device=device, dtype=dtype).permute(0, 3, 1, 2)
 
 
+def _grad_like(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """An output gradient with x's (channels-last contiguous) strides, 16-byte aligned, as the
+    programs' bound backward launches assume: copied when autograd hands over another layout, odd
+    strides of size-1 dims or a misaligned view."""
+    g = grad.contiguous(memory_format=torch.channels_last)
+    if g.stride() != x.stride() or g.data_ptr() & 15:
+        g = torch.empty_like(x).copy_(grad)
+    return g
+
+
 class ConvProgram:
     """Forward and backward of one same-padded depthwise conv ``y = dw(x) (+ bias)`` for one
     problem, launches bound. Built for a channels-last contiguous x [B, C, H, W] and a contiguous
@@ -152,7 +162,7 @@ class ChainProgram:
         if stacked and self.stacked:
             return [t.permute(0, 3, 1, 2) for t in torch.empty((count, b, h, w, c), device=device,
                                                                 dtype=self.dtype).unbind(0)]
-        return [torch.empty((b, h, w, c), device=device, dtype=self.dtype).permute(0, 3, 1, 2) for _ in range(count)]
+        return [_channels_last_map(self.shape, self.dtype, device) for _ in range(count)]
 
     def forward(self, x: torch.Tensor, weights, biases, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor,
                 stacked: bool = True) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
@@ -214,10 +224,7 @@ class _Chain(torch.autograd.Function):
         program = ctx.program
         x, w1, b1, *rest = ctx.saved_tensors
         weights, acts = rest[:program.n], rest[program.n:]
-        g = grad.contiguous(memory_format=torch.channels_last)
-        if g.stride() != x.stride() or g.data_ptr() & 15:   # odd strides of size-1 dims, or misaligned
-            g = torch.empty_like(x).copy_(grad)
-        dx, dws, dbs, dw1, db1 = program.backward(g, x, weights, acts, w1, b1)
+        dx, dws, dbs, dw1, db1 = program.backward(_grad_like(grad, x), x, weights, acts, w1, b1)
         return dx, None, dw1, db1, *dws, *dbs
 
 
@@ -264,10 +271,7 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        g = grad.contiguous(memory_format=torch.channels_last)
-        if g.stride() != x.stride() or g.data_ptr() & 15:   # odd strides of size-1 dims, or misaligned
-            g = torch.empty_like(x).copy_(grad)
-        dx, dw, db = ctx.program.backward(g, x, weight)
+        dx, dw, db = ctx.program.backward(_grad_like(grad, x), x, weight)
         return dx, None, dw, db if ctx.has_bias else None
 
 
