@@ -314,14 +314,33 @@ def _conv_elems(w: int, dilation: int) -> int:
     return 512 if 8 < w and (dilation == 1 or w < 96) else 1024
 
 
+def _small_kernel_config(c: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """(ROWS, BLOCK_W, BLOCK_C, num_warps) of a conv with at most 3 taps per axis (VAN's and
+    BEVANet's MLP 3x3) on maps wider than 8 columns. Few taps make these convs bound by memory, not
+    FMAs, so the tiles favour whole 128-byte channel runs over long row blocks: probe71 (H200,
+    batch 128, bf16, channels-last, VAN's MLP maps) measured 8 rows of [8 cols, 64 channels] on 4
+    warps at 0.159 against 0.225 ms (C256 56x56) and 0.313 against 0.457 (C512 56x56) for the
+    12 rows of [16, 32] taken before, and [4, 128] on 2 warps at 0.090 against 0.096 (C512 28x28)
+    and 0.172 against 0.192 (C1024 28x28); cuDNN's conv (bias not included) took 0.176, 0.343,
+    0.095 and 0.180."""
+    block_w, block_c, warps = (8, 64, 4) if w > 28 else (4, 128, 2)
+    block_c = min(block_c, max(16, next_power_of_2(c)))
+    block_w = min(next_power_of_2(w), (block_w * 64) // min(block_c, 64))   # few channels: wider strips
+    return cdiv(h, cdiv(h, 8)), block_w, block_c, warps
+
+
 def dw_launch(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: int, flip: bool, has_bias: bool,
               has_res: bool, strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """(grid, trailing scalars, meta-parameters) of one ``_dw_rows_kernel`` launch on a [B, C, H, W]
     map; ``strides``: those of x, of the residual (the output's when there is none) and of the
     output. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12
-    against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28."""
+    against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
+    3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
     bsz, c, h, w = shape
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
+    if max(kernel_size) <= 3 and dilation == 1 and w > 8:
+        rows, block_w, block_c, warps = _small_kernel_config(c, h, w)
+    else:
+        rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
     n_rblocks = cdiv(cdiv(h, dilation), rows)
     grid = (bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))
     meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,

@@ -137,13 +137,17 @@ def test_dw_conv_row_blocks(device, conv):
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3)], ids=str)
+@pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
+                                  (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1)],
+                         ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
     interpreter's): 8- and 4-element-per-thread row tiles, 12-row items and >= 1024 pixels per split
     on maps of 28x28 and up. On CPU the rules are forced (Triton's interpreter runs any block
     shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
-    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule)."""
+    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule), and the small-kernel
+    tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
+    for few channels (channel counts, rows and columns not divisible by them)."""
     import ops.lka.kernels as L
     if device == "cpu":
         monkeypatch.setattr(L, "interpret_mode", lambda: False)
@@ -155,6 +159,9 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
                for _ in range(3))
     wt = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen)
     bias = randn(c, dtype=dtype, device=device, gen=gen)
+    if max(kh, kw) <= 3:   # the small-kernel tiles are the ones launched
+        meta = L.dw_launch((1, c, h, w), (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
+        assert (meta["ROWS"], meta["BLOCK_W"], meta["BLOCK_C"]) == L._small_kernel_config(c, h, w)[:3]
     for flip in (False, True):
         out = dw_conv(x, wt, None if flip else bias, dil, flip=flip, residual=r if flip else None,
                       out=poisoned(1, c, h, w, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last))
