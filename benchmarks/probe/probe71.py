@@ -79,8 +79,8 @@ for bsz, c, h, wd, k, d, label in SHAPES:
     results.sort()
     gb = 2 * x.numel() * 2 / 1e9
     bad = [r for r in results if not r[-1]]
-    print(f"{label} B{bsz} C{c} {h}x{wd} {k[0]}x{k[1]} d{d}: rule {t_rule:.4f} ms ({gb / t_rule:.0f} GB/s), "
+    print(f"{label} B{bsz} C{c} {h}x{wd} {k[0]}x{k[1]} d{d}: rule {t_rule:.4f} ms ({gb / t_rule * 1e3:.0f} GB/s), "
           f"cuDNN {t_cudnn:.4f} (+bias {t_cudnn_b:.4f}), {len(results)} configs, {len(bad)} not bit-identical", flush=True)
     for t, rows, bw, bc, warps, same in results[:6]:
-        print(f"    {t:.4f} ms ({gb / t:.0f} GB/s)  ROWS {rows:2d} BLOCK_W {bw:2d} BLOCK_C {bc:3d} warps {warps}"
+        print(f"    {t:.4f} ms ({gb / t * 1e3:.0f} GB/s)  ROWS {rows:2d} BLOCK_W {bw:2d} BLOCK_C {bc:3d} warps {warps}"
               f"{'' if same else '  DIFFERS'}")

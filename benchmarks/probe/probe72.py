@@ -3,10 +3,12 @@ probe71) against the row-block rule that 3x3s took before, same process.
 
 - ``ops``: forward and flipped (input-gradient) launches of VAN's MLP 3x3 maps (batch 128, bf16,
   channels-last, fp32 weights), do_bench ms, alternating rounds.
+- ``busy``: VAN-b0 / VAN-b2 bf16 inference at batch 128, GPU busy time per batch (torch.profiler's
+  kernel time) and the depthwise launches' share, old and new tiles, two rounds.
 - ``van``: VAN-b0 / VAN-b2 eager bf16 steps (inference and training, batch 128) with the new tiles
   and the old ones (``ab.alternating_arms``; the depthwise programs are rebuilt per arm).
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe72.py [ops] [van]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe72.py [ops] [busy] [van]
 """
 import statistics
 import sys
@@ -68,9 +70,29 @@ def van_ab():
     use(True)
 
 
+def busy():
+    from profiling import kernel_times
+    from tasks.bench.suites.models import _build, _infer
+    x = torch.randn(128, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    for name in ("van_b0", "van_b2"):
+        step = _infer(_build(name, "cuda", True), x, torch.bfloat16)
+        for _ in range(2):
+            for new in (False, True):
+                use(new)
+                for _ in range(3):
+                    step()
+                rows = kernel_times(step, 5)
+                dw = sum(r[0] for r in rows if "dw_rows" in r[2])
+                print(f"{name} infer GPU busy per batch, {'new' if new else 'old'} tiles: "
+                      f"{sum(r[0] for r in rows):.3f} ms (dw_rows {dw:.3f})", flush=True)
+    use(True)
+
+
 if __name__ == "__main__":
-    parts = [a for a in sys.argv[1:] if a in ("ops", "van")] or ["ops", "van"]
+    parts = [a for a in sys.argv[1:] if a in ("ops", "busy", "van")] or ["ops", "busy", "van"]
     if "ops" in parts:
         ops_ab()
+    if "busy" in parts:
+        busy()
     if "van" in parts:
         van_ab()

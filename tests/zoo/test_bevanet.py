@@ -172,9 +172,12 @@ def test_bad_arguments():
 
 
 @pytest.mark.kernel
-def test_kernel_blocks_compile_without_graph_breaks(device):
+def test_kernel_blocks_compile_without_graph_breaks(device, monkeypatch):
     """An EVA block (SDLSKA on ``ops.depthwise_conv2d``) and DLKPPM (the fused LSKA chain) trace
-    with ``torch.compile(fullgraph=True)``, forward and backward, and match eager."""
+    with ``torch.compile(fullgraph=True)``, forward and backward, and match eager. cuDNN's convs run
+    in full fp32 here: in TF32 the compiled and eager calls may pick algorithms that differ by
+    ~1e-4 (one element of 32768 did on the H200)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = timm.create_model("bevanet_s").to(device)
     for block, shape in ((model.layer4_detail, (2, 64, 16, 16)), (model.spp, (2, 512, 8, 8))):
