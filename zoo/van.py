@@ -39,13 +39,16 @@ def pointwise(conv: nn.Conv2d, x: torch.Tensor, as_matmul: bool) -> torch.Tensor
 
 
 # Where the MLP's depthwise 3x3 runs on the kernel path (probe68, H200, batch 128, channels-last bf16
-# at VAN-b0/b2's MLP widths): the Triton forward takes 0.23 against cuDNN's 0.46 ms on 56x56 maps,
-# 0.10-0.19 against 0.24-0.47 on 28x28 and is level on 7x7; forward+backward is faster on maps of
-# 28x28 and more (56x56: 0.97 against 1.30 ms, 1.83 against 2.37) and up to 1.6x slower on smaller
-# ones, where the call's host path bounds it (0.6-0.9 ms of CPU), which keep cuDNN in training.
-# Eager VAN steps, alternating the two in one process: VAN-b2 inference -15%, VAN-b0 training -6.5%,
-# VAN-b2 training -2.5%. Under torch.compile cuDNN stays: CUDA-graph inference with the Triton 3x3
-# measured 5.89 / 16.07 ms (VAN-b0 / b2) against 5.66 / 15.52 ms without it (two machines, not an A/B).
+# at VAN-b0/b2's MLP widths): the Triton forward takes 0.23 against cuDNN's 0.46 ms on 56x56 maps
+# (0.16 with the small-kernel tiles of session 30, probe72), 0.10-0.19 against 0.24-0.47 on 28x28
+# and is level on 7x7; forward+backward is faster on maps of 28x28 and more (56x56: 0.97 against
+# 1.30 ms, 1.83 against 2.37) and up to 1.6x slower on smaller ones, where the call's host path
+# bounds it (0.6-0.9 ms of CPU), which keep cuDNN in training. Eager VAN steps, alternating the two
+# in one process: VAN-b2 inference -15%, VAN-b0 training -6.5%, VAN-b2 training -2.5%. Under
+# torch.compile cuDNN stays: Inductor fuses the conv's bias add into the GELU, which leaves cuDNN's
+# bias-free NHWC depthwise kernel (13 convs: 0.99 against the Triton conv's 1.14 ms, probe70), and
+# CUDA-graph inference measured 5.56 / 15.30 ms (VAN-b0 / b2) against 5.87 / 16.23 with the Triton
+# 3x3 in one process (probe69).
 _DW3_TRITON_MIN_PIXELS_WITH_GRAD = 28 * 28
 
 
