@@ -458,19 +458,24 @@ def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilatio
     ones up to 8 rows and the default splits: probe25 (H200, VAN's layer shapes at batch 128)
     measured 7x7 dilation 3 at C64 56x56 294 against 399 us and at C64 28x28 86 against 147 us,
     5x5 at C32 56x56 95 against 111 us, while on 14x14 and 7x7 maps the same rule cost up to 2.6x
-    (fewer, longer splits leave SMs idle there)."""
+    (fewer, longer splits leave SMs idle there). Kernels of at most 3x3 taps on such maps up to 28
+    columns (VAN's MLP 3x3 on 28x28) take up to 8 rows of 8 elements per thread and >= 512 pixels
+    per split: probe73 (batch 128, bf16) measured C512 28x28 0.169 against 0.263 ms and C1024
+    0.302 against 0.509; on 56x56 and 14x14 maps the rule stayed within 10% of the best tiles."""
     bsz, c, h, w = shape
     kh, kw = kernel_size
     taps = kh * kw
     large = h * w >= 28 * 28
+    small_kernel = large and w <= 28 and max(kernel_size) <= 3 and dilation == 1
     # 4 elements per thread up to 28 columns (probe27: C512 7x7 map, 7x7 d3 kernel 68 against 186 us;
     # C320 14x14 88 against 143), 8 on wider maps (C64 56x56: 294 against 332)
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12 if large else 8,
-                                                 elems=512 if w <= 28 else 1024)
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12 if large and not small_kernel else 8,
+                                                 elems=512 if w <= 28 and not small_kernel else 1024)
     n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
     total = bsz * dilation * n_rblocks * n_strips
     n_cblocks = cdiv(c, block_c)
-    nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, 1024 if large else 0)
+    min_pixels = (512 if small_kernel else 1024) if large else 0
+    nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, min_pixels)
     partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
                 dict(KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))
     block_rc = min(64, max(16, next_power_of_2(c)))

@@ -138,7 +138,8 @@ def test_dw_conv_row_blocks(device, conv):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
-                                  (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1)],
+                                  (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
+                                  (72, 28, 28, (3, 3), 1)],
                          ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
@@ -147,7 +148,8 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
     tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule), and the small-kernel
     tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
-    for few channels (channel counts, rows and columns not divisible by them)."""
+    for few channels (channel counts, rows and columns not divisible by them), and their weight
+    gradient's 8-element tiles and 512-pixel splits on 28x28."""
     import ops.lka.kernels as L
     if device == "cpu":
         monkeypatch.setattr(L, "interpret_mode", lambda: False)
