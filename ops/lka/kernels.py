@@ -460,8 +460,9 @@ def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilatio
     5x5 at C32 56x56 95 against 111 us, while on 14x14 and 7x7 maps the same rule cost up to 2.6x
     (fewer, longer splits leave SMs idle there). Kernels of at most 3x3 taps on such maps up to 28
     columns (VAN's MLP 3x3 on 28x28) take up to 8 rows of 8 elements per thread and >= 512 pixels
-    per split: probe73 (batch 128, bf16) measured C512 28x28 0.169 against 0.263 ms and C1024
-    0.302 against 0.509; on 56x56 and 14x14 maps the rule stayed within 10% of the best tiles."""
+    per split: in one process (probe73 --ab, batch 128, bf16) C512 28x28 took 0.184 against 0.242 ms
+    and C1024 0.327 against 0.471; on 56x56 and 14x14 maps the rule stayed within 10% of the best
+    tiles of the sweep."""
     bsz, c, h, w = shape
     kh, kw = kernel_size
     taps = kh * kw
