@@ -15,6 +15,8 @@ takes a second MMA (weights good to ~16 bits of mantissa, as the fp32 FMA path's
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe74.py            # GPU: times
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe74.py --check
+
+Written in session 30 after its device time ran out: not yet run on the GPU.
 """
 import sys
 
@@ -29,12 +31,14 @@ from ops.common import interpret_mode
 
 
 @triton.jit
-def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W, n_wtiles,
+def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W: tl.constexpr, n_wtiles,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  SPLIT_W: tl.constexpr, UPCAST: tl.constexpr,
+                  SPLIT_W: tl.constexpr, UPCAST: tl.constexpr, LEFT: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """y[b, c] = same-padded depthwise conv of x[b, c] (NCHW, contiguous planes): one program per
-    (plane, BM x BN output tile), one banded MMA per kernel row."""
+    (plane, BM x BN output tile), one banded MMA per kernel row. The input block starts LEFT >= the
+    padding columns left of the tile (a multiple of 8 makes its rows 16-byte aligned: vector loads);
+    W is a constexpr so the compiler knows the rows' alignment."""
     plane = tl.program_id(0).to(tl.int64)
     c = tl.program_id(0) % C
     t = tl.program_id(1)
@@ -43,9 +47,10 @@ def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W, n_wtiles,
     PH: tl.constexpr = DIL * (KH - 1) // 2
     PW: tl.constexpr = DIL * (KW - 1) // 2
     rows = h0 + tl.arange(0, BM)
-    cols = w0 - PW + tl.arange(0, BK)
+    cols = w0 - LEFT + tl.arange(0, BK)
     cmask = (cols >= 0) & (cols < W)
-    d = tl.arange(0, BK)[:, None] - tl.arange(0, BN)[None, :]   # input column - output column (+ PW)
+    # input column - output column + PW: the tap index times DIL where the band has a tap
+    d = tl.arange(0, BK)[:, None] - tl.arange(0, BN)[None, :] - (LEFT - PW)
     band = (d >= 0) & (d % DIL == 0) & (d < DIL * KW)
     tap = tl.where(band, d // DIL, 0)
     base = X + plane * H * W
@@ -69,17 +74,19 @@ def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W, n_wtiles,
              mask=(rows < H)[:, None] & (oc < W)[None, :])
 
 
-def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4, out=None):
+def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4, out=None, aligned=True):
     b, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
-    bk = bk or triton.next_power_of_2(bn + dilation * (kw - 1))
-    assert bk >= bn + dilation * (kw - 1) and x.is_contiguous()
+    pw = dilation * (kw - 1) // 2
+    left = -(-pw // 8) * 8 if aligned else pw
+    bk = bk or triton.next_power_of_2(bn + left - pw + dilation * (kw - 1))
+    assert bk >= bn + left - pw + dilation * (kw - 1) and x.is_contiguous()
     y = torch.empty_like(x) if out is None else out
     n_wtiles = triton.cdiv(w, bn)
     grid = (b * c, triton.cdiv(h, bm) * n_wtiles)
     _dw_tc_kernel[grid](x, weight.contiguous(), bias if bias is not None else weight, y, c, h, w, n_wtiles,
                         KH=kh, KW=kw, DIL=dilation, HAS_BIAS=bias is not None, SPLIT_W=split,
-                        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, BM=bm, BN=bn, BK=bk,
+                        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, LEFT=left, BM=bm, BN=bn, BK=bk,
                         num_warps=warps)
     return y
 
@@ -102,10 +109,10 @@ def check():
             bias = torch.randn(shape[1])
             ref = F.conv2d(x.double(), w.double(), bias.double(), padding=(dil * (kh - 1) // 2, dil * (kw - 1) // 2),
                            dilation=dil, groups=shape[1])
-            for split in (False, True):
-                y = dw_tc(x, w, bias, dil, *cfg, split=split)
+            for split, aligned in ((False, False), (True, True), (True, False)):
+                y = dw_tc(x, w, bias, dil, cfg[0], cfg[1], None, split, aligned=aligned)
                 err = ((y.double() - ref).norm() / ref.norm()).item()
-                print(f"{dtype} {kh}x{kw} d{dil} {shape} split={split}: rel. error {err:.2e}")
+                print(f"{dtype} {kh}x{kw} d{dil} {shape} split={split} aligned={aligned}: rel. error {err:.2e}")
                 assert err < 1e-2, err
     x = torch.randn(2, 8, 20, 24).to(torch.float16)
     p = [torch.randn(8, 1, 5, 5) * 0.2, torch.randn(8), torch.randn(8, 1, 7, 7) * 0.1, torch.randn(8),
@@ -134,9 +141,9 @@ def bench():
             ref_c = F.conv2d(inp.float(), wt, bias, padding=d * (k - 1) // 2, dilation=d, groups=c)
             best = None
             for bm, bn, warps in [(64, 16, 4), (64, 32, 4), (128, 16, 4), (32, 32, 4)]:
-                for split in (False, True):
+                for split, aligned in ((True, True), (False, True), (True, False)):
                     try:
-                        fn = lambda: dw_tc(inp, wt, bias, d, bm, bn, None, split, warps)
+                        fn = lambda: dw_tc(inp, wt, bias, d, bm, bn, None, split, warps, aligned=aligned)
                         y = fn()
                     except Exception as e:
                         print(f"   {name} {bm}x{bn} w{warps} split={split}: {type(e).__name__}")
@@ -144,17 +151,27 @@ def bench():
                     err = ((y.float() - ref_c).norm() / ref_c.norm()).item()
                     t = do_bench(fn, warmup=10, rep=50)
                     if best is None or t < best[0]:
-                        best = (t, bm, bn, warps, split, err)
-                    if split:
-                        row.append(f"  {name} tc {bm}x{bn} w{warps}: {t * 1e3:.1f} us (err {err:.1e})")
+                        best = (t, bm, bn, warps, split, aligned, err)
+                    row.append(f"  {name} tc {bm}x{bn} w{warps} split={split} aligned={aligned}: {t * 1e3:.1f} us "
+                               f"(err {err:.1e})")
             row.append(f"  {name}: FMA kernel (channels-last) {t_fma * 1e3:.1f} us, best tc {best[0] * 1e3:.1f} us "
-                       f"({best[1]}x{best[2]} w{best[3]} split={best[4]}, err {best[5]:.1e})")
+                       f"({best[1]}x{best[2]} w{best[3]} split={best[4]} aligned={best[5]}, err {best[6]:.1e})")
         cfg5, cfg7 = (64, 16, None, 4), (64, 32, None, 4)
         for split in (True, False):
             y = lka_tc(x, *p, cfg5, cfg7, split=split)
             err = ((y.float() - ref).norm() / ref.norm()).item()
             t = do_bench(lambda: lka_tc(x, *p, cfg5, cfg7, split=split), warmup=10, rep=50)
             row.append(f"  LKA NCHW on tensor cores (split={split}): {t * 1e3:.1f} us (err {err:.1e})")
+        from ops.lka.kernels import pw_gate
+
+        def lka_tc_cl():   # channels-last in and out: one copy of x to NCHW, the gate writes channels-last
+            xn = xcl.contiguous()
+            s = dw_tc(dw_tc(xn, p[0], p[1], 1, *cfg5), p[2], p[3], 3, *cfg7)
+            return pw_gate(s, p[4], p[5], xcl, out=torch.empty_like(xcl))
+        y = lka_tc_cl()
+        t = do_bench(lka_tc_cl, warmup=10, rep=50)
+        row.append(f"  LKA channels-last via one NCHW copy and tensor cores: {t * 1e3:.1f} us "
+                   f"(err {((y.float() - ref).norm() / ref.norm()).item():.1e})")
         t_cl = do_bench(lambda: ops.large_kernel_attention(xcl, *p), warmup=10, rep=50)
         t_nchw = do_bench(lambda: ops.large_kernel_attention(x, *p), warmup=10, rep=50)
         pb = [t.to(torch.bfloat16) for t in p]
