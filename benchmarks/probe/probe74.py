@@ -94,8 +94,8 @@ def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4,
 def lka_tc(x, w0, b0, ws, bs, w1, b1, cfg5, cfg7, split=True):
     """The LKA forward on NCHW x: both convs on tensor cores, then the 1x1 + gate kernel on NCHW strides."""
     from ops.lka.kernels import pw_gate
-    a = dw_tc(x, w0, b0, 1, *cfg5, split=split)
-    s = dw_tc(a, ws, bs, 3, *cfg7, split=split)
+    a = dw_tc(x, w0, b0, 1, **cfg5, split=split)
+    s = dw_tc(a, ws, bs, 3, **cfg7, split=split)
     return pw_gate(s, w1, b1, x)
 
 
@@ -118,7 +118,7 @@ def check():
     p = [torch.randn(8, 1, 5, 5) * 0.2, torch.randn(8), torch.randn(8, 1, 7, 7) * 0.1, torch.randn(8),
          torch.randn(8, 8, 1, 1) * 0.3, torch.randn(8)]
     ref = large_kernel_attention_reference(x.double(), *[t.double() for t in p])
-    y = lka_tc(x, *p, (16, 16, 32), (16, 16, 64))
+    y = lka_tc(x, *p, dict(bm=16, bn=16), dict(bm=16, bn=16))
     print(f"LKA on tensor cores, fp16: rel. error {((y.double() - ref).norm() / ref.norm()).item():.2e}")
 
 
@@ -156,7 +156,7 @@ def bench():
                                f"(err {err:.1e})")
             row.append(f"  {name}: FMA kernel (channels-last) {t_fma * 1e3:.1f} us, best tc {best[0] * 1e3:.1f} us "
                        f"({best[1]}x{best[2]} w{best[3]} split={best[4]} aligned={best[5]}, err {best[6]:.1e})")
-        cfg5, cfg7 = (64, 16, None, 4), (64, 32, None, 4)
+        cfg5, cfg7 = dict(bm=64, bn=16, warps=4), dict(bm=64, bn=32, warps=4)
         for split in (True, False):
             y = lka_tc(x, *p, cfg5, cfg7, split=split)
             err = ((y.float() - ref).norm() / ref.norm()).item()
@@ -166,7 +166,7 @@ def bench():
 
         def lka_tc_cl():   # channels-last in and out: one copy of x to NCHW, the gate writes channels-last
             xn = xcl.contiguous()
-            s = dw_tc(dw_tc(xn, p[0], p[1], 1, *cfg5), p[2], p[3], 3, *cfg7)
+            s = dw_tc(dw_tc(xn, p[0], p[1], 1, **cfg5), p[2], p[3], 3, **cfg7)
             return pw_gate(s, p[4], p[5], xcl, out=torch.empty_like(xcl))
         y = lka_tc_cl()
         t = do_bench(lka_tc_cl, warmup=10, rep=50)
