@@ -15,6 +15,7 @@ takes a second MMA (weights good to ~16 bits of mantissa, as the fp32 FMA path's
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe74.py            # GPU: times
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe74.py --check
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe74.py --sass   # offline sm_90a SASS counts
 
 Written in session 30 after its device time ran out: not yet run on the GPU.
 """
@@ -31,14 +32,16 @@ from ops.common import interpret_mode
 
 
 @triton.jit
-def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W: tl.constexpr, n_wtiles,
+def _dw_tc_kernel(X, Wt, T, Bias, Y, C, H, W: tl.constexpr, n_wtiles,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  SPLIT_W: tl.constexpr, UPCAST: tl.constexpr, LEFT: tl.constexpr,
+                  SPLIT_W: tl.constexpr, UPCAST: tl.constexpr, LEFT: tl.constexpr, PRE_B: tl.constexpr,
                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """y[b, c] = same-padded depthwise conv of x[b, c] (NCHW, contiguous planes): one program per
     (plane, BM x BN output tile), one banded MMA per kernel row. The input block starts LEFT >= the
     padding columns left of the tile (a multiple of 8 makes its rows 16-byte aligned: vector loads);
-    W is a constexpr so the compiler knows the rows' alignment."""
+    W is a constexpr so the compiler knows the rows' alignment. With PRE_B the banded matrices come
+    from T [C, KH, 1 + SPLIT_W, BK, BN] (built on the host, ``toeplitz``) as dense tiles, instead of
+    being gathered from the taps in every program (most of the loads otherwise)."""
     plane = tl.program_id(0).to(tl.int64)
     c = tl.program_id(0) % C
     t = tl.program_id(1)
@@ -59,14 +62,28 @@ def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W: tl.constexpr, n_wtiles,
         r = rows - PH + i * DIL
         a = tl.load(base + r[:, None] * W + cols[None, :], mask=((r >= 0) & (r < H))[:, None] & cmask[None, :],
                     other=0.0)
-        wv = tl.load(Wt + c * (KH * KW) + i * KW + tap, mask=band, other=0.0).to(tl.float32)
-        if UPCAST:   # the interpreter's 16-bit dot is wrong for bf16: exact fp32 products instead
-            acc += tl.dot(a.to(tl.float32), wv, input_precision="ieee")
+        if PRE_B:
+            tb = T + (c * KH + i).to(tl.int64) * ((1 + SPLIT_W) * BK * BN) + tl.arange(0, BK)[:, None] * BN \
+                + tl.arange(0, BN)[None, :]
+            w_hi = tl.load(tb)
+            if UPCAST:
+                wv = w_hi.to(tl.float32)
+                if SPLIT_W:
+                    wv += tl.load(tb + BK * BN).to(tl.float32)
+                acc += tl.dot(a.to(tl.float32), wv, input_precision="ieee")
+            else:
+                acc += tl.dot(a, w_hi)
+                if SPLIT_W:
+                    acc += tl.dot(a, tl.load(tb + BK * BN))
         else:
-            w_hi = wv.to(a.dtype)
-            acc += tl.dot(a, w_hi)
-            if SPLIT_W:
-                acc += tl.dot(a, (wv - w_hi.to(tl.float32)).to(a.dtype))
+            wv = tl.load(Wt + c * (KH * KW) + i * KW + tap, mask=band, other=0.0).to(tl.float32)
+            if UPCAST:   # the interpreter's 16-bit dot is wrong for bf16: exact fp32 products instead
+                acc += tl.dot(a.to(tl.float32), wv, input_precision="ieee")
+            else:
+                w_hi = wv.to(a.dtype)
+                acc += tl.dot(a, w_hi)
+                if SPLIT_W:
+                    acc += tl.dot(a, (wv - w_hi.to(tl.float32)).to(a.dtype))
     if HAS_BIAS:
         acc += tl.load(Bias + c).to(tl.float32)
     oc = w0 + tl.arange(0, BN)
@@ -74,7 +91,21 @@ def _dw_tc_kernel(X, Wt, Bias, Y, C, H, W: tl.constexpr, n_wtiles,
              mask=(rows < H)[:, None] & (oc < W)[None, :])
 
 
-def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4, out=None, aligned=True):
+def toeplitz(weight, dtype, dilation, bk, bn, left, split):
+    """The banded matrices of every channel's kernel rows, [C, KH, 1 + split, BK, BN] in ``dtype``
+    (with ``split`` the second holds the rounding remainder of the first)."""
+    c, _, kh, kw = weight.shape
+    pw = dilation * (kw - 1) // 2
+    d = torch.arange(bk, device=weight.device)[:, None] - torch.arange(bn, device=weight.device)[None, :] - (left - pw)
+    band = (d >= 0) & (d % dilation == 0) & (d < dilation * kw)
+    tap = torch.where(band, d // dilation, 0)
+    t = weight.reshape(c, kh, kw).float()[:, :, tap] * band
+    hi = t.to(dtype)
+    return torch.stack([hi, (t - hi.float()).to(dtype)], 2) if split else hi[:, :, None]
+
+
+def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4, out=None, aligned=True,
+          pre_b=False, t=None):
     b, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
     pw = dilation * (kw - 1) // 2
@@ -84,9 +115,12 @@ def dw_tc(x, weight, bias, dilation, bm=64, bn=16, bk=None, split=True, warps=4,
     y = torch.empty_like(x) if out is None else out
     n_wtiles = triton.cdiv(w, bn)
     grid = (b * c, triton.cdiv(h, bm) * n_wtiles)
-    _dw_tc_kernel[grid](x, weight.contiguous(), bias if bias is not None else weight, y, c, h, w, n_wtiles,
-                        KH=kh, KW=kw, DIL=dilation, HAS_BIAS=bias is not None, SPLIT_W=split,
-                        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, LEFT=left, BM=bm, BN=bn, BK=bk,
+    if pre_b and t is None:
+        t = toeplitz(weight, x.dtype, dilation, bk, bn, left, split)
+    _dw_tc_kernel[grid](x, weight.contiguous(), t if pre_b else weight, bias if bias is not None else weight, y, c, h, w,
+                        n_wtiles, KH=kh, KW=kw, DIL=dilation, HAS_BIAS=bias is not None, SPLIT_W=split,
+                        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, LEFT=left, PRE_B=pre_b,
+                        BM=bm, BN=bn, BK=bk,
                         num_warps=warps)
     return y
 
@@ -109,10 +143,12 @@ def check():
             bias = torch.randn(shape[1])
             ref = F.conv2d(x.double(), w.double(), bias.double(), padding=(dil * (kh - 1) // 2, dil * (kw - 1) // 2),
                            dilation=dil, groups=shape[1])
-            for split, aligned in ((False, False), (True, True), (True, False)):
-                y = dw_tc(x, w, bias, dil, cfg[0], cfg[1], None, split, aligned=aligned)
+            for split, aligned, pre_b in ((False, False, False), (True, True, False), (True, False, False),
+                                          (True, True, True), (False, True, True)):
+                y = dw_tc(x, w, bias, dil, cfg[0], cfg[1], None, split, aligned=aligned, pre_b=pre_b)
                 err = ((y.double() - ref).norm() / ref.norm()).item()
-                print(f"{dtype} {kh}x{kw} d{dil} {shape} split={split} aligned={aligned}: rel. error {err:.2e}")
+                print(f"{dtype} {kh}x{kw} d{dil} {shape} split={split} aligned={aligned} pre_b={pre_b}: "
+                      f"rel. error {err:.2e}")
                 assert err < 1e-2, err
     x = torch.randn(2, 8, 20, 24).to(torch.float16)
     p = [torch.randn(8, 1, 5, 5) * 0.2, torch.randn(8), torch.randn(8, 1, 7, 7) * 0.1, torch.randn(8),
@@ -140,10 +176,11 @@ def bench():
             t_fma = do_bench(lambda: dw_conv(inp_cl, wt, bias, d), warmup=10, rep=50)
             ref_c = F.conv2d(inp.float(), wt, bias, padding=d * (k - 1) // 2, dilation=d, groups=c)
             best = None
-            for bm, bn, warps in [(64, 16, 4), (64, 32, 4), (128, 16, 4), (32, 32, 4)]:
-                for split, aligned in ((True, True), (False, True), (True, False)):
+            for bm, bn, warps in [(64, 16, 4), (64, 32, 4), (128, 16, 4), (32, 32, 4), (128, 32, 8)]:
+                for split, aligned, pre_b in ((True, True, False), (False, True, False), (True, False, False),
+                                              (True, True, True), (False, True, True)):
                     try:
-                        fn = lambda: dw_tc(inp, wt, bias, d, bm, bn, None, split, warps, aligned=aligned)
+                        fn = lambda: dw_tc(inp, wt, bias, d, bm, bn, None, split, warps, aligned=aligned, pre_b=pre_b)
                         y = fn()
                     except Exception as e:
                         print(f"   {name} {bm}x{bn} w{warps} split={split}: {type(e).__name__}")
@@ -151,11 +188,12 @@ def bench():
                     err = ((y.float() - ref_c).norm() / ref_c.norm()).item()
                     t = do_bench(fn, warmup=10, rep=50)
                     if best is None or t < best[0]:
-                        best = (t, bm, bn, warps, split, aligned, err)
-                    row.append(f"  {name} tc {bm}x{bn} w{warps} split={split} aligned={aligned}: {t * 1e3:.1f} us "
-                               f"(err {err:.1e})")
+                        best = (t, bm, bn, warps, split, aligned, pre_b, err)
+                    row.append(f"  {name} tc {bm}x{bn} w{warps} split={split} aligned={aligned} pre_b={pre_b}: "
+                               f"{t * 1e3:.1f} us (err {err:.1e}; the banded matrices built in each call)")
             row.append(f"  {name}: FMA kernel (channels-last) {t_fma * 1e3:.1f} us, best tc {best[0] * 1e3:.1f} us "
-                       f"({best[1]}x{best[2]} w{best[3]} split={best[4]} aligned={best[5]}, err {best[6]:.1e})")
+                       f"({best[1]}x{best[2]} w{best[3]} split={best[4]} aligned={best[5]} pre_b={best[6]}, "
+                       f"err {best[7]:.1e})")
         cfg5, cfg7 = dict(bm=64, bn=16, warps=4), dict(bm=64, bn=32, warps=4)
         for split in (True, False):
             y = lka_tc(x, *p, cfg5, cfg7, split=split)
@@ -184,5 +222,67 @@ def bench():
         print("\n".join(row), flush=True)
 
 
+def sass():
+    """Offline (no GPU): sm_90a SASS instruction counts of the tensor-core kernel at the bench's
+    configurations against the row-block FMA kernel at its B64 C64 56x56 rule, per output element.
+    Static counts: the tensor-core kernel is unrolled; the FMA kernel's kernel-column loop is
+    counted once here and runs KW times."""
+    import collections
+    import os
+    import re
+    import subprocess
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    import ops.lka.kernels as L
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+    def counts(fn, ptrs, consts, divisible, warps):
+        names = fn.arg_names
+        sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in names}
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n].startswith("*") or n in divisible}
+        src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
+        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
+        with open("/tmp/_probe74.ptx", "w") as f:
+            f.write(k.asm["ptx"])
+        subprocess.run([os.path.join(bindir, "ptxas"), "--gpu-name", "sm_90a", "/tmp/_probe74.ptx", "-o",
+                        "/tmp/_probe74.cubin"], check=True)
+        out = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", "/tmp/_probe74.cubin"], capture_output=True,
+                             text=True).stdout
+        return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", out))
+
+    def show(label, cnt, outputs, warps):
+        loads = sum(v for k, v in cnt.items() if k.startswith("LD"))
+        mma = sum(v for k, v in cnt.items() if "MMA" in k)
+        print(f"{label}: {sum(cnt.values())} instructions, {mma} MMA, {loads} loads, {cnt.get('FFMA', 0)} FFMA; "
+              f"{sum(cnt.values()) * warps / outputs:.2f} warp-instructions per output element")
+
+    ptrs = {n: "*bf16" for n in ("X", "T", "Y")}
+    ptrs.update(Wt="*fp32", Bias="*fp32")
+    for kh, dil, bm, bn, warps in [(5, 1, 64, 16, 4), (7, 3, 64, 32, 4)]:
+        pw = dil * (kh - 1) // 2
+        left = -(-pw // 8) * 8
+        bk = triton.next_power_of_2(bn + left - pw + dil * (kh - 1))
+        for split in (False, True):
+            for pre_b in (False, True):
+                cnt = counts(_dw_tc_kernel, ptrs, dict(W=56, KH=kh, KW=kh, DIL=dil, HAS_BIAS=True, SPLIT_W=split,
+                                                       UPCAST=False, LEFT=left, PRE_B=pre_b, BM=bm, BN=bn, BK=bk),
+                             {"C"}, warps)
+                show(f"tensor cores {kh}x{kh} d{dil} {bm}x{bn} (BK {bk}) split={split} pre_b={pre_b}", cnt, bm * bn, warps)
+    ptrs = {n: "*bf16" for n in ("X", "R", "Y")}
+    ptrs.update(Wt="*fp32", Bias="*fp32")
+    for kh, dil in [(5, 1), (7, 3)]:
+        _, _, meta = L.dw_launch((64, 64, 56, 56), (kh, kh), dil, False, True, False, ((56 * 56 * 64, 1, 56 * 64, 64),) * 3)
+        warps = meta.pop("num_warps")
+        cnt = counts(L._dw_rows_kernel, ptrs, dict(sxc=1, src=1, syc=1, **meta),
+                     {"C", "sxb", "sxh", "sxw", "srb", "srh", "srw", "syb", "syh", "syw"}, warps)
+        show(f"FMA row blocks {kh}x{kh} d{dil} R{meta['ROWS']} [{meta['BLOCK_W']}, {meta['BLOCK_C']}] "
+             f"(column loop counted once, runs {kh}x)", cnt, meta["ROWS"] * meta["BLOCK_W"] * meta["BLOCK_C"], warps)
+
+
 if __name__ == "__main__":
-    check() if "--check" in sys.argv else bench()
+    if "--check" in sys.argv:
+        check()
+    elif "--sass" in sys.argv:
+        sass()
+    else:
+        bench()
