@@ -12,10 +12,6 @@ conv of the same bf16 inputs. Two weight scales: PyTorch's default init for thes
     python benchmarks/probe/probe29.py          # the accuracy table
     python benchmarks/probe/probe29.py --sass   # does Triton emit packed HFMA2? (offline sm_90a compile)
 """
-import collections
-import os
-import re
-import subprocess
 import sys
 
 import torch
@@ -79,8 +75,6 @@ def sass_packed():
     for bf16 and fp16 inputs, compiled for sm_90a with the ptxas/cuobjdump of Triton's wheel."""
     import triton
     import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
     @triton.jit
     def toy(X, W, Y, sxw, C, ACC16: tl.constexpr):
@@ -98,22 +92,11 @@ def sass_packed():
                     acc = acc + x.to(tl.float32) * w.to(tl.float32)[None, :]
         tl.store(Y + offs_w[:, None] * sxw + offs_c[None, :], acc.to(Y.dtype.element_ty))
 
-    tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    names = toy.arg_names
+    from sm90_registers import compile_sm90, sass_counts
     for dt in ("bf16", "fp16"):
         for acc16 in (False, True):
-            sig = {"X": f"*{dt}", "W": f"*{dt}", "Y": f"*{dt}", "sxw": "i32", "C": "i32", "ACC16": "constexpr"}
-            attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n != "ACC16"}
-            kernel = triton.compile(ASTSource(fn=toy, signature=sig, constexprs={(names.index("ACC16"),): acc16},
-                                              attrs=attrs), target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
-            with open("/tmp/_probe29.ptx", "w") as f:
-                f.write(kernel.asm["ptx"])
-            subprocess.run([os.path.join(tools, "ptxas"), "--gpu-name", "sm_90a", "/tmp/_probe29.ptx", "-o",
-                            "/tmp/_probe29.o"], check=True)
-            sass = subprocess.run([os.path.join(tools, "cuobjdump"), "-sass", "/tmp/_probe29.o"], capture_output=True,
-                                  text=True).stdout
-            ops = collections.Counter(m.group(2).split(".")[0] for m in (
-                re.match(r"\s*/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)", line) for line in sass.splitlines()) if m)
+            sig = {"X": f"*{dt}", "W": f"*{dt}", "Y": f"*{dt}", "sxw": "i32", "C": "i32"}
+            ops = sass_counts(compile_sm90(toy, sig, {"ACC16": acc16}, {"sxw", "C"}, 4, stem="/tmp/_probe29")[1])
             print(dt, "acc16" if acc16 else "acc32", sum(ops.values()), dict(ops.most_common(8)))
 
 

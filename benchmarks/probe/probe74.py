@@ -227,28 +227,12 @@ def sass():
     configurations against the row-block FMA kernel at its B64 C64 56x56 rule, per output element.
     Static counts: the tensor-core kernel is unrolled; the FMA kernel's kernel-column loop is
     counted once here and runs KW times."""
-    import collections
-    import os
-    import re
-    import subprocess
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
     import ops.lka.kernels as L
-    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    from sm90_registers import compile_sm90, sass_counts
 
     def counts(fn, ptrs, consts, divisible, warps):
-        names = fn.arg_names
-        sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in names}
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n].startswith("*") or n in divisible}
-        src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
-        k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=3))
-        with open("/tmp/_probe74.ptx", "w") as f:
-            f.write(k.asm["ptx"])
-        subprocess.run([os.path.join(bindir, "ptxas"), "--gpu-name", "sm_90a", "/tmp/_probe74.ptx", "-o",
-                        "/tmp/_probe74.cubin"], check=True)
-        out = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", "/tmp/_probe74.cubin"], capture_output=True,
-                             text=True).stdout
-        return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", out))
+        return sass_counts(compile_sm90(fn, {n: ptrs.get(n, "i32") for n in fn.arg_names}, consts, divisible, warps,
+                                        stem="/tmp/_probe74")[1])
 
     def show(label, cnt, outputs, warps):
         loads = sum(v for k, v in cnt.items() if k.startswith("LD"))

@@ -4,10 +4,14 @@ reports registers and spill bytes per thread.
 
     python benchmarks/probe/sm90_registers.py      # from the repo root, PYTHONPATH=.
 
+``compile_sm90`` and ``sass_counts`` serve the other probes that read sm_90 code offline.
+
 Session 3 found the production configurations spilling 0.1-8.5 KB per thread
 (``benchmarks/results/probe-lka-sm90-registers-*.txt``).
 """
+import collections
 import os
+import re
 import subprocess
 import sys
 
@@ -29,21 +33,36 @@ def signature(name: str) -> str:
     return "*bf16" if name in POINTERS else "i32"
 
 
-def report(label: str, fn, consts: dict, num_warps: int, num_stages: int = 3) -> None:
+def compile_sm90(fn, signature: dict, constexprs: dict, divisible, num_warps: int, num_stages: int = 3,
+                 stem: str = "/tmp/_sm90_probe") -> tuple[str, str]:
+    """Compile ``fn`` for the H200 (sm_90a) without a GPU: ``signature`` maps argument names to
+    Triton types (the constexprs' names are filled in), pointers and the names in ``divisible`` are
+    specialized as multiples of 16 (without that the loads compile scalar, unlike on the GPU).
+    Returns (ptxas -v's report, cubin path)."""
     names = fn.arg_names
-    sig = {n: "constexpr" if n in consts else signature(n) for n in names}
-    # pointers, and the strides and channel counts Triton would specialize as multiples of 16 (without
-    # them the loads compile scalar, unlike on the GPU)
+    sig = {n: "constexpr" if n in constexprs else signature[n] for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-             if sig[n].startswith("*") or n in DIVISIBLE}
-    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
+             if sig[n].startswith("*") or n in divisible}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(n),): v for n, v in constexprs.items()},
+                    attrs=attrs)
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32),
                             options=dict(num_warps=num_warps, num_stages=num_stages))
-    ptx = "/tmp/_sm90_probe.ptx"
-    with open(ptx, "w") as f:
+    with open(stem + ".ptx", "w") as f:
         f.write(kernel.asm["ptx"])
-    err = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", ptx + ".o"],
-                         capture_output=True, text=True).stderr
+    err = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", stem + ".ptx", "-o", stem + ".cubin"],
+                         capture_output=True, text=True, check=True).stderr
+    return err, stem + ".cubin"
+
+
+def sass_counts(cubin: str) -> collections.Counter:
+    """Instruction counts by opcode (modifiers dropped) of a cubin's SASS (static: loops count once)."""
+    sass = subprocess.run([os.path.join(os.path.dirname(PTXAS), "cuobjdump"), "-sass", cubin], capture_output=True,
+                          text=True, check=True).stdout
+    return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass))
+
+
+def report(label: str, fn, consts: dict, num_warps: int, num_stages: int = 3) -> None:
+    err, _ = compile_sm90(fn, {n: signature(n) for n in fn.arg_names}, consts, DIVISIBLE, num_warps, num_stages)
     regs = next(line for line in err.splitlines() if "Used " in line).split("Used ")[1].split(" ")[0]
     spill = next(line for line in err.splitlines() if "spill stores" in line).split(",")[1].split()[0]
     print(f"{label:48s} w{num_warps}: {regs:>4s} registers, {spill:>5s} B spill stores", flush=True)
