@@ -314,6 +314,12 @@ def _conv_elems(w: int, dilation: int) -> int:
     return 512 if 8 < w and (dilation == 1 or w < 96) else 1024
 
 
+def _small_kernel(kernel_size: tuple[int, int], dilation: int) -> bool:
+    """At most 3 taps per axis, undilated (VAN's and BEVANet's MLP 3x3): convs bound by memory, not
+    FMAs, which take their own tiles (``_small_kernel_config``, ``wgrad_launches``)."""
+    return max(kernel_size) <= 3 and dilation == 1
+
+
 def _small_kernel_config(c: int, h: int, w: int) -> tuple[int, int, int, int]:
     """(ROWS, BLOCK_W, BLOCK_C, num_warps) of a conv with at most 3 taps per axis (VAN's and
     BEVANet's MLP 3x3) on maps wider than 8 columns. Few taps make these convs bound by memory, not
@@ -337,7 +343,7 @@ def dw_launch(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: in
     against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
     3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
     bsz, c, h, w = shape
-    if max(kernel_size) <= 3 and dilation == 1 and w > 8:
+    if _small_kernel(kernel_size, dilation) and w > 8:
         rows, block_w, block_c, warps = _small_kernel_config(c, h, w)
     else:
         rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
@@ -467,15 +473,16 @@ def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilatio
     kh, kw = kernel_size
     taps = kh * kw
     large = h * w >= 28 * 28
-    small_kernel = large and w <= 28 and max(kernel_size) <= 3 and dilation == 1
-    # 4 elements per thread up to 28 columns (probe27: C512 7x7 map, 7x7 d3 kernel 68 against 186 us;
-    # C320 14x14 88 against 143), 8 on wider maps (C64 56x56: 294 against 332)
-    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12 if large and not small_kernel else 8,
-                                                 elems=512 if w <= 28 and not small_kernel else 1024)
+    if large and w <= 28 and _small_kernel(kernel_size, dilation):
+        max_rows, elems, min_pixels = 8, 1024, 512
+    else:
+        # 4 elements per thread up to 28 columns (probe27: C512 7x7 map, 7x7 d3 kernel 68 against 186 us;
+        # C320 14x14 88 against 143), 8 on wider maps (C64 56x56: 294 against 332)
+        max_rows, elems, min_pixels = (12 if large else 8), (512 if w <= 28 else 1024), (1024 if large else 0)
+    rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=max_rows, elems=elems)
     n_rblocks, n_strips = cdiv(cdiv(h, dilation), rows), cdiv(w, block_w)
     total = bsz * dilation * n_rblocks * n_strips
     n_cblocks = cdiv(c, block_c)
-    min_pixels = (512 if small_kernel else 1024) if large else 0
     nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, min_pixels)
     partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
                 dict(KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))

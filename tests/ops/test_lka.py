@@ -161,7 +161,7 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
                for _ in range(3))
     wt = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen)
     bias = randn(c, dtype=dtype, device=device, gen=gen)
-    if max(kh, kw) <= 3:   # the small-kernel tiles are the ones launched
+    if L._small_kernel((kh, kw), dil):   # the small-kernel tiles are the ones launched
         meta = L.dw_launch((1, c, h, w), (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
         assert (meta["ROWS"], meta["BLOCK_W"], meta["BLOCK_C"]) == L._small_kernel_config(c, h, w)[:3]
     for flip in (False, True):
