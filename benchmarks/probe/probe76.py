@@ -1,0 +1,136 @@
+"""Probe (session 31): the LKA's 1x1 + gate, pixels as the MMA's N instead of its M.
+
+probe75 found its NCHW 1x1 + gate (W1 [C, C] @ s [C, pixels], one image's pixels contiguous) at
+26 us on B64 C64 56x56 against 39 us for ``ops.lka.kernels.pw_gate`` on channels-last maps (its
+tiles are [pixels, channels] with t = s @ W1^T) and 46 us on NCHW. Here a strided version of the
+transposed orientation (co blocks x pixel blocks, a pipelined loop over input-channel blocks) is
+swept on both layouts against the current kernel's tiles, on the bench's and VAN's shapes. The
+weights are cast once outside the timed calls for both (``pw_weight``).
+
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py
+    TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py --check
+"""
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ops.common import interpret_mode
+from ops.lka.kernels import _pw_gate_kernel, pw_launch, pw_weight
+from lka_case import BENCH, VAN, us
+
+
+@triton.jit
+def _pw_gate_t_kernel(S, W1, B1, X, OUT, ssb, ssc, ssp, sxb, sxc, sxp, sob, soc, sop, C, HW, n_pt,
+                      UPCAST: tl.constexpr, NS: tl.constexpr, BP: tl.constexpr, BCO: tl.constexpr,
+                      BCI: tl.constexpr):
+    """out[b, co, p] = x[b, co, p] * (sum_ci W1[co, ci] s[b, ci, p] + b1[co]); p = h * W + w indexes
+    both layouts (stride ssp per pixel)."""
+    b = (tl.program_id(0) // n_pt).to(tl.int64)
+    p = (tl.program_id(0) % n_pt) * BP + tl.arange(0, BP)
+    pm = p < HW
+    co = tl.program_id(1) * BCO + tl.arange(0, BCO)
+    com = co < C
+    acc = tl.zeros([BCO, BP], dtype=tl.float32)
+    for ci0 in tl.range(0, C, BCI, num_stages=NS):
+        ci = ci0 + tl.arange(0, BCI)
+        cim = ci < C
+        w = tl.load(W1 + co[:, None] * C + ci[None, :], mask=com[:, None] & cim[None, :], other=0.0)
+        s = tl.load(S + b * ssb + ci[:, None] * ssc + p[None, :] * ssp, mask=cim[:, None] & pm[None, :], other=0.0)
+        if UPCAST:
+            acc += tl.dot(w.to(tl.float32), s.to(tl.float32), input_precision="ieee")
+        else:
+            acc += tl.dot(w, s)
+    acc += tl.load(B1 + co, mask=com, other=0.0).to(tl.float32)[:, None]
+    m = com[:, None] & pm[None, :]
+    u = tl.load(X + b * sxb + co[:, None] * sxc + p[None, :] * sxp, mask=m, other=0.0).to(tl.float32)
+    tl.store(OUT + b * sob + co[:, None] * soc + p[None, :] * sop, (u * acc).to(OUT.dtype.element_ty), mask=m)
+
+
+def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None):
+    """w1: [C, C] in x's dtype (pw_weight)."""
+    bsz, c, h, w = x.shape
+    out = torch.empty_like(x) if out is None else out
+    for t in (s, x, out):
+        assert t.stride(2) == w * t.stride(3), "pixels must flatten"
+    n_pt = triton.cdiv(h * w, bp)
+    bco, bci = min(bco, max(16, triton.next_power_of_2(c))), min(bci, max(16, triton.next_power_of_2(c)))
+    _pw_gate_t_kernel[(bsz * n_pt, triton.cdiv(c, bco))](
+        s, w1, b1, x, out, s.stride(0), s.stride(1), s.stride(3), x.stride(0), x.stride(1), x.stride(3),
+        out.stride(0), out.stride(1), out.stride(3), c, h * w, n_pt,
+        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, NS=stages, BP=bp, BCO=bco, BCI=bci, num_warps=warps)
+    return out
+
+
+def pw_gate_cur(s, w1, b1, x, out, block_p=None, block_co=None, warps=None):
+    """ops' kernel with its meta-parameters overridden."""
+    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
+    if block_p:
+        meta.update(BLOCK_P=block_p, BLOCK_CO=min(block_co, meta["BLOCK_CI"]), num_warps=warps)
+        n_pt = triton.cdiv(x.shape[2] * x.shape[3], block_p)
+        grid, scalars = (x.shape[0] * n_pt,), (*scalars[:-1], n_pt)
+    _pw_gate_kernel[grid](s, w1, b1, x, out, *scalars, **meta)
+    return out
+
+
+def check():
+    torch.manual_seed(0)
+    for dtype in (torch.float16, torch.bfloat16):
+        for c, cl in ((24, False), (24, True), (80, True)):
+            x, s = torch.randn(2, c, 7, 9).to(dtype), torch.randn(2, c, 7, 9).to(dtype)
+            if cl:
+                x, s = (t.contiguous(memory_format=torch.channels_last) for t in (x, s))
+            w1, b1 = torch.randn(c, c, 1, 1) * 0.2, torch.randn(c)
+            wq = pw_weight(w1, dtype)
+            ref = x.double() * F.conv2d(s.double(), w1.to(dtype).double(), b1.double())
+            for bp, bco, bci in ((16, 16, 16), (32, 64, 32)):
+                y = pw_gate_t(s, wq, b1, x, bp, bco, bci, 4, 2, out=torch.full_like(x, float("nan")))
+                err = ((y.double() - ref).norm() / ref.norm()).item()
+                print(f"{dtype} C{c} channels_last={cl} {bp}/{bco}/{bci}: rel. error {err:.2e}")
+                assert err < 1e-2
+
+
+def bench():
+    torch.manual_seed(0)
+    for b, c, sz in BENCH + VAN:
+        x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
+        s = torch.randn_like(x)
+        w1 = torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5
+        b1 = torch.randn(c, device="cuda")
+        wq = pw_weight(w1, x.dtype)
+        ref = x.float() * F.conv2d(s.float(), wq.float().reshape(c, c, 1, 1), b1)
+        for layout in ("CL", "NCHW"):
+            xs, ss = (x, s) if layout == "NCHW" else (t.contiguous(memory_format=torch.channels_last) for t in (x, s))
+            out = torch.empty_like(xs)
+            cur = us(lambda: pw_gate_cur(ss, wq, b1, xs, out))
+            rows, best = [], None
+            for bp, bco, warps in [(64, 64, 4), (128, 64, 4), (128, 64, 8), (256, 64, 8), (32, 64, 4)]:
+                try:
+                    pw_gate_cur(ss, wq, b1, xs, out, bp, bco, warps)
+                    t = us(lambda: pw_gate_cur(ss, wq, b1, xs, out, bp, bco, warps))
+                    rows.append(f"cur {bp}/{bco} w{warps} {t:.1f}")
+                except Exception as e:
+                    rows.append(f"cur {bp}/{bco} w{warps} {type(e).__name__}")
+            for bp, bco, bci, warps, ns in [(64, 64, 64, 4, 2), (128, 64, 64, 4, 2), (128, 128, 64, 8, 2),
+                                            (256, 64, 64, 8, 2), (128, 64, 32, 4, 3), (64, 128, 64, 4, 2),
+                                            (256, 128, 64, 8, 2), (128, 128, 128, 8, 1)]:
+                try:
+                    y = pw_gate_t(ss, wq, b1, xs, bp, bco, bci, warps, ns, out=out)
+                    err = ((y.float() - ref).norm() / ref.norm()).item()
+                    assert err < 1e-2, err
+                    t = us(lambda: pw_gate_t(ss, wq, b1, xs, bp, bco, bci, warps, ns, out=out))
+                    rows.append(f"T {bp}/{bco}/{bci} w{warps} ns{ns} {t:.1f}")
+                    if best is None or t < best[0]:
+                        best = (t, f"{bp}/{bco}/{bci} w{warps} ns{ns}")
+                except Exception as e:
+                    rows.append(f"T {bp}/{bco}/{bci} w{warps} ns{ns} {type(e).__name__}")
+            gb = 3 * x.numel() * 2 / 1e9
+            print(f"B{b} C{c} {sz}x{sz} {layout}: current {cur:.1f} us ({gb / cur * 1e6:.0f} GB/s), "
+                  f"best transposed {best[0]:.1f} ({best[1]}, {gb / best[0] * 1e6:.0f} GB/s) | " + "; ".join(rows),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    check() if "--check" in sys.argv else bench()
