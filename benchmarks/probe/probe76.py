@@ -7,7 +7,11 @@ transposed orientation (co blocks x pixel blocks, a pipelined loop over input-ch
 swept on both layouts against the current kernel's tiles, on the bench's and VAN's shapes. The
 weights are cast once outside the timed calls for both (``pw_weight``).
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py
+Session 31 made this orientation ops' forward (``_pw_gate_kernel``, rule ``_pw_gate_config``);
+the kernel it replaced is kept here (``_pw_gate_old_kernel``). ``--ab`` times the two at their
+rules, alternating, in one process.
+
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab]
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py --check
 """
 import sys
@@ -18,8 +22,35 @@ import triton
 import triton.language as tl
 
 from ops.common import interpret_mode
-from ops.lka.kernels import _pw_gate_kernel, pw_launch, pw_weight
+from ops.lka.kernels import _pixel_tile, _pw_tile, pw_gate, pw_launch, pw_weight
 from lka_case import BENCH, VAN, us
+
+
+@triton.jit
+def _pw_gate_old_kernel(
+    S, W1, B1, X, OUT,
+    ssb, ssc, ssh, ssw,
+    sxb, sxc, sxh, sxw,
+    sob, soc, soh, sow,
+    C, H, W, n_ptiles,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+):
+    """ops' forward 1x1 + gate up to session 30 (4fd312a): [pixels, channels] tiles, t = s @ W1^T."""
+    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
+    offs_ci = tl.arange(0, BLOCK_CI)
+    ci_mask = offs_ci < C
+    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
+                mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
+    if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
+        s = s.to(tl.float32)
+    for co0 in range(0, C, BLOCK_CO):
+        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
+        m = p_mask[:, None] & co_mask[None, :]
+        u = tl.load(X + b * sxb + offs_h[:, None] * sxh + offs_w[:, None] * sxw + offs_co[None, :] * sxc,
+                    mask=m, other=0.0).to(tl.float32)
+        tl.store(OUT + b * sob + offs_h[:, None] * soh + offs_w[:, None] * sow + offs_co[None, :] * soc,
+                 (u * t).to(OUT.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -65,13 +96,14 @@ def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None)
 
 
 def pw_gate_cur(s, w1, b1, x, out, block_p=None, block_co=None, warps=None):
-    """ops' kernel with its meta-parameters overridden."""
+    """The old kernel at its launch rule (``pw_launch``, which the backward keeps), or with its
+    meta-parameters overridden."""
     grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
     if block_p:
         meta.update(BLOCK_P=block_p, BLOCK_CO=min(block_co, meta["BLOCK_CI"]), num_warps=warps)
         n_pt = triton.cdiv(x.shape[2] * x.shape[3], block_p)
         grid, scalars = (x.shape[0] * n_pt,), (*scalars[:-1], n_pt)
-    _pw_gate_kernel[grid](s, w1, b1, x, out, *scalars, **meta)
+    _pw_gate_old_kernel[grid](s, w1, b1, x, out, *scalars, **meta)
     return out
 
 
@@ -132,5 +164,30 @@ def bench():
                   flush=True)
 
 
+def ab(rounds=3):
+    """Old kernel at its rule against ops' pw_gate, same inputs, alternating rounds; medians of
+    the rounds' do_bench medians, us."""
+    import statistics
+    torch.manual_seed(0)
+    for b, c, sz in BENCH + VAN:
+        for layout in ("CL", "NCHW"):
+            fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
+            x, s = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=fmt)
+                    for _ in range(2))
+            w1 = torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5
+            b1 = torch.randn(c, device="cuda")
+            wq, out = pw_weight(w1, x.dtype), torch.empty_like(x)
+            ref = pw_gate_cur(s, wq, b1, x, torch.empty_like(x)).float()
+            err = ((pw_gate(s, w1, b1, x).float() - ref).norm() / ref.norm()).item()
+            old, new = [], []
+            for _ in range(rounds):
+                old.append(us(lambda: pw_gate_cur(s, wq, b1, x, out)))
+                new.append(us(lambda: pw_gate(s, wq, b1, x, out=out)))
+            o, n = statistics.median(old), statistics.median(new)
+            gb = 3 * x.numel() * 2 / 1e9
+            print(f"B{b} C{c} {sz}x{sz} {layout}: old {o:.1f} us ({gb / o * 1e6:.0f} GB/s), new {n:.1f} us "
+                  f"({gb / n * 1e6:.0f} GB/s), {o / n:.2f}x; new vs old rel. difference {err:.1e}", flush=True)
+
+
 if __name__ == "__main__":
-    check() if "--check" in sys.argv else bench()
+    check() if "--check" in sys.argv else ab() if "--ab" in sys.argv else bench()

@@ -26,8 +26,8 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (_dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw_gate, _pw_gate_bwd, dw_launch, pw_launch, pw_weight,
-                      wgrad_launches)
+from .kernels import (_dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw_gate, _pw_gate_bwd, dw_launch, pw_gate_launch,
+                      pw_launch, pw_weight, wgrad_launches)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
@@ -146,7 +146,7 @@ class ChainProgram:
         self.convs = [_ConvLaunches(device, shape, dtype, k, d, wd, bd, True, i == 0)
                       for i, (k, d, wd, bd) in enumerate(zip(kernels, dilations, w_dtypes, b_dtypes))]
         self.gate = _bind(_pw_gate, "pw", (dtype, dtype, b1_dtype, dtype, dtype), device,
-                          pw_launch(shape, dtype, (cl, cl, cl)))
+                          pw_gate_launch(shape, dtype, (cl, cl, cl)))
         self.gate_bwd = _bind(_pw_gate_bwd, "pw_bwd", (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype, dtype),
                               device, pw_launch(shape, dtype, (cl,) * 6))
         self.part_offsets, offset = [], 0

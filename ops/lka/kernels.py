@@ -4,8 +4,9 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
 - LKA's depthwise 5x5 and dilated 7x7 are 25 + 49 = 74 MACs on CUDA cores; fusing the chain into
   one kernel would recompute the 5x5 over the 7x7's 18-pixel halo (~2x the MACs), which costs
   more than writing and reading one intermediate map. So each depthwise conv is one launch of
-  ``_dw_rows_kernel``, and ``_pw_gate_kernel`` runs the 1x1 on tensor cores (``tl.dot`` over the
-  channels) with its bias and the gating multiply (the attention map never reaches memory).
+  ``_dw_rows_kernel``, and ``_pw_gate_kernel`` runs the 1x1 on tensor cores (W1 @ s over
+  [channels, pixels] tiles) with its bias and the gating multiply (the attention map never
+  reaches memory).
 - Every depthwise conv, forward or backward, goes through ONE core, ``_dw_row_block``: a block of
   output rows of one dilation phase over a [columns, channels] strip. Each loaded input row feeds
   every output row its kernel column reaches (ROWS + KH - 1 loads per kernel column instead of
@@ -33,8 +34,8 @@ import triton.language as tl
 from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
-           "wgrad_launches"]
+__all__ = ["dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate", "pw_gate_backward", "pw_gate_launch",
+           "pw_launch", "pw_weight", "wgrad_launches"]
 
 
 @triton.jit
@@ -136,25 +137,44 @@ def _pw_gate_kernel(
     ssb, ssc, ssh, ssw,
     sxb, sxc, sxh, sxw,
     sob, soc, soh, sow,
-    C, H, W, n_ptiles,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    C, H, W, n_ptiles, n_coblocks,
+    FLAT: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
-    """out = x * (W1 @ s + b1): the 1x1 on tensor cores and the gate, the attention map never in memory."""
-    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
-    offs_ci = tl.arange(0, BLOCK_CI)
-    ci_mask = offs_ci < C
-    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
-                mask=p_mask[:, None] & ci_mask[None, :], other=0.0)
-    if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
-        s = s.to(tl.float32)
-    for co0 in range(0, C, BLOCK_CO):
-        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
-        m = p_mask[:, None] & co_mask[None, :]
-        u = tl.load(X + b * sxb + offs_h[:, None] * sxh + offs_w[:, None] * sxw + offs_co[None, :] * sxc,
-                    mask=m, other=0.0).to(tl.float32)
-        tl.store(OUT + b * sob + offs_h[:, None] * soh + offs_w[:, None] * sow + offs_co[None, :] * soc,
-                 (u * t).to(OUT.dtype.element_ty), mask=m)
+    """out = x * (W1 @ s + b1), the attention map never in memory: a [BLOCK_CO channels, BLOCK_P
+    pixels] tile per program, W1 [co, ci] @ s [ci, pixels] on tensor cores over a pipelined loop of
+    input-channel blocks. Pixels are the MMA's N, so no tile holds every channel of its pixels
+    (the [pixels, channels] tiles this replaced ran at 250-600 GB/s on 160-512 channels, probe76).
+    The co blocks of a pixel tile are neighbouring programs: they share its s in L2. With FLAT
+    the pixel p = h * W + w sits at p * (w stride) (NCHW and channels-last), which keeps NCHW
+    rows' contiguity visible to the compiler."""
+    pid = tl.program_id(0)
+    tile = pid // n_coblocks
+    offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    b = (tile // n_ptiles).to(tl.int64)   # batch offsets pass 2**31 elements on large inputs
+    p_mask = offs_p < H * W
+    if FLAT:
+        s_pix, x_pix, o_pix = offs_p * ssw, offs_p * sxw, offs_p * sow
+    else:
+        ph, pw = offs_p // W, offs_p % W
+        s_pix, x_pix, o_pix = ph * ssh + pw * ssw, ph * sxh + pw * sxw, ph * soh + pw * sow
+    offs_co = (pid % n_coblocks) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    co_mask = offs_co < C
+    acc = tl.zeros([BLOCK_CO, BLOCK_P], dtype=tl.float32)
+    for ci0 in tl.range(0, C, BLOCK_CI, num_stages=NUM_STAGES):
+        offs_ci = ci0 + tl.arange(0, BLOCK_CI)
+        ci_mask = offs_ci < C
+        w1 = tl.load(W1 + offs_co[:, None] * C + offs_ci[None, :], mask=co_mask[:, None] & ci_mask[None, :],
+                     other=0.0)
+        s = tl.load(S + b * ssb + offs_ci[:, None] * ssc + s_pix[None, :], mask=ci_mask[:, None] & p_mask[None, :],
+                    other=0.0)
+        if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
+            s = s.to(tl.float32)
+        acc += tl.dot(w1.to(s.dtype), s, input_precision=PRECISION)
+    acc += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[:, None]
+    m = co_mask[:, None] & p_mask[None, :]
+    u = tl.load(X + b * sxb + offs_co[:, None] * sxc + x_pix[None, :], mask=m, other=0.0).to(tl.float32)
+    tl.store(OUT + b * sob + offs_co[:, None] * soc + o_pix[None, :], (u * acc).to(OUT.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -374,7 +394,7 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
 
 
 def _pw_config(c: int, hw: int) -> tuple[int, int, int, int]:
-    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the 1x1 + gate kernels, forward and backward.
+    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the backward 1x1 + gate kernel.
     Every input channel of a pixel is in one tile (the 1x1 contracts over them), so wide layers
     take fewer pixels per tile."""
     block_ci = max(16, next_power_of_2(c))
@@ -395,8 +415,8 @@ def pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
               strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
-    """(grid, trailing scalars, meta-parameters) of a 1x1 + gate launch, forward (``strides`` of s,
-    x, out) or backward (of s, x, grad, dx, dt, ds), on a [B, C, H, W] map of ``dtype``."""
+    """(grid, trailing scalars, meta-parameters) of the backward 1x1 + gate (``strides`` of s, x,
+    grad, dx, dt, ds) on a [B, C, H, W] map of ``dtype``."""
     bsz, c, h, w = shape
     block_p, block_ci, block_co, warps = _pw_config(c, h * w)
     upcast, precision = dot_precision(dtype)
@@ -406,13 +426,38 @@ def pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
     return (bsz * n_ptiles,), (*(n for st in strides for n in st), c, h, w, n_ptiles), meta
 
 
+def _pw_gate_config(c: int, hw: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps, num_stages) of the forward 1x1 + gate: 64-channel
+    blocks, 128 pixels (64 on maps of at most 64 pixels, half of a 128 tile would be masked);
+    the best or within 10% of it in a sweep of 13 tiles on both layouts and the bench's and VAN's
+    shapes (probe76)."""
+    block_c = min(64, max(16, next_power_of_2(c)))
+    if interpret_mode():
+        return _interp_pixel_block(hw), block_c, block_c, 4, 1
+    return (64 if hw <= 64 else 128), block_c, block_c, 4, 2
+
+
+def pw_gate_launch(shape: tuple[int, ...], dtype: torch.dtype,
+                   strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(grid, trailing scalars, meta-parameters) of the forward 1x1 + gate on a [B, C, H, W] map
+    of ``dtype`` (``strides`` of s, x and out)."""
+    bsz, c, h, w = shape
+    block_p, block_ci, block_co, warps, stages = _pw_gate_config(c, h * w)
+    upcast, precision = dot_precision(dtype)
+    n_ptiles, n_coblocks = cdiv(h * w, block_p), cdiv(c, block_co)
+    flat = all(st[2] == w * st[3] for st in strides)   # pixels flatten (NCHW, channels-last)
+    meta = dict(FLAT=flat, UPCAST=upcast, PRECISION=precision, NUM_STAGES=stages, BLOCK_P=block_p,
+                BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps)
+    return (bsz * n_ptiles * n_coblocks,), (*(n for st in strides for n in st), c, h, w, n_ptiles, n_coblocks), meta
+
+
 def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor, x: torch.Tensor,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """out = x * conv1x1(s). s, x, out: [B, C, H, W] (any strides)."""
     w1 = pw_weight(conv1_weight, x.dtype)
     if out is None:
         out = torch.empty_like(x)
-    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
+    grid, scalars, meta = pw_gate_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
     _pw_gate[grid](s, w1, conv1_bias, x, out, *scalars, **meta)
     return out
 

@@ -174,6 +174,36 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "row_view"])
+@pytest.mark.parametrize("gpu_rule", [False, True], ids=["own_blocks", "gpu_rule"])
+def test_pw_gate_channel_blocks(device, monkeypatch, layout, gpu_rule):
+    """The 1x1 + gate forward over several input-channel blocks (its pipelined loop) and output-
+    channel blocks, the last of each partly masked (80 channels in blocks of 64): flat pixel
+    indexing for NCHW and channels-last, per-row strides for a view of the first half of each row; and
+    the GPU rule's 128- and 64-pixel tiles (on CPU forced, as the interpreter's rule differs)."""
+    import ops.lka.kernels as L
+    if gpu_rule and device == "cpu":
+        monkeypatch.setattr(L, "interpret_mode", lambda: False)
+    gen, seed = fresh_generator()
+    c, dtype = 80, torch.float32
+    for h, w in ((9, 7), (11, 13)):   # 63 pixels (the 64-pixel tile), 143 (two 128-pixel tiles)
+        wide = 2 * w if layout == "row_view" else w
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        s, x, o = (randn(2, c, h, wide, dtype=dtype, device=device, gen=gen).contiguous(memory_format=fmt)
+                   for _ in range(3))
+        o.fill_(float("nan"))
+        if layout == "row_view":
+            s, x, o = s[..., :w], x[..., :w], o[..., :w]
+        strides = (s.stride(), x.stride(), o.stride())
+        assert L.pw_gate_launch((2, c, h, w), dtype, strides)[2]["FLAT"] == (layout != "row_view")
+        w1 = randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5
+        b1 = randn(c, dtype=dtype, device=device, gen=gen)
+        pw_gate(s, w1, b1, x, out=o)
+        t = torch.einsum("oi,bihw->bohw", w1.double().reshape(c, c), s.double()) + b1.double()[:, None, None]
+        assert_close(o, x.double() * t, dtype, f"pw_gate {layout} {h}x{w}", seed)
+
+
+@pytest.mark.kernel
 def test_pw_gate_backward_and_wgrad_poisoned(device):
     """The backward kernels write every element of their (NaN-poisoned) outputs."""
     gen, seed = fresh_generator()
