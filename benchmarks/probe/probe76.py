@@ -9,9 +9,9 @@ weights are cast once outside the timed calls for both (``pw_weight``).
 
 Session 31 made this orientation ops' forward (``_pw_gate_kernel``, rule ``_pw_gate_config``);
 the kernel it replaced is kept here (``_pw_gate_old_kernel``). ``--ab`` times the two at their
-rules, alternating, in one process.
+rules, alternating, in one process; ``--lka`` the LKA forward with each, replayed from CUDA graphs.
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab | --lka]
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py --check
 """
 import sys
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+import ops
 from ops.common import interpret_mode
 from ops.lka.kernels import _pixel_tile, _pw_tile, pw_gate, pw_launch, pw_weight
 from lka_case import BENCH, VAN, us
@@ -189,5 +190,53 @@ def ab(rounds=3):
                   f"({gb / n * 1e6:.0f} GB/s), {o / n:.2f}x; new vs old rel. difference {err:.1e}", flush=True)
 
 
+def lka_graphs(rounds=3):
+    """The LKA forward on the bench's shapes replayed from CUDA graphs (the GPU's time, not the
+    host's): ops.large_kernel_attention (new gate) and the same two convs with the old gate."""
+    import statistics
+    from ops.lka.kernels import dw_conv
+
+    def graphed(fn):
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return g.replay
+
+    torch.manual_seed(0)
+    for b, c, sz in BENCH:
+        for layout in ("CL", "NCHW"):
+            fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
+            x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=fmt)
+            p = [torch.randn(c, 1, 5, 5, device="cuda") * 0.2, torch.randn(c, device="cuda"),
+                 torch.randn(c, 1, 7, 7, device="cuda") * 0.1, torch.randn(c, device="cuda"),
+                 torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5, torch.randn(c, device="cuda")]
+            wq = pw_weight(p[4], x.dtype)
+            xc = x.contiguous(memory_format=torch.channels_last)
+            a, sm, out = (torch.empty_like(xc) for _ in range(3))
+
+            def chain(gate):
+                dw_conv(xc, p[0], p[1], 1, out=a)
+                dw_conv(a, p[2], p[3], 3, out=sm)
+                gate(sm, wq, p[5], xc, out)
+            arms = {"ops": graphed(lambda: ops.large_kernel_attention(x, *p)),
+                    "chain, old gate": graphed(lambda: chain(pw_gate_cur)),
+                    "chain, new gate": graphed(lambda: chain(lambda s_, w_, b_, x_, o_: pw_gate(s_, w_, b_, x_, out=o_)))}
+            times = {k: [] for k in arms}
+            for _ in range(rounds):
+                for k, fn in arms.items():
+                    times[k].append(us(fn))
+            print(f"LKA fwd {layout} B{b} C{c} {sz}x{sz}, CUDA graphs, us: "
+                  + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in times.items()), flush=True)
+
+
 if __name__ == "__main__":
-    check() if "--check" in sys.argv else ab() if "--ab" in sys.argv else bench()
+    if "--check" in sys.argv:
+        check()
+    elif "--ab" in sys.argv:
+        ab()
+    elif "--lka" in sys.argv:
+        lka_graphs()
+    else:
+        bench()
