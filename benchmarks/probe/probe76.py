@@ -7,11 +7,13 @@ transposed orientation (co blocks x pixel blocks, a pipelined loop over input-ch
 swept on both layouts against the current kernel's tiles, on the bench's and VAN's shapes. The
 weights are cast once outside the timed calls for both (``pw_weight``).
 
-Session 31 made this orientation ops' forward (``_pw_gate_kernel``, rule ``_pw_gate_config``);
-the kernel it replaced is kept here (``_pw_gate_old_kernel``). ``--ab`` times the two at their
-rules, alternating, in one process; ``--lka`` the LKA forward with each, replayed from CUDA graphs.
+Session 31 made this orientation ops' 1x1 kernel, forward and backward (``_pw_kernel``, rule
+``_pw_config``); the kernels it replaced are kept here (``_pw_gate_old_kernel``,
+``_pw_gate_bwd_old_kernel``, with their helpers and launch rule). ``--ab`` times old and new
+forwards at their rules, alternating, in one process, ``--ab-bwd`` the backwards (one launch
+against two), ``--lka`` the LKA forward with each gate, replayed from CUDA graphs.
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab | --lka]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab | --ab-bwd | --lka]
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py --check
 """
 import sys
@@ -22,9 +24,32 @@ import triton
 import triton.language as tl
 
 import ops
-from ops.common import interpret_mode
-from ops.lka.kernels import _pixel_tile, _pw_tile, pw_gate, pw_launch, pw_weight
+from ops.common import dot_precision, interpret_mode
+from ops.common.tuning import cdiv, next_power_of_2
+from ops.lka.kernels import _interp_pixel_block, pw_gate, pw_gate_backward, pw_weight
 from lka_case import BENCH, VAN, us
+
+
+# ops' 1x1 + gate forward and backward up to session 30 (151d663), with their helpers and launch rule
+@triton.jit
+def _pixel_tile(tile, n_ptiles, H, W, BLOCK_P: tl.constexpr):
+    """Tile index -> (batch, pixel rows, pixel cols, valid mask) of a BLOCK_P-pixel tile. The batch
+    index is int64: batch offsets pass 2**31 elements on large inputs."""
+    offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return (tile // n_ptiles).to(tl.int64), offs_p // W, offs_p % W, offs_p < H * W
+
+
+@triton.jit
+def _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO: tl.constexpr, PRECISION: tl.constexpr):
+    """One output-channel block of the 1x1 conv: t = s @ W1[co, :]^T + b1 (fp32 [P, BLOCK_CO]);
+    also returns W1^T's block [CI, CO] (in s's dtype) and the block's channels and mask."""
+    offs_co = co0 + tl.arange(0, BLOCK_CO)
+    co_mask = offs_co < C
+    w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
+                  mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s.dtype)
+    t = tl.dot(s, w1t, input_precision=PRECISION)
+    t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
+    return t, w1t, offs_co, co_mask
 
 
 @triton.jit
@@ -81,6 +106,70 @@ def _pw_gate_t_kernel(S, W1, B1, X, OUT, ssb, ssc, ssp, sxb, sxc, sxp, sob, soc,
     tl.store(OUT + b * sob + co[:, None] * soc + p[None, :] * sop, (u * acc).to(OUT.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _pw_gate_bwd_old_kernel(
+    S, W1, B1, X, G, DX, DT, DS,
+    ssb, ssc, ssh, ssw,
+    sxb, sxc, sxh, sxw,
+    sgb, sgc, sgh, sgw,
+    sdxb, sdxc, sdxh, sdxw,
+    stb, stc, sth, stw,
+    sdsb, sdsc, sdsh, sdsw,
+    C, H, W, n_ptiles,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+):
+    """Backward of out = x * (W1 s + b1): dx = g * t, dt = g * x, ds = W1^T dt."""
+    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
+    offs_ci = tl.arange(0, BLOCK_CI)
+    ci_mask = offs_ci < C
+    mi = p_mask[:, None] & ci_mask[None, :]
+    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
+                mask=mi, other=0.0)
+    if UPCAST:
+        s = s.to(tl.float32)
+    ds = tl.zeros([BLOCK_P, BLOCK_CI], dtype=tl.float32)
+    for co0 in range(0, C, BLOCK_CO):
+        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
+        m = p_mask[:, None] & co_mask[None, :]
+        pix = offs_h[:, None] * sxh + offs_w[:, None] * sxw
+        u = tl.load(X + b * sxb + pix + offs_co[None, :] * sxc, mask=m, other=0.0).to(tl.float32)
+        g = tl.load(G + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_co[None, :] * sgc,
+                    mask=m, other=0.0).to(tl.float32)
+        tl.store(DX + b * sdxb + offs_h[:, None] * sdxh + offs_w[:, None] * sdxw + offs_co[None, :] * sdxc,
+                 (g * t).to(DX.dtype.element_ty), mask=m)
+        dt = (g * u).to(s.dtype)
+        tl.store(DT + b * stb + offs_h[:, None] * sth + offs_w[:, None] * stw + offs_co[None, :] * stc,
+                 dt.to(DT.dtype.element_ty), mask=m)
+        ds += tl.dot(dt, tl.trans(w1t), input_precision=PRECISION)
+    tl.store(DS + b * sdsb + offs_h[:, None] * sdsh + offs_w[:, None] * sdsw + offs_ci[None, :] * sdsc,
+             ds.to(DS.dtype.element_ty), mask=mi)
+
+
+def _old_pw_config(c: int, hw: int) -> tuple[int, int, int, int]:
+    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the 1x1 + gate kernels, forward and backward.
+    Every input channel of a pixel is in one tile (the 1x1 contracts over them), so wide layers
+    take fewer pixels per tile."""
+    block_ci = max(16, next_power_of_2(c))
+    block_co = min(64, block_ci)
+    warps = 4 if block_ci <= 128 else 8
+    block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, 8192 // block_ci))
+    return block_p, block_ci, block_co, warps
+
+
+def old_pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
+              strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(grid, trailing scalars, meta-parameters) of a 1x1 + gate launch, forward (``strides`` of s,
+    x, out) or backward (of s, x, grad, dx, dt, ds), on a [B, C, H, W] map of ``dtype``."""
+    bsz, c, h, w = shape
+    block_p, block_ci, block_co, warps = _old_pw_config(c, h * w)
+    upcast, precision = dot_precision(dtype)
+    n_ptiles = cdiv(h * w, block_p)
+    meta = dict(UPCAST=upcast, PRECISION=precision, BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co,
+                num_warps=warps)
+    return (bsz * n_ptiles,), (*(n for st in strides for n in st), c, h, w, n_ptiles), meta
+
+
 def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None):
     """w1: [C, C] in x's dtype (pw_weight)."""
     bsz, c, h, w = x.shape
@@ -97,9 +186,9 @@ def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None)
 
 
 def pw_gate_cur(s, w1, b1, x, out, block_p=None, block_co=None, warps=None):
-    """The old kernel at its launch rule (``pw_launch``, which the backward keeps), or with its
+    """The old kernel at its launch rule (``old_pw_launch``), or with its
     meta-parameters overridden."""
-    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
+    grid, scalars, meta = old_pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
     if block_p:
         meta.update(BLOCK_P=block_p, BLOCK_CO=min(block_co, meta["BLOCK_CI"]), num_warps=warps)
         n_pt = triton.cdiv(x.shape[2] * x.shape[3], block_p)
@@ -190,6 +279,40 @@ def ab(rounds=3):
                   f"({gb / n * 1e6:.0f} GB/s), {o / n:.2f}x; new vs old rel. difference {err:.1e}", flush=True)
 
 
+def ab_bwd(rounds=3):
+    """The gate's backward: the old one-launch kernel at its rule against ops' two launches
+    (dx and dt, then ds = W1^T dt), same inputs, alternating; us."""
+    import statistics
+    torch.manual_seed(0)
+    for b, c, sz in BENCH + VAN:
+        for layout in ("CL", "NCHW"):
+            fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
+            x, s, g = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=fmt)
+                       for _ in range(3))
+            w1 = torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5
+            b1 = torch.randn(c, device="cuda")
+            wq = pw_weight(w1, x.dtype)
+            bufs = [torch.empty_like(x, memory_format=torch.channels_last) for _ in range(3)]
+            old_bufs = [torch.empty_like(x, memory_format=torch.channels_last) for _ in range(3)]
+
+            def old():
+                grid, scalars, meta = old_pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), g.stride(),
+                                                                              *(t.stride() for t in old_bufs)))
+                _pw_gate_bwd_old_kernel[grid](s, wq, b1, x, g, *old_bufs, *scalars, **meta)
+
+            def new():
+                pw_gate_backward(s, wq, b1, x, g, *bufs)
+            old(), new()
+            err = max(((n.float() - o.float()).norm() / o.float().norm()).item() for n, o in zip(bufs, old_bufs))
+            t_old, t_new = [], []
+            for _ in range(rounds):
+                t_old.append(us(old))
+                t_new.append(us(new))
+            o, n = statistics.median(t_old), statistics.median(t_new)
+            print(f"gate backward B{b} C{c} {sz}x{sz} {layout}: old {o:.1f} us, new {n:.1f} us, {o / n:.2f}x; "
+                  f"max rel. difference {err:.1e}", flush=True)
+
+
 def lka_graphs(rounds=3):
     """The LKA forward on the bench's shapes replayed from CUDA graphs (the GPU's time, not the
     host's): ops.large_kernel_attention (new gate) and the same two convs with the old gate."""
@@ -236,6 +359,8 @@ if __name__ == "__main__":
         check()
     elif "--ab" in sys.argv:
         ab()
+    elif "--ab-bwd" in sys.argv:
+        ab_bwd()
     elif "--lka" in sys.argv:
         lka_graphs()
     else:

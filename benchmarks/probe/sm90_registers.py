@@ -22,9 +22,10 @@ from triton.compiler import ASTSource
 import ops.lka.kernels as L
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
-DIVISIBLE = {"C", "sxb", "sxh", "sxw", "srb", "srh", "srw", "syb", "syh", "syw", "ssb", "ssh", "ssw", "sob",
+DIVISIBLE = {"C", "HW", "s2b", "s2h", "s2w", "sxb", "sxh", "sxw", "srb", "srh", "srw", "syb", "syh", "syw", "ssb", "ssh", "ssw", "sob",
              "soh", "sow", "sgb", "sgh", "sgw", "sdxb", "sdxh", "sdxw", "stb", "sth", "stw", "sdsb", "sdsh", "sdsw"}
-POINTERS = {"Wt", "Bias", "Wd", "Bd", "W1", "B1", "X", "R", "Y", "A", "OUT", "S", "G", "DX", "DT", "DS", "DY"}
+POINTERS = {"Wt", "Bias", "Wd", "Bd", "W1", "B1", "X", "R", "Y", "A", "OUT", "OUT2", "S", "G", "DX", "DT", "DS",
+            "DY"}
 
 
 def signature(name: str) -> str:
@@ -79,11 +80,12 @@ if __name__ == "__main__":
             rows, bw, bc, warps = L._rows_config(c, hw, hw, dil, max_rows=8)
             report(f"dw_wgrad {kh}x{kh} d{dil} R{rows} W{bw} C{bc}", L._dw_wgrad_kernel,
                    dict(sgc=1, sxc=1, KH=kh, KW=kh, DIL=dil, ROWS=rows, BLOCK_W=bw, BLOCK_C=bc), warps)
-        bp, bci, bco, warps = L._pw_config(c, hw * hw)
-        report(f"pw_gate P{bp} CI{bci}", L._pw_gate_kernel,
-               dict(ssc=1, sxc=1, soc=1, UPCAST=False, PRECISION="tf32", BLOCK_P=bp, BLOCK_CI=bci, BLOCK_CO=bco),
-               warps)
-        report(f"pw_gate_bwd P{bp} CI{bci}", L._pw_gate_bwd_kernel,
-               dict(ssc=1, sxc=1, sgc=1, sdxc=1, stc=1, sdsc=1, UPCAST=False, PRECISION="tf32",
-                    BLOCK_P=bp, BLOCK_CI=bci, BLOCK_CO=bco), warps)
+        bp, bci, bco, warps, stages = L._pw_config(c, hw * hw)
+        for mode, name in ((L.PW_GATE, "pw gate"), (L.PW_GATE_BWD, "pw gate backward (dx, dt)"),
+                           (L.PW_PLAIN, "pw plain (ds)")):
+            report(f"{name} P{bp} CI{bci} CO{bco}", L._pw_kernel,
+                   dict(ssc=1, sxc=1, sgc=1, soc=1, s2c=1, **({"swo": 1} if mode == L.PW_PLAIN else {"swi": 1}), MODE=mode,
+                        FLAT=True, UPCAST=False, PRECISION="tf32", NUM_STAGES=stages, BLOCK_P=bp, BLOCK_CI=bci,
+                        BLOCK_CO=bco),
+                   warps, stages)
     sys.exit(0)

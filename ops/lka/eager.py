@@ -26,7 +26,7 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (_dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw_gate, _pw_gate_bwd, dw_launch, pw_gate_launch,
+from .kernels import (PW_GATE, PW_GATE_BWD, PW_PLAIN, _dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw, dw_launch,
                       pw_launch, pw_weight, wgrad_launches)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
@@ -127,7 +127,7 @@ class ChainProgram:
     allocated channels-last (weight gradients contiguous), which the bound launches assume."""
 
     __slots__ = ("shape", "dtype", "n", "kernels", "w1_shape", "w1_dtype", "b1_dtype", "w_dtypes", "b_dtypes",
-                 "stacked", "convs", "gate", "gate_bwd", "part_offsets", "part_numel")
+                 "stacked", "convs", "gate", "gate_bwd", "gate_ds", "part_offsets", "part_numel")
 
     def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype,
                  kernels: tuple[tuple[int, int], ...], dilations: tuple[int, ...], w_dtypes: tuple, b_dtypes: tuple,
@@ -145,10 +145,13 @@ class ChainProgram:
         # dx = g * t + dconv^T(dcur)
         self.convs = [_ConvLaunches(device, shape, dtype, k, d, wd, bd, True, i == 0)
                       for i, (k, d, wd, bd) in enumerate(zip(kernels, dilations, w_dtypes, b_dtypes))]
-        self.gate = _bind(_pw_gate, "pw", (dtype, dtype, b1_dtype, dtype, dtype), device,
-                          pw_gate_launch(shape, dtype, (cl, cl, cl)))
-        self.gate_bwd = _bind(_pw_gate_bwd, "pw_bwd", (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype, dtype),
-                              device, pw_launch(shape, dtype, (cl,) * 6))
+        # the 1x1 kernel's launches: the gate (s, w1, b1, x, -, out, -), its backward's dx and dt
+        # (s, w1, b1, x, g, dx, dt) and ds = W1^T dt (dt, w1, -, -, -, ds, -); unused slots repeat a tensor
+        pw_dtypes = (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype)
+        self.gate = _bind(_pw, "pw", pw_dtypes, device, pw_launch(shape, dtype, PW_GATE, (cl,) * 3))
+        self.gate_bwd = _bind(_pw, "pw", pw_dtypes, device, pw_launch(shape, dtype, PW_GATE_BWD, (cl,) * 5))
+        self.gate_ds = _bind(_pw, "pw", (dtype, dtype, dtype, dtype, dtype, dtype, dtype), device,
+                             pw_launch(shape, dtype, PW_PLAIN, (cl,) * 2))
         self.part_offsets, offset = [], 0
         for conv in self.convs:
             self.part_offsets.append((offset, conv.part_numel))
@@ -176,7 +179,7 @@ class ChainProgram:
             a = out
         w1 = pw_weight(conv1_weight, self.dtype)
         out = torch.empty_like(x)
-        self.gate(a, w1, conv1_bias, x, out)
+        self.gate(a, w1, conv1_bias, x, a, out, out)
         return out, acts, w1
 
     def backward(self, grad: torch.Tensor, x: torch.Tensor, weights, acts, w1: torch.Tensor,
@@ -186,7 +189,8 @@ class ChainProgram:
         dx = torch.empty_like(x)
         dt, *cur = self._maps(x.device, 3 if n > 1 else 2)   # dt, then the conv input gradients, alternating
         s = acts[-1]
-        self.gate_bwd(s, w1, conv1_bias, x, grad, dx, dt, cur[0])
+        self.gate_bwd(s, w1, conv1_bias, x, grad, dx, dt)
+        self.gate_ds(dt, w1, dt, dt, dt, cur[0], cur[0])
         dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
         # tensor-core matmul in the input dtype (fp32 accumulation inside), as cuDNN's weight grad does
         dw1 = (dt2.t() @ s.permute(0, 2, 3, 1).reshape(-1, c)).reshape(self.w1_shape)

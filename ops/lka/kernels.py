@@ -4,7 +4,7 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
 - LKA's depthwise 5x5 and dilated 7x7 are 25 + 49 = 74 MACs on CUDA cores; fusing the chain into
   one kernel would recompute the 5x5 over the 7x7's 18-pixel halo (~2x the MACs), which costs
   more than writing and reading one intermediate map. So each depthwise conv is one launch of
-  ``_dw_rows_kernel``, and ``_pw_gate_kernel`` runs the 1x1 on tensor cores (W1 @ s over
+  ``_dw_rows_kernel``, and ``_pw_kernel`` runs the 1x1 on tensor cores (W1 @ s over
   [channels, pixels] tiles) with its bias and the gating multiply (the attention map never
   reaches memory).
 - Every depthwise conv, forward or backward, goes through ONE core, ``_dw_row_block``: a block of
@@ -19,9 +19,10 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
   elementwise and reduced over the strip once per column. Per-program partials
   [taps + 1, C] are summed by ``_dw_wgrad_reduce_kernel`` into the gradients in the parameters'
   dtype (no atomics on hot addresses, no torch epilogue).
-- ``_pw_gate_bwd_kernel``: from the pre-1x1 map s, the input x and the output gradient g it
-  writes dx = g * t (t = W1 s + b1, recomputed), dt = g * x and ds = W1^T dt; the 1x1 weight
-  gradient dt^T s is one tensor-core matmul in torch.
+- The gate's backward is two launches of the same ``_pw_kernel``: from the pre-1x1 map s, the
+  input x and the output gradient g, dx = g * t (t = W1 s + b1, recomputed) and dt = g * x; then
+  ds = W1^T dt (W1 read transposed). The 1x1 weight gradient dt^T s is one tensor-core matmul
+  in torch.
 """
 from __future__ import annotations
 
@@ -34,29 +35,8 @@ import triton.language as tl
 from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate", "pw_gate_backward", "pw_gate_launch",
-           "pw_launch", "pw_weight", "wgrad_launches"]
-
-
-@triton.jit
-def _pixel_tile(tile, n_ptiles, H, W, BLOCK_P: tl.constexpr):
-    """Tile index -> (batch, pixel rows, pixel cols, valid mask) of a BLOCK_P-pixel tile. The batch
-    index is int64: batch offsets pass 2**31 elements on large inputs."""
-    offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-    return (tile // n_ptiles).to(tl.int64), offs_p // W, offs_p % W, offs_p < H * W
-
-
-@triton.jit
-def _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO: tl.constexpr, PRECISION: tl.constexpr):
-    """One output-channel block of the 1x1 conv: t = s @ W1[co, :]^T + b1 (fp32 [P, BLOCK_CO]);
-    also returns W1^T's block [CI, CO] (in s's dtype) and the block's channels and mask."""
-    offs_co = co0 + tl.arange(0, BLOCK_CO)
-    co_mask = offs_co < C
-    w1t = tl.load(W1 + offs_co[None, :] * C + offs_ci[:, None],
-                  mask=ci_mask[:, None] & co_mask[None, :], other=0.0).to(s.dtype)
-    t = tl.dot(s, w1t, input_precision=PRECISION)
-    t += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[None, :]
-    return t, w1t, offs_co, co_mask
+__all__ = ["PW_GATE", "PW_GATE_BWD", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate",
+           "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
 
 
 @triton.jit
@@ -131,90 +111,72 @@ def _dw_rows_kernel(
                  acc.to(Y.dtype.element_ty), mask=mr)
 
 
+# what the 1x1 kernel writes (its MODE)
+PW_GATE, PW_GATE_BWD, PW_PLAIN = 0, 1, 2
+
+
 @triton.jit
-def _pw_gate_kernel(
-    S, W1, B1, X, OUT,
+def _pixel_offsets(offs_p, W, sh, sw, FLAT: tl.constexpr):
+    """Offsets of pixels p = h * W + w; with FLAT (h stride = W * w stride) one multiply that
+    keeps NCHW rows' contiguity visible to the compiler."""
+    if FLAT:
+        return offs_p * sw
+    return (offs_p // W) * sh + (offs_p % W) * sw
+
+
+@triton.jit
+def _pw_kernel(
+    S, W1, B1, X, G, OUT, OUT2,
     ssb, ssc, ssh, ssw,
     sxb, sxc, sxh, sxw,
+    sgb, sgc, sgh, sgw,
     sob, soc, soh, sow,
-    C, H, W, HW, n_ptiles, n_coblocks,
-    FLAT: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr, NUM_STAGES: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
+    s2b, s2c, s2h, s2w,
+    swo, swi, C, H, W, HW, n_ptiles, n_coblocks,
+    MODE: tl.constexpr, FLAT: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    NUM_STAGES: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
 ):
-    """out = x * (W1 @ s + b1), the attention map never in memory: a [BLOCK_CO channels, BLOCK_P
-    pixels] tile per program, W1 [co, ci] @ s [ci, pixels] on tensor cores over a pipelined loop of
-    input-channel blocks. Pixels are the MMA's N, so no tile holds every channel of its pixels
-    (the [pixels, channels] tiles this replaced ran at 250-600 GB/s on 160-512 channels, probe76).
-    The co blocks of a pixel tile are neighbouring programs: they share its s in L2. With FLAT
-    the pixel p = h * W + w sits at p * (w stride) (NCHW and channels-last), which keeps NCHW
-    rows' contiguity visible to the compiler."""
+    """The LKA's 1x1 on tensor cores with its epilogue, the attention map never in memory:
+    t = W1 @ s (+ b1) over a [BLOCK_CO channels, BLOCK_P pixels] tile per program, a pipelined
+    loop over input-channel blocks (W1[o, i] at o * swo + i * swi, so W1^T is a stride swap). Then
+    MODE PW_GATE: out = x * t; PW_GATE_BWD: out = g * t (dx) and out2 = g * x (dt); PW_PLAIN:
+    out = t without bias (ds = W1^T dt). Pixels are the MMA's N, so no tile holds every channel of
+    its pixels (the [pixels, channels] tiles this replaced ran at 250-600 GB/s on 160-512 channels,
+    probe76); the co blocks of a pixel tile are neighbouring programs and share its s in L2."""
     pid = tl.program_id(0)
     tile = pid // n_coblocks
     offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
     b = (tile // n_ptiles).to(tl.int64)   # batch offsets pass 2**31 elements on large inputs
     p_mask = offs_p < HW   # HW passed on its own: Triton sees its divisibility, so NCHW loads vectorize
-    if FLAT:
-        s_pix, x_pix, o_pix = offs_p * ssw, offs_p * sxw, offs_p * sow
-    else:
-        ph, pw = offs_p // W, offs_p % W
-        s_pix, x_pix, o_pix = ph * ssh + pw * ssw, ph * sxh + pw * sxw, ph * soh + pw * sow
     offs_co = (pid % n_coblocks) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     co_mask = offs_co < C
     acc = tl.zeros([BLOCK_CO, BLOCK_P], dtype=tl.float32)
     for ci0 in tl.range(0, C, BLOCK_CI, num_stages=NUM_STAGES):
         offs_ci = ci0 + tl.arange(0, BLOCK_CI)
         ci_mask = offs_ci < C
-        w1 = tl.load(W1 + offs_co[:, None] * C + offs_ci[None, :], mask=co_mask[:, None] & ci_mask[None, :],
+        w1 = tl.load(W1 + offs_co[:, None] * swo + offs_ci[None, :] * swi, mask=co_mask[:, None] & ci_mask[None, :],
                      other=0.0)
-        s = tl.load(S + b * ssb + offs_ci[:, None] * ssc + s_pix[None, :], mask=ci_mask[:, None] & p_mask[None, :],
-                    other=0.0)
+        s = tl.load(S + b * ssb + offs_ci[:, None] * ssc + _pixel_offsets(offs_p, W, ssh, ssw, FLAT)[None, :],
+                    mask=ci_mask[:, None] & p_mask[None, :], other=0.0)
         if UPCAST:  # fp32 operands: exact dot (and the interpreter's bf16 dot is wrong)
             s = s.to(tl.float32)
         acc += tl.dot(w1.to(s.dtype), s, input_precision=PRECISION)
-    acc += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[:, None]
     m = co_mask[:, None] & p_mask[None, :]
-    u = tl.load(X + b * sxb + offs_co[:, None] * sxc + x_pix[None, :], mask=m, other=0.0).to(tl.float32)
-    tl.store(OUT + b * sob + offs_co[:, None] * soc + o_pix[None, :], (u * acc).to(OUT.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _pw_gate_bwd_kernel(
-    S, W1, B1, X, G, DX, DT, DS,
-    ssb, ssc, ssh, ssw,
-    sxb, sxc, sxh, sxw,
-    sgb, sgc, sgh, sgw,
-    sdxb, sdxc, sdxh, sdxw,
-    stb, stc, sth, stw,
-    sdsb, sdsc, sdsh, sdsw,
-    C, H, W, n_ptiles,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr,
-):
-    """Backward of out = x * (W1 s + b1): dx = g * t, dt = g * x, ds = W1^T dt."""
-    b, offs_h, offs_w, p_mask = _pixel_tile(tl.program_id(0), n_ptiles, H, W, BLOCK_P)
-    offs_ci = tl.arange(0, BLOCK_CI)
-    ci_mask = offs_ci < C
-    mi = p_mask[:, None] & ci_mask[None, :]
-    s = tl.load(S + b * ssb + offs_h[:, None] * ssh + offs_w[:, None] * ssw + offs_ci[None, :] * ssc,
-                mask=mi, other=0.0)
-    if UPCAST:
-        s = s.to(tl.float32)
-    ds = tl.zeros([BLOCK_P, BLOCK_CI], dtype=tl.float32)
-    for co0 in range(0, C, BLOCK_CO):
-        t, w1t, offs_co, co_mask = _pw_tile(s, W1, B1, offs_ci, ci_mask, co0, C, BLOCK_CO, PRECISION)
-        m = p_mask[:, None] & co_mask[None, :]
-        pix = offs_h[:, None] * sxh + offs_w[:, None] * sxw
-        u = tl.load(X + b * sxb + pix + offs_co[None, :] * sxc, mask=m, other=0.0).to(tl.float32)
-        g = tl.load(G + b * sgb + offs_h[:, None] * sgh + offs_w[:, None] * sgw + offs_co[None, :] * sgc,
-                    mask=m, other=0.0).to(tl.float32)
-        tl.store(DX + b * sdxb + offs_h[:, None] * sdxh + offs_w[:, None] * sdxw + offs_co[None, :] * sdxc,
-                 (g * t).to(DX.dtype.element_ty), mask=m)
-        dt = (g * u).to(s.dtype)
-        tl.store(DT + b * stb + offs_h[:, None] * sth + offs_w[:, None] * stw + offs_co[None, :] * stc,
-                 dt.to(DT.dtype.element_ty), mask=m)
-        ds += tl.dot(dt, tl.trans(w1t), input_precision=PRECISION)
-    tl.store(DS + b * sdsb + offs_h[:, None] * sdsh + offs_w[:, None] * sdsw + offs_ci[None, :] * sdsc,
-             ds.to(DS.dtype.element_ty), mask=mi)
+    out = OUT + b * sob + offs_co[:, None] * soc + _pixel_offsets(offs_p, W, soh, sow, FLAT)[None, :]
+    if MODE == 2:
+        tl.store(out, acc.to(OUT.dtype.element_ty), mask=m)
+    else:
+        acc += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[:, None]
+        u = tl.load(X + b * sxb + offs_co[:, None] * sxc + _pixel_offsets(offs_p, W, sxh, sxw, FLAT)[None, :], mask=m,
+                    other=0.0).to(tl.float32)
+        if MODE == 0:
+            tl.store(out, (u * acc).to(OUT.dtype.element_ty), mask=m)
+        else:
+            g = tl.load(G + b * sgb + offs_co[:, None] * sgc + _pixel_offsets(offs_p, W, sgh, sgw, FLAT)[None, :], mask=m,
+                        other=0.0).to(tl.float32)
+            tl.store(out, (g * acc).to(OUT.dtype.element_ty), mask=m)
+            tl.store(OUT2 + b * s2b + offs_co[:, None] * s2c + _pixel_offsets(offs_p, W, s2h, s2w, FLAT)[None, :],
+                     (g * u).to(OUT2.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -299,8 +261,7 @@ def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S
 # ----------------------------------------------------------------------------------- launchers
 
 _dw_rows = Launcher(_dw_rows_kernel)
-_pw_gate = Launcher(_pw_gate_kernel)
-_pw_gate_bwd = Launcher(_pw_gate_bwd_kernel)
+_pw = Launcher(_pw_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
 _dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
 
@@ -393,15 +354,15 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     return out
 
 
-def _pw_config(c: int, hw: int) -> tuple[int, int, int, int]:
-    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps) of the backward 1x1 + gate kernel.
-    Every input channel of a pixel is in one tile (the 1x1 contracts over them), so wide layers
-    take fewer pixels per tile."""
-    block_ci = max(16, next_power_of_2(c))
-    block_co = min(64, block_ci)
-    warps = 4 if block_ci <= 128 else 8
-    block_p = _interp_pixel_block(hw) if interpret_mode() else max(16, min(64, 8192 // block_ci))
-    return block_p, block_ci, block_co, warps
+def _pw_config(c: int, hw: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps, num_stages) of the 1x1 kernel: 64-channel blocks,
+    128 pixels (64 on maps of at most 64 pixels, half of a 128 tile would be masked); the best or
+    within 10% of it in a sweep of 13 tiles on both layouts and the bench's and VAN's shapes
+    (probe76)."""
+    block_c = min(64, max(16, next_power_of_2(c)))
+    if interpret_mode():
+        return _interp_pixel_block(hw), block_c, block_c, 4, 1
+    return (64 if hw <= 64 else 128), block_c, block_c, 4, 2
 
 
 def pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -413,42 +374,31 @@ def pw_weight(conv1_weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return conv1_weight.reshape(c, c).to(dtype).contiguous()
 
 
-def pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
+_NO_STRIDES = (0, 0, 0, 0)
+
+
+def pw_launch(shape: tuple[int, ...], dtype: torch.dtype, mode: int,
               strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
-    """(grid, trailing scalars, meta-parameters) of the backward 1x1 + gate (``strides`` of s, x,
-    grad, dx, dt, ds) on a [B, C, H, W] map of ``dtype``."""
+    """(grid, trailing scalars, meta-parameters) of a 1x1 launch (``_pw_kernel``) on a [B, C, H, W]
+    map of ``dtype``; ``strides`` of the tensors it reads and writes: PW_GATE (s, x, out),
+    PW_GATE_BWD (s, x, g, dx, dt), PW_PLAIN (dt, ds; the weight read transposed)."""
     bsz, c, h, w = shape
-    block_p, block_ci, block_co, warps = _pw_config(c, h * w)
-    upcast, precision = dot_precision(dtype)
-    n_ptiles = cdiv(h * w, block_p)
-    meta = dict(UPCAST=upcast, PRECISION=precision, BLOCK_P=block_p, BLOCK_CI=block_ci, BLOCK_CO=block_co,
-                num_warps=warps)
-    return (bsz * n_ptiles,), (*(n for st in strides for n in st), c, h, w, n_ptiles), meta
-
-
-def _pw_gate_config(c: int, hw: int) -> tuple[int, int, int, int, int]:
-    """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps, num_stages) of the forward 1x1 + gate: 64-channel
-    blocks, 128 pixels (64 on maps of at most 64 pixels, half of a 128 tile would be masked);
-    the best or within 10% of it in a sweep of 13 tiles on both layouts and the bench's and VAN's
-    shapes (probe76)."""
-    block_c = min(64, max(16, next_power_of_2(c)))
-    if interpret_mode():
-        return _interp_pixel_block(hw), block_c, block_c, 4, 1
-    return (64 if hw <= 64 else 128), block_c, block_c, 4, 2
-
-
-def pw_gate_launch(shape: tuple[int, ...], dtype: torch.dtype,
-                   strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
-    """(grid, trailing scalars, meta-parameters) of the forward 1x1 + gate on a [B, C, H, W] map
-    of ``dtype`` (``strides`` of s, x and out)."""
-    bsz, c, h, w = shape
-    block_p, block_ci, block_co, warps, stages = _pw_gate_config(c, h * w)
+    block_p, block_ci, block_co, warps, stages = _pw_config(c, h * w)
     upcast, precision = dot_precision(dtype)
     n_ptiles, n_coblocks = cdiv(h * w, block_p), cdiv(c, block_co)
     flat = all(st[2] == w * st[3] for st in strides)   # pixels flatten (NCHW, channels-last)
-    meta = dict(FLAT=flat, UPCAST=upcast, PRECISION=precision, NUM_STAGES=stages, BLOCK_P=block_p,
+    if mode == PW_GATE:
+        s_, x_, o_ = strides
+        full = (s_, x_, _NO_STRIDES, o_, _NO_STRIDES)
+    elif mode == PW_GATE_BWD:
+        full = strides
+    else:
+        s_, o_ = strides
+        full = (s_, _NO_STRIDES, _NO_STRIDES, o_, _NO_STRIDES)
+    w_strides = (1, c) if mode == PW_PLAIN else (c, 1)
+    meta = dict(MODE=mode, FLAT=flat, UPCAST=upcast, PRECISION=precision, NUM_STAGES=stages, BLOCK_P=block_p,
                 BLOCK_CI=block_ci, BLOCK_CO=block_co, num_warps=warps)
-    scalars = (*(n for st in strides for n in st), c, h, w, h * w, n_ptiles, n_coblocks)
+    scalars = (*(n for st in full for n in st), *w_strides, c, h, w, h * w, n_ptiles, n_coblocks)
     return (bsz * n_ptiles * n_coblocks,), scalars, meta
 
 
@@ -458,15 +408,16 @@ def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tenso
     w1 = pw_weight(conv1_weight, x.dtype)
     if out is None:
         out = torch.empty_like(x)
-    grid, scalars, meta = pw_gate_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), out.stride()))
-    _pw_gate[grid](s, w1, conv1_bias, x, out, *scalars, **meta)
+    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, PW_GATE, (s.stride(), x.stride(), out.stride()))
+    _pw[grid](s, w1, conv1_bias, x, s, out, out, *scalars, **meta)
     return out
 
 
 def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tensor,
                      x: torch.Tensor, grad: torch.Tensor, dx: torch.Tensor | None = None,
                      dt: torch.Tensor | None = None, ds: torch.Tensor | None = None):
-    """Backward of out = x * (W1 s + b1). Returns (dx = g*t, dt = g*x, ds = W1^T dt), [B, C, H, W] each.
+    """Backward of out = x * (W1 s + b1). Returns (dx = g*t, dt = g*x, ds = W1^T dt), [B, C, H, W] each:
+    two launches of the 1x1 kernel (ds needs every output channel of dt, which no tile holds).
 
     ``dt`` is allocated channels-last so ``dt^T s`` (the 1x1 weight gradient) is a plain matmul.
     """
@@ -474,9 +425,12 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     dx = torch.empty_like(x) if dx is None else dx
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
-    grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, (s.stride(), x.stride(), grad.stride(), dx.stride(),
-                                                              dt.stride(), ds.stride()))
-    _pw_gate_bwd[grid](s, w1, conv1_bias, x, grad, dx, dt, ds, *scalars, **meta)
+    shape = tuple(x.shape)
+    grid, scalars, meta = pw_launch(shape, x.dtype, PW_GATE_BWD,
+                                    (s.stride(), x.stride(), grad.stride(), dx.stride(), dt.stride()))
+    _pw[grid](s, w1, conv1_bias, x, grad, dx, dt, *scalars, **meta)
+    grid, scalars, meta = pw_launch(shape, x.dtype, PW_PLAIN, (dt.stride(), ds.stride()))
+    _pw[grid](dt, w1, conv1_bias, dt, dt, ds, ds, *scalars, **meta)
     return dx, dt, ds
 
 

@@ -195,7 +195,7 @@ def test_pw_gate_channel_blocks(device, monkeypatch, layout, gpu_rule):
         if layout == "row_view":
             s, x, o = s[..., :w], x[..., :w], o[..., :w]
         strides = (s.stride(), x.stride(), o.stride())
-        assert L.pw_gate_launch((2, c, h, w), dtype, strides)[2]["FLAT"] == (layout != "row_view")
+        assert L.pw_launch((2, c, h, w), dtype, L.PW_GATE, strides)[2]["FLAT"] == (layout != "row_view")
         w1 = randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5
         b1 = randn(c, dtype=dtype, device=device, gen=gen)
         pw_gate(s, w1, b1, x, out=o)
