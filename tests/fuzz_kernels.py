@@ -193,7 +193,8 @@ def fuzz_lka(seed: int, big: bool) -> None:
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     top = 40 if big or DEVICE == "cuda" else 14
-    b, c, h, w = rng.randint(1, 2), rng.choice([1, 3, 8, 17, 24, 64]), rng.randint(1, top), rng.randint(1, top)
+    # 80 channels: two channel blocks of the 1x1 kernel, the second partly masked
+    b, c, h, w = rng.randint(1, 2), rng.choice([1, 3, 8, 17, 24, 64, 80]), rng.randint(1, top), rng.randint(1, top)
     dtype = rng.choice(kernel_dtypes())
     fmt = rng.choice([torch.contiguous_format, torch.channels_last])
     kind, fn, params = _lka_case(rng, gen, c)
