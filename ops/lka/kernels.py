@@ -163,13 +163,13 @@ def _pw_kernel(
         acc += tl.dot(w1.to(s.dtype), s, input_precision=PRECISION)
     m = co_mask[:, None] & p_mask[None, :]
     out = OUT + b * sob + offs_co[:, None] * soc + _pixel_offsets(offs_p, W, soh, sow, FLAT)[None, :]
-    if MODE == 2:
+    if MODE == 2:   # PW_PLAIN
         tl.store(out, acc.to(OUT.dtype.element_ty), mask=m)
     else:
         acc += tl.load(B1 + offs_co, mask=co_mask, other=0.0).to(tl.float32)[:, None]
         u = tl.load(X + b * sxb + offs_co[:, None] * sxc + _pixel_offsets(offs_p, W, sxh, sxw, FLAT)[None, :], mask=m,
                     other=0.0).to(tl.float32)
-        if MODE == 0:
+        if MODE == 0:   # PW_GATE
             tl.store(out, (u * acc).to(OUT.dtype.element_ty), mask=m)
         else:
             g = tl.load(G + b * sgb + offs_co[:, None] * sgc + _pixel_offsets(offs_p, W, sgh, sgw, FLAT)[None, :], mask=m,
