@@ -27,8 +27,9 @@ import triton
 import triton.language as tl
 
 import ops
-from ops.lka import large_kernel_attention_reference
 from ops.common import interpret_mode
+from ops.lka import large_kernel_attention_reference
+from lka_case import BENCH, lka_params
 
 
 @triton.jit
@@ -162,12 +163,10 @@ def bench():
     from triton.testing import do_bench
     from ops.lka.kernels import dw_conv
     torch.manual_seed(0)
-    for b, c, s in [(64, 64, 56), (64, 128, 28), (16, 64, 128)]:
+    for b, c, s in BENCH:
         x = torch.randn(b, c, s, s, device="cuda", dtype=torch.bfloat16)
         xcl = x.contiguous(memory_format=torch.channels_last)
-        p = [torch.randn(c, 1, 5, 5, device="cuda") * 0.2, torch.randn(c, device="cuda"),
-             torch.randn(c, 1, 7, 7, device="cuda") * 0.1, torch.randn(c, device="cuda"),
-             torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5, torch.randn(c, device="cuda")]
+        p = lka_params(c)
         ref = large_kernel_attention_reference(x.float(), *p)
         row = [f"B{b} C{c} {s}x{s}:"]
         for name, k, d, wt, bias in (("5x5", 5, 1, p[0], p[1]), ("7x7d3", 7, 3, p[2], p[3])):

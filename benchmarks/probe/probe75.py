@@ -23,6 +23,7 @@ import triton.language as tl
 import ops
 from ops.common import interpret_mode
 from ops.lka import large_kernel_attention_reference
+from lka_case import BENCH, lka_params
 from probe74 import toeplitz
 
 
@@ -149,12 +150,10 @@ def bench():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     torch.manual_seed(0)
     t_ = lambda fn: do_bench(fn, warmup=10, rep=50) * 1e3
-    for b, c, s in [(64, 64, 56), (64, 128, 28), (16, 64, 128)]:
+    for b, c, s in BENCH:
         x = torch.randn(b, c, s, s, device="cuda", dtype=torch.bfloat16)
         xcl = x.contiguous(memory_format=torch.channels_last)
-        p = [torch.randn(c, 1, 5, 5, device="cuda") * 0.2, torch.randn(c, device="cuda"),
-             torch.randn(c, 1, 7, 7, device="cuda") * 0.1, torch.randn(c, device="cuda"),
-             torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5, torch.randn(c, device="cuda")]
+        p = lka_params(c)
         ref = large_kernel_attention_reference(x.float(), *p)
         print(f"B{b} C{c} {s}x{s}: copy NCHW->CL {t_(lambda: xcl.copy_(x)):.1f} us", flush=True)
         best = {}

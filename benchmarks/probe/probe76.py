@@ -27,7 +27,7 @@ import ops
 from ops.common import dot_precision, interpret_mode
 from ops.common.tuning import cdiv, next_power_of_2
 from ops.lka.kernels import _interp_pixel_block, pw_gate, pw_gate_backward, pw_weight
-from lka_case import BENCH, VAN, us
+from lka_case import BENCH, VAN, lka_params, us
 
 
 # ops' 1x1 + gate forward and backward up to session 30 (151d663), with their helpers and launch rule
@@ -332,9 +332,7 @@ def lka_graphs(rounds=3):
         for layout in ("CL", "NCHW"):
             fmt = torch.channels_last if layout == "CL" else torch.contiguous_format
             x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=fmt)
-            p = [torch.randn(c, 1, 5, 5, device="cuda") * 0.2, torch.randn(c, device="cuda"),
-                 torch.randn(c, 1, 7, 7, device="cuda") * 0.1, torch.randn(c, device="cuda"),
-                 torch.randn(c, c, 1, 1, device="cuda") * c ** -0.5, torch.randn(c, device="cuda")]
+            p = lka_params(c)
             wq = pw_weight(p[4], x.dtype)
             xc = x.contiguous(memory_format=torch.channels_last)
             a, sm, out = (torch.empty_like(xc) for _ in range(3))
