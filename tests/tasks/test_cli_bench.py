@@ -168,3 +168,15 @@ def test_models_suite_trains_a_segmentation_network_at_height_x_width(monkeypatc
     only = run_suite("models", "cpu", torch.float32, rep_ms=1, warmup_ms=1, model=["bevanet_s"], batch_size=1,
                      img_size=(64, 64), modes=["infer"])   # --modes infer: batch 1 (no train-mode BatchNorm)
     assert {r["mode"] for r in only["results"]} == {"infer"} and all(r["median_ms"] for r in only["results"])
+
+
+def test_with_graphs_adds_a_graph_row_per_implementation_on_cuda_only():
+    """Suites time each implementation eagerly and, on CUDA, replayed from a CUDA graph (captured
+    lazily at its first call, so building the rows needs no GPU)."""
+    from tasks.bench.suites.peers import CUDAGraphed, with_graphs
+
+    impls = {"foveal": lambda: 1, "cudnn nchw": lambda: 2}
+    assert with_graphs(impls, "cpu") == impls
+    rows = with_graphs(impls, "cuda")
+    assert list(rows) == ["foveal", "cudnn nchw", "foveal (CUDA graph)", "cudnn nchw (CUDA graph)"]
+    assert isinstance(rows["foveal (CUDA graph)"], CUDAGraphed) and rows["foveal (CUDA graph)"].fn is impls["foveal"]

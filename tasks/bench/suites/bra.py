@@ -15,7 +15,7 @@ import ops
 from ops.routing import region_routing, routing_attention_reference
 
 from ..runner import Case, register_suite
-from .peers import CUDAGraphed
+from .peers import with_graphs
 
 # (batch, size, channels, n_win, topk): BiFormer stages 1-3 at 224 (n_win 7) and a
 # segmentation-size stage-2 map (128x128 divides by n_win 8, regions of 16x16 tokens).
@@ -41,12 +41,6 @@ def _fwd_bwd(fn, q, k, v, grad, *args):
     return call
 
 
-def _with_graphs(impls: dict, device: str) -> dict:
-    if device != "cuda":
-        return impls
-    return {**impls, **{f"{name} (CUDA graph)": CUDAGraphed(fn) for name, fn in impls.items()}}
-
-
 @register_suite("bra")
 def bra_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
     cases = []
@@ -66,13 +60,13 @@ def bra_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                  "gather (official)": lambda q=q, k=k, v=v, a=args: _gather(q, k, v, *a)}
         cases.append(Case(
             name=f"bra fwd B{batch} {size}x{size} C{channels} topk{topk}", shapes=shapes,
-            impls=_with_graphs(impls, device), flops=fwd_flops, bytes=in_bytes * 4 / 3,
+            impls=with_graphs(impls, device), flops=fwd_flops, bytes=in_bytes * 4 / 3,
             notes=dict(notes, direction="forward")))
         qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
         impls = {"foveal": _fwd_bwd(_fused, qg, kg, vg, g, *args),
                  "gather (official)": _fwd_bwd(_gather, qg, kg, vg, g, *args)}
         cases.append(Case(
             name=f"bra fwd+bwd B{batch} {size}x{size} C{channels} topk{topk}", shapes=shapes,
-            impls=_with_graphs(impls, device), flops=3.5 * fwd_flops, bytes=in_bytes * 8 / 3,
+            impls=with_graphs(impls, device), flops=3.5 * fwd_flops, bytes=in_bytes * 8 / 3,
             notes=dict(notes, direction="forward+backward")))
     return cases

@@ -3,7 +3,9 @@
 Peers are ``x * conv1(conv_spatial(conv0(x)))`` with ``F.conv2d`` (cuDNN) on NCHW and on
 channels-last inputs; foveal runs on the case's layout. GB/s is on ideal bytes: forward reads
 x and writes the output once (2 maps); forward+backward adds reading x and the output gradient
-and writing dx (5 maps); weights are negligible.
+and writing dx (5 maps); weights are negligible. On CUDA every implementation also runs replayed
+from a CUDA graph ("... (CUDA graph)" rows): an eager LKA call is often bound by the CPU that
+issues it (0.08-0.2 ms forward, ~1 ms forward+backward), the graphs show the GPU work alone.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 import ops
 
 from ..runner import Case, register_suite
+from .peers import with_graphs
 
 # (batch, channels, size): VAN stage 1 and 2 at 224, and a segmentation-size stage-1 map.
 GPU_CASES = [(64, 64, 56), (64, 128, 28), (16, 64, 128)]
@@ -59,7 +62,8 @@ def lka_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
                      for name, (xx, _) in layouts.items()}
             cases.append(Case(
                 name=f"lka fwd {layout} B{batch} C{c} {size}x{size}", shapes=dict(shapes, layout=layout),
-                impls={"foveal": lambda x=x, params=params: ops.large_kernel_attention(x, *params), **cudnn},
+                impls=with_graphs({"foveal": lambda x=x, params=params: ops.large_kernel_attention(x, *params),
+                                   **cudnn}, device),
                 flops=fwd_flops, bytes=2.0 * map_bytes, items=batch,
                 notes={"direction": "forward", "ideal_bytes": "read x + write out"}))
             pg = [p.clone().requires_grad_(True) for p in params]
@@ -68,6 +72,6 @@ def lka_suite(device: str, dtype: torch.dtype, **options) -> list[Case]:
             impls.update({f"cudnn {name}": _fwd_bwd(_cudnn, xg[name], pg, layouts[name][1]) for name in layouts})
             cases.append(Case(
                 name=f"lka fwd+bwd {layout} B{batch} C{c} {size}x{size}", shapes=dict(shapes, layout=layout),
-                impls=impls, flops=3.0 * fwd_flops, bytes=5.0 * map_bytes, items=batch,
+                impls=with_graphs(impls, device), flops=3.0 * fwd_flops, bytes=5.0 * map_bytes, items=batch,
                 notes={"direction": "forward+backward", "ideal_bytes": "fwd 2 maps + read x, g, write dx"}))
     return cases

@@ -1,5 +1,5 @@
 """Peer implementations that several suites time against (dense SDPA backends and FlexAttention),
-and the forward+backward wrapper the attention suites time them with."""
+the forward+backward wrapper the attention suites time them with, and CUDA-graph replays."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -77,6 +77,13 @@ class CUDAGraphed:
                 self.output = self.fn()
         self.graph.replay()
         return self.output
+
+
+def with_graphs(impls: dict, device: str) -> dict:
+    """``impls`` plus, on CUDA, each replayed from a CUDA graph ("<name> (CUDA graph)" rows)."""
+    if device != "cuda":
+        return impls
+    return {**impls, **{f"{name} (CUDA graph)": CUDAGraphed(fn) for name, fn in impls.items()}}
 
 
 def with_backward(fn: Callable[[], torch.Tensor], inputs, grad: torch.Tensor) -> Callable[[], None]:
