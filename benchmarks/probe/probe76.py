@@ -8,7 +8,8 @@ swept on both layouts against the current kernel's tiles, on the bench's and VAN
 weights are cast once outside the timed calls for both (``pw_weight``).
 
 Session 31 made this orientation ops' 1x1 kernel, forward and backward (``_pw_kernel``, rule
-``_pw_config``); the kernels it replaced are kept here (``_pw_gate_old_kernel``,
+``_pw_config``); the sweep now runs that kernel with its tiles overridden (``pw_gate_t``; the
+recorded sweep, at 32f34c4, ran its prototype on a 2-D grid). The kernels it replaced are kept here (``_pw_gate_old_kernel``,
 ``_pw_gate_bwd_old_kernel``, with their helpers and launch rule). ``--ab`` times old and new
 forwards at their rules, alternating, in one process, ``--ab-bwd`` the backwards (one launch
 against two), ``--lka`` the LKA forward with each gate, replayed from CUDA graphs.
@@ -26,7 +27,8 @@ import triton.language as tl
 import ops
 from ops.common import dot_precision, interpret_mode
 from ops.common.tuning import cdiv, next_power_of_2
-from ops.lka.kernels import _interp_pixel_block, pw_gate, pw_gate_backward, pw_weight
+from ops.lka.kernels import (PW_GATE, _interp_pixel_block, _pw_kernel, pw_gate, pw_gate_backward, pw_launch,
+                             pw_weight)
 from lka_case import BENCH, VAN, lka_params, us
 
 
@@ -77,33 +79,6 @@ def _pw_gate_old_kernel(
                     mask=m, other=0.0).to(tl.float32)
         tl.store(OUT + b * sob + offs_h[:, None] * soh + offs_w[:, None] * sow + offs_co[None, :] * soc,
                  (u * t).to(OUT.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _pw_gate_t_kernel(S, W1, B1, X, OUT, ssb, ssc, ssp, sxb, sxc, sxp, sob, soc, sop, C, HW, n_pt,
-                      UPCAST: tl.constexpr, NS: tl.constexpr, BP: tl.constexpr, BCO: tl.constexpr,
-                      BCI: tl.constexpr):
-    """out[b, co, p] = x[b, co, p] * (sum_ci W1[co, ci] s[b, ci, p] + b1[co]); p = h * W + w indexes
-    both layouts (stride ssp per pixel)."""
-    b = (tl.program_id(0) // n_pt).to(tl.int64)
-    p = (tl.program_id(0) % n_pt) * BP + tl.arange(0, BP)
-    pm = p < HW
-    co = tl.program_id(1) * BCO + tl.arange(0, BCO)
-    com = co < C
-    acc = tl.zeros([BCO, BP], dtype=tl.float32)
-    for ci0 in tl.range(0, C, BCI, num_stages=NS):
-        ci = ci0 + tl.arange(0, BCI)
-        cim = ci < C
-        w = tl.load(W1 + co[:, None] * C + ci[None, :], mask=com[:, None] & cim[None, :], other=0.0)
-        s = tl.load(S + b * ssb + ci[:, None] * ssc + p[None, :] * ssp, mask=cim[:, None] & pm[None, :], other=0.0)
-        if UPCAST:
-            acc += tl.dot(w.to(tl.float32), s.to(tl.float32), input_precision="ieee")
-        else:
-            acc += tl.dot(w, s)
-    acc += tl.load(B1 + co, mask=com, other=0.0).to(tl.float32)[:, None]
-    m = com[:, None] & pm[None, :]
-    u = tl.load(X + b * sxb + co[:, None] * sxc + p[None, :] * sxp, mask=m, other=0.0).to(tl.float32)
-    tl.store(OUT + b * sob + co[:, None] * soc + p[None, :] * sop, (u * acc).to(OUT.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -171,17 +146,16 @@ def old_pw_launch(shape: tuple[int, ...], dtype: torch.dtype,
 
 
 def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None):
-    """w1: [C, C] in x's dtype (pw_weight)."""
+    """ops' 1x1 + gate (``_pw_kernel``, PW_GATE) with its tiles overridden; w1: [C, C] in x's dtype
+    (pw_weight). (Session 31's sweep ran this orientation's prototype, a 2-D grid of the same
+    loop, at 32f34c4.)"""
     bsz, c, h, w = x.shape
     out = torch.empty_like(x) if out is None else out
-    for t in (s, x, out):
-        assert t.stride(2) == w * t.stride(3), "pixels must flatten"
-    n_pt = triton.cdiv(h * w, bp)
     bco, bci = min(bco, max(16, triton.next_power_of_2(c))), min(bci, max(16, triton.next_power_of_2(c)))
-    _pw_gate_t_kernel[(bsz * n_pt, triton.cdiv(c, bco))](
-        s, w1, b1, x, out, s.stride(0), s.stride(1), s.stride(3), x.stride(0), x.stride(1), x.stride(3),
-        out.stride(0), out.stride(1), out.stride(3), c, h * w, n_pt,
-        UPCAST=interpret_mode() and x.dtype == torch.bfloat16, NS=stages, BP=bp, BCO=bco, BCI=bci, num_warps=warps)
+    _, scalars, meta = pw_launch(tuple(x.shape), x.dtype, PW_GATE, (s.stride(), x.stride(), out.stride()))
+    n_pt, n_co = triton.cdiv(h * w, bp), triton.cdiv(c, bco)
+    meta.update(BLOCK_P=bp, BLOCK_CO=bco, BLOCK_CI=bci, NUM_STAGES=stages, num_warps=warps)
+    _pw_kernel[(bsz * n_pt * n_co,)](s, w1, b1, x, s, out, out, *scalars[:-2], n_pt, n_co, **meta)
     return out
 
 
