@@ -9,10 +9,11 @@ weights are cast once outside the timed calls for both (``pw_weight``).
 
 Session 31 made this orientation ops' 1x1 kernel, forward and backward (``_pw_kernel``, rule
 ``_pw_config``); the sweep now runs that kernel with its tiles overridden (``pw_gate_t``; the
-recorded sweep, at 32f34c4, ran its prototype on a 2-D grid). The kernels it replaced are kept here (``_pw_gate_old_kernel``,
-``_pw_gate_bwd_old_kernel``, with their helpers and launch rule). ``--ab`` times old and new
-forwards at their rules, alternating, in one process, ``--ab-bwd`` the backwards (one launch
-against two), ``--lka`` the LKA forward with each gate, replayed from CUDA graphs.
+recorded sweep, at 32f34c4, ran its prototype on a 2-D grid). The kernels it replaced are kept
+here (``_pw_gate_old_kernel``, ``_pw_gate_bwd_old_kernel``, with their helpers and launch rule).
+``--ab`` times old and new forwards at their rules, alternating, in one process, ``--ab-bwd``
+the backwards (one launch against two), ``--lka`` the LKA forward with each gate, replayed from
+CUDA graphs.
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py [--ab | --ab-bwd | --lka]
     TRITON_INTERPRET=1 PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe76.py --check
