@@ -36,7 +36,7 @@ WARPS = [2, 4, 8]
 
 def launch(x, w, b, y, shape, k, d, rows=None, bw=None, bc=None, warps=None):
     cl = x.stride()
-    grid, scalars, meta = dw_launch(shape, k, d, False, True, False, (cl, cl, cl))
+    grid, scalars, meta = dw_launch(shape, x.dtype, k, d, False, True, False, (cl, cl, cl))
     if rows is not None:
         bsz, c, h, wd = shape
         n_rblocks = -(-(-(-h // d)) // rows)

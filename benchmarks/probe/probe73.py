@@ -30,7 +30,7 @@ def launches(g, x, part, dw, db, shape, rows=None, bw=None, bc=None, warps=None,
     """(partials, reduction) launch closures for the rule (no overrides) or a given config."""
     b, c, h, w = shape
     nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta) = L.wgrad_launches(
-        shape, (3, 3), 1, (g.stride(), x.stride()), x.device.index)
+        shape, x.dtype, (3, 3), 1, (g.stride(), x.stride()), x.device.index)
     if rows is not None:
         n_rblocks, n_strips = -(-h // rows), -(-w // bw)
         total = b * n_rblocks * n_strips

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -70,16 +71,19 @@ def report(label: str, fn, consts: dict, num_warps: int, num_stages: int = 3) ->
 
 
 if __name__ == "__main__":
+    L._sm_count = lambda index: 132   # the H200's, for the weight gradient's split rule
     # the launch configurations of ops/lka/kernels.py for VAN-b2's stage 1 and 2 maps (C = 64 / 128)
     for c, hw in ((64, 56), (128, 28)):
         for kh, dil, flip, res in [(5, 1, False, False), (7, 3, False, False), (7, 3, True, True)]:
-            rows, bw, bc, warps = L._rows_config(c, hw, hw, dil, max_rows=12)
-            report(f"dw_rows {kh}x{kh} d{dil} flip={flip} res={res} R{rows} W{bw} C{bc}", L._dw_rows_kernel,
-                   dict(sxc=1, src=1, syc=1, KH=kh, KW=kh, DIL=dil, FLIP=flip, HAS_BIAS=not flip, HAS_RES=res,
-                        ROWS=rows, BLOCK_W=bw, BLOCK_C=bc), warps)
-            rows, bw, bc, warps = L._rows_config(c, hw, hw, dil, max_rows=8)
-            report(f"dw_wgrad {kh}x{kh} d{dil} R{rows} W{bw} C{bc}", L._dw_wgrad_kernel,
-                   dict(sgc=1, sxc=1, KH=kh, KW=kh, DIL=dil, ROWS=rows, BLOCK_W=bw, BLOCK_C=bc), warps)
+            shape, cl = (128, c, hw, hw), (c * hw * hw, 1, hw * c, c)
+            _, _, meta = L.dw_launch(shape, torch.bfloat16, (kh, kh), dil, flip, not flip, res, (cl, cl, cl))
+            warps = meta.pop("num_warps")
+            report(f"dw_rows {kh}x{kh} d{dil} flip={flip} res={res} R{meta['ROWS']} W{meta['BLOCK_W']} "
+                   f"C{meta['BLOCK_C']}", L._dw_rows_kernel, dict(sxc=1, src=1, syc=1, swt=1, **meta), warps)
+            _, (_, _, meta), _ = L.wgrad_launches(shape, torch.bfloat16, (kh, kh), dil, (cl, cl), None)
+            warps = meta.pop("num_warps")
+            report(f"dw_wgrad {kh}x{kh} d{dil} R{meta['ROWS']} W{meta['BLOCK_W']} C{meta['BLOCK_C']}",
+                   L._dw_wgrad_kernel, dict(sgc=1, sxc=1, **meta), warps)
         bp, bci, bco, warps, stages = L._pw_config(c, hw * hw)
         for mode, name in ((L.PW_GATE, "pw gate"), (L.PW_GATE_BWD, "pw gate backward (dx, dt)"),
                            (L.PW_PLAIN, "pw plain (ds)")):

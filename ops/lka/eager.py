@@ -59,14 +59,14 @@ class _ConvLaunches:
         cl = _channels_last_strides(shape)
         # no residual on the forward: its pointer is the output's
         self.conv = _bind(_dw_rows, "dw", (dtype, w_dtype, b_dtype, dtype, dtype), device,
-                          dw_launch(shape, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
-        nsplit, partials, reduction = wgrad_launches(shape, kernel, dilation, (cl, cl), device)
+                          dw_launch(shape, dtype, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
+        nsplit, partials, reduction = wgrad_launches(shape, dtype, kernel, dilation, (cl, cl), device)
         self.partials = _bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials)
         self.reduction = _bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, w_dtype, b_dtype), device,
                                reduction)
         self.part_numel = nsplit * (kernel[0] * kernel[1] + 1) * shape[1]
         self.flip = _bind(_dw_rows, "dw", (dtype, w_dtype, w_dtype, dtype, dtype), device,
-                          dw_launch(shape, kernel, dilation, True, False, flip_residual, (cl, cl, cl)))
+                          dw_launch(shape, dtype, kernel, dilation, True, False, flip_residual, (cl, cl, cl)))
 
 
 def _channels_last_map(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -40,8 +40,19 @@ __all__ = ["PW_GATE", "PW_GATE_BWD", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad
 
 
 @triton.jit
-def _dw_row_block(x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
-                  KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+def _to_f32(x, PACKED: tl.constexpr):
+    """bf16 -> fp32. PACKED (bf16 on the GPU): two elements per 32-bit register, one shift or mask
+    each, where the compiler's conversion spends a byte permute and a shift on the upper half."""
+    if PACKED:
+        return tl.inline_asm_elementwise("shl.b32 $0, $2, 16;\n\tand.b32 $1, $2, 0xffff0000;", "=r,=r,r", [x],
+                                         dtype=tl.float32, is_pure=True, pack=2)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _dw_row_block(x_base, sxh, sxw, w_ptr, swc, swt, offs_w, offs_c, c_mask, phase, m0, H, W,
+                  KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr, PACKED: tl.constexpr,
                   ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
     input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip -> a tuple of
@@ -62,10 +73,10 @@ def _dw_row_block(x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H,
                 tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
             else:
                 tap = kh * KW + kw
-            ws = ws + (tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
+            ws = ws + (tl.load(w_ptr + offs_c * swc + tap * swt, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
         for j in tl.static_range(ROWS + KH - 1):
             row = phase + DIL * (m0 + j - HALF)
-            xv = tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0).to(tl.float32)
+            xv = _to_f32(tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0), PACKED)
             for kh in tl.static_range(KH):
                 if j - kh >= 0 and j - kh < ROWS:
                     accs = accs[:j - kh] + (accs[j - kh] + xv * ws[kh],) + accs[j - kh + 1:]
@@ -78,9 +89,10 @@ def _dw_rows_kernel(
     sxb, sxc, sxh, sxw,
     srb, src, srh, srw,
     syb, syc, syh, syw,
+    swc, swt,
     C, H, W, n_rblocks,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r): one program per (batch item, dilation phase, block
@@ -92,9 +104,12 @@ def _dw_rows_kernel(
     m0 = ((pid % per_b) // DIL) * ROWS
     offs_w = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = offs_c < C
-    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
-                         phase, m0, H, W, KH, KW, DIL, FLIP, ROWS, BLOCK_W, BLOCK_C)
+    if EVEN_C:
+        c_mask = tl.full([BLOCK_C], True, tl.int1)
+    else:
+        c_mask = offs_c < C
+    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, swc, swt, offs_w, offs_c, c_mask,
+                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
     m = (offs_w < W)[:, None] & c_mask[None, :]
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
@@ -185,7 +200,7 @@ def _dw_wgrad_kernel(
     sgb, sgc, sgh, sgw,
     sxb, sxc, sxh, sxw,
     C, H, W, n_rblocks, n_strips, total, per_split,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, PACKED: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """PART[split, tap, c] = sum over this split's items of dy[c, p] * x[c, p + offset(tap)]; row
@@ -223,13 +238,13 @@ def _dw_wgrad_kernel(
             dys = ()
             for r in tl.static_range(ROWS):
                 row = phase + DIL * (m0 + r)
-                dys = dys + (tl.load(g_col + row * sgh, mask=mg & (row < H), other=0.0).to(tl.float32),)
+                dys = dys + (_to_f32(tl.load(g_col + row * sgh, mask=mg & (row < H), other=0.0), PACKED),)
             if kw == 0:
                 for r in tl.static_range(ROWS):
                     bias += dys[r]
             for j in tl.static_range(ROWS + KH - 1):
                 row = phase + DIL * (m0 + j - HALF)
-                xv = tl.load(x_col + row * sxh, mask=mx & (row >= 0) & (row < H), other=0.0).to(tl.float32)
+                xv = _to_f32(tl.load(x_col + row * sxh, mask=mx & (row >= 0) & (row < H), other=0.0), PACKED)
                 for kh in tl.static_range(KH):
                     if j - kh >= 0 and j - kh < ROWS:
                         prods = prods[:kh] + (prods[kh] + dys[j - kh] * xv,) + prods[kh + 1:]
@@ -316,11 +331,19 @@ def _small_kernel_config(c: int, h: int, w: int) -> tuple[int, int, int, int]:
     return cdiv(h, cdiv(h, 8)), block_w, block_c, warps
 
 
-def dw_launch(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: int, flip: bool, has_bias: bool,
-              has_res: bool, strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+def _packed(dtype: torch.dtype) -> bool:
+    """Whether the depthwise kernels convert bf16 maps to fp32 two elements at a time (``_to_f32``;
+    inline PTX, which the interpreter cannot run)."""
+    return dtype == torch.bfloat16 and not interpret_mode()
+
+
+def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int, flip: bool,
+              has_bias: bool, has_res: bool, strides: tuple[tuple[int, ...], ...],
+              weight_strides: tuple[int, int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """(grid, trailing scalars, meta-parameters) of one ``_dw_rows_kernel`` launch on a [B, C, H, W]
-    map; ``strides``: those of x, of the residual (the output's when there is none) and of the
-    output. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12
+    map of ``dtype``; ``strides``: those of x, of the residual (the output's when there is none) and
+    of the output; ``weight_strides``: (channel, tap) strides of the weight, (kh * kw, 1) for a
+    contiguous [C, 1, kh, kw] one by default. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12
     against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
     3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
     bsz, c, h, w = shape
@@ -331,8 +354,10 @@ def dw_launch(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: in
     n_rblocks = cdiv(cdiv(h, dilation), rows)
     grid = (bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))
     meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,
-                ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
-    return grid, (*strides[0], *strides[1], *strides[2], c, h, w, n_rblocks), meta
+                PACKED=_packed(dtype), EVEN_C=c % block_c == 0, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c,
+                num_warps=warps)
+    w_strides = weight_strides or (kernel_size[0] * kernel_size[1], 1)
+    return grid, (*strides[0], *strides[1], *strides[2], *w_strides, c, h, w, n_rblocks), meta
 
 
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
@@ -348,8 +373,8 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    grid, scalars, meta = dw_launch(tuple(x.shape), tuple(weight.shape[-2:]), dilation, flip, bias is not None,
-                                    residual is not None, (x.stride(), res.stride(), out.stride()))
+    grid, scalars, meta = dw_launch(tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, flip,
+                                    bias is not None, residual is not None, (x.stride(), res.stride(), out.stride()))
     _dw_rows[grid](x, weight, bias if bias is not None else weight, res, out, *scalars, **meta)
     return out
 
@@ -454,10 +479,10 @@ def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device_index: in
     return cdiv(total, per_split), per_split
 
 
-def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilation: int,
+def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
                    strides: tuple[tuple[int, ...], ...], device_index: int | None):
-    """The two launches of a depthwise conv's weight and bias gradient on a [B, C, H, W] map
-    (``strides`` of dy and x): (nsplit, per-split partials (grid, scalars, meta), reduction (grid,
+    """The two launches of a depthwise conv's weight and bias gradient on a [B, C, H, W] map of
+    ``dtype`` (``strides`` of dy and x): (nsplit, per-split partials (grid, scalars, meta), reduction (grid,
     scalars, meta)); the partials are fp32 [nsplit, taps + 1, C].
 
     Maps of 28x28 pixels and more take items of up to 12 rows and >= 1024 pixels per split, smaller
@@ -485,7 +510,8 @@ def wgrad_launches(shape: tuple[int, ...], kernel_size: tuple[int, int], dilatio
     n_cblocks = cdiv(c, block_c)
     nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, min_pixels)
     partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
-                dict(KH=kh, KW=kw, DIL=dilation, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps))
+                dict(KH=kh, KW=kw, DIL=dilation, PACKED=_packed(dtype), ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c,
+                     num_warps=warps))
     block_rc = min(64, max(16, next_power_of_2(c)))
     reduction = ((taps + 1, cdiv(c, block_rc)), (nsplit, c), dict(TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
     return nsplit, partials, reduction
@@ -503,7 +529,7 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     c = x.shape[1]
     kh, kw = kernel_size
     nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta) = wgrad_launches(
-        tuple(x.shape), kernel_size, dilation, (grad.stride(), x.stride()), x.device.index)
+        tuple(x.shape), x.dtype, kernel_size, dilation, (grad.stride(), x.stride()), x.device.index)
     part = torch.empty(nsplit, kh * kw + 1, c, device=x.device, dtype=torch.float32)
     _dw_wgrad[grid](grad, x, part, *scalars, **meta)
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)

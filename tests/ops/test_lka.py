@@ -162,7 +162,7 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     wt = randn(c, 1, kh, kw, dtype=dtype, device=device, gen=gen)
     bias = randn(c, dtype=dtype, device=device, gen=gen)
     if L._small_kernel((kh, kw), dil):   # the small-kernel tiles are the ones launched
-        meta = L.dw_launch((1, c, h, w), (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
+        meta = L.dw_launch((1, c, h, w), dtype, (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
         assert (meta["ROWS"], meta["BLOCK_W"], meta["BLOCK_C"]) == L._small_kernel_config(c, h, w)[:3]
     for flip in (False, True):
         out = dw_conv(x, wt, None if flip else bias, dil, flip=flip, residual=r if flip else None,
