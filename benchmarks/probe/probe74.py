@@ -259,7 +259,8 @@ def sass():
     ptrs = {n: "*bf16" for n in ("X", "R", "Y")}
     ptrs.update(Wt="*fp32", Bias="*fp32")
     for kh, dil in [(5, 1), (7, 3)]:
-        _, _, meta = L.dw_launch((64, 64, 56, 56), torch.bfloat16, (kh, kh), dil, False, True, False, ((56 * 56 * 64, 1, 56 * 64, 64),) * 3)
+        _, _, meta = L.dw_launch((64, 64, 56, 56), torch.bfloat16, (kh, kh), dil, False, True, False,
+                                 ((56 * 56 * 64, 1, 56 * 64, 64),) * 3)
         warps = meta.pop("num_warps")
         cnt = counts(L._dw_rows_kernel, ptrs, dict(sxc=1, src=1, syc=1, **meta),
                      {"C", "sxb", "sxh", "sxw", "srb", "srh", "srw", "syb", "syh", "syw"}, warps)

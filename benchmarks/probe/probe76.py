@@ -156,7 +156,7 @@ def pw_gate_t(s, w1, b1, x, bp=128, bco=64, bci=64, warps=4, stages=2, out=None)
     _, scalars, meta = pw_launch(tuple(x.shape), x.dtype, PW_GATE, (s.stride(), x.stride(), out.stride()))
     n_pt, n_co = triton.cdiv(h * w, bp), triton.cdiv(c, bco)
     meta.update(BLOCK_P=bp, BLOCK_CO=bco, BLOCK_CI=bci, NUM_STAGES=stages, num_warps=warps)
-    _pw_kernel[(bsz * n_pt * n_co,)](s, w1, b1, x, s, out, out, *scalars[:-2], n_pt, n_co, **meta)
+    _pw_kernel[(bsz * n_pt * n_co,)](s, w1, b1, x, s, out, out, out, *scalars[:-2], n_pt, n_co, **meta)
     return out
 
 

@@ -14,11 +14,15 @@ one process, alternating, bf16 channels-last, and checks their outputs are equal
   gradient) and both weight gradients, on the bench's and VAN's shapes;
 - ``wt``: this tree's conv reading fp32 weights stored [taps, C] (one vector load per tap and
   channel run, no conversion; 442 / 483 instructions offline) against its [C, taps] weights;
-- ``lka``: ``ops.large_kernel_attention`` forward and forward+backward, replayed from CUDA graphs.
+- ``lka``: ``ops.large_kernel_attention`` forward and forward+backward, replayed from CUDA graphs,
+  channels-last (and NCHW forwards on the bench's shapes). This also takes in the session's two
+  other changes: the one-launch gate backward on maps of at most 64 channels and the NCHW path's
+  output written by the gate (probe77).
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe78.py BASE [convs] [wt] [lka]
     (BASE: git archive <commit> ops | tar -x -C <folder>; pass <folder>/ops)
 """
+import importlib
 import statistics
 import sys
 
@@ -47,7 +51,7 @@ def cases():
 
 
 def convs(base) -> None:
-    bk = base.lka.kernels
+    bk = importlib.import_module(base.__name__ + ".lka.kernels")
     for label, b, c, sz, k, d in cases():
         x, g, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
                    .contiguous(memory_format=torch.channels_last) for _ in range(3))
@@ -105,6 +109,15 @@ def graphed(fn):
 
 def lka(base) -> None:
     torch.manual_seed(0)
+    for b, c, sz in BENCH:
+        x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
+        p = lka_params(c)
+        ref = ops.large_kernel_attention(x, *p).float()
+        err = (base.large_kernel_attention(x, *p).float() - ref).abs().max().item()
+        t = rounds_of({k: graphed(lambda mod=mod: mod.large_kernel_attention(x, *p))
+                       for k, mod in (("base", base), ("this", ops))})
+        print(f"LKA NCHW B{b} C{c} {sz}x{sz}, CUDA graphs, us: fwd {t['base']:.1f} -> {t['this']:.1f} "
+              f"({t['base'] / t['this']:.2f}x), diff {err:.1e}", flush=True)
     for b, c, sz in BENCH + VAN[4:]:
         x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
         p = [t.requires_grad_() for t in lka_params(c)]

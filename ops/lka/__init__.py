@@ -179,19 +179,19 @@ def separable_large_kernel_attention(
         # devices, and empty batches: their weight gradients are zeros, which no kernel launch writes)
         return lka_chain_reference(x, [w.to(dt) for w in dw_weights], [b.to(dt) for b in dw_biases],
                                    list(dilations), conv1_weight.to(dt), conv1_bias.to(dt))
-    # The kernels tile pixels x channels with channels innermost: NCHW input is run channels-last
-    # (one copy each way, ~4x cheaper on the H200 than reading NCHW through strides).
+    # The depthwise kernels tile [columns, channels] strips with channels innermost: NCHW input is
+    # run channels-last (one copy in, ~4x cheaper on the H200 than reading NCHW through strides);
+    # the eager program's gate writes the output NCHW (no copy back, probe77).
     nchw = not x.is_contiguous(memory_format=torch.channels_last)
     xc = x.contiguous(memory_format=torch.channels_last) if nchw else x
     # Weights go in as they are (fp32 parameters under autocast): the kernels convert them on load,
     # so there are no cast launches here, and the weight gradients come back in the weights' dtype.
     dilations = [int(d) for d in dilations]
     program = None if torch.compiler.is_compiling() else _eager().program_for(xc, dw_weights, dw_biases, dilations,
-                                                                              conv1_weight, conv1_bias)
-    if program is not None:   # eager: the problem's bound launches (eager.py)
-        out = _eager().chain(program, xc, dw_weights, dw_biases, conv1_weight, conv1_bias)
-    else:
-        out = _chain(xc, list(dw_weights), list(dw_biases), dilations, conv1_weight, conv1_bias)[0]
+                                                                              conv1_weight, conv1_bias, nchw)
+    if program is not None:   # eager: the problem's bound launches (eager.py), the output in x's layout
+        return _eager().chain(program, xc, dw_weights, dw_biases, conv1_weight, conv1_bias)
+    out = _chain(xc, list(dw_weights), list(dw_biases), dilations, conv1_weight, conv1_bias)[0]
     return out.contiguous() if nchw else out
 
 

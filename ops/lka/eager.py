@@ -26,8 +26,8 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (PW_GATE, PW_GATE_BWD, PW_PLAIN, _dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw, dw_launch,
-                      pw_launch, pw_weight, wgrad_launches)
+from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw,
+                      dw_launch, pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
@@ -123,20 +123,23 @@ class ChainProgram:
     """Forward and backward of ``x * conv1(dw_n(...dw_1(x)))`` for one problem, launches bound.
 
     Built for a channels-last contiguous x [B, C, H, W] and contiguous weights with the dtypes it
-    was made for; every tensor 16-byte aligned. Conv outputs, the output and the gradients are
-    allocated channels-last (weight gradients contiguous), which the bound launches assume."""
+    was made for; every tensor 16-byte aligned. Conv outputs and the gradients are allocated
+    channels-last (weight gradients contiguous), which the bound launches assume; the output too,
+    or NCHW contiguous with ``out_nchw`` (NCHW callers: their input is copied channels-last, the
+    gate writes the result in their layout, so there is no copy back)."""
 
     __slots__ = ("shape", "dtype", "n", "kernels", "w1_shape", "w1_dtype", "b1_dtype", "w_dtypes", "b_dtypes",
-                 "stacked", "convs", "gate", "gate_bwd", "gate_ds", "part_offsets", "part_numel")
+                 "out_nchw", "stacked", "convs", "gate", "gate_bwd", "gate_ds", "part_offsets", "part_numel")
 
     def __init__(self, device: int, shape: tuple[int, ...], dtype: torch.dtype,
                  kernels: tuple[tuple[int, int], ...], dilations: tuple[int, ...], w_dtypes: tuple, b_dtypes: tuple,
-                 w1_shape: tuple[int, ...], w1_dtype: torch.dtype, b1_dtype: torch.dtype) -> None:
+                 w1_shape: tuple[int, ...], w1_dtype: torch.dtype, b1_dtype: torch.dtype,
+                 out_nchw: bool = False) -> None:
         cl = _channels_last_strides(shape)
         check_span("x", shape, cl)   # the kernels' in-item offsets are 32-bit
         self.shape, self.dtype, self.n, self.kernels = shape, dtype, len(kernels), kernels
         self.w1_shape, self.w1_dtype, self.b1_dtype = w1_shape, w1_dtype, b1_dtype
-        self.w_dtypes, self.b_dtypes = w_dtypes, b_dtypes
+        self.w_dtypes, self.b_dtypes, self.out_nchw = w_dtypes, b_dtypes, out_nchw
         # [n, B, H, W, C] buffers keep each slice 16-byte aligned when one map is a multiple of 16 bytes
         self.stacked = math.prod(shape) * dtype.itemsize % 16 == 0
         # forward: conv i reads a_{i-1} (a_0 = x) and writes a_i. Backward: the gate's (dx, dt, ds),
@@ -145,13 +148,18 @@ class ChainProgram:
         # dx = g * t + dconv^T(dcur)
         self.convs = [_ConvLaunches(device, shape, dtype, k, d, wd, bd, True, i == 0)
                       for i, (k, d, wd, bd) in enumerate(zip(kernels, dilations, w_dtypes, b_dtypes))]
-        # the 1x1 kernel's launches: the gate (s, w1, b1, x, -, out, -), its backward's dx and dt
-        # (s, w1, b1, x, g, dx, dt) and ds = W1^T dt (dt, w1, -, -, -, ds, -); unused slots repeat a tensor
-        pw_dtypes = (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype)
-        self.gate = _bind(_pw, "pw", pw_dtypes, device, pw_launch(shape, dtype, PW_GATE, (cl,) * 3))
-        self.gate_bwd = _bind(_pw, "pw", pw_dtypes, device, pw_launch(shape, dtype, PW_GATE_BWD, (cl,) * 5))
-        self.gate_ds = _bind(_pw, "pw", (dtype, dtype, dtype, dtype, dtype, dtype, dtype), device,
-                             pw_launch(shape, dtype, PW_PLAIN, (cl,) * 2))
+        # the 1x1 kernel's launches: the gate (s, w1, b1, x, -, out, -, -), its backward's dx, dt
+        # and, on maps of at most 64 channels, ds (s, w1, b1, x, g, dx, dt, ds); wider, ds = W1^T dt
+        # in a second launch (dt, w1, -, -, -, ds, -, -). Unused slots repeat a tensor.
+        pw_dtypes = (dtype, dtype, b1_dtype, dtype, dtype, dtype, dtype, dtype)
+        out_strides = math.prod(shape[1:]), shape[2] * shape[3], shape[3], 1
+        self.gate = _bind(_pw, "pw", pw_dtypes, device,
+                          pw_launch(shape, dtype, PW_GATE, (cl, cl, out_strides if out_nchw else cl)))
+        fused = pw_backward_fused(shape[1])
+        self.gate_bwd = _bind(_pw, "pw", pw_dtypes, device,
+                              pw_launch(shape, dtype, PW_GATE_BWD_DS if fused else PW_GATE_BWD, (cl,) * 5))
+        self.gate_ds = None if fused else _bind(_pw, "pw", (dtype,) * 8, device,
+                                                pw_launch(shape, dtype, PW_PLAIN, (cl,) * 2))
         self.part_offsets, offset = [], 0
         for conv in self.convs:
             self.part_offsets.append((offset, conv.part_numel))
@@ -178,8 +186,8 @@ class ChainProgram:
             conv.conv(a, w, b, out, out)
             a = out
         w1 = pw_weight(conv1_weight, self.dtype)
-        out = torch.empty_like(x)
-        self.gate(a, w1, conv1_bias, x, a, out, out)
+        out = torch.empty(self.shape, device=x.device, dtype=self.dtype) if self.out_nchw else torch.empty_like(x)
+        self.gate(a, w1, conv1_bias, x, a, out, out, out)
         return out, acts, w1
 
     def backward(self, grad: torch.Tensor, x: torch.Tensor, weights, acts, w1: torch.Tensor,
@@ -189,8 +197,9 @@ class ChainProgram:
         dx = torch.empty_like(x)
         dt, *cur = self._maps(x.device, 3 if n > 1 else 2)   # dt, then the conv input gradients, alternating
         s = acts[-1]
-        self.gate_bwd(s, w1, conv1_bias, x, grad, dx, dt)
-        self.gate_ds(dt, w1, dt, dt, dt, cur[0], cur[0])
+        self.gate_bwd(s, w1, conv1_bias, x, grad, dx, dt, cur[0])
+        if self.gate_ds is not None:
+            self.gate_ds(dt, w1, dt, dt, dt, cur[0], cur[0], cur[0])
         dt2 = dt.permute(0, 2, 3, 1).reshape(-1, c)
         # tensor-core matmul in the input dtype (fp32 accumulation inside), as cuDNN's weight grad does
         dw1 = (dt2.t() @ s.permute(0, 2, 3, 1).reshape(-1, c)).reshape(self.w1_shape)
@@ -238,10 +247,10 @@ def _program(*key) -> ChainProgram:
 
 
 def program_for(x: torch.Tensor, weights, biases, dilations, conv1_weight: torch.Tensor,
-                conv1_bias: torch.Tensor) -> ChainProgram | None:
+                conv1_bias: torch.Tensor, out_nchw: bool = False) -> ChainProgram | None:
     """The program of this (validated) call, or None when x is not channels-last contiguous, a
     weight is not contiguous or a tensor is not 16-byte aligned (odd views), which the generic
-    launches handle."""
+    launches handle. ``out_nchw``: the output is written NCHW contiguous."""
     if x.stride() != _channels_last_strides(x.shape) or alignment(x, conv1_weight, conv1_bias, *weights,
                                                                    *biases) != _ALIGNED:
         return None
@@ -250,7 +259,7 @@ def program_for(x: torch.Tensor, weights, biases, dilations, conv1_weight: torch
         return None
     return _program(x.get_device(), tuple(x.shape), x.dtype, tuple(tuple(w.shape[-2:]) for w in weights),
                     tuple(dilations), tuple(w.dtype for w in weights), tuple(b.dtype for b in biases),
-                    tuple(conv1_weight.shape), conv1_weight.dtype, conv1_bias.dtype)
+                    tuple(conv1_weight.shape), conv1_weight.dtype, conv1_bias.dtype, out_nchw)
 
 
 def chain(program: ChainProgram, x: torch.Tensor, weights, biases, conv1_weight: torch.Tensor,

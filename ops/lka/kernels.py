@@ -19,10 +19,13 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
   elementwise and reduced over the strip once per column. Per-program partials
   [taps + 1, C] are summed by ``_dw_wgrad_reduce_kernel`` into the gradients in the parameters'
   dtype (no atomics on hot addresses, no torch epilogue).
-- The gate's backward is two launches of the same ``_pw_kernel``: from the pre-1x1 map s, the
-  input x and the output gradient g, dx = g * t (t = W1 s + b1, recomputed) and dt = g * x; then
-  ds = W1^T dt (W1 read transposed). The 1x1 weight gradient dt^T s is one tensor-core matmul
-  in torch.
+- The gate's backward runs the same ``_pw_kernel``: from the pre-1x1 map s, the input x and the
+  output gradient g, dx = g * t (t = W1 s + b1, recomputed) and dt = g * x; then ds = W1^T dt,
+  from the tile when one block holds every channel (<= 64), else in a second launch (W1 read
+  transposed). The 1x1 weight gradient dt^T s is one tensor-core matmul in torch.
+- bf16 maps reach the depthwise kernels' fp32 FMAs through ``_to_f32``: two elements per 32-bit
+  register, one shift or mask each (the compiler's conversion costs 1.5 instructions per element;
+  probe78).
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ import triton.language as tl
 from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
-__all__ = ["PW_GATE", "PW_GATE_BWD", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch", "pw_gate",
-           "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
+__all__ = ["PW_GATE", "PW_GATE_BWD", "PW_GATE_BWD_DS", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch",
+           "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
 
 
 @triton.jit
@@ -127,7 +130,7 @@ def _dw_rows_kernel(
 
 
 # what the 1x1 kernel writes (its MODE)
-PW_GATE, PW_GATE_BWD, PW_PLAIN = 0, 1, 2
+PW_GATE, PW_GATE_BWD, PW_PLAIN, PW_GATE_BWD_DS = 0, 1, 2, 3
 
 
 @triton.jit
@@ -141,7 +144,7 @@ def _pixel_offsets(offs_p, W, sh, sw, FLAT: tl.constexpr):
 
 @triton.jit
 def _pw_kernel(
-    S, W1, B1, X, G, OUT, OUT2,
+    S, W1, B1, X, G, OUT, OUT2, OUT3,
     ssb, ssc, ssh, ssw,
     sxb, sxc, sxh, sxw,
     sgb, sgc, sgh, sgw,
@@ -155,9 +158,11 @@ def _pw_kernel(
     t = W1 @ s (+ b1) over a [BLOCK_CO channels, BLOCK_P pixels] tile per program, a pipelined
     loop over input-channel blocks (W1[o, i] at o * swo + i * swi, so W1^T is a stride swap). Then
     MODE PW_GATE: out = x * t; PW_GATE_BWD: out = g * t (dx) and out2 = g * x (dt); PW_PLAIN:
-    out = t without bias (ds = W1^T dt). Pixels are the MMA's N, so no tile holds every channel of
-    its pixels (the [pixels, channels] tiles this replaced ran at 250-600 GB/s on 160-512 channels,
-    probe76); the co blocks of a pixel tile are neighbouring programs and share its s in L2."""
+    out = t without bias (ds = W1^T dt); PW_GATE_BWD_DS (one block holds every channel, C <=
+    BLOCK_CO): PW_GATE_BWD's and out3 = W1^T dt from the tile (dt as stored; out3 takes out2's
+    strides). Pixels are the MMA's N, so wider maps hold no tile with every channel of its pixels
+    (the [pixels, channels] tiles this replaced ran at 250-600 GB/s on 160-512 channels, probe76);
+    the co blocks of a pixel tile are neighbouring programs and share its s in L2."""
     pid = tl.program_id(0)
     tile = pid // n_coblocks
     offs_p = (tile % n_ptiles) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -190,8 +195,16 @@ def _pw_kernel(
             g = tl.load(G + b * sgb + offs_co[:, None] * sgc + _pixel_offsets(offs_p, W, sgh, sgw, FLAT)[None, :], mask=m,
                         other=0.0).to(tl.float32)
             tl.store(out, (g * acc).to(OUT.dtype.element_ty), mask=m)
-            tl.store(OUT2 + b * s2b + offs_co[:, None] * s2c + _pixel_offsets(offs_p, W, s2h, s2w, FLAT)[None, :],
-                     (g * u).to(OUT2.dtype.element_ty), mask=m)
+            offs2 = b * s2b + offs_co[:, None] * s2c + _pixel_offsets(offs_p, W, s2h, s2w, FLAT)[None, :]
+            dt = (g * u).to(OUT2.dtype.element_ty)
+            tl.store(OUT2 + offs2, dt, mask=m)
+            if MODE == 3:   # PW_GATE_BWD_DS: W1^T (rows: input channels, the tile's channels too)
+                w1t = tl.load(W1 + offs_co[None, :] * swo + offs_co[:, None] * swi,
+                              mask=co_mask[:, None] & co_mask[None, :], other=0.0)
+                if UPCAST:
+                    dt = dt.to(tl.float32)
+                ds = tl.dot(w1t.to(dt.dtype), dt, input_precision=PRECISION)
+                tl.store(OUT3 + offs2, ds.to(OUT3.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -343,9 +356,10 @@ def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int
     """(grid, trailing scalars, meta-parameters) of one ``_dw_rows_kernel`` launch on a [B, C, H, W]
     map of ``dtype``; ``strides``: those of x, of the residual (the output's when there is none) and
     of the output; ``weight_strides``: (channel, tap) strides of the weight, (kh * kw, 1) for a
-    contiguous [C, 1, kh, kw] one by default. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with 12
-    against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
-    3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
+    contiguous [C, 1, kh, kw] one by default. Up to 12 rows per program: probe21 (H200, 7x7
+    dilation 3) measured 82 us with 12 against 92 with 8 at B64 C64 56x56, and 41 against 60 at
+    B64 C128 28x28. Kernels of at most 3x3 taps on maps wider than 8 columns take
+    ``_small_kernel_config``'s tiles."""
     bsz, c, h, w = shape
     if _small_kernel(kernel_size, dilation) and w > 8:
         rows, block_w, block_c, warps = _small_kernel_config(c, h, w)
@@ -379,14 +393,25 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     return out
 
 
-def _pw_config(c: int, hw: int) -> tuple[int, int, int, int, int]:
+def pw_backward_fused(c: int) -> bool:
+    """Whether the gate's backward is one launch (PW_GATE_BWD_DS): maps of at most 64 channels,
+    one block of each. probe77 (H200, bf16, channels-last) measured it against two launches at
+    43 / 58 us (B64 C64 56x56), 55 / 71 (B16 C64 128x128), 48 / 53 (B128 C32 56x56), 26 / 36 (B128
+    C64 28x28) and 81 / 103 (B128 C64 56x56): it saves a launch and the re-read of dt."""
+    return c <= 64
+
+
+def _pw_config(c: int, hw: int, mode: int = PW_GATE) -> tuple[int, int, int, int, int]:
     """(BLOCK_P, BLOCK_CI, BLOCK_CO, num_warps, num_stages) of the 1x1 kernel: 64-channel blocks,
     128 pixels (64 on maps of at most 64 pixels, half of a 128 tile would be masked); the best or
     within 10% of it in a sweep of 13 tiles on both layouts and the bench's and VAN's shapes
-    (probe76)."""
+    (probe76). The one-launch backward takes 64 pixels (probe77: 43 against 46 us at 128 pixels
+    on B64 C64 56x56, the best of three tiles on each shape)."""
     block_c = min(64, max(16, next_power_of_2(c)))
     if interpret_mode():
         return _interp_pixel_block(hw), block_c, block_c, 4, 1
+    if mode == PW_GATE_BWD_DS:
+        return 64, block_c, block_c, 4, 1
     return (64 if hw <= 64 else 128), block_c, block_c, 4, 2
 
 
@@ -406,16 +431,19 @@ def pw_launch(shape: tuple[int, ...], dtype: torch.dtype, mode: int,
               strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """(grid, trailing scalars, meta-parameters) of a 1x1 launch (``_pw_kernel``) on a [B, C, H, W]
     map of ``dtype``; ``strides`` of the tensors it reads and writes: PW_GATE (s, x, out),
-    PW_GATE_BWD (s, x, g, dx, dt), PW_PLAIN (dt, ds; the weight read transposed)."""
+    PW_GATE_BWD and PW_GATE_BWD_DS (s, x, g, dx, dt; ds takes dt's), PW_PLAIN (dt, ds; the weight
+    read transposed)."""
     bsz, c, h, w = shape
-    block_p, block_ci, block_co, warps, stages = _pw_config(c, h * w)
+    if mode == PW_GATE_BWD_DS and not pw_backward_fused(c):
+        raise ValueError(f"the one-launch gate backward takes at most 64 channels, got {c}")
+    block_p, block_ci, block_co, warps, stages = _pw_config(c, h * w, mode)
     upcast, precision = dot_precision(dtype)
     n_ptiles, n_coblocks = cdiv(h * w, block_p), cdiv(c, block_co)
     flat = all(st[2] == w * st[3] for st in strides)   # pixels flatten (NCHW, channels-last)
     if mode == PW_GATE:
         s_, x_, o_ = strides
         full = (s_, x_, _NO_STRIDES, o_, _NO_STRIDES)
-    elif mode == PW_GATE_BWD:
+    elif mode in (PW_GATE_BWD, PW_GATE_BWD_DS):
         full = strides
     else:
         s_, o_ = strides
@@ -434,7 +462,7 @@ def pw_gate(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: torch.Tenso
     if out is None:
         out = torch.empty_like(x)
     grid, scalars, meta = pw_launch(tuple(x.shape), x.dtype, PW_GATE, (s.stride(), x.stride(), out.stride()))
-    _pw[grid](s, w1, conv1_bias, x, s, out, out, *scalars, **meta)
+    _pw[grid](s, w1, conv1_bias, x, s, out, out, out, *scalars, **meta)
     return out
 
 
@@ -442,7 +470,8 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
                      x: torch.Tensor, grad: torch.Tensor, dx: torch.Tensor | None = None,
                      dt: torch.Tensor | None = None, ds: torch.Tensor | None = None):
     """Backward of out = x * (W1 s + b1). Returns (dx = g*t, dt = g*x, ds = W1^T dt), [B, C, H, W] each:
-    two launches of the 1x1 kernel (ds needs every output channel of dt, which no tile holds).
+    one launch of the 1x1 kernel on maps of at most 64 channels (``pw_backward_fused``) when dt and
+    ds share strides, else two (ds needs every output channel of dt, which no tile holds then).
 
     ``dt`` is allocated channels-last so ``dt^T s`` (the 1x1 weight gradient) is a plain matmul.
     """
@@ -451,11 +480,13 @@ def pw_gate_backward(s: torch.Tensor, conv1_weight: torch.Tensor, conv1_bias: to
     dt = torch.empty_like(x, memory_format=torch.channels_last) if dt is None else dt
     ds = torch.empty_like(x, memory_format=torch.channels_last) if ds is None else ds
     shape = tuple(x.shape)
-    grid, scalars, meta = pw_launch(shape, x.dtype, PW_GATE_BWD,
+    fused = pw_backward_fused(shape[1]) and dt.stride() == ds.stride()
+    grid, scalars, meta = pw_launch(shape, x.dtype, PW_GATE_BWD_DS if fused else PW_GATE_BWD,
                                     (s.stride(), x.stride(), grad.stride(), dx.stride(), dt.stride()))
-    _pw[grid](s, w1, conv1_bias, x, grad, dx, dt, *scalars, **meta)
-    grid, scalars, meta = pw_launch(shape, x.dtype, PW_PLAIN, (dt.stride(), ds.stride()))
-    _pw[grid](dt, w1, conv1_bias, dt, dt, ds, ds, *scalars, **meta)
+    _pw[grid](s, w1, conv1_bias, x, grad, dx, dt, ds, *scalars, **meta)
+    if not fused:
+        grid, scalars, meta = pw_launch(shape, x.dtype, PW_PLAIN, (dt.stride(), ds.stride()))
+        _pw[grid](dt, w1, conv1_bias, dt, dt, ds, ds, ds, *scalars, **meta)
     return dx, dt, ds
 
 

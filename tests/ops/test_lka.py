@@ -204,14 +204,22 @@ def test_pw_gate_channel_blocks(device, monkeypatch, layout, gpu_rule):
 
 
 @pytest.mark.kernel
-def test_pw_gate_backward_and_wgrad_poisoned(device):
-    """The backward kernels write every element of their (NaN-poisoned) outputs."""
+@pytest.mark.parametrize("case", [(24, "same"), (24, "mixed"), (80, "same")], ids=str)
+def test_pw_gate_backward_and_wgrad_poisoned(device, case):
+    """The backward kernels write every element of their (NaN-poisoned) outputs: the gate's
+    backward in one launch (24 channels, dt and ds alike) and in two (80 channels: two channel
+    blocks; 24 with ds NCHW and dt channels-last)."""
+    import ops.lka.kernels as L
+    c, strides = case
+    assert L.pw_backward_fused(c) == (c <= 64)
     gen, seed = fresh_generator()
-    dtype, (b, c, h, w) = torch.float32, (2, 24, 9, 7)
+    dtype, (b, h, w) = torch.float32, (2, 9, 7)
     s, x, g = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen) for _ in range(3))
     w1 = randn(c, c, 1, 1, dtype=dtype, device=device, gen=gen) * c ** -0.5
     b1 = randn(c, dtype=dtype, device=device, gen=gen)
     bufs = [poisoned(b, c, h, w, dtype=dtype, device=device) for _ in range(3)]
+    if strides == "mixed":
+        bufs[1] = bufs[1].contiguous(memory_format=torch.channels_last)
     dx, dt, ds = pw_gate_backward(s, w1, b1, x, g, *bufs)
     t = torch.einsum("oi,bihw->bohw", w1.double().reshape(c, c), s.double()) + b1.double()[:, None, None]
     assert_close(dx, g.double() * t, dtype, "dx = g * t", seed)
