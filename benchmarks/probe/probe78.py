@@ -12,14 +12,16 @@ This times this tree's kernels against another copy of ``ops`` (``BASE``, the co
 one process, alternating, bf16 channels-last, and checks their outputs are equal:
 - ``convs``: the 5x5 and the 7x7 dilation 3 forward, the flipped 7x7 with a residual (the input
   gradient) and both weight gradients, on the bench's and VAN's shapes;
-- ``wt``: this tree's conv reading fp32 weights stored [taps, C] (one vector load per tap and
-  channel run, no conversion; 442 / 483 instructions offline) against its [C, taps] weights;
+- ``variants``: the conv forward and input gradient at each (``PACKED``, ``EVEN_C``) of this tree
+  against the base copy's (the first run measured the pair 0.6-0.8x on the 5x5 over 56x56 and
+  128x128 maps and 1.1-1.2x on the 7x7 dilation 3 over 28x28; weights read [taps, C] in fp32 were
+  no faster, 0.6-1.1x, and are gone);
 - ``lka``: ``ops.large_kernel_attention`` forward and forward+backward, replayed from CUDA graphs,
   channels-last (and NCHW forwards on the bench's shapes). This also takes in the session's two
   other changes: the one-launch gate backward on maps of at most 64 channels and the NCHW path's
   output written by the gate (probe77).
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe78.py BASE [convs] [wt] [lka]
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe78.py BASE [convs] [variants] [lka]
     (BASE: git archive <commit> ops | tar -x -C <folder>; pass <folder>/ops)
 """
 import importlib
@@ -76,22 +78,35 @@ def convs(base) -> None:
         print(f"{label}: " + "; ".join(parts), flush=True)
 
 
-def wt() -> None:
+def variants(base) -> None:
+    """This tree's conv at each (PACKED, EVEN_C) against the base copy's, forward and flipped with
+    a residual (the input gradient)."""
+    bk = importlib.import_module(base.__name__ + ".lka.kernels")
+    combos = [(False, False), (False, True), (True, False), (True, True)]
     for label, b, c, sz, k, d in cases():
-        x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        x, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
+                .contiguous(memory_format=torch.channels_last) for _ in range(2))
         w = torch.randn(c, 1, k, k, device="cuda") * 0.2
         bias = torch.randn(c, device="cuda")
-        w_t = w.reshape(c, k * k).t().contiguous()
-        y0, y1 = torch.empty_like(x), torch.empty_like(x)
-        grid, scalars, meta = dw_launch(tuple(x.shape), x.dtype, (k, k), d, False, True, False, (x.stride(),) * 3,
-                                        weight_strides=(1, c))
-
-        def transposed():
-            _dw_rows[grid](x, w_t, bias, y1, y1, *scalars, **meta)
-        t = rounds_of({"[C, taps]": lambda: dw_conv(x, w, bias, d, out=y0), "[taps, C]": transposed})
-        err = (y0.float() - y1.float()).abs().max().item()
-        print(f"{label}: weights [C, taps] {t['[C, taps]']:.1f} us, [taps, C] fp32 {t['[taps, C]']:.1f} us "
-              f"({t['[C, taps]'] / t['[taps, C]']:.2f}x, diff {err:.1e})", flush=True)
+        ys = [torch.empty_like(x) for _ in range(len(combos) + 1)]
+        parts = []
+        for flip in (False, True):
+            bias_, res = (None, r) if flip else (bias, None)
+            grid, scalars, meta = dw_launch(tuple(x.shape), x.dtype, (k, k), d, flip, not flip, flip,
+                                            (x.stride(),) * 3)
+            arms = {"base": lambda: bk.dw_conv(x, w, bias_, d, flip=flip, residual=res, out=ys[0])}
+            for i, (packed, even) in enumerate(combos):
+                def fn(i=i, m={**meta, "PACKED": packed, "EVEN_C": even}):
+                    _dw_rows[grid](x, w, bias if bias_ is not None else w, r if flip else ys[i + 1], ys[i + 1],
+                                   *scalars, **m)
+                arms[f"p{int(packed)}e{int(even)}"] = fn
+            for fn in arms.values():
+                fn()
+            err = max((y.float() - ys[0].float()).abs().max().item() for y in ys[1:])
+            t = rounds_of(arms)
+            parts.append(("dx" if flip else "fwd") + " " + " ".join(f"{a} {v:.1f}" for a, v in t.items())
+                         + f" (diff {err:.0e})")
+        print(f"{label}: " + "; ".join(parts), flush=True)
 
 
 def graphed(fn):
@@ -142,10 +157,10 @@ def lka(base) -> None:
 
 if __name__ == "__main__":
     base = load_base(sys.argv[1])
-    parts = sys.argv[2:] or ["convs", "wt", "lka"]
+    parts = sys.argv[2:] or ["convs", "variants", "lka"]
     if "convs" in parts:
         convs(base)
-    if "wt" in parts:
-        wt()
+    if "variants" in parts:
+        variants(base)
     if "lka" in parts:
         lka(base)

@@ -79,7 +79,7 @@ if __name__ == "__main__":
             _, _, meta = L.dw_launch(shape, torch.bfloat16, (kh, kh), dil, flip, not flip, res, (cl, cl, cl))
             warps = meta.pop("num_warps")
             report(f"dw_rows {kh}x{kh} d{dil} flip={flip} res={res} R{meta['ROWS']} W{meta['BLOCK_W']} "
-                   f"C{meta['BLOCK_C']}", L._dw_rows_kernel, dict(sxc=1, src=1, syc=1, swt=1, **meta), warps)
+                   f"C{meta['BLOCK_C']}", L._dw_rows_kernel, dict(sxc=1, src=1, syc=1, **meta), warps)
             _, (_, _, meta), _ = L.wgrad_launches(shape, torch.bfloat16, (kh, kh), dil, (cl, cl), None)
             warps = meta.pop("num_warps")
             report(f"dw_wgrad {kh}x{kh} d{dil} R{meta['ROWS']} W{meta['BLOCK_W']} C{meta['BLOCK_C']}",

@@ -54,7 +54,7 @@ def _to_f32(x, PACKED: tl.constexpr):
 
 
 @triton.jit
-def _dw_row_block(x_base, sxh, sxw, w_ptr, swc, swt, offs_w, offs_c, c_mask, phase, m0, H, W,
+def _dw_row_block(x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr, PACKED: tl.constexpr,
                   ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
@@ -76,7 +76,7 @@ def _dw_row_block(x_base, sxh, sxw, w_ptr, swc, swt, offs_w, offs_c, c_mask, pha
                 tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
             else:
                 tap = kh * KW + kw
-            ws = ws + (tl.load(w_ptr + offs_c * swc + tap * swt, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
+            ws = ws + (tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
         for j in tl.static_range(ROWS + KH - 1):
             row = phase + DIL * (m0 + j - HALF)
             xv = _to_f32(tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0), PACKED)
@@ -92,7 +92,6 @@ def _dw_rows_kernel(
     sxb, sxc, sxh, sxw,
     srb, src, srh, srw,
     syb, syc, syh, syw,
-    swc, swt,
     C, H, W, n_rblocks,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
@@ -111,7 +110,7 @@ def _dw_rows_kernel(
         c_mask = tl.full([BLOCK_C], True, tl.int1)
     else:
         c_mask = offs_c < C
-    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, swc, swt, offs_w, offs_c, c_mask,
+    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
                          phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
     m = (offs_w < W)[:, None] & c_mask[None, :]
     if HAS_BIAS:
@@ -351,15 +350,13 @@ def _packed(dtype: torch.dtype) -> bool:
 
 
 def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int, flip: bool,
-              has_bias: bool, has_res: bool, strides: tuple[tuple[int, ...], ...],
-              weight_strides: tuple[int, int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+              has_bias: bool, has_res: bool,
+              strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
     """(grid, trailing scalars, meta-parameters) of one ``_dw_rows_kernel`` launch on a [B, C, H, W]
     map of ``dtype``; ``strides``: those of x, of the residual (the output's when there is none) and
-    of the output; ``weight_strides``: (channel, tap) strides of the weight, (kh * kw, 1) for a
-    contiguous [C, 1, kh, kw] one by default. Up to 12 rows per program: probe21 (H200, 7x7
-    dilation 3) measured 82 us with 12 against 92 with 8 at B64 C64 56x56, and 41 against 60 at
-    B64 C128 28x28. Kernels of at most 3x3 taps on maps wider than 8 columns take
-    ``_small_kernel_config``'s tiles."""
+    of the output. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with
+    12 against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
+    3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
     bsz, c, h, w = shape
     if _small_kernel(kernel_size, dilation) and w > 8:
         rows, block_w, block_c, warps = _small_kernel_config(c, h, w)
@@ -370,8 +367,7 @@ def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int
     meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,
                 PACKED=_packed(dtype), EVEN_C=c % block_c == 0, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c,
                 num_warps=warps)
-    w_strides = weight_strides or (kernel_size[0] * kernel_size[1], 1)
-    return grid, (*strides[0], *strides[1], *strides[2], *w_strides, c, h, w, n_rblocks), meta
+    return grid, (*strides[0], *strides[1], *strides[2], c, h, w, n_rblocks), meta
 
 
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
