@@ -344,9 +344,21 @@ def _small_kernel_config(c: int, h: int, w: int) -> tuple[int, int, int, int]:
 
 
 def _packed(dtype: torch.dtype) -> bool:
-    """Whether the depthwise kernels convert bf16 maps to fp32 two elements at a time (``_to_f32``;
-    inline PTX, which the interpreter cannot run)."""
+    """Whether bf16 maps may be converted to fp32 two elements at a time (``_to_f32``: inline PTX,
+    which the interpreter cannot run)."""
     return dtype == torch.bfloat16 and not interpret_mode()
+
+
+def _conv_variant(dtype: torch.dtype, c: int, w: int, block_c: int, taps: int) -> tuple[bool, bool]:
+    """(PACKED, EVEN_C) of a row-block conv. probe78 (H200, bf16, channels-last, the bench's and
+    VAN's LKA convs, forward and input gradient, against the kernel without either): packed
+    conversion alone was never more than 3% slower on maps wider than 7 columns and up to 1.14x
+    faster (7x7 dilation 3, input gradient, C64 28x28), while on 7x7 maps the input gradient lost
+    up to 10%; unmasked channel blocks on top helped the 49-tap kernels (B128 C64 56x56 forward
+    135.6 -> 130.2 us) but cost the 5x5 forward 1.35-1.4x on 56x56 and 128x128 maps (44.2 -> 59.8
+    us at B64 C64 56x56; a register cliff, not the instructions it saves)."""
+    packed = _packed(dtype) and w > 7
+    return packed, packed and taps >= 49 and c % block_c == 0
 
 
 def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int, flip: bool,
@@ -365,8 +377,8 @@ def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int
     n_rblocks = cdiv(cdiv(h, dilation), rows)
     grid = (bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))
     meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,
-                PACKED=_packed(dtype), EVEN_C=c % block_c == 0, ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c,
-                num_warps=warps)
+                ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c, num_warps=warps)
+    meta["PACKED"], meta["EVEN_C"] = _conv_variant(dtype, c, w, block_c, kernel_size[0] * kernel_size[1])
     return grid, (*strides[0], *strides[1], *strides[2], c, h, w, n_rblocks), meta
 
 
@@ -520,7 +532,8 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     columns (VAN's MLP 3x3 on 28x28) take up to 8 rows of 8 elements per thread and >= 512 pixels
     per split: in one process (probe73 --ab, batch 128, bf16) C512 28x28 took 0.184 against 0.242 ms
     and C1024 0.327 against 0.471; on 56x56 and 14x14 maps the rule stayed within 10% of the best
-    tiles of the sweep."""
+    tiles of the sweep. bf16 loads are converted in pairs on maps up to 64 columns (probe78: 1.00-
+    1.05x on VAN's LKA gradients, but 0.84x on the 7x7 dilation 3 over 128x128)."""
     bsz, c, h, w = shape
     kh, kw = kernel_size
     taps = kh * kw
@@ -537,8 +550,8 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     n_cblocks = cdiv(c, block_c)
     nsplit, per_split = _wgrad_splits(total, n_cblocks, rows * block_w, device_index, min_pixels)
     partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
-                dict(KH=kh, KW=kw, DIL=dilation, PACKED=_packed(dtype), ROWS=rows, BLOCK_W=block_w, BLOCK_C=block_c,
-                     num_warps=warps))
+                dict(KH=kh, KW=kw, DIL=dilation, PACKED=_packed(dtype) and w <= 64, ROWS=rows, BLOCK_W=block_w,
+                     BLOCK_C=block_c, num_warps=warps))
     block_rc = min(64, max(16, next_power_of_2(c)))
     reduction = ((taps + 1, cdiv(c, block_rc)), (nsplit, c), dict(TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
     return nsplit, partials, reduction

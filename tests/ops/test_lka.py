@@ -137,6 +137,37 @@ def test_dw_conv_row_blocks(device, conv):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("variant", [(False, True), (True, False), (True, True)], ids=["even_c", "packed", "both"])
+def test_dw_conv_variants(device, monkeypatch, variant):
+    """The row-block conv with unmasked channel blocks (EVEN_C: 64 channels, whole blocks) and bf16
+    loads converted in pairs (PACKED: inline PTX, GPU only), forced whatever the launch rule picks;
+    forward and flipped with a residual, against fp64."""
+    import ops.lka.kernels as L
+    packed, even = variant
+    if packed and device == "cpu":
+        pytest.skip("inline PTX: the interpreter cannot run it")
+    monkeypatch.setattr(L, "_conv_variant", lambda *args: variant)
+    gen, seed = fresh_generator()
+    dtype = torch.bfloat16 if packed else torch.float32
+    b, c, h, w = (1, 64, 13, 19) if device == "cpu" else (2, 128, 29, 45)
+    x, r = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+            for _ in range(2))
+    for (kh, kw), dil in (((5, 5), 1), ((7, 7), 3)):
+        assert L.dw_launch((b, c, h, w), dtype, (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]["BLOCK_C"] \
+            * 2 <= c   # several channel blocks, all whole
+        wt = randn(c, 1, kh, kw, dtype=torch.float32, device=device, gen=gen)
+        bias = randn(c, dtype=torch.float32, device=device, gen=gen)
+        for flip in (False, True):
+            out = dw_conv(x, wt, None if flip else bias, dil, flip=flip, residual=r if flip else None,
+                          out=poisoned(b, c, h, w, dtype=dtype, device=device).contiguous(
+                              memory_format=torch.channels_last))
+            ref = depthwise_conv2d_reference(x.double(), (wt.flip(-1, -2) if flip else wt).double(),
+                                             None if flip else bias.double(), dil)
+            assert_close(out, ref + r.double() if flip else ref, dtype, f"{kh}x{kw} d{dil} flip={flip} {variant}",
+                         seed)
+
+
+@pytest.mark.kernel
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
                                   (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
                                   (72, 28, 28, (3, 3), 1)],
