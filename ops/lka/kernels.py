@@ -352,12 +352,13 @@ def _packed(dtype: torch.dtype) -> bool:
 def _conv_variant(dtype: torch.dtype, c: int, w: int, block_c: int, taps: int) -> tuple[bool, bool]:
     """(PACKED, EVEN_C) of a row-block conv. probe78 (H200, bf16, channels-last, the bench's and
     VAN's LKA convs, forward and input gradient, against the kernel without either): packed
-    conversion alone was never more than 3% slower on maps wider than 7 columns and up to 1.14x
-    faster (7x7 dilation 3, input gradient, C64 28x28), while on 7x7 maps the input gradient lost
-    up to 10%; unmasked channel blocks on top helped the 49-tap kernels (B128 C64 56x56 forward
-    135.6 -> 130.2 us) but cost the 5x5 forward 1.35-1.4x on 56x56 and 128x128 maps (44.2 -> 59.8
-    us at B64 C64 56x56; a register cliff, not the instructions it saves)."""
-    packed = _packed(dtype) and w > 7
+    conversion alone was never slower on maps wider than 14 columns and up to 1.14x faster (7x7
+    dilation 3, input gradient, C64 28x28), while on 14x14 and 7x7 maps the input gradient lost up
+    to 10% (with the rule's unmasked blocks, C160 14x14 7x7 dilation 3: 33.7 -> 36.5 us).
+    Unmasked channel blocks on top helped the 49-tap kernels (B128 C64 56x56 forward 135.6 ->
+    130.2 us) but cost the 5x5 forward 1.35-1.4x on 56x56 and 128x128 maps (44.2 -> 59.8 us at
+    B64 C64 56x56; a register cliff, not the instructions it saves)."""
+    packed = _packed(dtype) and w > 14
     return packed, packed and taps >= 49 and c % block_c == 0
 
 
