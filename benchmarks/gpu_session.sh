@@ -3,8 +3,9 @@
 #   bash benchmarks/gpu_session.sh OUTDIR ops     # bf16 correctness check, BRA per-kernel times, bra suite, models suite
 #   bash benchmarks/gpu_session.sh OUTDIR na      # na suite (with Flex and cuDNN peers), lka suite
 #   bash benchmarks/gpu_session.sh OUTDIR tests   # the kernel test files on CUDA (pytest travels in .whl/)
-#   bash benchmarks/gpu_session.sh OUTDIR van     # VAN: host vs GPU time (probe11), the LKA 1x1 kernel's
-#                                                 # A/Bs (probe76, probe77), models eager and under CUDA graphs
+#   [BASE=<ops copy>] bash benchmarks/gpu_session.sh OUTDIR van   # VAN: host vs GPU time (probe11), the
+#                                                 # LKA kernels against BASE (probe78), models eager and
+#                                                 # under CUDA graphs (~8 min together: leave out probe78)
 #   BASE=<ops copy> bash benchmarks/gpu_session.sh OUTDIR ab   # NA kernels against another copy of ops, same
 #                                                 # process (probe39, forward and forward+backward), then
 #                                                 # the forward's box/config sweep (probe43 --boxes)
@@ -44,12 +45,14 @@ elif [ "$part" = ab ]; then
   echo "== probe43 --boxes" >>"$log"; timeout ${T_PROBE:-120} python3 benchmarks/probe/probe43.py --boxes >>"$log" 2>&1
 elif [ "$part" = van ]; then
   echo "== probe11" >>"$log"; timeout ${T_PROBE:-80} python3 benchmarks/probe/probe11.py van_b0 >>"$log" 2>&1
-  # the LKA 1x1 kernel: old against new, forward and backward (probe76), and its open follow-ups (probe77)
-  (cd benchmarks/probe && for a in --ab --ab-bwd; do echo "== probe76 $a"; timeout ${T_PROBE:-80} python3 probe76.py $a; done
-   echo "== probe77"; timeout ${T_PROBE:-80} python3 probe77.py) >>"$log" 2>&1
+  # the LKA kernels against another copy of ops in one process, when BASE names one (probe78)
+  [ -n "${BASE:-}" ] && { echo "== probe78" >>"$log"; timeout ${T_PROBE:-240} python3 benchmarks/probe/probe78.py \
+    "$BASE" convs lka >>"$log" 2>&1; }
   echo "== bench models" >>"$log"; timeout ${T_MODELS:-150} $bench --rep-ms 200 models --model van_b0 van_b2 >>"$log" 2>&1
-  echo "== bench models, CUDA graphs" >>"$log"; timeout ${T_MODELS:-240} $bench --rep-ms 100 models --model van_b0 van_b2 \
-    --compile reduce-overhead >>"$log" 2>&1
+  # its own folder: both runs write models-<device>-<date>.json (session 32 lost the eager JSON so);
+  # compiling both models' four graphs takes most of a 10-minute call (session 32: cut at 300 s)
+  echo "== bench models, CUDA graphs" >>"$log"; timeout ${T_GRAPHS:-420} python3 -m tasks.cli bench --out "$out/graphs" \
+    --warmup-ms 10 --rep-ms 100 models --model van_b0 van_b2 --compile reduce-overhead >>"$log" 2>&1
 elif [ "$part" = ops ]; then
   [ -z "${SKIP_CHECK:-}" ] && { echo "== gpu_check" >>"$log"; timeout ${T_CHECK:-170} python3 benchmarks/gpu_check.py >>"$log" 2>&1; }
   echo "== bra kernel times" >>"$log"; timeout ${T_PROBE:-90} python3 benchmarks/probe/probe10.py >>"$log" 2>&1
