@@ -4,7 +4,11 @@ reports registers and spill bytes per thread.
 
     python benchmarks/probe/sm90_registers.py      # from the repo root, PYTHONPATH=.
 
-``compile_sm90`` and ``sass_counts`` serve the other probes that read sm_90 code offline.
+``compile_sm90`` and ``sass_counts`` serve the other probes that read sm_90 code offline. Put the
+GPU machine's Triton first on ``PYTHONPATH`` (e.g. ``pip install --no-deps --target DIR
+triton==3.6.0``): register allocation differs between Triton versions, and session 32 found the
+GPU's version reproducing a register cliff (the 5x5 conv with unmasked channels: 121 -> 193
+registers) that this machine's 3.8 did not show.
 
 Session 3 found the production configurations spilling 0.1-8.5 KB per thread
 (``benchmarks/results/probe-lka-sm90-registers-*.txt``).
