@@ -1,0 +1,272 @@
+"""Probe (session 33): a depthwise conv whose spatial loops are all static, channels as the vector.
+
+``_dw_row_block`` (ops' conv core) keeps a [columns, channels] strip per output row and walks the
+kernel columns in a runtime loop, so every input element is loaded and converted to fp32 once
+per kernel column (KW times, ~6.7 loads per output on the 5x5 with 12 rows), and its column
+offsets are runtime values. Offline sm_90 SASS put its loop at ~1.9 instructions per FMA
+(session 32). Here a program owns a TH x TW block of output pixels of one dilation phase (both
+axes) and a [BLOCK_C] channel vector per pixel: every input pixel of the block's halo is loaded
+once, converted once and FMA'd into each output it reaches, the weights sit in registers, and the
+spatial strides are constexprs, so each load's address is the tile's base plus an immediate.
+
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py check    # interpreter or GPU, vs F.conv2d
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py sass     # offline sm_90 registers / SASS
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py time     # GPU: tiles vs ops' dw_conv
+"""
+import itertools
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ops.common import interpret_mode
+from ops.common.tuning import cdiv
+from ops.lka.kernels import _to_f32, dw_conv
+
+
+@triton.jit
+def _dw_tile_kernel(
+    X, Wt, Bias, R, Y,
+    sxb, srb, syb, C, H, W, n_th, n_tw,
+    SXH: tl.constexpr, SXW: tl.constexpr, SRH: tl.constexpr, SRW: tl.constexpr,
+    SYH: tl.constexpr, SYW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Channels-last depthwise conv: one program per (batch item, row phase, column phase, TH x TW
+    block of that phase's pixels) x channel block."""
+    pid = tl.program_id(0)
+    per_b = DIL * DIL * n_th * n_tw
+    b = (pid // per_b).to(tl.int64)
+    t = pid % per_b
+    ph = t % DIL
+    pw = (t // DIL) % DIL
+    t = t // (DIL * DIL)
+    tw = t % n_tw
+    th = t // n_tw
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if EVEN_C:
+        c_mask = tl.full([BLOCK_C], True, tl.int1)
+    else:
+        c_mask = offs_c < C
+    TAPS: tl.constexpr = KH * KW
+    ws = ()
+    for tap in tl.static_range(TAPS):
+        src = TAPS - 1 - tap if FLIP else tap
+        ws = ws + (tl.load(Wt + offs_c * TAPS + src, mask=c_mask, other=0.0).to(tl.float32),)
+    HALF_H: tl.constexpr = (KH - 1) // 2
+    HALF_W: tl.constexpr = (KW - 1) // 2
+    h0 = ph + DIL * (th * TH - HALF_H)   # input row of i = 0
+    w0 = pw + DIL * (tw * TW - HALF_W)
+    xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
+    accs = (tl.zeros([BLOCK_C], dtype=tl.float32),) * (TH * TW)
+    for i in tl.static_range(TH + KH - 1):
+        hi = h0 + DIL * i
+        row_ok = (hi >= 0) & (hi < H)
+        for j in tl.static_range(TW + KW - 1):
+            wj = w0 + DIL * j
+            ok = row_ok & (wj >= 0) & (wj < W)
+            xv = _to_f32(tl.load(xb + (DIL * i * SXH + DIL * j * SXW), mask=c_mask & ok, other=0.0), PACKED)
+            for kh in tl.static_range(KH):
+                if i - kh >= 0 and i - kh < TH:
+                    for kw in tl.static_range(KW):
+                        if j - kw >= 0 and j - kw < TW:
+                            # inline index: a name assigned in a jit function becomes a tensor
+                            accs = (accs[:(i - kh) * TW + j - kw] + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
+                                    + accs[(i - kh) * TW + j - kw + 1:])
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)
+    for r in tl.static_range(TH):
+        ho = ph + DIL * (th * TH + r)
+        for c in tl.static_range(TW):
+            wo = pw + DIL * (tw * TW + c)
+            acc = accs[r * TW + c]
+            if HAS_BIAS:
+                acc += bias
+            m = c_mask & (ho < H) & (wo < W)
+            if HAS_RES:
+                acc += tl.load(R + b * srb + ho * SRH + wo * SRW + offs_c, mask=m, other=0.0).to(tl.float32)
+            tl.store(Y + b * syb + ho * SYH + wo * SYW + offs_c, acc.to(Y.dtype.element_ty), mask=m)
+
+
+def dw_tile(x, weight, bias, dilation, flip=False, residual=None, out=None, th=4, tw=8, block_c=64, warps=1,
+            packed=None, even=None, maxnreg=None):
+    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out)."""
+    bsz, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    weight = weight.contiguous()
+    out = torch.empty_like(x) if out is None else out
+    res = residual if residual is not None else out
+    for t in (x, res, out):
+        assert t.stride(1) == 1, "channels-last only"
+    n_th, n_tw = cdiv(cdiv(h, dilation), th), cdiv(cdiv(w, dilation), tw)
+    block_c = min(block_c, triton.next_power_of_2(c))
+    if packed is None:
+        packed = x.dtype == torch.bfloat16 and not interpret_mode()
+    if even is None:
+        even = c % block_c == 0
+    meta = dict(SXH=x.stride(2), SXW=x.stride(3), SRH=res.stride(2), SRW=res.stride(3), SYH=out.stride(2),
+                SYW=out.stride(3), KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None,
+                HAS_RES=residual is not None, PACKED=packed, EVEN_C=even, TH=th, TW=tw, BLOCK_C=block_c,
+                num_warps=warps)
+    if maxnreg is not None:
+        meta["maxnreg"] = maxnreg
+    grid = (bsz * dilation * dilation * n_th * n_tw, cdiv(c, block_c))
+    _dw_tile_kernel[grid](x, weight, bias if bias is not None else weight, res, out, x.stride(0), res.stride(0),
+                          out.stride(0), c, h, w, n_th, n_tw, **meta)
+    return out
+
+
+def reference(x, weight, bias, dilation, flip=False, residual=None):
+    k = weight.shape[-1]
+    w = weight.flip(-1, -2) if flip else weight
+    y = F.conv2d(x.double(), w.double(), None if bias is None else bias.double(), padding=dilation * (k - 1) // 2,
+                 dilation=dilation, groups=x.shape[1])
+    return y if residual is None else y + residual.double()
+
+
+def check() -> None:
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtypes = (torch.float32, torch.float16, torch.bfloat16) if dev == "cuda" else (torch.float32, torch.float16)
+    torch.manual_seed(0)
+    cases = [(2, 24, 13, 11, 5, 1, 4, 8, 32), (1, 64, 17, 20, 7, 3, 4, 4, 64), (2, 40, 9, 30, 5, 1, 2, 8, 16),
+             (1, 16, 23, 19, 7, 3, 3, 5, 16), (1, 8, 5, 6, 3, 1, 4, 4, 8)]
+    worst = 0.0
+    for (b, c, h, w, k, d, th, tw, bc), dtype, flip, res in itertools.product(cases, dtypes, (False, True),
+                                                                             (False, True)):
+        x = torch.randn(b, c, h, w, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        wt = torch.randn(c, 1, k, k, device=dev) * 0.2
+        bias = None if flip else torch.randn(c, device=dev)
+        r = torch.randn_like(x) if res else None
+        out = torch.full_like(x, float("nan"))   # poisoned: every element must be written
+        dw_tile(x, wt, bias, d, flip, r, out, th=th, tw=tw, block_c=bc)
+        ref = reference(x, wt, bias, d, flip, r)
+        err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+        tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+        assert err < tol, (b, c, h, w, k, d, th, tw, bc, dtype, flip, res, err)
+        worst = max(worst, err) if dtype == torch.float32 else worst
+    print(f"check on {dev}: all cases within tolerance (worst fp32 relative error {worst:.1e})")
+
+
+def sass() -> None:
+    """Registers, spills and SASS size of the tile kernel (sm_90a, offline) for the LKA convs."""
+    from sm90_registers import compile_sm90, sass_counts
+    sig = {n: ("*bf16" if n in ("X", "R", "Y") else "*fp32" if n in ("Wt", "Bias") else "i32")
+           for n in _dw_tile_kernel.arg_names}
+    for (c, hw), (k, d), flip, (th, tw), mr in itertools.product(
+            ((64, 56),), ((5, 1), (7, 3)), (False, True), ((4, 8), (4, 4), (2, 8), (3, 6), (4, 6)), (None,)):
+        consts = dict(SXH=hw * c, SXW=c, SRH=hw * c, SRW=c, SYH=hw * c, SYW=c, KH=k, KW=k, DIL=d, FLIP=flip,
+                      HAS_BIAS=not flip, HAS_RES=flip, PACKED=True, EVEN_C=True, TH=th, TW=tw, BLOCK_C=64)
+        err, cubin = compile_sm90(_dw_tile_kernel, sig, consts, {"C", "sxb", "srb", "syb"}, 1)
+        regs = next(line for line in err.splitlines() if "Used " in line).split("Used ")[1].split(" ")[0]
+        spill = next(line for line in err.splitlines() if "spill stores" in line).split(",")[1].split()[0]
+        counts = sass_counts(cubin)
+        total = sum(counts.values())
+        fma = counts["FFMA"]
+        print(f"C{c} {hw}x{hw} {k}x{k} d{d} flip={flip} tile {th}x{tw}: {regs} registers, {spill} B spills, "
+              f"{total} SASS ({fma} FFMA, {total / max(fma, 1):.2f} per FFMA; LDG {counts['LDG']}, "
+              f"MOV {counts['MOV']}, LOP3 {counts['LOP3']}, SHF {counts['SHF']} IMAD.SHL {counts['IMAD']})",
+              flush=True)
+
+
+TILES = {(5, 1): [(4, 8), (4, 4), (2, 8), (4, 6)], (7, 3): [(4, 4), (2, 8), (3, 6), (4, 8)]}
+CHANNELS = [(64, 1), (128, 1), (64, 2)]   # (BLOCK_C, warps): 2, 4 and 1 channels per thread
+
+
+def jobs():
+    """(shape, kernel, dilation, flip, tile, (BLOCK_C, warps)) of the timing sweep."""
+    from lka_case import BENCH, VAN
+    for (b, c, sz), (k, d), flip in itertools.product(BENCH + [VAN[4]], ((5, 1), (7, 3)), (False, True)):
+        for (th, tw), (bc, warps) in itertools.product(TILES[(k, d)], CHANNELS):
+            if bc <= c and not (bc // (32 * warps) >= 4 and th * tw > 16):   # 4 channels a thread: small tiles
+                yield (b, c, sz), k, d, flip, (th, tw), (bc, warps)
+
+
+def _tensors(b, c, sz, k):
+    x, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
+            .contiguous(memory_format=torch.channels_last) for _ in range(2))
+    return x, r, torch.randn(c, 1, k, k, device="cuda") * 0.2, torch.randn(c, device="cuda")
+
+
+def _compile(job) -> str:
+    """Compile one job's kernel (batch 1: the kernel specializes on nothing that batch changes)."""
+    (b, c, sz), k, d, flip, (th, tw), (bc, warps) = job
+    x, r, wt, bias = _tensors(1, c, sz, k)
+    try:
+        dw_tile(x, wt, None if flip else bias, d, flip, r if flip else None, th=th, tw=tw, block_c=bc, warps=warps)
+        torch.cuda.synchronize()
+        return ""
+    except Exception as e:
+        return f"{job}: {type(e).__name__}: {e}"[:200]
+
+
+def time_tiles() -> None:
+    """Times every job against ops' dw_conv (bf16 channels-last); compiles first in a pool of
+    processes (Triton's cache then serves the timing process)."""
+    import concurrent.futures
+    import multiprocessing
+    from lka_case import us
+    todo = list(jobs())
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for msg in pool.map(_compile, todo):
+            if msg:
+                print("compile failed:", msg, flush=True)
+    print(f"compiled {len(todo)} kernels", flush=True)
+    groups = {}
+    for job in todo:
+        groups.setdefault(job[:4], []).append(job[4:])
+    for ((b, c, sz), k, d, flip), configs in groups.items():
+        torch.manual_seed(0)
+        x, r, wt, bias = _tensors(b, c, sz, k)
+        bias_, res = (None, r) if flip else (bias, None)
+        y0 = torch.empty_like(x)
+        base = lambda: dw_conv(x, wt, bias_, d, flip=flip, residual=res, out=y0)  # noqa: E731
+        base()
+        ref = y0.clone()
+        rows = []
+        for (th, tw), (bc, warps) in configs:
+            y1 = torch.full_like(x, float("nan"))
+            fn = lambda: dw_tile(x, wt, bias_, d, flip, res, y1, th=th, tw=tw, block_c=bc, warps=warps)  # noqa: E731
+            try:
+                fn()
+            except Exception as e:   # e.g. out of resources
+                print(f"  {th}x{tw} C{bc} w{warps}: {type(e).__name__}", flush=True)
+                continue
+            diff = (y1.float() - ref.float()).abs().max().item()
+            t = statistics.median(us(fn) for _ in range(3))
+            rows.append((t, f"{th}x{tw} C{bc} w{warps} {t:.1f} us (diff {diff:.1e})"))
+        t0 = statistics.median(us(base) for _ in range(3))
+        rows.sort()
+        print(f"B{b} C{c} {sz}x{sz} {k}x{k} d{d} {'dx' if flip else 'fwd'}: ops {t0:.1f} us; "
+              + "; ".join(s for _, s in rows[:5]) + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+
+
+def cap() -> None:
+    """ops' row-block 5x5 with unmasked channels (EVEN_C) under a 168-register cap against the
+    rule's launch (session 32, offline: EVEN_C compiles to 193 registers, 2 CTAs per SM instead of
+    4; capped it fits 128 without spills)."""
+    from lka_case import BENCH, VAN, us
+    from ops.lka.kernels import _dw_rows, dw_launch
+    for (b, c, sz), flip in itertools.product(BENCH + [VAN[4]], (False, True)):
+        x, r, wt, bias = _tensors(b, c, sz, 5)
+        grid, scalars, meta = dw_launch(tuple(x.shape), x.dtype, (5, 5), 1, flip, not flip, flip, (x.stride(),) * 3)
+        ys = [torch.empty_like(x) for _ in range(4)]
+        arms = {}
+        for i, extra in enumerate(({}, {"EVEN_C": True}, {"EVEN_C": True, "maxnreg": 168}, {"maxnreg": 128})):
+            def fn(i=i, m={**meta, **extra}):
+                _dw_rows[grid](x, wt, wt if flip else bias, r if flip else ys[i], ys[i], *scalars, **m)
+            fn()
+            arms[str(extra or "rule")] = fn
+        diff = max((y.float() - ys[0].float()).abs().max().item() for y in ys[1:])
+        t = {k: statistics.median(us(f) for _ in range(3)) for k, f in arms.items()}
+        print(f"B{b} C{c} {sz}x{sz} 5x5 {'dx' if flip else 'fwd'} (rule {meta}): "
+              + "; ".join(f"{k} {v:.1f}" for k, v in t.items()) + f" us (diff {diff:.0e})", flush=True)
+
+
+if __name__ == "__main__":
+    {"check": check, "sass": sass, "time": time_tiles, "cap": cap}[sys.argv[1] if len(sys.argv) > 1 else "check"]()
