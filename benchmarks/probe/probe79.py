@@ -93,6 +93,131 @@ def _dw_tile_kernel(
             tl.store(Y + b * syb + ho * SYH + wo * SYW + offs_c, acc.to(Y.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _stream_row(xrow, row_ok, w0, W, ws, slots, c_mask, KH_LO: tl.constexpr, KH_HI: tl.constexpr,
+                SXW: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, PACKED: tl.constexpr, TW: tl.constexpr):
+    """One input row of a stream: its TW + KW - 1 pixels, each loaded and converted once, FMA'd into
+    the accumulator slots KH_LO..KH_HI (slot kh: the output row that takes this row as tap row kh)."""
+    for j in tl.static_range(TW + KW - 1):
+        wj = w0 + DIL * j
+        xv = _to_f32(tl.load(xrow + DIL * j * SXW, mask=c_mask & row_ok & (wj >= 0) & (wj < W), other=0.0), PACKED)
+        for kh in tl.static_range(KH_LO, KH_HI + 1):
+            for kw in tl.static_range(KW):
+                if j - kw >= 0 and j - kw < TW:
+                    slots = (slots[:kh * TW + j - kw] + (slots[kh * TW + j - kw] + xv * ws[kh * KW + kw],)
+                             + slots[kh * TW + j - kw + 1:])
+    return slots
+
+
+@triton.jit
+def _stream_store(slots, bias, R, Y, b, srb, syb, ho, pw, tw, offs_c, c_mask, H, W,
+                  SRH: tl.constexpr, SRW: tl.constexpr, SYH: tl.constexpr, SYW: tl.constexpr, KH: tl.constexpr,
+                  DIL: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, TW: tl.constexpr):
+    """Store the finished output row (slot KH - 1) and shift the slots down by one row."""
+    for c in tl.static_range(TW):
+        wo = pw + DIL * (tw * TW + c)
+        acc = slots[(KH - 1) * TW + c]
+        if HAS_BIAS:
+            acc += bias
+        m = c_mask & (ho < H) & (wo < W)
+        if HAS_RES:
+            acc += tl.load(R + b * srb + ho * SRH + wo * SRW + offs_c, mask=m, other=0.0).to(tl.float32)
+        tl.store(Y + b * syb + ho * SYH + wo * SYW + offs_c, acc.to(Y.dtype.element_ty), mask=m)
+    return (tl.zeros_like(slots[0]),) * TW + slots[:(KH - 1) * TW]
+
+
+@triton.jit
+def _dw_stream_kernel(
+    X, Wt, Bias, R, Y,
+    sxb, srb, syb, C, H, W, n_rb, n_tw,
+    SXH: tl.constexpr, SXW: tl.constexpr, SRH: tl.constexpr, SRW: tl.constexpr,
+    SYH: tl.constexpr, SYW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
+    NR: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Channels-last depthwise conv streaming down a TW-pixel column strip of one dilation phase
+    (both axes), NR output rows per program: each input row is loaded once and feeds the KH output
+    rows it reaches, kept as KH x TW accumulator slots that shift by one row per input row (a
+    finished row is stored as it leaves). The first and last KH - 1 input rows are peeled
+    (static), so no FMA goes to a row outside the block."""
+    pid = tl.program_id(0)
+    per_b = DIL * DIL * n_rb * n_tw
+    b = (pid // per_b).to(tl.int64)
+    t = pid % per_b
+    ph = t % DIL
+    pw = (t // DIL) % DIL
+    t = t // (DIL * DIL)
+    tw = t % n_tw
+    m0 = (t // n_tw) * NR
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if EVEN_C:
+        c_mask = tl.full([BLOCK_C], True, tl.int1)
+    else:
+        c_mask = offs_c < C
+    TAPS: tl.constexpr = KH * KW
+    ws = ()
+    for tap in tl.static_range(TAPS):
+        src = TAPS - 1 - tap if FLIP else tap
+        ws = ws + (tl.load(Wt + offs_c * TAPS + src, mask=c_mask, other=0.0).to(tl.float32),)
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros([BLOCK_C], dtype=tl.float32)
+    HALF_H: tl.constexpr = (KH - 1) // 2
+    HALF_W: tl.constexpr = (KW - 1) // 2
+    w0 = pw + DIL * (tw * TW - HALF_W)
+    h0 = ph + DIL * (m0 - HALF_H)   # input row of it = 0
+    xb = X + b * sxb + w0 * SXW + offs_c
+    slots = (tl.zeros([BLOCK_C], dtype=tl.float32),) * (KH * TW)
+    for it in tl.static_range(KH - 1):   # rows feeding only the block's first outputs
+        hi = h0 + DIL * it
+        slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, 0, it,
+                            SXW, KW, DIL, PACKED, TW)
+        slots = (tl.zeros_like(slots[0]),) * TW + slots[:(KH - 1) * TW]
+    for it in range(KH - 1, NR):
+        hi = h0 + DIL * it
+        slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, 0, KH - 1,
+                            SXW, KW, DIL, PACKED, TW)
+        slots = _stream_store(slots, bias, R, Y, b, srb, syb, ph + DIL * (m0 + it - KH + 1), pw, tw, offs_c, c_mask,
+                              H, W, SRH, SRW, SYH, SYW, KH, DIL, HAS_BIAS, HAS_RES, TW)
+    for e in tl.static_range(KH - 1):    # rows feeding only the block's last outputs
+        hi = h0 + DIL * (NR + e)
+        slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, e + 1, KH - 1,
+                            SXW, KW, DIL, PACKED, TW)
+        slots = _stream_store(slots, bias, R, Y, b, srb, syb, ph + DIL * (m0 + NR + e - KH + 1), pw, tw, offs_c,
+                              c_mask, H, W, SRH, SRW, SYH, SYW, KH, DIL, HAS_BIAS, HAS_RES, TW)
+
+
+def dw_stream(x, weight, bias, dilation, flip=False, residual=None, out=None, nr=16, tw=8, block_c=64, warps=1,
+              packed=None, even=None, maxnreg=None):
+    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out); NR >= KH - 1."""
+    bsz, c, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    weight = weight.contiguous()
+    out = torch.empty_like(x) if out is None else out
+    res = residual if residual is not None else out
+    for t in (x, res, out):
+        assert t.stride(1) == 1, "channels-last only"
+    nr = max(nr, kh - 1)
+    n_rb, n_tw = cdiv(cdiv(h, dilation), nr), cdiv(cdiv(w, dilation), tw)
+    block_c = min(block_c, triton.next_power_of_2(c))
+    if packed is None:
+        packed = x.dtype == torch.bfloat16 and not interpret_mode() and block_c >= 64 * warps
+    if even is None:
+        even = c % block_c == 0
+    meta = dict(SXH=x.stride(2), SXW=x.stride(3), SRH=res.stride(2), SRW=res.stride(3), SYH=out.stride(2),
+                SYW=out.stride(3), KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None,
+                HAS_RES=residual is not None, PACKED=packed, EVEN_C=even, NR=nr, TW=tw, BLOCK_C=block_c,
+                num_warps=warps)
+    if maxnreg is not None:
+        meta["maxnreg"] = maxnreg
+    grid = (bsz * dilation * dilation * n_rb * n_tw, cdiv(c, block_c))
+    _dw_stream_kernel[grid](x, weight, bias if bias is not None else weight, res, out, x.stride(0), res.stride(0),
+                            out.stride(0), c, h, w, n_rb, n_tw, **meta)
+    return out
+
+
 def dw_tile(x, weight, bias, dilation, flip=False, residual=None, out=None, th=4, tw=8, block_c=64, warps=1,
             packed=None, even=None, maxnreg=None):
     """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out)."""
@@ -175,15 +300,27 @@ def sass() -> None:
 
 TILES = {(5, 1): [(4, 8), (4, 4), (2, 8), (4, 6)], (7, 3): [(4, 4), (2, 8), (3, 6), (4, 8)]}
 CHANNELS = [(64, 1), (128, 1), (64, 2)]   # (BLOCK_C, warps): 2, 4 and 1 channels per thread
+# the stream's (TW, (BLOCK_C, warps)); its rows per program: a dilation phase's rows in 2 or 4 blocks
+# (dilation 1) or 1 or 2
+STREAMS = {(5, 1): [(4, (64, 1)), (8, (64, 1)), (4, (64, 2)), (8, (64, 2))],
+           (7, 3): [(4, (64, 1)), (4, (64, 2)), (8, (64, 2))]}
 
 
-def jobs():
-    """(shape, kernel, dilation, flip, tile, (BLOCK_C, warps)) of the timing sweep."""
+def jobs(kind: str):
+    """(kind, shape, kernel, dilation, flip, config) of the timing sweep: config (TH, TW, BLOCK_C,
+    warps) for ``tile``, (NR, TW, BLOCK_C, warps) for ``stream`` (input gradients: two configs)."""
     from lka_case import BENCH, VAN
     for (b, c, sz), (k, d), flip in itertools.product(BENCH + [VAN[4]], ((5, 1), (7, 3)), (False, True)):
-        for (th, tw), (bc, warps) in itertools.product(TILES[(k, d)], CHANNELS):
-            if bc <= c and not (bc // (32 * warps) >= 4 and th * tw > 16):   # 4 channels a thread: small tiles
-                yield (b, c, sz), k, d, flip, (th, tw), (bc, warps)
+        if kind == "tile":
+            for (th, tw), (bc, warps) in itertools.product(TILES[(k, d)], CHANNELS):
+                if bc <= c and not (bc // (32 * warps) >= 4 and th * tw > 16):   # 4 channels a thread: small tiles
+                    yield kind, (b, c, sz), k, d, flip, (th, tw, bc, warps)
+        else:
+            phase = cdiv(sz, d)
+            splits = (2, 4) if d == 1 else (1, 2)
+            for n, (tw, (bc, warps)) in itertools.product(splits, STREAMS[(k, d)]):
+                if not flip or (n == splits[0] and warps == 2):
+                    yield kind, (b, c, sz), k, d, flip, (cdiv(phase, n), tw, bc, warps)
 
 
 def _tensors(b, c, sz, k):
@@ -192,25 +329,32 @@ def _tensors(b, c, sz, k):
     return x, r, torch.randn(c, 1, k, k, device="cuda") * 0.2, torch.randn(c, device="cuda")
 
 
+def _run(kind, x, wt, bias, d, flip, r, y, cfg):
+    a, tw, bc, warps = cfg
+    if kind == "tile":
+        return dw_tile(x, wt, bias, d, flip, r, y, th=a, tw=tw, block_c=bc, warps=warps)
+    return dw_stream(x, wt, bias, d, flip, r, y, nr=a, tw=tw, block_c=bc, warps=warps)
+
+
 def _compile(job) -> str:
     """Compile one job's kernel (batch 1: the kernel specializes on nothing that batch changes)."""
-    (b, c, sz), k, d, flip, (th, tw), (bc, warps) = job
+    kind, (b, c, sz), k, d, flip, cfg = job
     x, r, wt, bias = _tensors(1, c, sz, k)
     try:
-        dw_tile(x, wt, None if flip else bias, d, flip, r if flip else None, th=th, tw=tw, block_c=bc, warps=warps)
+        _run(kind, x, wt, None if flip else bias, d, flip, r if flip else None, None, cfg)
         torch.cuda.synchronize()
         return ""
     except Exception as e:
         return f"{job}: {type(e).__name__}: {e}"[:200]
 
 
-def time_tiles() -> None:
+def time_kind(kind: str) -> None:
     """Times every job against ops' dw_conv (bf16 channels-last); compiles first in a pool of
     processes (Triton's cache then serves the timing process)."""
     import concurrent.futures
     import multiprocessing
     from lka_case import us
-    todo = list(jobs())
+    todo = list(jobs(kind))
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for msg in pool.map(_compile, todo):
@@ -219,7 +363,7 @@ def time_tiles() -> None:
     print(f"compiled {len(todo)} kernels", flush=True)
     groups = {}
     for job in todo:
-        groups.setdefault(job[:4], []).append(job[4:])
+        groups.setdefault(job[1:5], []).append(job[5])
     for ((b, c, sz), k, d, flip), configs in groups.items():
         torch.manual_seed(0)
         x, r, wt, bias = _tensors(b, c, sz, k)
@@ -229,20 +373,21 @@ def time_tiles() -> None:
         base()
         ref = y0.clone()
         rows = []
-        for (th, tw), (bc, warps) in configs:
+        for cfg in configs:
             y1 = torch.full_like(x, float("nan"))
-            fn = lambda: dw_tile(x, wt, bias_, d, flip, res, y1, th=th, tw=tw, block_c=bc, warps=warps)  # noqa: E731
+            fn = lambda: _run(kind, x, wt, bias_, d, flip, res, y1, cfg)  # noqa: E731
+            label = ("{}x{}" if kind == "tile" else "NR{} TW{}").format(*cfg[:2]) + f" C{cfg[2]} w{cfg[3]}"
             try:
                 fn()
             except Exception as e:   # e.g. out of resources
-                print(f"  {th}x{tw} C{bc} w{warps}: {type(e).__name__}", flush=True)
+                print(f"  {label}: {type(e).__name__}", flush=True)
                 continue
             diff = (y1.float() - ref.float()).abs().max().item()
             t = statistics.median(us(fn) for _ in range(3))
-            rows.append((t, f"{th}x{tw} C{bc} w{warps} {t:.1f} us (diff {diff:.1e})"))
+            rows.append((t, f"{label} {t:.1f} us (diff {diff:.1e})"))
         t0 = statistics.median(us(base) for _ in range(3))
         rows.sort()
-        print(f"B{b} C{c} {sz}x{sz} {k}x{k} d{d} {'dx' if flip else 'fwd'}: ops {t0:.1f} us; "
+        print(f"{kind} B{b} C{c} {sz}x{sz} {k}x{k} d{d} {'dx' if flip else 'fwd'}: ops {t0:.1f} us; "
               + "; ".join(s for _, s in rows[:5]) + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
@@ -269,4 +414,8 @@ def cap() -> None:
 
 
 if __name__ == "__main__":
-    {"check": check, "sass": sass, "time": time_tiles, "cap": cap}[sys.argv[1] if len(sys.argv) > 1 else "check"]()
+    mode = sys.argv[1] if len(sys.argv) > 1 else "check"
+    if mode in ("tile", "stream"):
+        time_kind(mode)
+    else:
+        {"check": check, "sass": sass, "cap": cap}[mode]()
