@@ -11,7 +11,9 @@ spatial strides are constexprs, so each load's address is the tile's base plus a
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py check    # interpreter or GPU, vs F.conv2d
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py sass     # offline sm_90 registers / SASS
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py time     # GPU: tiles vs ops' dw_conv
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py tile|stream [WORKERS] [5x5|7x7] [fwd|dx]
+                                                                       # GPU: the sweeps against ops' dw_conv
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe79.py cap      # GPU: the row-block 5x5 with EVEN_C, capped
 """
 import itertools
 import statistics
@@ -64,6 +66,14 @@ def _dw_tile_kernel(
     w0 = pw + DIL * (tw * TW - HALF_W)
     xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
     accs = (tl.zeros([BLOCK_C], dtype=tl.float32),) * (TH * TW)
+    if HAS_RES:   # the residual starts the sums: its loads are in flight while the taps run
+        for r in tl.static_range(TH):
+            for c in tl.static_range(TW):
+                accs = (accs[:r * TW + c]
+                        + (tl.load(R + b * srb + (ph + DIL * (th * TH + r)) * SRH + (pw + DIL * (tw * TW + c)) * SRW
+                                   + offs_c, mask=c_mask & (ph + DIL * (th * TH + r) < H) & (pw + DIL * (tw * TW + c) < W),
+                                   other=0.0).to(tl.float32),)
+                        + accs[r * TW + c + 1:])
     for i in tl.static_range(TH + KH - 1):
         hi = h0 + DIL * i
         row_ok = (hi >= 0) & (hi < H)
@@ -88,8 +98,6 @@ def _dw_tile_kernel(
             if HAS_BIAS:
                 acc += bias
             m = c_mask & (ho < H) & (wo < W)
-            if HAS_RES:
-                acc += tl.load(R + b * srb + ho * SRH + wo * SRW + offs_c, mask=m, other=0.0).to(tl.float32)
             tl.store(Y + b * syb + ho * SYH + wo * SYW + offs_c, acc.to(Y.dtype.element_ty), mask=m)
 
 
@@ -120,10 +128,23 @@ def _stream_store(slots, bias, R, Y, b, srb, syb, ho, pw, tw, offs_c, c_mask, H,
         if HAS_BIAS:
             acc += bias
         m = c_mask & (ho < H) & (wo < W)
-        if HAS_RES:
-            acc += tl.load(R + b * srb + ho * SRH + wo * SRW + offs_c, mask=m, other=0.0).to(tl.float32)
         tl.store(Y + b * syb + ho * SYH + wo * SYW + offs_c, acc.to(Y.dtype.element_ty), mask=m)
-    return (tl.zeros_like(slots[0]),) * TW + slots[:(KH - 1) * TW]
+    return slots[:(KH - 1) * TW]
+
+
+@triton.jit
+def _stream_birth(R, b, srb, ho, pw, tw, offs_c, c_mask, H, W, SRH: tl.constexpr, SRW: tl.constexpr,
+                  DIL: tl.constexpr, HAS_RES: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The TW slots of output row ``ho`` as it enters the stream: its residual (loaded KH input
+    rows before the row is stored, so the loads are long done) or zeros."""
+    new = ()
+    for c in tl.static_range(TW):
+        if HAS_RES:
+            new = new + (tl.load(R + b * srb + ho * SRH + (pw + DIL * (tw * TW + c)) * SRW + offs_c,
+                                 mask=c_mask & (ho < H) & (pw + DIL * (tw * TW + c) < W), other=0.0).to(tl.float32),)
+        else:
+            new = new + (tl.zeros([BLOCK_C], dtype=tl.float32),)
+    return new
 
 
 @triton.jit
@@ -169,20 +190,27 @@ def _dw_stream_kernel(
     w0 = pw + DIL * (tw * TW - HALF_W)
     h0 = ph + DIL * (m0 - HALF_H)   # input row of it = 0
     xb = X + b * sxb + w0 * SXW + offs_c
-    slots = (tl.zeros([BLOCK_C], dtype=tl.float32),) * (KH * TW)
+    # slot kh holds the output row taking the current input row as its tap row kh; for input row
+    # it (block-relative) output row it enters at slot 0, with its residual when there is one
+    slots = (tl.zeros([BLOCK_C], dtype=tl.float32),) * ((KH - 1) * TW)
     for it in tl.static_range(KH - 1):   # rows feeding only the block's first outputs
         hi = h0 + DIL * it
+        slots = _stream_birth(R, b, srb, ph + DIL * (m0 + it), pw, tw, offs_c, c_mask, H, W, SRH, SRW, DIL, HAS_RES,
+                              TW, BLOCK_C) + slots
         slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, 0, it,
                             SXW, KW, DIL, PACKED, TW)
-        slots = (tl.zeros_like(slots[0]),) * TW + slots[:(KH - 1) * TW]
+        slots = slots[:(KH - 1) * TW]
     for it in range(KH - 1, NR):
         hi = h0 + DIL * it
+        slots = _stream_birth(R, b, srb, ph + DIL * (m0 + it), pw, tw, offs_c, c_mask, H, W, SRH, SRW, DIL, HAS_RES,
+                              TW, BLOCK_C) + slots
         slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, 0, KH - 1,
                             SXW, KW, DIL, PACKED, TW)
         slots = _stream_store(slots, bias, R, Y, b, srb, syb, ph + DIL * (m0 + it - KH + 1), pw, tw, offs_c, c_mask,
                               H, W, SRH, SRW, SYH, SYW, KH, DIL, HAS_BIAS, HAS_RES, TW)
     for e in tl.static_range(KH - 1):    # rows feeding only the block's last outputs
         hi = h0 + DIL * (NR + e)
+        slots = (tl.zeros([BLOCK_C], dtype=tl.float32),) * TW + slots   # rows past the block: never stored
         slots = _stream_row(xb + hi * SXH, (hi >= 0) & (hi < H), w0, W, ws, slots, c_mask, e + 1, KH - 1,
                             SXW, KW, DIL, PACKED, TW)
         slots = _stream_store(slots, bias, R, Y, b, srb, syb, ph + DIL * (m0 + NR + e - KH + 1), pw, tw, offs_c,
@@ -303,7 +331,7 @@ CHANNELS = [(64, 1), (128, 1), (64, 2)]   # (BLOCK_C, warps): 2, 4 and 1 channel
 # the stream's (TW, (BLOCK_C, warps)); its rows per program: a dilation phase's rows in 2 or 4 blocks
 # (dilation 1) or 1 or 2
 STREAMS = {(5, 1): [(4, (64, 1)), (8, (64, 1)), (4, (64, 2)), (8, (64, 2))],
-           (7, 3): [(4, (64, 1)), (4, (64, 2)), (8, (64, 2))]}
+           (7, 3): [(4, (64, 2))]}
 
 
 def jobs(kind: str):
@@ -317,7 +345,7 @@ def jobs(kind: str):
                     yield kind, (b, c, sz), k, d, flip, (th, tw, bc, warps)
         else:
             phase = cdiv(sz, d)
-            splits = (2, 4) if d == 1 else (1, 2)
+            splits = (2, 4) if d == 1 else (1,)
             for n, (tw, (bc, warps)) in itertools.product(splits, STREAMS[(k, d)]):
                 if not flip or (n == splits[0] and warps == 2):
                     yield kind, (b, c, sz), k, d, flip, (cdiv(phase, n), tw, bc, warps)
@@ -354,17 +382,20 @@ def time_kind(kind: str) -> None:
     import concurrent.futures
     import multiprocessing
     from lka_case import us
-    todo = list(jobs(kind))
+    want = set(sys.argv[3:])   # e.g. 5x5, 7x7, fwd, dx: keep the jobs that match every axis named
+    kernels, dirs = want & {"5x5", "7x7"}, want & {"fwd", "dx"}
+    todo = [j for j in jobs(kind) if (not kernels or f"{j[2]}x{j[2]}" in kernels)
+            and (not dirs or ("dx" if j[4] else "fwd") in dirs)]
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for msg in pool.map(_compile, todo):
-            if msg:
-                print("compile failed:", msg, flush=True)
-    print(f"compiled {len(todo)} kernels", flush=True)
     groups = {}
     for job in todo:
-        groups.setdefault(job[1:5], []).append(job[5])
-    for ((b, c, sz), k, d, flip), configs in groups.items():
+        groups.setdefault(job[1:5], []).append(job)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    for ((b, c, sz), k, d, flip), group in groups.items():   # compile a group in parallel, then time it
+        for msg in pool.map(_compile, group):
+            if msg:
+                print("compile failed:", msg, flush=True)
+        configs = [job[5] for job in group]
         torch.manual_seed(0)
         x, r, wt, bias = _tensors(b, c, sz, k)
         bias_, res = (None, r) if flip else (bias, None)
@@ -389,6 +420,7 @@ def time_kind(kind: str) -> None:
         rows.sort()
         print(f"{kind} B{b} C{c} {sz}x{sz} {k}x{k} d{d} {'dx' if flip else 'fwd'}: ops {t0:.1f} us; "
               + "; ".join(s for _, s in rows[:5]) + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+    pool.shutdown()
 
 
 def cap() -> None:
