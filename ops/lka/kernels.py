@@ -54,18 +54,17 @@ def _to_f32(x, PACKED: tl.constexpr):
 
 
 @triton.jit
-def _dw_row_block(x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
+def _dw_row_block(accs, x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr, PACKED: tl.constexpr,
                   ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
-    input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip -> a tuple of
-    ROWS fp32 [W, C] tiles (zero padding outside the map; ``x_base`` points at the batch item
-    and channels). Each loaded input row serves every output row its column of taps reaches:
-    ROWS + KH - 1 loads per kernel column instead of ROWS * KH, so the taps cost one FMA each
-    plus a fraction of a load and a conversion."""
+    input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip, added to
+    ``accs`` (a tuple of ROWS fp32 [W, C] tiles) and returned so (zero padding outside the map;
+    ``x_base`` points at the batch item and channels). Each loaded input row serves every output
+    row its column of taps reaches: ROWS + KH - 1 loads per kernel column instead of ROWS * KH,
+    so the taps cost one FMA each plus a fraction of a load and a conversion."""
     HALF: tl.constexpr = (KH - 1) // 2
     PW: tl.constexpr = DIL * (KW - 1) // 2
-    accs = (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),) * ROWS
     for kw in range(KW):   # runtime loop; the rows and the taps of a column are unrolled
         ww = offs_w - PW + kw * DIL
         m = ((ww >= 0) & (ww < W))[:, None] & c_mask[None, :]
@@ -110,9 +109,20 @@ def _dw_rows_kernel(
         c_mask = tl.full([BLOCK_C], True, tl.int1)
     else:
         c_mask = offs_c < C
-    accs = _dw_row_block(X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
-                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
     m = (offs_w < W)[:, None] & c_mask[None, :]
+    # The sums start from the residual, whose loads are then in flight during the taps; loaded in
+    # the epilogue, their latency was exposed (probe79: that made the 5x5 input gradient
+    # 1.4-1.6x slower than loading them first).
+    accs = ()
+    for r in tl.static_range(ROWS):
+        if HAS_RES:
+            row = phase + DIL * (m0 + r)
+            accs = accs + (tl.load(R + b * srb + row * srh + offs_w[:, None] * srw + offs_c[None, :] * src,
+                                   mask=m & (row < H), other=0.0).to(tl.float32),)
+        else:
+            accs = accs + (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),)
+    accs = _dw_row_block(accs, X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
+                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
     for r in tl.static_range(ROWS):
@@ -121,9 +131,6 @@ def _dw_rows_kernel(
         if HAS_BIAS:
             acc += bias
         mr = m & (row < H)
-        if HAS_RES:
-            acc += tl.load(R + b * srb + row * srh + offs_w[:, None] * srw + offs_c[None, :] * src,
-                           mask=mr, other=0.0).to(tl.float32)
         tl.store(Y + b * syb + row * syh + offs_w[:, None] * syw + offs_c[None, :] * syc,
                  acc.to(Y.dtype.element_ty), mask=mr)
 
