@@ -217,9 +217,10 @@ def _dw_stream_kernel(
                               c_mask, H, W, SRH, SRW, SYH, SYW, KH, DIL, HAS_BIAS, HAS_RES, TW)
 
 
-def dw_stream(x, weight, bias, dilation, flip=False, residual=None, out=None, nr=16, tw=8, block_c=64, warps=1,
-              packed=None, even=None, maxnreg=None):
-    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out); NR >= KH - 1."""
+def _phase_launch(kernel, rows: tuple, x, weight, bias, dilation, flip, residual, out, tw, block_c, warps, packed,
+                  even, maxnreg):
+    """Launch a channels-last phase-tiled conv (``_dw_stream_kernel`` or ``_dw_tile_kernel``);
+    ``rows`` = (name, value) of its rows per program (NR or TH)."""
     bsz, c, h, w = x.shape
     kh, kw = weight.shape[-2:]
     weight = weight.contiguous()
@@ -227,51 +228,36 @@ def dw_stream(x, weight, bias, dilation, flip=False, residual=None, out=None, nr
     res = residual if residual is not None else out
     for t in (x, res, out):
         assert t.stride(1) == 1, "channels-last only"
-    nr = max(nr, kh - 1)
-    n_rb, n_tw = cdiv(cdiv(h, dilation), nr), cdiv(cdiv(w, dilation), tw)
+    n_rows, n_tw = cdiv(cdiv(h, dilation), rows[1]), cdiv(cdiv(w, dilation), tw)
     block_c = min(block_c, triton.next_power_of_2(c))
-    if packed is None:
+    if packed is None:   # pairs of bf16 per thread
         packed = x.dtype == torch.bfloat16 and not interpret_mode() and block_c >= 64 * warps
     if even is None:
         even = c % block_c == 0
     meta = dict(SXH=x.stride(2), SXW=x.stride(3), SRH=res.stride(2), SRW=res.stride(3), SYH=out.stride(2),
                 SYW=out.stride(3), KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None,
-                HAS_RES=residual is not None, PACKED=packed, EVEN_C=even, NR=nr, TW=tw, BLOCK_C=block_c,
-                num_warps=warps)
+                HAS_RES=residual is not None, PACKED=packed, EVEN_C=even, TW=tw, BLOCK_C=block_c, num_warps=warps)
+    meta[rows[0]] = rows[1]
     if maxnreg is not None:
         meta["maxnreg"] = maxnreg
-    grid = (bsz * dilation * dilation * n_rb * n_tw, cdiv(c, block_c))
-    _dw_stream_kernel[grid](x, weight, bias if bias is not None else weight, res, out, x.stride(0), res.stride(0),
-                            out.stride(0), c, h, w, n_rb, n_tw, **meta)
+    grid = (bsz * dilation * dilation * n_rows * n_tw, cdiv(c, block_c))
+    kernel[grid](x, weight, bias if bias is not None else weight, res, out, x.stride(0), res.stride(0),
+                 out.stride(0), c, h, w, n_rows, n_tw, **meta)
     return out
+
+
+def dw_stream(x, weight, bias, dilation, flip=False, residual=None, out=None, nr=16, tw=8, block_c=64, warps=1,
+              packed=None, even=None, maxnreg=None):
+    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out), streamed."""
+    return _phase_launch(_dw_stream_kernel, ("NR", max(nr, weight.shape[-2] - 1)), x, weight, bias, dilation, flip,
+                         residual, out, tw, block_c, warps, packed, even, maxnreg)
 
 
 def dw_tile(x, weight, bias, dilation, flip=False, residual=None, out=None, th=4, tw=8, block_c=64, warps=1,
             packed=None, even=None, maxnreg=None):
-    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out)."""
-    bsz, c, h, w = x.shape
-    kh, kw = weight.shape[-2:]
-    weight = weight.contiguous()
-    out = torch.empty_like(x) if out is None else out
-    res = residual if residual is not None else out
-    for t in (x, res, out):
-        assert t.stride(1) == 1, "channels-last only"
-    n_th, n_tw = cdiv(cdiv(h, dilation), th), cdiv(cdiv(w, dilation), tw)
-    block_c = min(block_c, triton.next_power_of_2(c))
-    if packed is None:
-        packed = x.dtype == torch.bfloat16 and not interpret_mode()
-    if even is None:
-        even = c % block_c == 0
-    meta = dict(SXH=x.stride(2), SXW=x.stride(3), SRH=res.stride(2), SRW=res.stride(3), SYH=out.stride(2),
-                SYW=out.stride(3), KH=kh, KW=kw, DIL=dilation, FLIP=flip, HAS_BIAS=bias is not None,
-                HAS_RES=residual is not None, PACKED=packed, EVEN_C=even, TH=th, TW=tw, BLOCK_C=block_c,
-                num_warps=warps)
-    if maxnreg is not None:
-        meta["maxnreg"] = maxnreg
-    grid = (bsz * dilation * dilation * n_th * n_tw, cdiv(c, block_c))
-    _dw_tile_kernel[grid](x, weight, bias if bias is not None else weight, res, out, x.stride(0), res.stride(0),
-                          out.stride(0), c, h, w, n_th, n_tw, **meta)
-    return out
+    """Same contract as ops' ``dw_conv`` for channels-last x (and residual / out), in static tiles."""
+    return _phase_launch(_dw_tile_kernel, ("TH", th), x, weight, bias, dilation, flip, residual, out, tw, block_c,
+                         warps, packed, even, maxnreg)
 
 
 def reference(x, weight, bias, dilation, flip=False, residual=None):
