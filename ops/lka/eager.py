@@ -26,8 +26,8 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_rows, _dw_wgrad, _dw_wgrad_reduce, _pw,
-                      dw_launch, pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
+from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_rows, _dw_tiles, _dw_wgrad, _dw_wgrad_reduce,
+                      _pw, dw_launch, dw_tile_launch, pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
@@ -46,6 +46,15 @@ def _bind(launcher, name: str, dtypes: tuple, device: int, launch) -> object:
     return launcher.bind((name, device, dtypes, scalars, tuple(meta.items()), _ALIGNED), grid, scalars, meta)
 
 
+def _bind_conv(dtypes: tuple, device: int, args: tuple) -> object:
+    """The bound launch of a depthwise conv (``dw_launch``'s arguments): the tile kernel where
+    its rule takes the conv, else the row-block kernel; both take the same tensors."""
+    tiles = dw_tile_launch(*args)
+    if tiles is not None:
+        return _bind(_dw_tiles, "dw_tiles", dtypes, device, tiles)
+    return _bind(_dw_rows, "dw", dtypes, device, dw_launch(*args))
+
+
 class _ConvLaunches:
     """The bound launches of one depthwise conv on a channels-last [B, C, H, W] map: its forward
     (``conv``), the weight gradient's per-split partials and their reduction, and the input
@@ -58,15 +67,15 @@ class _ConvLaunches:
                  flip_residual: bool) -> None:
         cl = _channels_last_strides(shape)
         # no residual on the forward: its pointer is the output's
-        self.conv = _bind(_dw_rows, "dw", (dtype, w_dtype, b_dtype, dtype, dtype), device,
-                          dw_launch(shape, dtype, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
+        self.conv = _bind_conv((dtype, w_dtype, b_dtype, dtype, dtype), device,
+                               (shape, dtype, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
         nsplit, partials, reduction = wgrad_launches(shape, dtype, kernel, dilation, (cl, cl), device)
         self.partials = _bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials)
         self.reduction = _bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, w_dtype, b_dtype), device,
                                reduction)
         self.part_numel = nsplit * (kernel[0] * kernel[1] + 1) * shape[1]
-        self.flip = _bind(_dw_rows, "dw", (dtype, w_dtype, w_dtype, dtype, dtype), device,
-                          dw_launch(shape, dtype, kernel, dilation, True, False, flip_residual, (cl, cl, cl)))
+        self.flip = _bind_conv((dtype, w_dtype, w_dtype, dtype, dtype), device,
+                               (shape, dtype, kernel, dilation, True, False, flip_residual, (cl, cl, cl)))
 
 
 def _channels_last_map(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -14,6 +14,10 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
   (the per-tap kernel it replaced spent ~6 instructions per FMA on sm_90 and ran 1.6-2x slower,
   probe21). The input gradient of a same-padded conv is the same conv with the kernel flipped
   (``FLIP``), so the backward reuses it; strides make NCHW and channels-last both work.
+- The one exception, where it measured faster (``_tile_shape``): undilated 5x5s on channels-last
+  maps of whole 64-channel blocks run ``_dw_tiles_kernel``, a block of output pixels with a
+  channel vector per pixel and every loop static, so each input pixel is loaded and converted
+  once (the row-block core reloads it for each kernel column); for the dilated 7x7 it lost.
 - Weight/bias gradients (``_dw_wgrad_kernel``): the same row blocks as work items; kernel
   columns outer, each program's items inner, the products of each kernel row accumulated
   elementwise and reduced over the strip once per column. Per-program partials
@@ -39,7 +43,7 @@ from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["PW_GATE", "PW_GATE_BWD", "PW_GATE_BWD_DS", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch",
-           "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
+           "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
 
 
 @triton.jit
@@ -133,6 +137,66 @@ def _dw_rows_kernel(
         mr = m & (row < H)
         tl.store(Y + b * syb + row * syh + offs_w[:, None] * syw + offs_c[None, :] * syc,
                  acc.to(Y.dtype.element_ty), mask=mr)
+
+
+@triton.jit
+def _dw_tiles_kernel(
+    X, Wt, Bias, R, Y,
+    sxb, srb, syb, C, H, W, n_th, n_tw,
+    SXH: tl.constexpr, SXW: tl.constexpr, SRH: tl.constexpr, SRW: tl.constexpr,
+    SYH: tl.constexpr, SYW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+    PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """y = depthwise_conv(x) (+ bias) (+ r) on channels-last maps (channel stride 1), undilated:
+    one program per (batch item, TH x TW block of output pixels) x block of BLOCK_C channels (whole
+    blocks), a [BLOCK_C] vector per pixel. Every loop is static: each input pixel of the block's
+    halo is loaded and converted once and FMA'd into every output it reaches, the taps sit in
+    registers, and the spatial strides are constexprs, so a load's address is the block's base
+    plus an immediate (probe79). The sums start from the residual, as in ``_dw_rows_kernel``."""
+    pid = tl.program_id(0)
+    per_b = n_th * n_tw
+    b = (pid // per_b).to(tl.int64)
+    h_base = ((pid % per_b) // n_tw) * TH
+    w_base = ((pid % per_b) % n_tw) * TW
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    TAPS: tl.constexpr = KH * KW
+    ws = ()
+    for tap in tl.static_range(TAPS):
+        ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap)).to(tl.float32),)
+    accs = ()
+    for r in tl.static_range(TH):
+        for c in tl.static_range(TW):
+            if HAS_RES:
+                accs = accs + (tl.load(R + b * srb + (h_base + r) * SRH + (w_base + c) * SRW + offs_c,
+                                       mask=(h_base + r < H) & (w_base + c < W), other=0.0).to(tl.float32),)
+            else:
+                accs = accs + (tl.zeros([BLOCK_C], dtype=tl.float32),)
+    h0 = h_base - (KH - 1) // 2   # input row and column of the halo's first pixel
+    w0 = w_base - (KW - 1) // 2
+    xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
+    for i in tl.static_range(TH + KH - 1):
+        row_ok = (h0 + i >= 0) & (h0 + i < H)
+        for j in tl.static_range(TW + KW - 1):
+            xv = _to_f32(tl.load(xb + (i * SXH + j * SXW), mask=row_ok & (w0 + j >= 0) & (w0 + j < W), other=0.0),
+                         PACKED)
+            for kh in tl.static_range(KH):
+                if i - kh >= 0 and i - kh < TH:
+                    for kw in tl.static_range(KW):
+                        if j - kw >= 0 and j - kw < TW:
+                            # inline indices: a name assigned in a jit function would become a tensor
+                            accs = (accs[:(i - kh) * TW + j - kw]
+                                    + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
+                                    + accs[(i - kh) * TW + j - kw + 1:])
+    if HAS_BIAS:
+        bias = tl.load(Bias + offs_c).to(tl.float32)
+    for r in tl.static_range(TH):
+        for c in tl.static_range(TW):
+            acc = accs[r * TW + c]
+            if HAS_BIAS:
+                acc += bias
+            tl.store(Y + b * syb + (h_base + r) * SYH + (w_base + c) * SYW + offs_c, acc.to(Y.dtype.element_ty),
+                     mask=(h_base + r < H) & (w_base + c < W))
 
 
 # what the 1x1 kernel writes (its MODE)
@@ -295,6 +359,7 @@ def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S
 # ----------------------------------------------------------------------------------- launchers
 
 _dw_rows = Launcher(_dw_rows_kernel)
+_dw_tiles = Launcher(_dw_tiles_kernel)
 _pw = Launcher(_pw_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
 _dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
@@ -390,6 +455,38 @@ def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int
     return grid, (*strides[0], *strides[1], *strides[2], c, h, w, n_rblocks), meta
 
 
+def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, flip: bool) -> tuple[int, int] | None:
+    """(TH, TW) of ``_dw_tiles_kernel`` where it beats the row-block conv, else None. probe79 (H200,
+    bf16, channels-last, 64-channel blocks on one warp, against the row-block rule): the 5x5
+    forward in 4x6 blocks 1.25x (B64 C64 56x56, 44.2 -> 35.4 us), 1.31x (B128 C64 56x56), 1.16x
+    (B16 C64 128x128) but 0.78x on 28x28 maps; its input gradient (flipped, with the residual) in
+    4x4 blocks 1.39-1.59x on all four (28x28: 38.8 -> 27.1 us). The dilated 7x7 lost in every
+    form tried (0.6-1.0x), as did maps whose channels do not fill 64-channel blocks (untested)."""
+    if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 64:
+        return None
+    if flip:
+        return (4, 4) if w > 14 else None
+    return (4, 6) if w >= 56 else None
+
+
+def dw_tile_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
+                   flip: bool, has_bias: bool, has_res: bool,
+                   strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict] | None:
+    """(grid, trailing scalars, meta-parameters) of a ``_dw_tiles_kernel`` launch (arguments as
+    ``dw_launch``'s, the same leading tensors), or None where the row-block conv runs: another
+    kernel, dilation or channel count (``_tile_shape``), or a map whose channels are not unit-stride."""
+    bsz, c, h, w = shape
+    tile = _tile_shape(kernel_size, dilation, c, w, flip)
+    if tile is None or any(s[1] != 1 for s in strides):
+        return None
+    (sx, sr, sy), (th, tw) = strides, tile
+    n_th, n_tw = cdiv(h, th), cdiv(w, tw)
+    meta = dict(SXH=sx[2], SXW=sx[3], SRH=sr[2], SRW=sr[3], SYH=sy[2], SYW=sy[3], KH=kernel_size[0],
+                KW=kernel_size[1], FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res, PACKED=_packed(dtype), TH=th,
+                TW=tw, BLOCK_C=64, num_warps=1)
+    return (bsz * n_th * n_tw, c // 64), (sx[0], sr[0], sy[0], c, h, w, n_th, n_tw), meta
+
+
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
             flip: bool = False, residual: torch.Tensor | None = None,
             out: torch.Tensor | None = None) -> torch.Tensor:
@@ -403,9 +500,11 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    grid, scalars, meta = dw_launch(tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, flip,
-                                    bias is not None, residual is not None, (x.stride(), res.stride(), out.stride()))
-    _dw_rows[grid](x, weight, bias if bias is not None else weight, res, out, *scalars, **meta)
+    args = (tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, flip, bias is not None,
+            residual is not None, (x.stride(), res.stride(), out.stride()))
+    tiles = dw_tile_launch(*args)
+    launcher, (grid, scalars, meta) = (_dw_rows, dw_launch(*args)) if tiles is None else (_dw_tiles, tiles)
+    launcher[grid](x, weight, bias if bias is not None else weight, res, out, *scalars, **meta)
     return out
 
 

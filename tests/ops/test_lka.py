@@ -137,6 +137,54 @@ def test_dw_conv_row_blocks(device, conv):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("tile", [None, (4, 6), (3, 5)], ids=["rule", "4x6", "3x5"])
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+def test_dw_tiles(device, monkeypatch, tile, dtype):
+    """The 5x5 tile kernel (``_dw_tiles_kernel``): forward with bias, flipped with a residual, and
+    flipped accumulating in place (residual = out, as the LKA backward calls it), on maps whose
+    sizes no tile divides, two channel blocks, NaN-poisoned outputs, against fp64. ``rule``: the
+    launch rule's tiles on a map it sends there in both directions (56 columns); the others force
+    a tile shape on a smaller map."""
+    import ops.lka.kernels as L
+    gen, seed = fresh_generator()
+    b, c, h, w = (1, 128, 9, 56) if tile is None else (2, 128, 11, 13)
+    if tile is not None:
+        monkeypatch.setattr(L, "_tile_shape", lambda *args: tile)
+    x, r = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+            for _ in range(2))
+    wt = randn(c, 1, 5, 5, dtype=torch.float32, device=device, gen=gen) * 0.2
+    bias = randn(c, dtype=torch.float32, device=device, gen=gen)
+    for flip in (False, True):
+        assert L.dw_tile_launch((b, c, h, w), dtype, (5, 5), 1, flip, not flip, flip, (x.stride(),) * 3) is not None
+        out = poisoned(b, c, h, w, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)
+        dw_conv(x, wt, None if flip else bias, 1, flip=flip, residual=r if flip else None, out=out)
+        ref = depthwise_conv2d_reference(x.double(), (wt.flip(-1, -2) if flip else wt).double(),
+                                         None if flip else bias.double(), 1)
+        assert_close(out, ref + r.double() if flip else ref, dtype, f"tiles {tile} flip={flip}", seed)
+    acc = r.clone()
+    dw_conv(x, wt, None, 1, flip=True, residual=acc, out=acc)
+    ref = depthwise_conv2d_reference(x.double(), wt.flip(-1, -2).double(), None, 1) + r.double()
+    assert_close(acc, ref, dtype, f"tiles {tile} in place", seed)
+
+
+def test_dw_tile_rule():
+    """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
+    stride; forwards from 56 columns, input gradients from 15."""
+    import ops.lka.kernels as L
+    cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
+    nchw = lambda c, h, w: (c * h * w, h * w, w, 1)   # noqa: E731
+
+    def takes(c, h, w, k=(5, 5), dil=1, flip=False, strides=cl):
+        return L.dw_tile_launch((2, c, h, w), torch.bfloat16, k, dil, flip, not flip, flip,
+                                (strides(c, h, w),) * 3) is not None
+    assert takes(64, 56, 56) and takes(128, 128, 128) and takes(64, 28, 28, flip=True)
+    assert not takes(64, 28, 28)                      # forward on narrow maps: the row blocks
+    assert not takes(96, 56, 56) and not takes(32, 56, 56, flip=True)   # partial channel blocks
+    assert not takes(64, 56, 56, k=(7, 7), dil=3) and not takes(64, 56, 56, dil=2)
+    assert not takes(64, 56, 56, strides=nchw) and not takes(64, 14, 14, flip=True)
+
+
+@pytest.mark.kernel
 @pytest.mark.parametrize("variant", [(False, True), (True, False), (True, True)], ids=["even_c", "packed", "both"])
 def test_dw_conv_variants(device, monkeypatch, variant):
     """The row-block conv with unmasked channel blocks (EVEN_C: 64 channels, whole blocks) and bf16
@@ -147,6 +195,7 @@ def test_dw_conv_variants(device, monkeypatch, variant):
     if packed and device == "cpu":
         pytest.skip("inline PTX: the interpreter cannot run it")
     monkeypatch.setattr(L, "_conv_variant", lambda *args: variant)
+    monkeypatch.setattr(L, "_tile_shape", lambda *args: None)   # the row-block kernel throughout
     gen, seed = fresh_generator()
     dtype = torch.bfloat16 if packed else torch.float32
     b, c, h, w = (1, 64, 13, 19) if device == "cpu" else (2, 128, 29, 45)
