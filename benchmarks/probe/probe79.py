@@ -30,6 +30,27 @@ from ops.lka.kernels import _to_f32, dw_conv
 
 
 @triton.jit
+def _phase_program(n_rows, n_tw, C, Wt, DIL: tl.constexpr, TAPS: tl.constexpr, FLIP: tl.constexpr,
+                   EVEN_C: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Both probe kernels' program: (batch item, row phase, column phase, row block, column
+    block, channel offsets, channel mask, the taps as fp32 channel vectors, flipped for FLIP)."""
+    pid = tl.program_id(0)
+    per_b = DIL * DIL * n_rows * n_tw
+    t = pid % per_b
+    rest = t // (DIL * DIL)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    if EVEN_C:
+        c_mask = tl.full([BLOCK_C], True, tl.int1)
+    else:
+        c_mask = offs_c < C
+    ws = ()
+    for tap in tl.static_range(TAPS):
+        ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap), mask=c_mask, other=0.0)
+                   .to(tl.float32),)
+    return (pid // per_b).to(tl.int64), t % DIL, (t // DIL) % DIL, rest // n_tw, rest % n_tw, offs_c, c_mask, ws
+
+
+@triton.jit
 def _dw_tile_kernel(
     X, Wt, Bias, R, Y,
     sxb, srb, syb, C, H, W, n_th, n_tw,
@@ -41,25 +62,7 @@ def _dw_tile_kernel(
 ):
     """Channels-last depthwise conv: one program per (batch item, row phase, column phase, TH x TW
     block of that phase's pixels) x channel block."""
-    pid = tl.program_id(0)
-    per_b = DIL * DIL * n_th * n_tw
-    b = (pid // per_b).to(tl.int64)
-    t = pid % per_b
-    ph = t % DIL
-    pw = (t // DIL) % DIL
-    t = t // (DIL * DIL)
-    tw = t % n_tw
-    th = t // n_tw
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    if EVEN_C:
-        c_mask = tl.full([BLOCK_C], True, tl.int1)
-    else:
-        c_mask = offs_c < C
-    TAPS: tl.constexpr = KH * KW
-    ws = ()
-    for tap in tl.static_range(TAPS):
-        src = TAPS - 1 - tap if FLIP else tap
-        ws = ws + (tl.load(Wt + offs_c * TAPS + src, mask=c_mask, other=0.0).to(tl.float32),)
+    b, ph, pw, th, tw, offs_c, c_mask, ws = _phase_program(n_th, n_tw, C, Wt, DIL, KH * KW, FLIP, EVEN_C, BLOCK_C)
     HALF_H: tl.constexpr = (KH - 1) // 2
     HALF_W: tl.constexpr = (KW - 1) // 2
     h0 = ph + DIL * (th * TH - HALF_H)   # input row of i = 0
@@ -162,25 +165,8 @@ def _dw_stream_kernel(
     rows it reaches, kept as KH x TW accumulator slots that shift by one row per input row (a
     finished row is stored as it leaves). The first and last KH - 1 input rows are peeled
     (static), so no FMA goes to a row outside the block."""
-    pid = tl.program_id(0)
-    per_b = DIL * DIL * n_rb * n_tw
-    b = (pid // per_b).to(tl.int64)
-    t = pid % per_b
-    ph = t % DIL
-    pw = (t // DIL) % DIL
-    t = t // (DIL * DIL)
-    tw = t % n_tw
-    m0 = (t // n_tw) * NR
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    if EVEN_C:
-        c_mask = tl.full([BLOCK_C], True, tl.int1)
-    else:
-        c_mask = offs_c < C
-    TAPS: tl.constexpr = KH * KW
-    ws = ()
-    for tap in tl.static_range(TAPS):
-        src = TAPS - 1 - tap if FLIP else tap
-        ws = ws + (tl.load(Wt + offs_c * TAPS + src, mask=c_mask, other=0.0).to(tl.float32),)
+    b, ph, pw, rb, tw, offs_c, c_mask, ws = _phase_program(n_rb, n_tw, C, Wt, DIL, KH * KW, FLIP, EVEN_C, BLOCK_C)
+    m0 = rb * NR
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)
     else:
