@@ -43,7 +43,8 @@ from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["PW_GATE", "PW_GATE_BWD", "PW_GATE_BWD_DS", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch",
-           "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight", "wgrad_launches"]
+           "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
+           "wgrad_launches"]
 
 
 @triton.jit
@@ -461,7 +462,8 @@ def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, fli
     forward in 4x6 blocks 1.25x (B64 C64 56x56, 44.2 -> 35.4 us), 1.31x (B128 C64 56x56), 1.16x
     (B16 C64 128x128) but 0.78x on 28x28 maps; its input gradient (flipped, with the residual) in
     4x4 blocks 1.39-1.59x on all four (28x28: 38.8 -> 27.1 us). The dilated 7x7 lost in every
-    form tried (0.6-1.0x), as did maps whose channels do not fill 64-channel blocks (untested)."""
+    form tried (0.6-1.0x); maps whose channels do not fill 64-channel blocks were not measured
+    and keep the row blocks."""
     if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 64:
         return None
     if flip:
