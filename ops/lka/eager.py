@@ -26,8 +26,8 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_rows, _dw_tiles, _dw_wgrad, _dw_wgrad_reduce,
-                      _pw, dw_launch, dw_tile_launch, pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
+from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_wgrad, _dw_wgrad_reduce, _pw, conv_launch,
+                      pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
@@ -47,12 +47,10 @@ def _bind(launcher, name: str, dtypes: tuple, device: int, launch) -> object:
 
 
 def _bind_conv(dtypes: tuple, device: int, args: tuple) -> object:
-    """The bound launch of a depthwise conv (``dw_launch``'s arguments): the tile kernel where
-    its rule takes the conv, else the row-block kernel; both take the same tensors."""
-    tiles = dw_tile_launch(*args)
-    if tiles is not None:
-        return _bind(_dw_tiles, "dw_tiles", dtypes, device, tiles)
-    return _bind(_dw_rows, "dw", dtypes, device, dw_launch(*args))
+    """The bound launch of a depthwise conv (``dw_launch``'s arguments), on the kernel
+    ``conv_launch`` picks."""
+    launcher, launch = conv_launch(*args)
+    return _bind(launcher, "dw", dtypes, device, launch)
 
 
 class _ConvLaunches:

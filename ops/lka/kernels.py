@@ -43,7 +43,7 @@ from ..common import dot_precision, interpret_mode
 from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["PW_GATE", "PW_GATE_BWD", "PW_GATE_BWD_DS", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch",
-           "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
+           "conv_launch", "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
            "wgrad_launches"]
 
 
@@ -489,6 +489,14 @@ def dw_tile_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     return (bsz * n_th * n_tw, c // 64), (sx[0], sr[0], sy[0], c, h, w, n_th, n_tw), meta
 
 
+def conv_launch(*args) -> tuple[Launcher, tuple[tuple[int, ...], tuple[int, ...], dict]]:
+    """(launcher, (grid, trailing scalars, meta-parameters)) of a depthwise conv, ``dw_launch``'s
+    arguments: the tile kernel where ``_tile_shape`` takes the conv, else the row blocks (both
+    launchers take the same leading tensors)."""
+    tiles = dw_tile_launch(*args)
+    return (_dw_rows, dw_launch(*args)) if tiles is None else (_dw_tiles, tiles)
+
+
 def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
             flip: bool = False, residual: torch.Tensor | None = None,
             out: torch.Tensor | None = None) -> torch.Tensor:
@@ -502,10 +510,9 @@ def dw_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, di
     if out is None:
         out = torch.empty_like(x)
     res = residual if residual is not None else out
-    args = (tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, flip, bias is not None,
-            residual is not None, (x.stride(), res.stride(), out.stride()))
-    tiles = dw_tile_launch(*args)
-    launcher, (grid, scalars, meta) = (_dw_rows, dw_launch(*args)) if tiles is None else (_dw_tiles, tiles)
+    launcher, (grid, scalars, meta) = conv_launch(tuple(x.shape), x.dtype, tuple(weight.shape[-2:]), dilation, flip,
+                                                  bias is not None, residual is not None,
+                                                  (x.stride(), res.stride(), out.stride()))
     launcher[grid](x, weight, bias if bias is not None else weight, res, out, *scalars, **meta)
     return out
 
