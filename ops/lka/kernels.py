@@ -435,6 +435,17 @@ def _conv_variant(dtype: torch.dtype, c: int, w: int, block_c: int, taps: int) -
     return packed, packed and taps >= 49 and c % block_c == 0
 
 
+def _narrow_strips(c: int, w: int) -> bool:
+    """Whether a conv takes [8 columns, 32 channels] strips on 2 warps instead of ``_rows_config``'s
+    16- or 32-column ones: maps of 33-95 columns that 8 divides and 16 does not (56: 16-column
+    strips cover 64, so 1/8 of the FMAs ran on masked lanes). probe81 (H200, bf16, channels-last,
+    against the rule): the 7x7 dilation 3 forward 1.13-1.14x (B64 C64 56x56 69.3 -> 61.6 us, B128
+    C64 56x56 130.0 -> 114.4, B128 C32 56x56 68.3 -> 60.0), its input gradient 1.10-1.18x, the
+    5x5 on C32 56x56 1.13x / 1.20x; on 28x28 maps (both 12.5% masked) within 2% of the rule, on
+    128x128 0.85x."""
+    return c >= 32 and 32 < w < 96 and w % 16 == 8
+
+
 def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int, flip: bool,
               has_bias: bool, has_res: bool,
               strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
@@ -442,12 +453,15 @@ def dw_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int
     map of ``dtype``; ``strides``: those of x, of the residual (the output's when there is none) and
     of the output. Up to 12 rows per program: probe21 (H200, 7x7 dilation 3) measured 82 us with
     12 against 92 with 8 at B64 C64 56x56, and 41 against 60 at B64 C128 28x28. Kernels of at most
-    3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles."""
+    3x3 taps on maps wider than 8 columns take ``_small_kernel_config``'s tiles, 56-column maps and
+    the like narrower strips (``_narrow_strips``)."""
     bsz, c, h, w = shape
     if _small_kernel(kernel_size, dilation) and w > 8:
         rows, block_w, block_c, warps = _small_kernel_config(c, h, w)
     else:
         rows, block_w, block_c, warps = _rows_config(c, h, w, dilation, max_rows=12, elems=_conv_elems(w, dilation))
+        if _narrow_strips(c, w) and not interpret_mode():
+            block_w, block_c, warps = 8, 32, 2
     n_rblocks = cdiv(cdiv(h, dilation), rows)
     grid = (bsz * dilation * n_rblocks, cdiv(w, block_w), cdiv(c, block_c))
     meta = dict(KH=kernel_size[0], KW=kernel_size[1], DIL=dilation, FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,

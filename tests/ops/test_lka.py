@@ -219,7 +219,7 @@ def test_dw_conv_variants(device, monkeypatch, variant):
 @pytest.mark.kernel
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (64, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
                                   (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
-                                  (72, 28, 28, (3, 3), 1)],
+                                  (72, 28, 28, (3, 3), 1), (64, 16, 56, (7, 7), 3), (96, 9, 40, (5, 5), 1)],
                          ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
@@ -229,7 +229,8 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule), and the small-kernel
     tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
     for few channels (channel counts, rows and columns not divisible by them), and their weight
-    gradient's 8-element tiles and 512-pixel splits on 28x28."""
+    gradient's 8-element tiles and 512-pixel splits on 28x28; the [8, 32] strips on 2 warps of
+    56- and 40-column maps (``_narrow_strips``)."""
     import ops.lka.kernels as L
     if device == "cpu":
         monkeypatch.setattr(L, "interpret_mode", lambda: False)
@@ -244,6 +245,9 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     if L._small_kernel((kh, kw), dil):   # the small-kernel tiles are the ones launched
         meta = L.dw_launch((1, c, h, w), dtype, (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
         assert (meta["ROWS"], meta["BLOCK_W"], meta["BLOCK_C"]) == L._small_kernel_config(c, h, w)[:3]
+    elif w in (40, 56):
+        meta = L.dw_launch((1, c, h, w), dtype, (kh, kw), dil, False, True, False, (x.stride(),) * 3)[2]
+        assert (meta["BLOCK_W"], meta["BLOCK_C"], meta["num_warps"]) == (8, 32, 2)
     for flip in (False, True):
         out = dw_conv(x, wt, None if flip else bias, dil, flip=flip, residual=r if flip else None,
                       out=poisoned(1, c, h, w, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last))
