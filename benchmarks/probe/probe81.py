@@ -11,6 +11,7 @@ and [8, 128] strips at 4 rows on 8 warps, not these.
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py registers     # offline sm_90a
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py sweep [WORKERS]    # GPU, vs the rule
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py wgrad              # GPU: weight gradients
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py tiles [WORKERS]    # GPU: the 5x5 tile blocks
 """
 import itertools
 import statistics
@@ -186,5 +187,69 @@ def wgrad() -> None:
               + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
+# the 5x5 tile kernel's forward blocks (TH, TW): the rule's 4x6 covers 60 of 56 columns and lost to
+# the row blocks on 28x28 maps (0.78x, probe79); 7 columns divide 28 and 56
+TILES = [(4, 6), (4, 7), (2, 7), (3, 7), (2, 14)]
+
+
+def _run_tile(shape, tile, x, wt, bias, y):
+    import ops.lka.kernels as L
+    cl = x.stride()
+    if tile is None:
+        launcher, (grid, scalars, meta) = L.conv_launch(shape, x.dtype, (5, 5), 1, False, True, False, (cl,) * 3)
+    else:
+        saved = L._tile_shape
+        L._tile_shape = lambda *args: tile
+        try:
+            (grid, scalars, meta), launcher = L.dw_tile_launch(shape, x.dtype, (5, 5), 1, False, True, False,
+                                                               (cl,) * 3), L._dw_tiles
+        finally:
+            L._tile_shape = saved
+    launcher[grid](x, wt, bias, y, y, *scalars, **meta)
+
+
+def _compile_tile(job) -> str:
+    shape, tile = job
+    small = (1, *shape[1:])
+    x, _, wt, bias = _tensors(small, 5)
+    try:
+        _run_tile(small, tile, x, wt, bias, torch.empty_like(x))
+        torch.cuda.synchronize()
+        return ""
+    except Exception as e:
+        return f"{job}: {type(e).__name__}: {e}"[:200]
+
+
+def tiles() -> None:
+    """The 5x5 forward in tile blocks against the rule's launch (tiles or row blocks)."""
+    import concurrent.futures
+    import multiprocessing
+    from lka_case import us
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    shapes = [(b, c, sz, sz) for b, c, sz in SHAPES if c % 64 == 0]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for msg in pool.map(_compile_tile, [(shape, t) for shape in shapes for t in TILES]):
+            if msg:
+                print("compile failed:", msg, flush=True)
+    for shape in shapes:
+        torch.manual_seed(0)
+        x, _, wt, bias = _tensors(shape, 5)
+        y0 = torch.empty_like(x)
+        _run_tile(shape, None, x, wt, bias, y0)
+        t0 = statistics.median(us(lambda: _run_tile(shape, None, x, wt, bias, y0)) for _ in range(3))
+        rows = []
+        for tile in TILES:
+            y = torch.full_like(x, float("nan"))
+            _run_tile(shape, tile, x, wt, bias, y)
+            diff = (y.float() - y0.float()).abs().max().item()
+            t = statistics.median(us(lambda tile=tile: _run_tile(shape, tile, x, wt, bias, y)) for _ in range(3))
+            rows.append((t, tile, diff))
+        rows.sort()
+        b, c, h, w = shape
+        print(f"tiles B{b} C{c} {h}x{w} 5x5 fwd: rule {t0:.1f} us; "
+              + "; ".join(f"{th}x{tw} {t:.1f} (diff {df:.0e})" for t, (th, tw), df in rows)
+              + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+
+
 if __name__ == "__main__":
-    {"registers": registers, "sweep": sweep, "wgrad": wgrad}[sys.argv[1]]()
+    {"registers": registers, "sweep": sweep, "wgrad": wgrad, "tiles": tiles}[sys.argv[1]]()
