@@ -474,15 +474,18 @@ def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, fli
     """(TH, TW) of ``_dw_tiles_kernel`` where it beats the row-block conv, else None. probe79 (H200,
     bf16, channels-last, 64-channel blocks on one warp, against the row-block rule): the 5x5
     forward in 4x6 blocks 1.25x (B64 C64 56x56, 44.2 -> 35.4 us), 1.31x (B128 C64 56x56), 1.16x
-    (B16 C64 128x128) but 0.78x on 28x28 maps; its input gradient (flipped, with the residual) in
-    4x4 blocks 1.39-1.59x on all four (28x28: 38.8 -> 27.1 us). The dilated 7x7 lost in every
-    form tried (0.6-1.0x); maps whose channels do not fill 64-channel blocks were not measured
-    and keep the row blocks."""
+    (B16 C64 128x128); its input gradient (flipped, with the residual) in 4x4 blocks 1.39-1.59x on
+    all four (28x28: 38.8 -> 27.1 us). On 28x28 maps probe79's tile form lost the forward (0.78x),
+    but ops' kernel in 4x6 blocks won it 1.31-1.36x (probe81: B64 C128 26.8 -> 20.5 us, B128 C64
+    26.9 -> 19.8, B128 C128 46.2 -> 34.7; 4x7, 2x7, 3x7 and 2x14 blocks 1.05-1.2x there and
+    0.78-0.82x on 56x56). The dilated 7x7 lost in every form tried (0.6-1.0x); maps whose channels
+    do not fill 64-channel blocks, or narrower than 28 columns, were not measured and keep the
+    row blocks."""
     if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 64:
         return None
     if flip:
         return (4, 4) if w > 14 else None
-    return (4, 6) if w >= 56 else None
+    return (4, 6) if w >= 28 else None
 
 
 def dw_tile_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,

@@ -169,7 +169,7 @@ def test_dw_tiles(device, monkeypatch, tile, dtype):
 
 def test_dw_tile_rule():
     """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
-    stride; forwards from 56 columns, input gradients from 15."""
+    stride; forwards from 28 columns, input gradients from 15."""
     import ops.lka.kernels as L
     cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
     nchw = lambda c, h, w: (c * h * w, h * w, w, 1)   # noqa: E731
@@ -177,8 +177,8 @@ def test_dw_tile_rule():
     def takes(c, h, w, k=(5, 5), dil=1, flip=False, strides=cl):
         return L.dw_tile_launch((2, c, h, w), torch.bfloat16, k, dil, flip, not flip, flip,
                                 (strides(c, h, w),) * 3) is not None
-    assert takes(64, 56, 56) and takes(128, 128, 128) and takes(64, 28, 28, flip=True)
-    assert not takes(64, 28, 28)                      # forward on narrow maps: the row blocks
+    assert takes(64, 56, 56) and takes(128, 128, 128) and takes(64, 28, 28) and takes(64, 28, 28, flip=True)
+    assert not takes(64, 27, 27) and not takes(64, 14, 14)   # forwards on narrower maps: the row blocks
     assert not takes(96, 56, 56) and not takes(32, 56, 56, flip=True)   # partial channel blocks
     assert not takes(64, 56, 56, k=(7, 7), dil=3) and not takes(64, 56, 56, dil=2)
     assert not takes(64, 56, 56, strides=nchw) and not takes(64, 14, 14, flip=True)
