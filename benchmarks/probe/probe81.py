@@ -12,6 +12,7 @@ and [8, 128] strips at 4 rows on 8 warps, not these.
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py sweep [WORKERS]    # GPU, vs the rule
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py wgrad              # GPU: weight gradients
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py tiles [WORKERS]    # GPU: the 5x5 tile blocks
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe81.py small [WORKERS]    # GPU: both on 14x14 and 7x7 maps
 """
 import itertools
 import statistics
@@ -47,10 +48,10 @@ def launch(shape, kernel, dil, flip, cfg):
     return (b * dil * n_rblocks, cdiv(w, bw), cdiv(c, bc)), (*scalars[:-1], n_rblocks), meta
 
 
-def cases():
-    """(shape, kernel, dilation, flip) of every row-block conv of the LKA on SHAPES (the rule's tile
-    kernel takes the other 5x5s)."""
-    for (b, c, sz), (k, d), flip in itertools.product(SHAPES, ((7, 3), (5, 1)), (False, True)):
+def cases(shapes=SHAPES):
+    """(shape, kernel, dilation, flip) of every row-block conv of the LKA on ``shapes`` (the rule's
+    tile kernel takes the other 5x5s)."""
+    for (b, c, sz), (k, d), flip in itertools.product(shapes, ((7, 3), (5, 1)), (False, True)):
         if _tile_shape((k, k), d, c, sz, flip) is None:
             yield (b, c, sz, sz), k, d, flip
 
@@ -88,17 +89,17 @@ def _compile(job) -> str:
         return f"{job}: {type(e).__name__}: {e}"[:200]
 
 
-def sweep() -> None:
+def sweep(shapes=SHAPES, configs=CONFIGS) -> None:
     import concurrent.futures
     import multiprocessing
     from lka_case import us
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    jobs = [(*case, cfg) for case in cases() for cfg in CONFIGS]
+    jobs = [(*case, cfg) for case in cases(shapes) for cfg in configs]
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for msg in pool.map(_compile, jobs):
             if msg:
                 print("compile failed:", msg, flush=True)
-    for shape, k, d, flip in cases():
+    for shape, k, d, flip in cases(shapes):
         torch.manual_seed(0)
         x, r, wt, bias = _tensors(shape, k)
         y0 = torch.empty_like(x)
@@ -106,7 +107,7 @@ def sweep() -> None:
         _, _, rule = launch(shape, k, d, flip, None)
         t0 = statistics.median(us(lambda: _run(shape, k, d, flip, None, x, r, wt, bias, y0)) for _ in range(3))
         rows = []
-        for cfg in CONFIGS:
+        for cfg in configs:
             y = torch.full_like(x, float("nan"))
             try:
                 _run(shape, k, d, flip, cfg, x, r, wt, bias, y)
@@ -192,64 +193,81 @@ def wgrad() -> None:
 TILES = [(4, 6), (4, 7), (2, 7), (3, 7), (2, 14)]
 
 
-def _run_tile(shape, tile, x, wt, bias, y):
+def _run_tile(shape, tile, x, wt, bias, y, flip=False, r=None):
+    """The 5x5 through the rule's launch (``tile`` None) or the tile kernel in ``tile`` blocks;
+    ``flip``: the input gradient, adding ``r``."""
     import ops.lka.kernels as L
     cl = x.stride()
+    args = (shape, x.dtype, (5, 5), 1, flip, not flip, flip, (cl,) * 3)
     if tile is None:
-        launcher, (grid, scalars, meta) = L.conv_launch(shape, x.dtype, (5, 5), 1, False, True, False, (cl,) * 3)
+        launcher, (grid, scalars, meta) = L.conv_launch(*args)
     else:
         saved = L._tile_shape
-        L._tile_shape = lambda *args: tile
+        L._tile_shape = lambda *a: tile
         try:
-            (grid, scalars, meta), launcher = L.dw_tile_launch(shape, x.dtype, (5, 5), 1, False, True, False,
-                                                               (cl,) * 3), L._dw_tiles
+            (grid, scalars, meta), launcher = L.dw_tile_launch(*args), L._dw_tiles
         finally:
             L._tile_shape = saved
-    launcher[grid](x, wt, bias, y, y, *scalars, **meta)
+    launcher[grid](x, wt, wt if flip else bias, r if flip else y, y, *scalars, **meta)
 
 
 def _compile_tile(job) -> str:
-    shape, tile = job
+    shape, tile, flip = job
     small = (1, *shape[1:])
-    x, _, wt, bias = _tensors(small, 5)
+    x, r, wt, bias = _tensors(small, 5)
     try:
-        _run_tile(small, tile, x, wt, bias, torch.empty_like(x))
+        _run_tile(small, tile, x, wt, bias, torch.empty_like(x), flip, r)
         torch.cuda.synchronize()
         return ""
     except Exception as e:
         return f"{job}: {type(e).__name__}: {e}"[:200]
 
 
-def tiles() -> None:
-    """The 5x5 forward in tile blocks against the rule's launch (tiles or row blocks)."""
+def tiles(shapes=SHAPES, blocks=TILES, flips=(False,)) -> None:
+    """The 5x5 in tile blocks against the rule's launch (tiles or row blocks)."""
     import concurrent.futures
     import multiprocessing
     from lka_case import us
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    shapes = [(b, c, sz, sz) for b, c, sz in SHAPES if c % 64 == 0]
+    shapes = [(b, c, sz, sz) for b, c, sz in shapes if c % 64 == 0]
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for msg in pool.map(_compile_tile, [(shape, t) for shape in shapes for t in TILES]):
+        for msg in pool.map(_compile_tile, [(shape, t, f) for shape in shapes for t in blocks for f in flips]):
             if msg:
                 print("compile failed:", msg, flush=True)
-    for shape in shapes:
+    for shape, flip in itertools.product(shapes, flips):
         torch.manual_seed(0)
-        x, _, wt, bias = _tensors(shape, 5)
+        x, r, wt, bias = _tensors(shape, 5)
         y0 = torch.empty_like(x)
-        _run_tile(shape, None, x, wt, bias, y0)
-        t0 = statistics.median(us(lambda: _run_tile(shape, None, x, wt, bias, y0)) for _ in range(3))
+        _run_tile(shape, None, x, wt, bias, y0, flip, r)
+        t0 = statistics.median(us(lambda: _run_tile(shape, None, x, wt, bias, y0, flip, r)) for _ in range(3))
         rows = []
-        for tile in TILES:
+        for tile in blocks:
             y = torch.full_like(x, float("nan"))
-            _run_tile(shape, tile, x, wt, bias, y)
+            _run_tile(shape, tile, x, wt, bias, y, flip, r)
             diff = (y.float() - y0.float()).abs().max().item()
-            t = statistics.median(us(lambda tile=tile: _run_tile(shape, tile, x, wt, bias, y)) for _ in range(3))
+            t = statistics.median(us(lambda tile=tile: _run_tile(shape, tile, x, wt, bias, y, flip, r)) for _ in range(3))
             rows.append((t, tile, diff))
         rows.sort()
         b, c, h, w = shape
-        print(f"tiles B{b} C{c} {h}x{w} 5x5 fwd: rule {t0:.1f} us; "
+        print(f"tiles B{b} C{c} {h}x{w} 5x5 {'dx' if flip else 'fwd'}: rule {t0:.1f} us; "
               + "; ".join(f"{th}x{tw} {t:.1f} (diff {df:.0e})" for t, (th, tw), df in rows)
               + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
+# VAN's 14x14 and 7x7 stages (VAN-b2's stage 3 holds 12 of its 20 LKAs): 16-column strips cover 16 of
+# 14 columns; 2, 7 and 14 divide them
+SMALL_SHAPES = [(128, 320, 14), (128, 160, 14), (128, 512, 7), (128, 256, 7)]
+SMALL_CONFIGS = [(12, 16, 32, 4), (12, 8, 64, 4), (12, 2, 128, 2), (12, 2, 256, 4), (12, 4, 128, 4),
+                 (12, 4, 64, 2), (12, 8, 32, 2), (12, 16, 64, 8), (12, 8, 128, 8)]
+SMALL_TILES = [(4, 4), (4, 6), (4, 7), (2, 7), (3, 7)]
+
+
+def small() -> None:
+    """Row-block tiles (both convs, both directions) and 5x5 tile blocks (both directions) on
+    VAN's 14x14 and 7x7 maps."""
+    sweep(SMALL_SHAPES, SMALL_CONFIGS)
+    tiles(SMALL_SHAPES, SMALL_TILES, (False, True))
+
+
 if __name__ == "__main__":
-    {"registers": registers, "sweep": sweep, "wgrad": wgrad, "tiles": tiles}[sys.argv[1]]()
+    {"registers": registers, "sweep": sweep, "wgrad": wgrad, "tiles": tiles, "small": small}[sys.argv[1]]()
