@@ -478,11 +478,15 @@ def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, fli
     all four (28x28: 38.8 -> 27.1 us). On 28x28 maps probe79's tile form lost the forward (0.78x),
     but ops' kernel in 4x6 blocks won it 1.31-1.36x (probe81: B64 C128 26.8 -> 20.5 us, B128 C64
     26.9 -> 19.8, B128 C128 46.2 -> 34.7; 4x7, 2x7, 3x7 and 2x14 blocks 1.05-1.2x there and
-    0.78-0.82x on 56x56). The dilated 7x7 lost in every form tried (0.6-1.0x); maps whose channels
-    do not fill 64-channel blocks, or narrower than 28 columns, were not measured and keep the
-    row blocks."""
+    0.78-0.82x on 56x56). On VAN's late stages 7-column blocks win both directions (probe81 small,
+    batch 128): 3x7 on 14x14 maps (C320: forward 32.4 -> 29.2 us, input gradient 37.5 -> 32.7),
+    4x7 on 7x7 maps (C512: 19.1 -> 13.9, 23.6 -> 16.3; C256 1.31x / 1.26x). The dilated 7x7 lost
+    in every form tried (0.6-1.0x); maps whose channels do not fill 64-channel blocks, and other
+    widths under 28 columns, were not measured and keep the row blocks."""
     if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 64:
         return None
+    if w in (7, 14):
+        return (4, 7) if w == 7 else (3, 7)
     if flip:
         return (4, 4) if w > 14 else None
     return (4, 6) if w >= 28 else None

@@ -137,7 +137,7 @@ def test_dw_conv_row_blocks(device, conv):
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("tile", [None, (4, 6), (3, 5)], ids=["rule", "4x6", "3x5"])
+@pytest.mark.parametrize("tile", [None, (4, 6), (3, 7)], ids=["rule", "4x6", "3x7"])
 @pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
 def test_dw_tiles(device, monkeypatch, tile, dtype):
     """The 5x5 tile kernel (``_dw_tiles_kernel``): forward with bias, flipped with a residual, and
@@ -169,7 +169,8 @@ def test_dw_tiles(device, monkeypatch, tile, dtype):
 
 def test_dw_tile_rule():
     """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
-    stride; forwards from 28 columns, input gradients from 15."""
+    stride; forwards from 28 columns, input gradients from 15, and both on 14- and 7-column maps
+    (3x7 and 4x7 blocks)."""
     import ops.lka.kernels as L
     cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
     nchw = lambda c, h, w: (c * h * w, h * w, w, 1)   # noqa: E731
@@ -178,10 +179,14 @@ def test_dw_tile_rule():
         return L.dw_tile_launch((2, c, h, w), torch.bfloat16, k, dil, flip, not flip, flip,
                                 (strides(c, h, w),) * 3) is not None
     assert takes(64, 56, 56) and takes(128, 128, 128) and takes(64, 28, 28) and takes(64, 28, 28, flip=True)
-    assert not takes(64, 27, 27) and not takes(64, 14, 14)   # forwards on narrower maps: the row blocks
+    assert not takes(64, 27, 27) and not takes(64, 13, 13, flip=True)   # other narrow maps: the row blocks
+    tile = lambda c, w, flip: L.dw_tile_launch((2, c, w, w), torch.bfloat16, (5, 5), 1, flip, not flip, flip,  # noqa: E731
+                                               (cl(c, w, w),) * 3)[2]
+    assert all((tile(c, w, f)["TH"], tile(c, w, f)["TW"]) == ((3, 7) if w == 14 else (4, 7))
+               for c, w, f in ((320, 14, False), (320, 14, True), (512, 7, False), (256, 7, True)))
     assert not takes(96, 56, 56) and not takes(32, 56, 56, flip=True)   # partial channel blocks
     assert not takes(64, 56, 56, k=(7, 7), dil=3) and not takes(64, 56, 56, dil=2)
-    assert not takes(64, 56, 56, strides=nchw) and not takes(64, 14, 14, flip=True)
+    assert not takes(64, 56, 56, strides=nchw) and not takes(160, 14, 14, flip=True)
 
 
 @pytest.mark.kernel
