@@ -492,6 +492,12 @@ def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, fli
     return (4, 6) if w >= 28 else None
 
 
+def _tile_block_c(c: int) -> int:
+    """Channels of a tile program (one warp): 64 (two per lane, converted in pairs when PACKED)
+    where they divide C, else 32 (one per lane: VAN-b0's 32- and 160-channel stages)."""
+    return 64 if c % 64 == 0 else 32
+
+
 def dw_tile_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
                    flip: bool, has_bias: bool, has_res: bool,
                    strides: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], tuple[int, ...], dict] | None:
@@ -502,12 +508,12 @@ def dw_tile_launch(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     tile = _tile_shape(kernel_size, dilation, c, w, flip)
     if tile is None or any(s[1] != 1 for s in strides):
         return None
-    (sx, sr, sy), (th, tw) = strides, tile
+    (sx, sr, sy), (th, tw), block_c = strides, tile, _tile_block_c(c)
     n_th, n_tw = cdiv(h, th), cdiv(w, tw)
     meta = dict(SXH=sx[2], SXW=sx[3], SRH=sr[2], SRW=sr[3], SYH=sy[2], SYW=sy[3], KH=kernel_size[0],
-                KW=kernel_size[1], FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res, PACKED=_packed(dtype), TH=th,
-                TW=tw, BLOCK_C=64, num_warps=1)
-    return (bsz * n_th * n_tw, c // 64), (sx[0], sr[0], sy[0], c, h, w, n_th, n_tw), meta
+                KW=kernel_size[1], FLIP=flip, HAS_BIAS=has_bias, HAS_RES=has_res,
+                PACKED=_packed(dtype) and block_c == 64, TH=th, TW=tw, BLOCK_C=block_c, num_warps=1)
+    return (bsz * n_th * n_tw, c // block_c), (sx[0], sr[0], sy[0], c, h, w, n_th, n_tw), meta
 
 
 def conv_launch(*args) -> tuple[Launcher, tuple[tuple[int, ...], tuple[int, ...], dict]]:

@@ -142,12 +142,13 @@ def test_dw_conv_row_blocks(device, conv):
 def test_dw_tiles(device, monkeypatch, tile, dtype):
     """The 5x5 tile kernel (``_dw_tiles_kernel``): forward with bias, flipped with a residual, and
     flipped accumulating in place (residual = out, as the LKA backward calls it), on maps whose
-    sizes no tile divides, two channel blocks, NaN-poisoned outputs, against fp64. ``rule``: the
-    launch rule's tiles on a map it sends there in both directions (56 columns); the others force
-    a tile shape on a smaller map."""
+    sizes no tile divides, several channel blocks of 64 or 32, NaN-poisoned outputs, against fp64.
+    ``rule``: the launch rule's tiles on a map it sends there in both directions (56 columns); the
+    others force a tile shape on a smaller map."""
     import ops.lka.kernels as L
     gen, seed = fresh_generator()
-    b, c, h, w = (1, 128, 9, 56) if tile is None else (2, 128, 11, 13)
+    # 3x7: 96 channels, three 32-channel blocks (one channel per lane, no paired conversion)
+    b, c, h, w = (1, 128, 9, 56) if tile is None else (2, 96 if tile == (3, 7) else 128, 11, 13)
     if tile is not None:
         monkeypatch.setattr(L, "_tile_shape", lambda *args: tile)
     x, r = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
