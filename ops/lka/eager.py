@@ -26,8 +26,8 @@ import torch
 
 from ..common import check_span
 from ..common.tuning import alignment
-from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_wgrad, _dw_wgrad_reduce, _pw, conv_launch,
-                      pw_backward_fused, pw_launch, pw_weight, wgrad_launches)
+from .kernels import (PW_GATE, PW_GATE_BWD, PW_GATE_BWD_DS, PW_PLAIN, _dw_wgrad_reduce, _pw, conv_launch,
+                      pw_backward_fused, pw_launch, pw_weight, wgrad_program)
 
 __all__ = ["ChainProgram", "ConvProgram", "conv_program_for", "program_for"]
 
@@ -67,8 +67,8 @@ class _ConvLaunches:
         # no residual on the forward: its pointer is the output's
         self.conv = _bind_conv((dtype, w_dtype, b_dtype, dtype, dtype), device,
                                (shape, dtype, kernel, dilation, False, has_bias, False, (cl, cl, cl)))
-        nsplit, partials, reduction = wgrad_launches(shape, dtype, kernel, dilation, (cl, cl), device)
-        self.partials = _bind(_dw_wgrad, "wgrad", (dtype, dtype, torch.float32), device, partials)
+        launcher, (nsplit, partials, reduction) = wgrad_program(shape, dtype, kernel, dilation, (cl, cl), device)
+        self.partials = _bind(launcher, "wgrad", (dtype, dtype, torch.float32), device, partials)
         self.reduction = _bind(_dw_wgrad_reduce, "wgrad_reduce", (torch.float32, w_dtype, b_dtype), device,
                                reduction)
         self.part_numel = nsplit * (kernel[0] * kernel[1] + 1) * shape[1]

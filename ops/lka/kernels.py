@@ -44,7 +44,7 @@ from ..common.tuning import Launcher, cdiv, next_power_of_2
 
 __all__ = ["PW_GATE", "PW_GATE_BWD", "PW_GATE_BWD_DS", "PW_PLAIN", "dw_conv", "dw_conv_weight_grad", "dw_launch",
            "conv_launch", "dw_tile_launch", "pw_backward_fused", "pw_gate", "pw_gate_backward", "pw_launch", "pw_weight",
-           "wgrad_launches"]
+           "wgrad_launches", "wgrad_program", "wgrad_tile_launches"]
 
 
 @triton.jit
@@ -338,6 +338,65 @@ def _dw_wgrad_kernel(
 
 
 @triton.jit
+def _dw_wgrad_tiles_kernel(
+    DY, X, PART,
+    sgb, sxb, C, H, W, n_th, n_tw, total, per_split,
+    SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """``_dw_wgrad_kernel``'s partials (same layout) on channels-last maps, from pixel tiles: an item
+    is a TH x TW block of output pixels of one dilation phase (both axes) of one batch item, a
+    [BLOCK_C] channel vector per pixel (one channel per lane). Every loop but the items' is static:
+    each dy pixel is loaded once per item and each input pixel of the block's halo once, then
+    multiplied with every dy pixel it meets, into one [BLOCK_C] sum per tap that no lane shares, so
+    the taps need no cross-lane reduction until the program ends (the row-block kernel reloads the
+    dy rows for every kernel column and reduces per column)."""
+    split = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = offs_c < C
+    TAPS: tl.constexpr = KH * KW
+    first = split * per_split
+    last = tl.minimum(first + per_split, total)
+    accs = (tl.zeros([BLOCK_C], dtype=tl.float32),) * TAPS
+    bias = tl.zeros([BLOCK_C], dtype=tl.float32)
+    per_phase = n_th * n_tw
+    for item in range(first, last):
+        b = (item // (DIL * DIL * per_phase)).to(tl.int64)
+        rest = item % (DIL * DIL * per_phase)
+        ph = rest // (DIL * per_phase)
+        pw = (rest // per_phase) % DIL
+        h_base = ph + DIL * TH * ((rest % per_phase) // n_tw)   # the block's first output row and column
+        w_base = pw + DIL * TW * ((rest % per_phase) % n_tw)
+        gb = DY + b * sgb + h_base * SGH + w_base * SGW + offs_c
+        dys = ()
+        for r in tl.static_range(TH):
+            for c in tl.static_range(TW):
+                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW),
+                             mask=c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W), other=0.0).to(tl.float32)
+                bias += dy
+                dys = dys + (dy,)
+        h0 = h_base - DIL * ((KH - 1) // 2)   # input row and column of the halo's first pixel
+        w0 = w_base - DIL * ((KW - 1) // 2)
+        xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
+        for i in tl.static_range(TH + KH - 1):
+            row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
+            for j in tl.static_range(TW + KW - 1):
+                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW),
+                             mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W), other=0.0).to(tl.float32)
+                for kh in tl.static_range(KH):
+                    if i - kh >= 0 and i - kh < TH:
+                        for kw in tl.static_range(KW):
+                            if j - kw >= 0 and j - kw < TW:
+                                accs = (accs[:kh * KW + kw] + (accs[kh * KW + kw] + dys[(i - kh) * TW + j - kw] * xv,)
+                                        + accs[kh * KW + kw + 1:])
+    out = PART + split * ((TAPS + 1) * C)
+    for tap in tl.static_range(TAPS):
+        tl.store(out + tap * C + offs_c, accs[tap], mask=c_mask)
+    tl.store(out + TAPS * C + offs_c, bias, mask=c_mask)
+
+
+@triton.jit
 def _dw_wgrad_reduce_kernel(PART, DW, DB, nsplit, C, TAPS: tl.constexpr, BLOCK_S: tl.constexpr,
                             BLOCK_C: tl.constexpr):
     """Sums the per-split partials of one row (a tap, or the bias row ``TAPS``) into the weight
@@ -364,6 +423,7 @@ _dw_tiles = Launcher(_dw_tiles_kernel)
 _pw = Launcher(_pw_kernel)
 _dw_wgrad = Launcher(_dw_wgrad_kernel)
 _dw_wgrad_reduce = Launcher(_dw_wgrad_reduce_kernel)
+_dw_wgrad_tiles = Launcher(_dw_wgrad_tiles_kernel)
 
 
 # Under the interpreter every Triton op costs the same whatever its block size, so the blocks
@@ -700,6 +760,51 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     return nsplit, partials, reduction
 
 
+def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """(TH, TW, num_warps, programs per SM) of ``_dw_wgrad_tiles_kernel`` where it beats the
+    row-block weight gradient, else None."""
+    return None
+
+
+def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
+                        strides: tuple[tuple[int, ...], ...], device_index: int | None):
+    """``wgrad_launches``' three values for ``_dw_wgrad_tiles_kernel`` (the same partials and
+    reduction), or None where the row-block kernel runs: ``_wgrad_tile`` declines, or the maps'
+    channels are not unit-stride. A program holds 32 channels per warp, one per lane; the splits
+    give ~``programs per SM`` programs of whole items."""
+    bsz, c, h, w = shape
+    tile = _wgrad_tile(kernel_size, dilation, c, h, w)
+    if tile is None or any(s[1] != 1 for s in strides):
+        return None
+    th, tw, warps, per_sm = tile
+    kh, kw = kernel_size
+    block_c = 32 * warps
+    n_th, n_tw = cdiv(cdiv(h, dilation), th), cdiv(cdiv(w, dilation), tw)
+    total, n_cblocks = bsz * dilation * dilation * n_th * n_tw, cdiv(c, block_c)
+    if interpret_mode():
+        nsplit = min(total, 2)
+    else:
+        nsplit = max(1, min(total, per_sm * _sm_count(device_index) // n_cblocks))
+    per_split = cdiv(total, nsplit)
+    nsplit = cdiv(total, per_split)
+    (sg, sx) = strides
+    partials = ((nsplit, n_cblocks), (sg[0], sx[0], c, h, w, n_th, n_tw, total, per_split),
+                dict(SGH=sg[2], SGW=sg[3], SXH=sx[2], SXW=sx[3], KH=kh, KW=kw, DIL=dilation, TH=th, TW=tw,
+                     BLOCK_C=block_c, num_warps=warps))
+    block_rc = min(64, max(16, next_power_of_2(c)))
+    reduction = ((kh * kw + 1, cdiv(c, block_rc)), (nsplit, c),
+                 dict(TAPS=kh * kw, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
+    return nsplit, partials, reduction
+
+
+def wgrad_program(*args) -> tuple[Launcher, tuple]:
+    """(partials' launcher, (nsplit, partials, reduction)) of a weight gradient, ``wgrad_launches``'
+    arguments: the tile kernel where ``_wgrad_tile`` takes it, else the row blocks (both write the
+    same partials for the same reduction)."""
+    tiles = wgrad_tile_launches(*args)
+    return (_dw_wgrad, wgrad_launches(*args)) if tiles is None else (_dw_wgrad_tiles, tiles)
+
+
 def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], dilation: int,
                         weight_dtype: torch.dtype = torch.float32,
                         bias_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -711,10 +816,10 @@ def dw_conv_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel_size: tuple[
     """
     c = x.shape[1]
     kh, kw = kernel_size
-    nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta) = wgrad_launches(
+    launcher, (nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta)) = wgrad_program(
         tuple(x.shape), x.dtype, kernel_size, dilation, (grad.stride(), x.stride()), x.device.index)
     part = torch.empty(nsplit, kh * kw + 1, c, device=x.device, dtype=torch.float32)
-    _dw_wgrad[grid](grad, x, part, *scalars, **meta)
+    launcher[grid](grad, x, part, *scalars, **meta)
     dw = torch.empty(c, 1, kh, kw, device=x.device, dtype=weight_dtype)
     db = torch.empty(c, device=x.device, dtype=bias_dtype)
     _dw_wgrad_reduce[rgrid](part, dw, db, *rscalars, **rmeta)

@@ -168,6 +168,30 @@ def test_dw_tiles(device, monkeypatch, tile, dtype):
     assert_close(acc, ref, dtype, f"tiles {tile} in place", seed)
 
 
+@pytest.mark.kernel
+@pytest.mark.parametrize("conv", [((7, 7), 3, (2, 3), 1), ((5, 5), 1, (3, 2), 2), ((1, 7), 3, (2, 4), 1)], ids=str)
+@pytest.mark.parametrize("dtype", kernel_dtypes(), ids=str)
+def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
+    """The tile weight gradient (``_dw_wgrad_tiles_kernel``), forced: dilation phases on both axes,
+    maps no block divides, a partial channel block, items split over programs; weight and bias
+    gradients against autograd through fp64."""
+    import ops.lka.kernels as L
+    kernel, dil, (th, tw), warps = conv
+    monkeypatch.setattr(L, "_wgrad_tile", lambda *args: (th, tw, warps, 4))
+    gen, seed = fresh_generator()
+    b, c, h, w = (2, 32 * warps + 8, 11, 13) if device == "cpu" else (3, 32 * warps * 3 + 8, 37, 45)
+    x, g = (randn(b, c, h, w, dtype=dtype, device=device, gen=gen).contiguous(memory_format=torch.channels_last)
+            for _ in range(2))
+    wt = randn(c, 1, *kernel, dtype=torch.float32, device=device, gen=gen)
+    shape, cl = (b, c, h, w), (x.stride(), x.stride())
+    launcher, (nsplit, (grid, _, meta), _) = L.wgrad_program(shape, dtype, kernel, dil, cl, x.device.index)
+    assert launcher is L._dw_wgrad_tiles and nsplit >= 2 and meta["BLOCK_C"] == 32 * warps and grid[1] == 2
+    _check_weight_grad(g, x, wt, dil, dtype, f"tiles {kernel} d{dil}", seed)
+    # NCHW maps keep the row blocks
+    nchw = (x.contiguous().stride(),) * 2
+    assert L.wgrad_program(shape, dtype, kernel, dil, nchw, x.device.index)[0] is L._dw_wgrad
+
+
 def test_dw_tile_rule():
     """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
     stride; forwards from 28 columns, input gradients from 15, and both on 14- and 7-column maps
