@@ -9,6 +9,7 @@ program ends): offline also ~2.1 instructions per FFMA (masks and 16-bit loads),
 registers on 2 warps, up to 16 warps per SM.
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py sweep [WORKERS]   # GPU: tiles vs the rule
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py quick             # GPU: a few, in-process
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py registers         # offline sm_90a
 
 ``sweep`` times each (TH, TW, warps) at 8 programs per SM, then the best at 4, 16 and 32, against
@@ -105,6 +106,33 @@ def sweep() -> None:
               + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
+def quick() -> None:
+    """In-process (each config compiled on first use, rows printed as they come): (4, 4) and (2, 8)
+    tiles at 2 warps (1 for 32 channels) and 8 / 16 programs per SM, on the bench's and VAN-b2's
+    56x56 maps, VAN-b0's 32-channel map and VAN-b2's 28x28 and 14x14 maps."""
+    from lka_case import us
+    for (b, c, sz), (k, d) in itertools.product([(64, 64, 56), (128, 64, 56), (128, 32, 56), (128, 128, 28),
+                                                 (128, 320, 14)], CONVS):
+        shape = (b, c, sz, sz)
+        torch.manual_seed(0)
+        g, x, dw0, db0 = _tensors(shape, k)
+        _run(shape, k, d, None, g, x, dw0, db0)
+        t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
+        rows = []
+        for tile, per_sm in itertools.product(((4, 4), (2, 8)), (8, 16)):
+            cfg = (*tile, 1 if c < 64 else 2, per_sm)
+            dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
+            _run(shape, k, d, cfg, g, x, dw, db)
+            diff = max(((dw - dw0).abs().max() / dw0.abs().max()).item(),
+                       ((db - db0).abs().max() / db0.abs().max()).item())
+            t = statistics.median(us(lambda: _run(shape, k, d, cfg, g, x, dw, db)) for _ in range(3))
+            rows.append((t, cfg, diff))
+        rows.sort()
+        print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rule {t0:.1f} us; "
+              + "; ".join(f"{cf[0]}x{cf[1]} w{cf[2]} p{cf[3]} {t:.1f} ({df:.0e})" for t, cf, df in rows)
+              + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+
+
 def registers() -> None:
     import ops.lka.kernels as L
     from sm90_registers import report
@@ -119,4 +147,4 @@ def registers() -> None:
 
 
 if __name__ == "__main__":
-    {"sweep": sweep, "registers": registers}[sys.argv[1]]()
+    {"sweep": sweep, "quick": quick, "registers": registers}[sys.argv[1]]()
