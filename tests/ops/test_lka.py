@@ -193,6 +193,26 @@ def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
     assert L.wgrad_program(shape, dtype, kernel, dil, nchw, x.device.index)[0] is L._dw_wgrad
 
 
+def test_dw_wgrad_tile_rule():
+    """Which weight gradients take the tile kernel: the LKA's 5x5 (14-56 columns) and 7x7 dilation
+    3 (28-56 columns) on channels-last maps, one warp for fewer than 64 channels."""
+    import ops.lka.kernels as L
+    cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
+
+    def program(c, hw, k=(5, 5), dil=1, layout=cl):
+        s = layout(c, hw, hw)
+        return L.wgrad_program((2, c, hw, hw), torch.bfloat16, k, dil, (s, s), None)
+
+    for c, hw, k, dil in ((64, 56, (5, 5), 1), (320, 14, (5, 5), 1), (128, 28, (7, 7), 3), (32, 56, (7, 7), 3)):
+        launcher, (_, (_, _, meta), _) = program(c, hw, k, dil)
+        assert launcher is L._dw_wgrad_tiles and (meta["TH"], meta["TW"]) == (4, 4)
+        assert meta["num_warps"] == (1 if c < 64 else 2) and meta["BLOCK_C"] == 32 * meta["num_warps"]
+    for c, hw, k, dil in ((320, 14, (7, 7), 3), (512, 7, (5, 5), 1), (64, 128, (5, 5), 1), (64, 56, (3, 3), 1),
+                          (64, 56, (1, 7), 3)):
+        assert program(c, hw, k, dil)[0] is L._dw_wgrad
+    assert program(64, 56, layout=lambda c, h, w: (c * h * w, h * w, w, 1))[0] is L._dw_wgrad   # NCHW
+
+
 def test_dw_tile_rule():
     """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
     stride; forwards from 28 columns, input gradients from 15, and both on 14- and 7-column maps
