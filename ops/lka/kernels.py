@@ -541,10 +541,15 @@ def _tile_shape(kernel_size: tuple[int, int], dilation: int, c: int, w: int, fli
     0.78-0.82x on 56x56). On VAN's late stages 7-column blocks win both directions (probe81 small,
     batch 128): 3x7 on 14x14 maps (C320: forward 32.4 -> 29.2 us, input gradient 37.5 -> 32.7),
     4x7 on 7x7 maps (C512: 19.1 -> 13.9, 23.6 -> 16.3; C256 1.31x / 1.26x). The dilated 7x7 lost
-    in every form tried (0.6-1.0x); maps whose channels do not fill 64-channel blocks, and other
-    widths under 28 columns, were not measured and keep the row blocks."""
-    if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 64:
+    in every form tried (0.6-1.0x); other widths under 28 columns were not measured and keep the
+    row blocks. Channels that fill 32- but not 64-channel blocks (``_tile_block_c``, one channel a
+    lane) take 4x8 blocks for forwards from 28 columns (probe82: B128 C32 56x56 40.1 -> 38.0 us,
+    B1 C32 128x256 1.09x, B64 C96 56x56 1.04x, B128 C160 28x28 1.06x); their input gradients lost
+    (0.71-0.96x), as did 14x14 maps but for 1.04x in 3x7 blocks."""
+    if tuple(kernel_size) != (5, 5) or dilation != 1 or c % 32:
         return None
+    if c % 64:
+        return (4, 8) if not flip and w >= 28 else None
     if w in (7, 14):
         return (4, 7) if w == 7 else (3, 7)
     if flip:

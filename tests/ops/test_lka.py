@@ -216,7 +216,7 @@ def test_dw_wgrad_tile_rule():
 def test_dw_tile_rule():
     """Which convs the tile kernel takes: undilated 5x5s of whole 64-channel blocks, channels unit-
     stride; forwards from 28 columns, input gradients from 15, and both on 14- and 7-column maps
-    (3x7 and 4x7 blocks)."""
+    (3x7 and 4x7 blocks); of whole 32-channel blocks, forwards from 28 columns."""
     import ops.lka.kernels as L
     cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
     nchw = lambda c, h, w: (c * h * w, h * w, w, 1)   # noqa: E731
@@ -230,7 +230,9 @@ def test_dw_tile_rule():
                                                (cl(c, w, w),) * 3)[2]
     assert all((tile(c, w, f)["TH"], tile(c, w, f)["TW"]) == ((3, 7) if w == 14 else (4, 7))
                for c, w, f in ((320, 14, False), (320, 14, True), (512, 7, False), (256, 7, True)))
-    assert not takes(96, 56, 56) and not takes(32, 56, 56, flip=True)   # partial channel blocks
+    # 32-channel blocks: forwards from 28 columns, in 4x8 blocks
+    assert tile(96, 56, False)["BLOCK_C"] == 32 and (tile(32, 28, False)["TH"], tile(32, 28, False)["TW"]) == (4, 8)
+    assert not takes(32, 56, 56, flip=True) and not takes(160, 14, 14) and not takes(48, 56, 56)
     assert not takes(64, 56, 56, k=(7, 7), dil=3) and not takes(64, 56, 56, dil=2)
     assert not takes(64, 56, 56, strides=nchw) and not takes(160, 14, 14, flip=True)
 
@@ -270,14 +272,16 @@ def test_dw_conv_variants(device, monkeypatch, variant):
 @pytest.mark.kernel
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (96, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
                                   (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
-                                  (72, 28, 28, (3, 3), 1), (64, 16, 56, (7, 7), 3), (96, 9, 40, (5, 5), 1)],
+                                  (72, 28, 28, (3, 3), 1), (64, 16, 56, (7, 7), 3), (96, 9, 40, (5, 5), 1),
+                                  (40, 29, 30, (7, 1), 3)],
                          ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
     interpreter's): 8- and 4-element-per-thread row tiles, 12-row items and >= 1024 pixels per split
     on maps of 28x28 and up. On CPU the rules are forced (Triton's interpreter runs any block
     shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
-    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule), and the small-kernel
+    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule: a 7x1 strip; the 7x7
+    there takes the tile weight gradient with the GPU's splits), and the small-kernel
     tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
     for few channels (channel counts, rows and columns not divisible by them), and their weight
     gradient's 8-element tiles and 512-pixel splits on 28x28; the [8, 32] strips on 2 warps of
