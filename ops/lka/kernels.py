@@ -15,14 +15,18 @@ Design (by the arithmetic, per element of a [B, C, H, W] map):
   probe21). The input gradient of a same-padded conv is the same conv with the kernel flipped
   (``FLIP``), so the backward reuses it; strides make NCHW and channels-last both work.
 - The one exception, where it measured faster (``_tile_shape``): undilated 5x5s on channels-last
-  maps of whole 64-channel blocks run ``_dw_tiles_kernel``, a block of output pixels with a
-  channel vector per pixel and every loop static, so each input pixel is loaded and converted
-  once (the row-block core reloads it for each kernel column); for the dilated 7x7 it lost.
+  maps of whole 64- (forwards: or 32-) channel blocks run ``_dw_tiles_kernel``, a block of output
+  pixels with a channel vector per pixel and every loop static, so each input pixel is loaded and
+  converted once (the row-block core reloads it for each kernel column); for the dilated 7x7 it
+  lost.
 - Weight/bias gradients (``_dw_wgrad_kernel``): the same row blocks as work items; kernel
   columns outer, each program's items inner, the products of each kernel row accumulated
   elementwise and reduced over the strip once per column. Per-program partials
   [taps + 1, C] are summed by ``_dw_wgrad_reduce_kernel`` into the gradients in the parameters'
-  dtype (no atomics on hot addresses, no torch epilogue).
+  dtype (no atomics on hot addresses, no torch epilogue). On channels-last maps the LKA's 5x5 and
+  7x7 dilation 3 write the same partials from ``_dw_wgrad_tiles_kernel`` where it measured faster
+  (``_wgrad_tile``): items are pixel blocks of one dilation phase, each dy pixel and each input
+  pixel of the halo loaded once per item, one sum per tap and lane until the program ends.
 - The gate's backward runs the same ``_pw_kernel``: from the pre-1x1 map s, the input x and the
   output gradient g, dx = g * t (t = W1 s + b1, recomputed) and dt = g * x; then ds = W1^T dt,
   from the tile when one block holds every channel (<= 64), else in a second launch (W1 read
