@@ -133,8 +133,14 @@ def lka(base) -> None:
                        for k, mod in (("base", base), ("this", ops))})
         print(f"LKA NCHW B{b} C{c} {sz}x{sz}, CUDA graphs, us: fwd {t['base']:.1f} -> {t['this']:.1f} "
               f"({t['base'] / t['this']:.2f}x), diff {err:.1e}", flush=True)
-    for b, c, sz in BENCH + VAN[4:]:
-        x = torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    lka_channels_last(base, [(b, c, sz, sz) for b, c, sz in BENCH + VAN[4:]])
+
+
+def lka_channels_last(base, shapes) -> None:
+    """The channels-last LKA forward and forward+backward of ``base`` and this tree under CUDA
+    graphs on [B, C, H, W] ``shapes``."""
+    for b, c, h, w in shapes:
+        x = torch.randn(b, c, h, w, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
         p = [t.requires_grad_() for t in lka_params(c)]
         xg = x.detach().clone().requires_grad_()
         g = torch.randn_like(x)
@@ -150,7 +156,7 @@ def lka(base) -> None:
         ref = ops.large_kernel_attention(x, *p)
         err = (base.large_kernel_attention(x, *p).float() - ref.float()).abs().max().item()
         t = rounds_of({f"{k} {i}": fns[i] for k, fns in row.items() for i in (0, 1)})
-        print(f"LKA B{b} C{c} {sz}x{sz}, CUDA graphs, us: fwd {t['base 0']:.1f} -> {t['this 0']:.1f} "
+        print(f"LKA B{b} C{c} {h}x{w}, CUDA graphs, us: fwd {t['base 0']:.1f} -> {t['this 0']:.1f} "
               f"({t['base 0'] / t['this 0']:.2f}x), fwd+bwd {t['base 1']:.1f} -> {t['this 1']:.1f} "
               f"({t['base 1'] / t['this 1']:.2f}x), fwd diff {err:.1e}", flush=True)
 

@@ -223,13 +223,14 @@ def _compile_tile(job) -> str:
         return f"{job}: {type(e).__name__}: {e}"[:200]
 
 
-def tiles(shapes=SHAPES, blocks=TILES, flips=(False,)) -> None:
-    """The 5x5 in tile blocks against the rule's launch (tiles or row blocks)."""
+def tiles(shapes=SHAPES, blocks=TILES, flips=(False,), channel_block: int = 64) -> None:
+    """The 5x5 in tile blocks against the rule's launch (tiles or row blocks); ``shapes`` (B, C,
+    size) or (B, C, H, W), those whose channels fill ``channel_block``-channel blocks."""
     import concurrent.futures
     import multiprocessing
     from lka_case import us
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
-    shapes = [(b, c, sz, sz) for b, c, sz in shapes if c % 64 == 0]
+    shapes = [s if len(s) == 4 else (*s, s[-1]) for s in shapes if s[1] % channel_block == 0]
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for msg in pool.map(_compile_tile, [(shape, t, f) for shape in shapes for t in blocks for f in flips]):
             if msg:
