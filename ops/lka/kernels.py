@@ -730,6 +730,13 @@ def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device_index: in
     return cdiv(total, per_split), per_split
 
 
+def _wgrad_reduction(taps: int, c: int, nsplit: int) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(grid, scalars, meta) of ``_dw_wgrad_reduce_kernel`` over ``nsplit`` partials of ``taps``
+    taps and C channels (both weight-gradient kernels write the same partials)."""
+    block_c = min(64, max(16, next_power_of_2(c)))
+    return (taps + 1, cdiv(c, block_c)), (nsplit, c), dict(TAPS=taps, BLOCK_S=32, BLOCK_C=block_c, num_warps=4)
+
+
 def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
                    strides: tuple[tuple[int, ...], ...], device_index: int | None):
     """The two launches of a depthwise conv's weight and bias gradient on a [B, C, H, W] map of
@@ -764,13 +771,10 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     partials = ((nsplit, n_cblocks), (*strides[0], *strides[1], c, h, w, n_rblocks, n_strips, total, per_split),
                 dict(KH=kh, KW=kw, DIL=dilation, PACKED=_packed(dtype) and w <= 64, ROWS=rows, BLOCK_W=block_w,
                      BLOCK_C=block_c, num_warps=warps))
-    block_rc = min(64, max(16, next_power_of_2(c)))
-    reduction = ((taps + 1, cdiv(c, block_rc)), (nsplit, c), dict(TAPS=taps, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
-    return nsplit, partials, reduction
+    return nsplit, partials, _wgrad_reduction(taps, c, nsplit)
 
 
-def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, h: int,
-                w: int) -> tuple[int, int, int, int] | None:
+def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, w: int) -> tuple[int, int, int, int] | None:
     """(TH, TW, num_warps, programs per SM) of ``_dw_wgrad_tiles_kernel`` where it beats the
     row-block weight gradient, else None. probe83 (H200, bf16, channels-last, against the row
     blocks): 4x4 blocks with one channel per lane, 8 programs per SM, ran the 7x7 dilation 3 1.38x
@@ -792,7 +796,7 @@ def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size:
     channels are not unit-stride. A program holds 32 channels per warp, one per lane; the splits
     give ~``programs per SM`` programs of whole items."""
     bsz, c, h, w = shape
-    tile = _wgrad_tile(kernel_size, dilation, c, h, w)
+    tile = _wgrad_tile(kernel_size, dilation, c, w)
     if tile is None or any(s[1] != 1 for s in strides):
         return None
     th, tw, warps, per_sm = tile
@@ -810,10 +814,7 @@ def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size:
     partials = ((nsplit, n_cblocks), (sg[0], sx[0], c, h, w, n_th, n_tw, total, per_split),
                 dict(SGH=sg[2], SGW=sg[3], SXH=sx[2], SXW=sx[3], KH=kh, KW=kw, DIL=dilation, TH=th, TW=tw,
                      BLOCK_C=block_c, num_warps=warps))
-    block_rc = min(64, max(16, next_power_of_2(c)))
-    reduction = ((kh * kw + 1, cdiv(c, block_rc)), (nsplit, c),
-                 dict(TAPS=kh * kw, BLOCK_S=32, BLOCK_C=block_rc, num_warps=4))
-    return nsplit, partials, reduction
+    return nsplit, partials, _wgrad_reduction(kh * kw, c, nsplit)
 
 
 def wgrad_program(*args) -> tuple[Launcher, tuple]:
