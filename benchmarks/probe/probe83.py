@@ -9,12 +9,13 @@ program ends): offline also ~2.1 instructions per FFMA (masks and 16-bit loads),
 registers on 2 warps, up to 16 warps per SM.
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py sweep [WORKERS]   # GPU: tiles vs the rule
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py quick             # GPU: a few, in-process
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py quick [more]      # GPU: a few, in-process
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py registers         # offline sm_90a
 
 ``sweep`` times each (TH, TW, warps) at 8 programs per SM, then the best at 4, 16 and 32, against
-the rule's launch (row blocks), on the bench's and VAN's maps, bf16 channels-last, both LKA
-convs; outputs compared with the rule's.
+the rule's launch, on the bench's and VAN's maps, bf16 channels-last, both LKA convs; outputs
+compared with the rule's. Session 35 ran ``quick`` against the row blocks; since 6ee7f3b the rule
+is the tiles where ``_wgrad_tile`` takes them (the ``more`` shapes keep the row blocks).
 """
 import itertools
 import statistics
@@ -106,20 +107,26 @@ def sweep() -> None:
               + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
+QUICK_SHAPES = [(64, 64, 56), (128, 64, 56), (128, 32, 56), (128, 128, 28), (128, 320, 14)]
+# what session 35 left unmeasured: the bench's 128x128 map, VAN's 7x7 maps and VAN-b0's C160 14x14
+MORE_SHAPES = [(16, 64, 128), (128, 512, 7), (128, 256, 7), (128, 160, 14)]
+
+
 def quick() -> None:
     """In-process (each config compiled on first use, rows printed as they come): (4, 4) and (2, 8)
-    tiles at 2 warps (1 for 32 channels) and 8 / 16 programs per SM, on the bench's and VAN-b2's
-    56x56 maps, VAN-b0's 32-channel map and VAN-b2's 28x28 and 14x14 maps."""
+    tiles at 2 warps (1 for 32 channels) and 4 / 8 / 16 programs per SM, on the bench's and
+    VAN-b2's 56x56 maps, VAN-b0's 32-channel map and VAN-b2's 28x28 and 14x14 maps (``quick
+    more``: the shapes session 35 did not measure)."""
     from lka_case import us
-    for (b, c, sz), (k, d) in itertools.product([(64, 64, 56), (128, 64, 56), (128, 32, 56), (128, 128, 28),
-                                                 (128, 320, 14)], CONVS):
+    shapes = MORE_SHAPES if sys.argv[2:3] == ["more"] else QUICK_SHAPES
+    for (b, c, sz), (k, d) in itertools.product(shapes, CONVS):
         shape = (b, c, sz, sz)
         torch.manual_seed(0)
         g, x, dw0, db0 = _tensors(shape, k)
         _run(shape, k, d, None, g, x, dw0, db0)
         t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
         rows = []
-        for tile, per_sm in itertools.product(((4, 4), (2, 8)), (8, 16)):
+        for tile, per_sm in itertools.product(((4, 4), (2, 8)), (4, 8, 16)):
             cfg = (*tile, 1 if c < 64 else 2, per_sm)
             dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
             _run(shape, k, d, cfg, g, x, dw, db)
