@@ -78,33 +78,42 @@ def _compile(job) -> str:
 def sweep() -> None:
     import concurrent.futures
     import multiprocessing
-    from lka_case import us
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for msg in pool.map(_compile, list(jobs())):
             if msg:
                 print("compile failed:", msg, flush=True)
     for (b, c, sz), (k, d) in itertools.product(SHAPES, CONVS):
-        shape = (b, c, sz, sz)
-        torch.manual_seed(0)
-        g, x, dw0, db0 = _tensors(shape, k)
-        _run(shape, k, d, None, g, x, dw0, db0)
-        t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
-
-        def timed(cfg):
-            dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
-            _run(shape, k, d, cfg, g, x, dw, db)
-            diff = max(((dw - dw0).abs().max() / dw0.abs().max()).item(),
-                       ((db - db0).abs().max() / db0.abs().max()).item())
-            t = statistics.median(us(lambda: _run(shape, k, d, cfg, g, x, dw, db)) for _ in range(3))
-            return t, cfg, diff
+        t0, timed = _case((b, c, sz, sz), k, d)
         rows = sorted(timed((*tile, warps, 8)) for tile, warps in itertools.product(TILES, _warps(c)))
         best = rows[0][1]
         rows += sorted(timed((*best[:3], per_sm)) for per_sm in (4, 16, 32))
-        rows.sort()
-        print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rule {t0:.1f} us; "
-              + "; ".join(f"{cf[0]}x{cf[1]} w{cf[2]} p{cf[3]} {t:.1f} ({df:.0e})" for t, cf, df in rows[:6])
-              + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+        _report((b, c, sz), k, d, t0, rows, 6)
+
+
+def _case(shape, k, d):
+    """(the rule's us, timed(cfg) -> (us, cfg, max relative difference from the rule's gradients))."""
+    from lka_case import us
+    torch.manual_seed(0)
+    g, x, dw0, db0 = _tensors(shape, k)
+    _run(shape, k, d, None, g, x, dw0, db0)
+    t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
+
+    def timed(cfg):
+        dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
+        _run(shape, k, d, cfg, g, x, dw, db)
+        diff = max(((dw - dw0).abs().max() / dw0.abs().max()).item(),
+                   ((db - db0).abs().max() / db0.abs().max()).item())
+        return statistics.median(us(lambda: _run(shape, k, d, cfg, g, x, dw, db)) for _ in range(3)), cfg, diff
+    return t0, timed
+
+
+def _report(case, k, d, t0, rows, n) -> None:
+    b, c, sz = case
+    rows = sorted(rows)
+    print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rule {t0:.1f} us; "
+          + "; ".join(f"{cf[0]}x{cf[1]} w{cf[2]} p{cf[3]} {t:.1f} ({df:.0e})" for t, cf, df in rows[:n])
+          + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
 
 QUICK_SHAPES = [(64, 64, 56), (128, 64, 56), (128, 32, 56), (128, 128, 28), (128, 320, 14)]
@@ -117,27 +126,12 @@ def quick() -> None:
     tiles at 2 warps (1 for 32 channels) and 4 / 8 / 16 programs per SM, on the bench's and
     VAN-b2's 56x56 maps, VAN-b0's 32-channel map and VAN-b2's 28x28 and 14x14 maps (``quick
     more``: the shapes session 35 did not measure)."""
-    from lka_case import us
     shapes = MORE_SHAPES if sys.argv[2:3] == ["more"] else QUICK_SHAPES
     for (b, c, sz), (k, d) in itertools.product(shapes, CONVS):
-        shape = (b, c, sz, sz)
-        torch.manual_seed(0)
-        g, x, dw0, db0 = _tensors(shape, k)
-        _run(shape, k, d, None, g, x, dw0, db0)
-        t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
-        rows = []
-        for tile, per_sm in itertools.product(((4, 4), (2, 8)), (4, 8, 16)):
-            cfg = (*tile, 1 if c < 64 else 2, per_sm)
-            dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
-            _run(shape, k, d, cfg, g, x, dw, db)
-            diff = max(((dw - dw0).abs().max() / dw0.abs().max()).item(),
-                       ((db - db0).abs().max() / db0.abs().max()).item())
-            t = statistics.median(us(lambda: _run(shape, k, d, cfg, g, x, dw, db)) for _ in range(3))
-            rows.append((t, cfg, diff))
-        rows.sort()
-        print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rule {t0:.1f} us; "
-              + "; ".join(f"{cf[0]}x{cf[1]} w{cf[2]} p{cf[3]} {t:.1f} ({df:.0e})" for t, cf, df in rows)
-              + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
+        t0, timed = _case((b, c, sz, sz), k, d)
+        rows = [timed((*tile, 1 if c < 64 else 2, per_sm)) for tile, per_sm in itertools.product(((4, 4), (2, 8)),
+                                                                                                 (4, 8, 16))]
+        _report((b, c, sz), k, d, t0, rows, len(rows))
 
 
 def registers() -> None:
