@@ -5,10 +5,11 @@ unmasked path for interior items.
 compares against the map's bounds and a zero fill, ~5 instructions with the load and its
 conversion (offline sm_90a), for ~6-8 FFMAs. Items whose dy pixels and whole halo lie inside
 the map need none of it: 73% of the 5x5's 4x4 items on 56x56 maps (51% on 28x28), 28% of the
-7x7 dilation 3's on 56x56 (none on 28x28: a phase of 10 rows is 3 blocks). Here the
-item's work is one jit helper, called unmasked for interior items (channel blocks whole:
-``EVEN_C``, or only the loop-invariant channel mask) and masked otherwise, so the two paths share
-one source; the kernel takes ops' launch parameters (``wgrad_tile_launches``).
+7x7 dilation 3's on 56x56 (none on 28x28: a phase of 10 rows is 3 blocks). ops' kernel runs an
+item through one jit helper (``_wgrad_tile_item``); with ``SPLIT`` (off in ops until this is
+timed: ``_WGRAD_SPLIT``) it calls it unmasked for interior items (channel blocks whole:
+``EVEN_C``, or only the loop-invariant channel mask) and masked otherwise. This probe launches it
+both ways with ops' launch parameters (``wgrad_tile_launches``).
 
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe84.py check       # interpreter or GPU, vs ops and fp64
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe84.py sass        # offline sm_90a
@@ -23,96 +24,10 @@ import statistics
 import sys
 
 import torch
-import triton
-import triton.language as tl
 
 import ops.lka.kernels as L
-from ops.common.tuning import Launcher
 
 
-@triton.jit
-def _item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W,
-          SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
-          KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-          MASKED: tl.constexpr, EVEN_C: tl.constexpr):
-    """One item's products into ``accs`` (one [BLOCK_C] sum per tap) and ``bias``; MASKED tests
-    every pixel against the map, else only the channels (none with EVEN_C)."""
-    dys = ()
-    for r in tl.static_range(TH):
-        for c in tl.static_range(TW):
-            if MASKED:
-                m = c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W)
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW), mask=m, other=0.0).to(tl.float32)
-            elif EVEN_C:
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW)).to(tl.float32)
-            else:
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW), mask=c_mask, other=0.0).to(tl.float32)
-            bias += dy
-            dys = dys + (dy,)
-    for i in tl.static_range(TH + KH - 1):
-        if MASKED:
-            row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
-        for j in tl.static_range(TW + KW - 1):
-            if MASKED:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW),
-                             mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W), other=0.0).to(tl.float32)
-            elif EVEN_C:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW)).to(tl.float32)
-            else:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW), mask=c_mask, other=0.0).to(tl.float32)
-            for kh in tl.static_range(KH):
-                if i - kh >= 0 and i - kh < TH:
-                    for kw in tl.static_range(KW):
-                        if j - kw >= 0 and j - kw < TW:
-                            accs = (accs[:kh * KW + kw] + (accs[kh * KW + kw] + dys[(i - kh) * TW + j - kw] * xv,)
-                                    + accs[kh * KW + kw + 1:])
-    return accs, bias
-
-
-@triton.jit
-def _wgrad_tiles_split_kernel(
-    DY, X, PART,
-    sgb, sxb, C, H, W, n_th, n_tw, total, per_split,
-    SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
-    KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
-    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-):
-    """ops' ``_dw_wgrad_tiles_kernel`` (same launch, same partials) with interior items unmasked."""
-    split = tl.program_id(0)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = offs_c < C
-    TAPS: tl.constexpr = KH * KW
-    first = split * per_split
-    last = tl.minimum(first + per_split, total)
-    accs = (tl.zeros([BLOCK_C], dtype=tl.float32),) * TAPS
-    bias = tl.zeros([BLOCK_C], dtype=tl.float32)
-    per_phase = n_th * n_tw
-    for item in range(first, last):
-        b = (item // (DIL * DIL * per_phase)).to(tl.int64)
-        rest = item % (DIL * DIL * per_phase)
-        ph = rest // (DIL * per_phase)
-        pw = (rest // per_phase) % DIL
-        h_base = ph + DIL * TH * ((rest % per_phase) // n_tw)
-        w_base = pw + DIL * TW * ((rest % per_phase) % n_tw)
-        h0 = h_base - DIL * ((KH - 1) // 2)
-        w0 = w_base - DIL * ((KW - 1) // 2)
-        gb = DY + b * sgb + h_base * SGH + w_base * SGW + offs_c
-        xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
-        inside = ((h0 >= 0) & (w0 >= 0) & (h0 + DIL * (TH + KH - 2) < H) & (w0 + DIL * (TW + KW - 2) < W)
-                  & (h_base + DIL * (TH - 1) < H) & (w_base + DIL * (TW - 1) < W))
-        if inside:
-            accs, bias = _item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW, SXH, SXW,
-                               KH, KW, DIL, TH, TW, False, EVEN_C)
-        else:
-            accs, bias = _item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW, SXH, SXW,
-                               KH, KW, DIL, TH, TW, True, EVEN_C)
-    out = PART + split * ((TAPS + 1) * C)
-    for tap in tl.static_range(TAPS):
-        tl.store(out + tap * C + offs_c, accs[tap], mask=c_mask)
-    tl.store(out + TAPS * C + offs_c, bias, mask=c_mask)
-
-
-_split = Launcher(_wgrad_tiles_split_kernel)
 CONVS = [((7, 7), 3), ((5, 5), 1)]
 
 
@@ -129,10 +44,10 @@ def _launch(g, x, kernel, dil, split: bool, tile=(4, 4, 2, 8), maxnreg: int | No
     c = x.shape[1]
     part = torch.empty(nsplit, kernel[0] * kernel[1] + 1, c, device=x.device, dtype=torch.float32)
     if split:
-        cap = {} if maxnreg is None else {"maxnreg": maxnreg}
-        _split[grid](g, x, part, *scalars, EVEN_C=c % meta["BLOCK_C"] == 0, **meta, **cap)
-    else:
-        L._dw_wgrad_tiles[grid](g, x, part, *scalars, **meta)
+        meta = {**meta, "SPLIT": True, "EVEN_C": c % meta["BLOCK_C"] == 0}
+    if maxnreg is not None:
+        meta = {**meta, "maxnreg": maxnreg}
+    L._dw_wgrad_tiles[grid](g, x, part, *scalars, **meta)
     dw = torch.full((c, 1, *kernel), float("nan"), device=x.device)
     db = torch.full((c,), float("nan"), device=x.device)
     L._dw_wgrad_reduce[rgrid](part, dw, db, *rscalars, **rmeta)
@@ -152,7 +67,7 @@ def _interior_items(h, w, kernel, dil, th, tw) -> int:
 
 
 def check() -> None:
-    """Split against ops' tiles and fp64 autograd: odd maps (interior and border items), a partial
+    """SPLIT against ops' launch and fp64 autograd: odd maps (interior and border items), a partial
     channel block and whole ones."""
     from ops.lka import depthwise_conv2d_reference
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -187,8 +102,8 @@ def sass() -> None:
         L._wgrad_tile = lambda *a: (4, 4, 2, 8)
         _, (_, (_, _, meta), _) = L.wgrad_program((64, c, 56, 56), torch.bfloat16, kernel, dil, (cl, cl), None)
         nw = meta.pop("num_warps")
-        for name, fn, extra in (("ops", L._dw_wgrad_tiles_kernel, {}),
-                                ("split", _wgrad_tiles_split_kernel, {"EVEN_C": c % meta["BLOCK_C"] == 0})):
+        fn = L._dw_wgrad_tiles_kernel
+        for name, extra in (("ops", {}), ("split", {"SPLIT": True, "EVEN_C": c % meta["BLOCK_C"] == 0})):
             sig = {n: signature(n) for n in fn.arg_names}
             sig["PART"] = "*fp32"
             err, cubin = compile_sm90(fn, sig, {**meta, **extra}, DIVISIBLE | {"sgb"}, nw, stem=f"/tmp/_p84_{name}")

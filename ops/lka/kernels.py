@@ -342,12 +342,53 @@ def _dw_wgrad_kernel(
 
 
 @triton.jit
+def _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W,
+                     SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
+                     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
+                     MASKED: tl.constexpr, EVEN_C: tl.constexpr):
+    """One item of ``_dw_wgrad_tiles_kernel``: its products added to ``accs`` (one [BLOCK_C] sum
+    per tap) and ``bias``, returned so. ``gb`` / ``xb`` point at the item's first dy pixel and its
+    halo's first input pixel (row and column ``h0``, ``w0``). MASKED tests every pixel against the
+    map; otherwise (an item inside the map) only the channels, none with EVEN_C."""
+    dys = ()
+    for r in tl.static_range(TH):
+        for c in tl.static_range(TW):
+            if MASKED:
+                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW),
+                             mask=c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W), other=0.0)
+            elif EVEN_C:
+                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW))
+            else:
+                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW), mask=c_mask, other=0.0)
+            bias += dy.to(tl.float32)
+            dys = dys + (dy.to(tl.float32),)
+    for i in tl.static_range(TH + KH - 1):
+        if MASKED:
+            row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
+        for j in tl.static_range(TW + KW - 1):
+            if MASKED:
+                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW),
+                             mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W), other=0.0).to(tl.float32)
+            elif EVEN_C:
+                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW)).to(tl.float32)
+            else:
+                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW), mask=c_mask, other=0.0).to(tl.float32)
+            for kh in tl.static_range(KH):
+                if i - kh >= 0 and i - kh < TH:
+                    for kw in tl.static_range(KW):
+                        if j - kw >= 0 and j - kw < TW:
+                            accs = (accs[:kh * KW + kw] + (accs[kh * KW + kw] + dys[(i - kh) * TW + j - kw] * xv,)
+                                    + accs[kh * KW + kw + 1:])
+    return accs, bias
+
+
+@triton.jit
 def _dw_wgrad_tiles_kernel(
     DY, X, PART,
     sgb, sxb, C, H, W, n_th, n_tw, total, per_split,
     SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
-    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, EVEN_C: tl.constexpr,
 ):
     """``_dw_wgrad_kernel``'s partials (same layout) on channels-last maps, from pixel tiles: an item
     is a TH x TW block of output pixels of one dilation phase (both axes) of one batch item, a
@@ -355,7 +396,8 @@ def _dw_wgrad_tiles_kernel(
     each dy pixel is loaded once per item and each input pixel of the block's halo once, then
     multiplied with every dy pixel it meets, into one [BLOCK_C] sum per tap that no lane shares, so
     the taps need no cross-lane reduction until the program ends (the row-block kernel reloads the
-    dy rows for every kernel column and reduces per column)."""
+    dy rows for every kernel column and reduces per column). SPLIT runs items that lie inside the
+    map without the pixel masks (``_WGRAD_SPLIT``)."""
     split = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = offs_c < C
@@ -372,28 +414,22 @@ def _dw_wgrad_tiles_kernel(
         pw = (rest // per_phase) % DIL
         h_base = ph + DIL * TH * ((rest % per_phase) // n_tw)   # the block's first output row and column
         w_base = pw + DIL * TW * ((rest % per_phase) % n_tw)
-        gb = DY + b * sgb + h_base * SGH + w_base * SGW + offs_c
-        dys = ()
-        for r in tl.static_range(TH):
-            for c in tl.static_range(TW):
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW),
-                             mask=c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W), other=0.0).to(tl.float32)
-                bias += dy
-                dys = dys + (dy,)
         h0 = h_base - DIL * ((KH - 1) // 2)   # input row and column of the halo's first pixel
         w0 = w_base - DIL * ((KW - 1) // 2)
+        gb = DY + b * sgb + h_base * SGH + w_base * SGW + offs_c
         xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
-        for i in tl.static_range(TH + KH - 1):
-            row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
-            for j in tl.static_range(TW + KW - 1):
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW),
-                             mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W), other=0.0).to(tl.float32)
-                for kh in tl.static_range(KH):
-                    if i - kh >= 0 and i - kh < TH:
-                        for kw in tl.static_range(KW):
-                            if j - kw >= 0 and j - kw < TW:
-                                accs = (accs[:kh * KW + kw] + (accs[kh * KW + kw] + dys[(i - kh) * TW + j - kw] * xv,)
-                                        + accs[kh * KW + kw + 1:])
+        if SPLIT:
+            inside = ((h0 >= 0) & (w0 >= 0) & (h0 + DIL * (TH + KH - 2) < H) & (w0 + DIL * (TW + KW - 2) < W)
+                      & (h_base + DIL * (TH - 1) < H) & (w_base + DIL * (TW - 1) < W))
+            if inside:
+                accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
+                                              SXH, SXW, KH, KW, DIL, TH, TW, False, EVEN_C)
+            else:
+                accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
+                                              SXH, SXW, KH, KW, DIL, TH, TW, True, EVEN_C)
+        else:
+            accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
+                                          SXH, SXW, KH, KW, DIL, TH, TW, True, EVEN_C)
     out = PART + split * ((TAPS + 1) * C)
     for tap in tl.static_range(TAPS):
         tl.store(out + tap * C + offs_c, accs[tap], mask=c_mask)
@@ -774,6 +810,12 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     return nsplit, partials, _wgrad_reduction(taps, c, nsplit)
 
 
+# Interior items of the tile weight gradient without the pixel masks: ~1.45 instructions per FFMA
+# against ~2.1 offline (sm_90a), but more registers (5x5 96 -> 127, 7x7 d3 128 -> 229); off until
+# timed (probe84.py).
+_WGRAD_SPLIT = False
+
+
 def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, w: int) -> tuple[int, int, int, int] | None:
     """(TH, TW, num_warps, programs per SM) of ``_dw_wgrad_tiles_kernel`` where it beats the
     row-block weight gradient, else None. probe83 (H200, bf16, channels-last, against the row
@@ -813,7 +855,8 @@ def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size:
     (sg, sx) = strides
     partials = ((nsplit, n_cblocks), (sg[0], sx[0], c, h, w, n_th, n_tw, total, per_split),
                 dict(SGH=sg[2], SGW=sg[3], SXH=sx[2], SXW=sx[3], KH=kh, KW=kw, DIL=dilation, TH=th, TW=tw,
-                     BLOCK_C=block_c, num_warps=warps))
+                     BLOCK_C=block_c, SPLIT=_WGRAD_SPLIT, EVEN_C=_WGRAD_SPLIT and c % block_c == 0,
+                     num_warps=warps))
     return nsplit, partials, _wgrad_reduction(kh * kw, c, nsplit)
 
 

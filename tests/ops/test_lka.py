@@ -174,7 +174,8 @@ def test_dw_tiles(device, monkeypatch, tile, dtype):
 def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
     """The tile weight gradient (``_dw_wgrad_tiles_kernel``), forced: dilation phases on both axes,
     maps no block divides, a partial channel block, items split over programs; weight and bias
-    gradients against autograd through fp64."""
+    gradients against autograd through fp64, also with interior items unmasked (``SPLIT``; the
+    5x5 holds such items on both devices' maps, the 7x7 d3 on the GPU's)."""
     import ops.lka.kernels as L
     kernel, dil, (th, tw), warps = conv
     monkeypatch.setattr(L, "_wgrad_tile", lambda *args: (th, tw, warps, 4))
@@ -188,6 +189,9 @@ def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
     assert launcher is L._dw_wgrad_tiles and nsplit >= 2 and meta["BLOCK_C"] == 32 * warps
     assert grid[1] == -(-c // (32 * warps))   # the last channel block partial
     _check_weight_grad(g, x, wt, dil, dtype, f"tiles {kernel} d{dil}", seed)
+    monkeypatch.setattr(L, "_WGRAD_SPLIT", True)
+    assert L.wgrad_program(shape, dtype, kernel, dil, cl, x.device.index)[1][1][2]["SPLIT"]
+    _check_weight_grad(g, x, wt, dil, dtype, f"tiles {kernel} d{dil} split", seed)
     # NCHW maps keep the row blocks
     nchw = (x.contiguous().stride(),) * 2
     assert L.wgrad_program(shape, dtype, kernel, dil, nchw, x.device.index)[0] is L._dw_wgrad
