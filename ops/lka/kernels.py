@@ -342,6 +342,19 @@ def _dw_wgrad_kernel(
 
 
 @triton.jit
+def _tile_pixel(ptr, c_mask, mask, MASKED: tl.constexpr, EVEN_C: tl.constexpr):
+    """A pixel's [BLOCK_C] channels in fp32: under ``mask`` (zero outside) where MASKED, else
+    under the channel mask alone, or none with EVEN_C."""
+    if MASKED:
+        v = tl.load(ptr, mask=mask, other=0.0)
+    elif EVEN_C:
+        v = tl.load(ptr)
+    else:
+        v = tl.load(ptr, mask=c_mask, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
 def _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W,
                      SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
                      KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
@@ -353,26 +366,16 @@ def _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W,
     dys = ()
     for r in tl.static_range(TH):
         for c in tl.static_range(TW):
-            if MASKED:
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW),
-                             mask=c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W), other=0.0)
-            elif EVEN_C:
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW))
-            else:
-                dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW), mask=c_mask, other=0.0)
-            bias += dy.to(tl.float32)
-            dys = dys + (dy.to(tl.float32),)
+            dy = _tile_pixel(gb + (DIL * r * SGH + DIL * c * SGW), c_mask,
+                             c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W) if MASKED else c_mask,
+                             MASKED, EVEN_C)
+            bias += dy
+            dys = dys + (dy,)
     for i in tl.static_range(TH + KH - 1):
-        if MASKED:
-            row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
+        row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)   # unused unless MASKED
         for j in tl.static_range(TW + KW - 1):
-            if MASKED:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW),
-                             mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W), other=0.0).to(tl.float32)
-            elif EVEN_C:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW)).to(tl.float32)
-            else:
-                xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW), mask=c_mask, other=0.0).to(tl.float32)
+            xv = _tile_pixel(xb + (DIL * i * SXH + DIL * j * SXW), c_mask,
+                             row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W) if MASKED else c_mask, MASKED, EVEN_C)
             for kh in tl.static_range(KH):
                 if i - kh >= 0 and i - kh < TH:
                     for kw in tl.static_range(KW):
