@@ -65,7 +65,7 @@ def _to_f32(x, PACKED: tl.constexpr):
 @triton.jit
 def _dw_row_block(accs, x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr, PACKED: tl.constexpr,
-                  ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
+                  ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0):
     """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
     input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip, added to
     ``accs`` (a tuple of ROWS fp32 [W, C] tiles) and returned so (zero padding outside the map;
@@ -84,7 +84,11 @@ def _dw_row_block(accs, x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, 
                 tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
             else:
                 tap = kh * KW + kw
-            ws = ws + (tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
+            if W_T:
+                w_addr = w_ptr + tap * W_T + offs_c   # W_T: the tap stride (the channel count)
+            else:
+                w_addr = w_ptr + offs_c * (KH * KW) + tap
+            ws = ws + (tl.load(w_addr, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
         for j in tl.static_range(ROWS + KH - 1):
             row = phase + DIL * (m0 + j - HALF)
             xv = _to_f32(tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0), PACKED)
@@ -103,7 +107,7 @@ def _dw_rows_kernel(
     C, H, W, n_rblocks,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r): one program per (batch item, dilation phase, block
     of ROWS rows of that phase) x column strip x channel block, through ``_dw_row_block``."""
@@ -131,7 +135,7 @@ def _dw_rows_kernel(
         else:
             accs = accs + (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),)
     accs = _dw_row_block(accs, X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
-                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
+                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C, W_T)
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
     for r in tl.static_range(ROWS):
@@ -145,13 +149,40 @@ def _dw_rows_kernel(
 
 
 @triton.jit
+def _conv_tile(accs, ws, xb, h0, w0, H, W, SXH: tl.constexpr, SXW: tl.constexpr, KH: tl.constexpr,
+               KW: tl.constexpr, PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, MASKED: tl.constexpr):
+    """``_dw_tiles_kernel``'s taps: each input pixel of the block's halo (``xb``: its first, at row
+    ``h0`` and column ``w0``) loaded and converted once and FMA'd into every output it reaches
+    (``accs``, TH * TW [BLOCK_C] sums, returned). MASKED zero-fills pixels outside the map;
+    without it (a block whose halo lies inside the map) the loads carry no mask."""
+    for i in tl.static_range(TH + KH - 1):
+        row_ok = (h0 + i >= 0) & (h0 + i < H)   # unused unless MASKED
+        for j in tl.static_range(TW + KW - 1):
+            if MASKED:
+                xv = tl.load(xb + (i * SXH + j * SXW), mask=row_ok & (w0 + j >= 0) & (w0 + j < W), other=0.0)
+            else:
+                xv = tl.load(xb + (i * SXH + j * SXW))
+            xv = _to_f32(xv, PACKED)
+            for kh in tl.static_range(KH):
+                if i - kh >= 0 and i - kh < TH:
+                    for kw in tl.static_range(KW):
+                        if j - kw >= 0 and j - kw < TW:
+                            # inline indices: a name assigned in a jit function would become a tensor
+                            accs = (accs[:(i - kh) * TW + j - kw]
+                                    + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
+                                    + accs[(i - kh) * TW + j - kw + 1:])
+    return accs
+
+
+@triton.jit
 def _dw_tiles_kernel(
     X, Wt, Bias, R, Y,
     sxb, srb, syb, C, H, W, n_th, n_tw,
     SXH: tl.constexpr, SXW: tl.constexpr, SRH: tl.constexpr, SRW: tl.constexpr,
     SYH: tl.constexpr, SYW: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-    PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+    PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0,
+    SPLIT: tl.constexpr = False,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r) on channels-last maps (channel stride 1), undilated:
     one program per (batch item, TH x TW block of output pixels) x block of BLOCK_C channels (whole
@@ -168,7 +199,10 @@ def _dw_tiles_kernel(
     TAPS: tl.constexpr = KH * KW
     ws = ()
     for tap in tl.static_range(TAPS):
-        ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap)).to(tl.float32),)
+        if W_T:
+            ws = ws + (tl.load(Wt + (TAPS - 1 - tap if FLIP else tap) * W_T + offs_c).to(tl.float32),)
+        else:
+            ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap)).to(tl.float32),)
     accs = ()
     for r in tl.static_range(TH):
         for c in tl.static_range(TW):
@@ -180,19 +214,10 @@ def _dw_tiles_kernel(
     h0 = h_base - (KH - 1) // 2   # input row and column of the halo's first pixel
     w0 = w_base - (KW - 1) // 2
     xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
-    for i in tl.static_range(TH + KH - 1):
-        row_ok = (h0 + i >= 0) & (h0 + i < H)
-        for j in tl.static_range(TW + KW - 1):
-            xv = _to_f32(tl.load(xb + (i * SXH + j * SXW), mask=row_ok & (w0 + j >= 0) & (w0 + j < W), other=0.0),
-                         PACKED)
-            for kh in tl.static_range(KH):
-                if i - kh >= 0 and i - kh < TH:
-                    for kw in tl.static_range(KW):
-                        if j - kw >= 0 and j - kw < TW:
-                            # inline indices: a name assigned in a jit function would become a tensor
-                            accs = (accs[:(i - kh) * TW + j - kw]
-                                    + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
-                                    + accs[(i - kh) * TW + j - kw + 1:])
+    if SPLIT and (h0 >= 0) & (w0 >= 0) & (h0 + TH + KH - 2 < H) & (w0 + TW + KW - 2 < W):
+        accs = _conv_tile(accs, ws, xb, h0, w0, H, W, SXH, SXW, KH, KW, PACKED, TH, TW, False)
+    else:
+        accs = _conv_tile(accs, ws, xb, h0, w0, H, W, SXH, SXW, KH, KW, PACKED, TH, TW, True)
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c).to(tl.float32)
     for r in tl.static_range(TH):
