@@ -8,14 +8,14 @@ of the halo once, keeps one [BLOCK_C] sum per tap with one channel per lane (no 
 program ends): offline also ~2.1 instructions per FFMA (masks and 16-bit loads), but 128
 registers on 2 warps, up to 16 warps per SM.
 
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py sweep [WORKERS]   # GPU: tiles vs the rule
-    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py quick [more]      # GPU: a few, in-process
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py sweep [WORKERS]   # GPU: tiles vs the row blocks
+    PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py quick [more|B,C,S ...]   # GPU: in-process
     PYTHONPATH=.:benchmarks/probe python benchmarks/probe/probe83.py registers         # offline sm_90a
 
 ``sweep`` times each (TH, TW, warps) at 8 programs per SM, then the best at 4, 16 and 32, against
-the rule's launch, on the bench's and VAN's maps, bf16 channels-last, both LKA convs; outputs
-compared with the rule's. Session 35 ran ``quick`` against the row blocks; since 6ee7f3b the rule
-is the tiles where ``_wgrad_tile`` takes them (the ``more`` shapes keep the row blocks).
+the row blocks, on the bench's and VAN's maps, bf16 channels-last, both LKA convs; outputs
+compared with the row blocks'. Session 35 ran ``quick``, session 36 ``quick more`` (its 128x128 and
+7x7 maps joined the rule).
 """
 import itertools
 import statistics
@@ -41,11 +41,13 @@ def jobs():
 
 
 def _run(shape, k, d, cfg, g, x, dw, db):
+    """The weight gradient through ops' launch: the rule's (``cfg`` None), the row blocks ("rows")
+    or the tiles in ``cfg`` = (TH, TW, warps, programs per SM)."""
     import ops.lka.kernels as L
     cl = x.stride()
     saved = L._wgrad_tile
     if cfg is not None:
-        L._wgrad_tile = lambda *a: cfg
+        L._wgrad_tile = (lambda *a: None) if cfg == "rows" else (lambda *a: cfg)
     try:
         launcher, (nsplit, (grid, scalars, meta), (rgrid, rscalars, rmeta)) = L.wgrad_program(
             shape, torch.bfloat16, (k, k), d, (cl, cl), None)
@@ -92,12 +94,13 @@ def sweep() -> None:
 
 
 def _case(shape, k, d):
-    """(the rule's us, timed(cfg) -> (us, cfg, max relative difference from the rule's gradients))."""
+    """(the row blocks' us, timed(cfg) -> (us, cfg, max relative difference from the row blocks'
+    gradients))."""
     from lka_case import us
     torch.manual_seed(0)
     g, x, dw0, db0 = _tensors(shape, k)
-    _run(shape, k, d, None, g, x, dw0, db0)
-    t0 = statistics.median(us(lambda: _run(shape, k, d, None, g, x, dw0, db0)) for _ in range(3))
+    _run(shape, k, d, "rows", g, x, dw0, db0)
+    t0 = statistics.median(us(lambda: _run(shape, k, d, "rows", g, x, dw0, db0)) for _ in range(3))
 
     def timed(cfg):
         dw, db = torch.full_like(dw0, float("nan")), torch.full_like(db0, float("nan"))
@@ -111,7 +114,7 @@ def _case(shape, k, d):
 def _report(case, k, d, t0, rows, n) -> None:
     b, c, sz = case
     rows = sorted(rows)
-    print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rule {t0:.1f} us; "
+    print(f"wgrad B{b} C{c} {sz}x{sz} {k}x{k} d{d}: rows {t0:.1f} us; "
           + "; ".join(f"{cf[0]}x{cf[1]} w{cf[2]} p{cf[3]} {t:.1f} ({df:.0e})" for t, cf, df in rows[:n])
           + f" -> best {t0 / rows[0][0]:.2f}x", flush=True)
 
@@ -125,8 +128,10 @@ def quick() -> None:
     """In-process (each config compiled on first use, rows printed as they come): (4, 4) and (2, 8)
     tiles at 2 warps (1 for 32 channels) and 4 / 8 / 16 programs per SM, on the bench's and
     VAN-b2's 56x56 maps, VAN-b0's 32-channel map and VAN-b2's 28x28 and 14x14 maps (``quick
-    more``: the shapes session 35 did not measure)."""
-    shapes = MORE_SHAPES if sys.argv[2:3] == ["more"] else QUICK_SHAPES
+    more``: the shapes session 35 did not measure; ``quick B,C,S ...``: those maps)."""
+    args = sys.argv[2:]
+    shapes = (MORE_SHAPES if args == ["more"] else [tuple(int(v) for v in a.split(",")) for a in args] if args
+              else QUICK_SHAPES)
     for (b, c, sz), (k, d) in itertools.product(shapes, CONVS):
         t0, timed = _case((b, c, sz, sz), k, d)
         rows = [timed((*tile, 1 if c < 64 else 2, per_sm)) for tile, per_sm in itertools.product(((4, 4), (2, 8)),

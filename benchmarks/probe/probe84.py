@@ -17,7 +17,11 @@ both ways with ops' launch parameters (``wgrad_tile_launches``).
 
 Offline (``sass``, Triton 3.6, sm_90a, 4x4 items on 2 warps): the two paths take the 5x5 from 96
 to 127 registers and the 7x7 dilation 3 from 128 to 229 (half the programs per SM), so ``ab``
-also times the split kernel capped at 128 registers. Not yet run on a GPU.
+also times the split kernel capped at 128 registers.
+
+Session 36 (H200, ops at 06ae538; ``probe-lka-taps-split-s36-h200-2026-12-01.txt``): ``check``
+bit-equal to the masked kernel; ``ab`` B64 C64 56x56 7x7 d3: 112.3 us masked, 132.9 split
+(0.85x), 139.4 capped (0.81x). ``SPLIT`` left ops after that; this probe needs 06ae538's ops.
 """
 import itertools
 import statistics

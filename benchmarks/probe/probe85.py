@@ -14,6 +14,22 @@ their conversions -> 25 64-bit loads).
 ``ab`` times each conv of the LKA (forward, and the flipped input gradient with its residual) with
 ops' launch and with ``W_T``, bf16 channels-last, fp32 weights (autocast's), outputs compared
 bit for bit, on the bench's and VAN's maps; and the transposition's own time (one copy kernel).
+It also times the tile kernel's ``SPLIT`` (blocks whose halo lies inside the map without masks:
+~1.25 instructions per FFMA on that path against 1.67, but 168 -> 190 registers).
+
+Session 36 (H200, ops at 06ae538, cut at 300 s after the bench's maps;
+``probe-lka-taps-split-s36-h200-2026-12-01.txt``), us, outputs bit-equal:
+
+| conv | B64 C64 56x56 fwd / dx | B64 C128 28x28 fwd / dx | B16 C64 128x128 fwd / dx |
+|---|---|---|---|
+| 7x7 d3, ops -> W_T | 62.0 -> 64.8 / 69.7 -> 66.8 | 36.5 -> 33.9 / 39.7 -> 38.1 | 86.6 -> 89.7 / 84.0 -> 82.5 |
+| 5x5, ops -> W_T | 43.3 -> 33.6 / 49.8 -> 39.6 | 20.1 -> 20.3 / 26.2 -> 26.4 | not reached |
+| 5x5, W_T + SPLIT (at 168 registers) | 42.4 (35.7) / 48.4 (44.2) | 25.9 (20.4) / 28.1 (25.2) | |
+
+The transposition took 4.1-5.3 us a call. ``W_T`` helps only the tile 5x5 on 56-column maps with
+fp32 taps (1.26-1.29x), the row-block 7x7 d3 0.96-1.08x; ``SPLIT`` loses to ``W_T`` alone
+everywhere. Neither joined ops (a transposition launch per forward for ~10 us on one map size);
+this probe needs 06ae538's ops.
 """
 import collections
 import itertools

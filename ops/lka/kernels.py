@@ -65,7 +65,7 @@ def _to_f32(x, PACKED: tl.constexpr):
 @triton.jit
 def _dw_row_block(accs, x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, m0, H, W,
                   KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr, PACKED: tl.constexpr,
-                  ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0):
+                  ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
     """Depthwise conv of ROWS output rows ``phase + DIL * (m0 + r)`` (one dilation phase: their
     input rows are the same phase's) over a [BLOCK_W cols, BLOCK_C channels] strip, added to
     ``accs`` (a tuple of ROWS fp32 [W, C] tiles) and returned so (zero padding outside the map;
@@ -84,11 +84,7 @@ def _dw_row_block(accs, x_base, sxh, sxw, w_ptr, offs_w, offs_c, c_mask, phase, 
                 tap = (KH - 1 - kh) * KW + (KW - 1 - kw)
             else:
                 tap = kh * KW + kw
-            if W_T:
-                w_addr = w_ptr + tap * W_T + offs_c   # W_T: the tap stride (the channel count)
-            else:
-                w_addr = w_ptr + offs_c * (KH * KW) + tap
-            ws = ws + (tl.load(w_addr, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
+            ws = ws + (tl.load(w_ptr + offs_c * (KH * KW) + tap, mask=c_mask, other=0.0).to(tl.float32)[None, :],)
         for j in tl.static_range(ROWS + KH - 1):
             row = phase + DIL * (m0 + j - HALF)
             xv = _to_f32(tl.load(col + row * sxh, mask=m & (row >= 0) & (row < H), other=0.0), PACKED)
@@ -107,7 +103,7 @@ def _dw_rows_kernel(
     C, H, W, n_rblocks,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, FLIP: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, PACKED: tl.constexpr, EVEN_C: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0,
+    ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r): one program per (batch item, dilation phase, block
     of ROWS rows of that phase) x column strip x channel block, through ``_dw_row_block``."""
@@ -135,7 +131,7 @@ def _dw_rows_kernel(
         else:
             accs = accs + (tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32),)
     accs = _dw_row_block(accs, X + b * sxb + offs_c[None, :] * sxc, sxh, sxw, Wt, offs_w, offs_c, c_mask,
-                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C, W_T)
+                         phase, m0, H, W, KH, KW, DIL, FLIP, PACKED, ROWS, BLOCK_W, BLOCK_C)
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c, mask=c_mask, other=0.0).to(tl.float32)[None, :]
     for r in tl.static_range(ROWS):
@@ -149,40 +145,13 @@ def _dw_rows_kernel(
 
 
 @triton.jit
-def _conv_tile(accs, ws, xb, h0, w0, H, W, SXH: tl.constexpr, SXW: tl.constexpr, KH: tl.constexpr,
-               KW: tl.constexpr, PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, MASKED: tl.constexpr):
-    """``_dw_tiles_kernel``'s taps: each input pixel of the block's halo (``xb``: its first, at row
-    ``h0`` and column ``w0``) loaded and converted once and FMA'd into every output it reaches
-    (``accs``, TH * TW [BLOCK_C] sums, returned). MASKED zero-fills pixels outside the map;
-    without it (a block whose halo lies inside the map) the loads carry no mask."""
-    for i in tl.static_range(TH + KH - 1):
-        row_ok = (h0 + i >= 0) & (h0 + i < H)   # unused unless MASKED
-        for j in tl.static_range(TW + KW - 1):
-            if MASKED:
-                xv = tl.load(xb + (i * SXH + j * SXW), mask=row_ok & (w0 + j >= 0) & (w0 + j < W), other=0.0)
-            else:
-                xv = tl.load(xb + (i * SXH + j * SXW))
-            xv = _to_f32(xv, PACKED)
-            for kh in tl.static_range(KH):
-                if i - kh >= 0 and i - kh < TH:
-                    for kw in tl.static_range(KW):
-                        if j - kw >= 0 and j - kw < TW:
-                            # inline indices: a name assigned in a jit function would become a tensor
-                            accs = (accs[:(i - kh) * TW + j - kw]
-                                    + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
-                                    + accs[(i - kh) * TW + j - kw + 1:])
-    return accs
-
-
-@triton.jit
 def _dw_tiles_kernel(
     X, Wt, Bias, R, Y,
     sxb, srb, syb, C, H, W, n_th, n_tw,
     SXH: tl.constexpr, SXW: tl.constexpr, SRH: tl.constexpr, SRW: tl.constexpr,
     SYH: tl.constexpr, SYW: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-    PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, W_T: tl.constexpr = 0,
-    SPLIT: tl.constexpr = False,
+    PACKED: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """y = depthwise_conv(x) (+ bias) (+ r) on channels-last maps (channel stride 1), undilated:
     one program per (batch item, TH x TW block of output pixels) x block of BLOCK_C channels (whole
@@ -199,10 +168,7 @@ def _dw_tiles_kernel(
     TAPS: tl.constexpr = KH * KW
     ws = ()
     for tap in tl.static_range(TAPS):
-        if W_T:
-            ws = ws + (tl.load(Wt + (TAPS - 1 - tap if FLIP else tap) * W_T + offs_c).to(tl.float32),)
-        else:
-            ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap)).to(tl.float32),)
+        ws = ws + (tl.load(Wt + offs_c * TAPS + (TAPS - 1 - tap if FLIP else tap)).to(tl.float32),)
     accs = ()
     for r in tl.static_range(TH):
         for c in tl.static_range(TW):
@@ -214,10 +180,19 @@ def _dw_tiles_kernel(
     h0 = h_base - (KH - 1) // 2   # input row and column of the halo's first pixel
     w0 = w_base - (KW - 1) // 2
     xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
-    if SPLIT and (h0 >= 0) & (w0 >= 0) & (h0 + TH + KH - 2 < H) & (w0 + TW + KW - 2 < W):
-        accs = _conv_tile(accs, ws, xb, h0, w0, H, W, SXH, SXW, KH, KW, PACKED, TH, TW, False)
-    else:
-        accs = _conv_tile(accs, ws, xb, h0, w0, H, W, SXH, SXW, KH, KW, PACKED, TH, TW, True)
+    for i in tl.static_range(TH + KH - 1):
+        row_ok = (h0 + i >= 0) & (h0 + i < H)
+        for j in tl.static_range(TW + KW - 1):
+            xv = _to_f32(tl.load(xb + (i * SXH + j * SXW), mask=row_ok & (w0 + j >= 0) & (w0 + j < W), other=0.0),
+                         PACKED)
+            for kh in tl.static_range(KH):
+                if i - kh >= 0 and i - kh < TH:
+                    for kw in tl.static_range(KW):
+                        if j - kw >= 0 and j - kw < TW:
+                            # inline indices: a name assigned in a jit function would become a tensor
+                            accs = (accs[:(i - kh) * TW + j - kw]
+                                    + (accs[(i - kh) * TW + j - kw] + xv * ws[kh * KW + kw],)
+                                    + accs[(i - kh) * TW + j - kw + 1:])
     if HAS_BIAS:
         bias = tl.load(Bias + offs_c).to(tl.float32)
     for r in tl.static_range(TH):
@@ -367,40 +342,26 @@ def _dw_wgrad_kernel(
 
 
 @triton.jit
-def _tile_pixel(ptr, c_mask, mask, MASKED: tl.constexpr, EVEN_C: tl.constexpr):
-    """A pixel's [BLOCK_C] channels in fp32: under ``mask`` (zero outside) where MASKED, else
-    under the channel mask alone, or none with EVEN_C."""
-    if MASKED:
-        v = tl.load(ptr, mask=mask, other=0.0)
-    elif EVEN_C:
-        v = tl.load(ptr)
-    else:
-        v = tl.load(ptr, mask=c_mask, other=0.0)
-    return v.to(tl.float32)
-
-
-@triton.jit
 def _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W,
                      SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
-                     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                     MASKED: tl.constexpr, EVEN_C: tl.constexpr):
+                     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr):
     """One item of ``_dw_wgrad_tiles_kernel``: its products added to ``accs`` (one [BLOCK_C] sum
     per tap) and ``bias``, returned so. ``gb`` / ``xb`` point at the item's first dy pixel and its
-    halo's first input pixel (row and column ``h0``, ``w0``). MASKED tests every pixel against the
-    map; otherwise (an item inside the map) only the channels, none with EVEN_C."""
+    halo's first input pixel (row and column ``h0``, ``w0``); pixels outside the map read as zero.
+    (Items inside the map run with the same masks: an unmasked path for them issued fewer
+    instructions but raised the registers and lost 0.81-0.85x, probe84.)"""
     dys = ()
     for r in tl.static_range(TH):
         for c in tl.static_range(TW):
-            dy = _tile_pixel(gb + (DIL * r * SGH + DIL * c * SGW), c_mask,
-                             c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W) if MASKED else c_mask,
-                             MASKED, EVEN_C)
+            dy = tl.load(gb + (DIL * r * SGH + DIL * c * SGW),
+                         mask=c_mask & (h_base + DIL * r < H) & (w_base + DIL * c < W), other=0.0).to(tl.float32)
             bias += dy
             dys = dys + (dy,)
     for i in tl.static_range(TH + KH - 1):
-        row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)   # unused unless MASKED
+        row_ok = c_mask & (h0 + DIL * i >= 0) & (h0 + DIL * i < H)
         for j in tl.static_range(TW + KW - 1):
-            xv = _tile_pixel(xb + (DIL * i * SXH + DIL * j * SXW), c_mask,
-                             row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W) if MASKED else c_mask, MASKED, EVEN_C)
+            xv = tl.load(xb + (DIL * i * SXH + DIL * j * SXW), mask=row_ok & (w0 + DIL * j >= 0) & (w0 + DIL * j < W),
+                         other=0.0).to(tl.float32)
             for kh in tl.static_range(KH):
                 if i - kh >= 0 and i - kh < TH:
                     for kw in tl.static_range(KW):
@@ -416,7 +377,7 @@ def _dw_wgrad_tiles_kernel(
     sgb, sxb, C, H, W, n_th, n_tw, total, per_split,
     SGH: tl.constexpr, SGW: tl.constexpr, SXH: tl.constexpr, SXW: tl.constexpr,
     KH: tl.constexpr, KW: tl.constexpr, DIL: tl.constexpr,
-    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, SPLIT: tl.constexpr, EVEN_C: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """``_dw_wgrad_kernel``'s partials (same layout) on channels-last maps, from pixel tiles: an item
     is a TH x TW block of output pixels of one dilation phase (both axes) of one batch item, a
@@ -424,8 +385,7 @@ def _dw_wgrad_tiles_kernel(
     each dy pixel is loaded once per item and each input pixel of the block's halo once, then
     multiplied with every dy pixel it meets, into one [BLOCK_C] sum per tap that no lane shares, so
     the taps need no cross-lane reduction until the program ends (the row-block kernel reloads the
-    dy rows for every kernel column and reduces per column). SPLIT runs items that lie inside the
-    map without the pixel masks (``_WGRAD_SPLIT``)."""
+    dy rows for every kernel column and reduces per column)."""
     split = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = offs_c < C
@@ -444,20 +404,9 @@ def _dw_wgrad_tiles_kernel(
         w_base = pw + DIL * TW * ((rest % per_phase) % n_tw)
         h0 = h_base - DIL * ((KH - 1) // 2)   # input row and column of the halo's first pixel
         w0 = w_base - DIL * ((KW - 1) // 2)
-        gb = DY + b * sgb + h_base * SGH + w_base * SGW + offs_c
-        xb = X + b * sxb + h0 * SXH + w0 * SXW + offs_c
-        if SPLIT:
-            inside = ((h0 >= 0) & (w0 >= 0) & (h0 + DIL * (TH + KH - 2) < H) & (w0 + DIL * (TW + KW - 2) < W)
-                      & (h_base + DIL * (TH - 1) < H) & (w_base + DIL * (TW - 1) < W))
-            if inside:
-                accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
-                                              SXH, SXW, KH, KW, DIL, TH, TW, False, EVEN_C)
-            else:
-                accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
-                                              SXH, SXW, KH, KW, DIL, TH, TW, True, EVEN_C)
-        else:
-            accs, bias = _wgrad_tile_item(accs, bias, gb, xb, c_mask, h_base, w_base, h0, w0, H, W, SGH, SGW,
-                                          SXH, SXW, KH, KW, DIL, TH, TW, True, EVEN_C)
+        accs, bias = _wgrad_tile_item(accs, bias, DY + b * sgb + h_base * SGH + w_base * SGW + offs_c,
+                                      X + b * sxb + h0 * SXH + w0 * SXW + offs_c, c_mask, h_base, w_base, h0, w0,
+                                      H, W, SGH, SGW, SXH, SXW, KH, KW, DIL, TH, TW)
     out = PART + split * ((TAPS + 1) * C)
     for tap in tl.static_range(TAPS):
         tl.store(out + tap * C + offs_c, accs[tap], mask=c_mask)
@@ -838,25 +787,23 @@ def wgrad_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tupl
     return nsplit, partials, _wgrad_reduction(taps, c, nsplit)
 
 
-# Interior items of the tile weight gradient without the pixel masks: ~1.45 instructions per FFMA
-# against ~2.1 offline (sm_90a), but more registers (5x5 96 -> 127, 7x7 d3 128 -> 229); off until
-# timed (probe84.py).
-_WGRAD_SPLIT = False
-
-
 def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, w: int) -> tuple[int, int, int, int] | None:
     """(TH, TW, num_warps, programs per SM) of ``_dw_wgrad_tiles_kernel`` where it beats the
     row-block weight gradient, else None. probe83 (H200, bf16, channels-last, against the row
     blocks): 4x4 blocks with one channel per lane, 8 programs per SM, ran the 7x7 dilation 3 1.38x
-    (B64 C64 56x56, 149.6 -> 108.2 us), 1.50x (B128 C64 56x56), 1.55x (B128 C32 56x56, one warp)
-    and 1.12x (B128 C128 28x28), the 5x5 1.18x, 1.48x, 1.48x (C128 28x28) and 1.23x (C320
-    14x14); one-warp 5x5 programs 16 per SM (C32 56x56: 93.3 -> 81.8 us, 91.0 at 8). The dilated 7x7
-    on 14x14 lost (0.97x in 2x8 blocks); 7x7 maps, maps over 56 columns and other kernels were not
-    measured and keep the row blocks."""
-    if (tuple(kernel_size), dilation) not in (((5, 5), 1), ((7, 7), 3)) or w > 56 or w < (14 if dilation == 1 else 28):
+    (B64 C64 56x56, 149.6 -> 108.2 us), 1.50x (B128 C64 56x56), 1.55x (B128 C32 56x56, one warp),
+    1.12x (B128 C128 28x28) and 1.52x (B128 C512 7x7, 69.0 -> 45.7 us), the 5x5 1.18x, 1.48x, 1.48x
+    (C128 28x28), 1.23x (C320 14x14) and 1.75x (C512 7x7, 45.9 -> 26.2); one-warp 5x5 programs 16
+    per SM (C32 56x56: 93.3 -> 81.8 us, 91.0 at 8). On 128x128 (B16 C64) the 7x7 dilation 3 took 4
+    programs per SM (170.3 -> 121.2 us, 130.4 at 8), the 5x5 8 (119.8 -> 92.6). The dilated 7x7 on
+    14x14 lost (0.97x in 2x8 blocks); maps of 8-13 columns and other kernels keep the row blocks."""
+    if (tuple(kernel_size), dilation) not in (((5, 5), 1), ((7, 7), 3)) or (w < (14 if dilation == 1 else 28)
+                                                                            and w != 7):
         return None
     warps = 1 if c < 64 else 2
-    return 4, 4, warps, 16 if warps == 1 and dilation == 1 else 8
+    if dilation == 1:
+        return 4, 4, warps, 16 if warps == 1 else 8
+    return 4, 4, warps, 4 if w > 56 else 8
 
 
 def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,
@@ -883,8 +830,7 @@ def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size:
     (sg, sx) = strides
     partials = ((nsplit, n_cblocks), (sg[0], sx[0], c, h, w, n_th, n_tw, total, per_split),
                 dict(SGH=sg[2], SGW=sg[3], SXH=sx[2], SXW=sx[3], KH=kh, KW=kw, DIL=dilation, TH=th, TW=tw,
-                     BLOCK_C=block_c, SPLIT=_WGRAD_SPLIT, EVEN_C=_WGRAD_SPLIT and c % block_c == 0,
-                     num_warps=warps))
+                     BLOCK_C=block_c, num_warps=warps))
     return nsplit, partials, _wgrad_reduction(kh * kw, c, nsplit)
 
 

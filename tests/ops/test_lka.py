@@ -174,8 +174,7 @@ def test_dw_tiles(device, monkeypatch, tile, dtype):
 def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
     """The tile weight gradient (``_dw_wgrad_tiles_kernel``), forced: dilation phases on both axes,
     maps no block divides, a partial channel block, items split over programs; weight and bias
-    gradients against autograd through fp64, also with interior items unmasked (``SPLIT``; the
-    5x5 holds such items on both devices' maps, the 7x7 d3 on the GPU's)."""
+    gradients against autograd through fp64."""
     import ops.lka.kernels as L
     kernel, dil, (th, tw), warps = conv
     monkeypatch.setattr(L, "_wgrad_tile", lambda *args: (th, tw, warps, 4))
@@ -189,17 +188,15 @@ def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
     assert launcher is L._dw_wgrad_tiles and nsplit >= 2 and meta["BLOCK_C"] == 32 * warps
     assert grid[1] == -(-c // (32 * warps))   # the last channel block partial
     _check_weight_grad(g, x, wt, dil, dtype, f"tiles {kernel} d{dil}", seed)
-    monkeypatch.setattr(L, "_WGRAD_SPLIT", True)
-    assert L.wgrad_program(shape, dtype, kernel, dil, cl, x.device.index)[1][1][2]["SPLIT"]
-    _check_weight_grad(g, x, wt, dil, dtype, f"tiles {kernel} d{dil} split", seed)
     # NCHW maps keep the row blocks
     nchw = (x.contiguous().stride(),) * 2
     assert L.wgrad_program(shape, dtype, kernel, dil, nchw, x.device.index)[0] is L._dw_wgrad
 
 
 def test_dw_wgrad_tile_rule():
-    """Which weight gradients take the tile kernel: the LKA's 5x5 (14-56 columns) and 7x7 dilation
-    3 (28-56 columns) on channels-last maps, one warp for fewer than 64 channels."""
+    """Which weight gradients take the tile kernel: the LKA's 5x5 (7 columns, or 14 and more) and 7x7
+    dilation 3 (7 columns, or 28 and more) on channels-last maps, one warp for fewer than 64
+    channels; the 7x7 dilation 3 on maps over 56 columns at 4 programs per SM, not 8."""
     import ops.lka.kernels as L
     cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
 
@@ -207,11 +204,13 @@ def test_dw_wgrad_tile_rule():
         s = layout(c, hw, hw)
         return L.wgrad_program((2, c, hw, hw), torch.bfloat16, k, dil, (s, s), None)
 
-    for c, hw, k, dil in ((64, 56, (5, 5), 1), (320, 14, (5, 5), 1), (128, 28, (7, 7), 3), (32, 56, (7, 7), 3)):
+    for c, hw, k, dil in ((64, 56, (5, 5), 1), (320, 14, (5, 5), 1), (128, 28, (7, 7), 3), (32, 56, (7, 7), 3),
+                          (512, 7, (5, 5), 1), (256, 7, (7, 7), 3), (64, 128, (5, 5), 1), (64, 128, (7, 7), 3)):
         launcher, (_, (_, _, meta), _) = program(c, hw, k, dil)
         assert launcher is L._dw_wgrad_tiles and (meta["TH"], meta["TW"]) == (4, 4)
         assert meta["num_warps"] == (1 if c < 64 else 2) and meta["BLOCK_C"] == 32 * meta["num_warps"]
-    for c, hw, k, dil in ((320, 14, (7, 7), 3), (512, 7, (5, 5), 1), (64, 128, (5, 5), 1), (64, 56, (3, 3), 1),
+    assert L._wgrad_tile((7, 7), 3, 64, 128)[3] == 4 and L._wgrad_tile((7, 7), 3, 64, 56)[3] == 8
+    for c, hw, k, dil in ((320, 14, (7, 7), 3), (64, 10, (5, 5), 1), (64, 21, (7, 7), 3), (64, 56, (3, 3), 1),
                           (64, 56, (1, 7), 3)):
         assert program(c, hw, k, dil)[0] is L._dw_wgrad
     assert program(64, 56, layout=lambda c, h, w: (c * h * w, h * w, w, 1))[0] is L._dw_wgrad   # NCHW
@@ -277,15 +276,16 @@ def test_dw_conv_variants(device, monkeypatch, variant):
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (96, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
                                   (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
                                   (72, 28, 28, (3, 3), 1), (64, 16, 56, (7, 7), 3), (96, 9, 40, (5, 5), 1),
-                                  (40, 29, 30, (7, 1), 3)],
+                                  (40, 29, 30, (7, 1), 3), (160, 7, 7, (1, 7), 3)],
                          ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
     interpreter's): 8- and 4-element-per-thread row tiles, 12-row items and >= 1024 pixels per split
     on maps of 28x28 and up. On CPU the rules are forced (Triton's interpreter runs any block
     shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
-    tiles), 14 columns (512 for both), 30x30 (the large-map gradient rule: a 7x1 strip; the 7x7
-    there takes the tile weight gradient with the GPU's splits), and the small-kernel
+    tiles, the latter for a 1x7 strip: the 7x7 there takes the tile weight gradient with the GPU's
+    splits), 14 columns (512 for both), 30x30 (the large-map gradient rule: a 7x1 strip; the 7x7
+    there takes the tile weight gradient too), and the small-kernel
     tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
     for few channels (channel counts, rows and columns not divisible by them), and their weight
     gradient's 8-element tiles and 512-pixel splits on 28x28; the [8, 32] strips on 2 warps of
