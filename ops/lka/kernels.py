@@ -791,19 +791,22 @@ def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, w: int) -> 
     """(TH, TW, num_warps, programs per SM) of ``_dw_wgrad_tiles_kernel`` where it beats the
     row-block weight gradient, else None. probe83 (H200, bf16, channels-last, against the row
     blocks): 4x4 blocks with one channel per lane, 8 programs per SM, ran the 7x7 dilation 3 1.38x
-    (B64 C64 56x56, 149.6 -> 108.2 us), 1.50x (B128 C64 56x56), 1.55x (B128 C32 56x56, one warp),
-    1.12x (B128 C128 28x28) and 1.52x (B128 C512 7x7, 69.0 -> 45.7 us), the 5x5 1.18x, 1.48x, 1.48x
-    (C128 28x28), 1.23x (C320 14x14) and 1.75x (C512 7x7, 45.9 -> 26.2); one-warp 5x5 programs 16
-    per SM (C32 56x56: 93.3 -> 81.8 us, 91.0 at 8). On 128x128 (B16 C64) the 7x7 dilation 3 took 4
-    programs per SM (170.3 -> 121.2 us, 130.4 at 8), the 5x5 8 (119.8 -> 92.6). The dilated 7x7 on
-    14x14 lost (0.97x in 2x8 blocks); maps of 8-13 columns and other kernels keep the row blocks."""
+    (B64 C64 56x56, 149.6 -> 108.2 us), 1.50x (B128 C64 56x56), 1.55x (B128 C32 56x56, one warp)
+    and 1.12x (B128 C128 28x28), the 5x5 1.18x, 1.48x, 1.48x (C128 28x28) and 1.23x (C320 14x14);
+    one-warp 5x5 programs 16 per SM (C32 56x56: 93.3 -> 81.8 us, 91.0 at 8). Off those maps the
+    7x7 dilation 3 took 4 programs per SM: B16 C64 128x128 170.3 -> 121.2 us (130.4 at 8), B128
+    C256 7x7 58.3 -> 28.9 (33.6 at 8), C512 7x7 69.0 -> 45.3; the 5x5 on 128x128 4x4 blocks
+    (119.8 -> 92.6 us), on 7x7 maps 2x8 (C256 33.4 -> 23.9, 27.1 in 4x4; C512 45.9 -> 26.2, as
+    4x4). The dilated 7x7 on 14x14 lost (0.97-1.00x); maps of 8-13 columns and other kernels keep
+    the row blocks."""
     if (tuple(kernel_size), dilation) not in (((5, 5), 1), ((7, 7), 3)) or (w < (14 if dilation == 1 else 28)
                                                                             and w != 7):
         return None
     warps = 1 if c < 64 else 2
     if dilation == 1:
-        return 4, 4, warps, 16 if warps == 1 else 8
-    return 4, 4, warps, 4 if w > 56 else 8
+        th, tw = (2, 8) if w == 7 else (4, 4)
+        return th, tw, warps, 16 if warps == 1 else 8
+    return 4, 4, warps, 4 if w > 56 or w == 7 else 8
 
 
 def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size: tuple[int, int], dilation: int,

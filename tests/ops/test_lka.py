@@ -194,9 +194,9 @@ def test_dw_wgrad_tiles(device, monkeypatch, conv, dtype):
 
 
 def test_dw_wgrad_tile_rule():
-    """Which weight gradients take the tile kernel: the LKA's 5x5 (7 columns, or 14 and more) and 7x7
-    dilation 3 (7 columns, or 28 and more) on channels-last maps, one warp for fewer than 64
-    channels; the 7x7 dilation 3 on maps over 56 columns at 4 programs per SM, not 8."""
+    """Which weight gradients take the tile kernel: the LKA's 5x5 (7 columns in 2x8 blocks, 14 and
+    more in 4x4) and 7x7 dilation 3 (7 columns, or 28 and more; 4 programs per SM off 28-56
+    columns, else 8) on channels-last maps, one warp for fewer than 64 channels."""
     import ops.lka.kernels as L
     cl = lambda c, h, w: (h * w * c, 1, w * c, c)   # noqa: E731
 
@@ -207,9 +207,10 @@ def test_dw_wgrad_tile_rule():
     for c, hw, k, dil in ((64, 56, (5, 5), 1), (320, 14, (5, 5), 1), (128, 28, (7, 7), 3), (32, 56, (7, 7), 3),
                           (512, 7, (5, 5), 1), (256, 7, (7, 7), 3), (64, 128, (5, 5), 1), (64, 128, (7, 7), 3)):
         launcher, (_, (_, _, meta), _) = program(c, hw, k, dil)
-        assert launcher is L._dw_wgrad_tiles and (meta["TH"], meta["TW"]) == (4, 4)
+        assert launcher is L._dw_wgrad_tiles
+        assert (meta["TH"], meta["TW"]) == ((2, 8) if (hw, dil) == (7, 1) else (4, 4))
         assert meta["num_warps"] == (1 if c < 64 else 2) and meta["BLOCK_C"] == 32 * meta["num_warps"]
-    assert L._wgrad_tile((7, 7), 3, 64, 128)[3] == 4 and L._wgrad_tile((7, 7), 3, 64, 56)[3] == 8
+    assert [L._wgrad_tile((7, 7), 3, 64, w)[3] for w in (7, 28, 56, 128)] == [4, 8, 8, 4]
     for c, hw, k, dil in ((320, 14, (7, 7), 3), (64, 10, (5, 5), 1), (64, 21, (7, 7), 3), (64, 56, (3, 3), 1),
                           (64, 56, (1, 7), 3)):
         assert program(c, hw, k, dil)[0] is L._dw_wgrad
@@ -276,7 +277,7 @@ def test_dw_conv_variants(device, monkeypatch, variant):
 @pytest.mark.parametrize("case", [(160, 7, 7, (7, 7), 3), (96, 14, 14, (5, 5), 1), (32, 30, 30, (7, 7), 3),
                                   (80, 30, 33, (3, 3), 1), (136, 13, 14, (3, 3), 1), (24, 9, 40, (1, 3), 1),
                                   (72, 28, 28, (3, 3), 1), (64, 16, 56, (7, 7), 3), (96, 9, 40, (5, 5), 1),
-                                  (40, 29, 30, (7, 1), 3), (160, 7, 7, (1, 7), 3)],
+                                  (40, 29, 30, (7, 1), 3), (160, 7, 7, (1, 7), 3), (128, 7, 7, (5, 5), 1)],
                          ids=str)
 def test_dw_gpu_launch_rules(device, monkeypatch, case):
     """The row-block kernels with the block shapes and splits the GPU launch rules pick (not the
@@ -285,7 +286,8 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     shape), so CI runs the shapes the H200 runs: a 7x7 map (conv 1024-, gradient 512-element
     tiles, the latter for a 1x7 strip: the 7x7 there takes the tile weight gradient with the GPU's
     splits), 14 columns (512 for both), 30x30 (the large-map gradient rule: a 7x1 strip; the 7x7
-    there takes the tile weight gradient too), and the small-kernel
+    there takes the tile weight gradient too), a 5x5 on a 7x7 map (4x7 tiles, the weight gradient
+    in 2x8 blocks), and the small-kernel
     tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
     for few channels (channel counts, rows and columns not divisible by them), and their weight
     gradient's 8-element tiles and 512-pixel splits on 28x28; the [8, 32] strips on 2 warps of
