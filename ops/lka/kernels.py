@@ -799,8 +799,9 @@ def _wgrad_tile(kernel_size: tuple[int, int], dilation: int, c: int, w: int) -> 
     (119.8 -> 92.6 us), on 7x7 maps 2x8 (C256 33.4 -> 23.9, 27.1 in 4x4; C512 45.9 -> 26.2, as
     4x4). The dilated 7x7 on 14x14 lost (0.97-1.00x); maps of 8-13 columns and other kernels keep
     the row blocks."""
-    if (tuple(kernel_size), dilation) not in (((5, 5), 1), ((7, 7), 3)) or (w < (14 if dilation == 1 else 28)
-                                                                            and w != 7):
+    if (tuple(kernel_size), dilation) not in (((5, 5), 1), ((7, 7), 3)):
+        return None
+    if w != 7 and w < (14 if dilation == 1 else 28):
         return None
     warps = 1 if c < 64 else 2
     if dilation == 1:

@@ -287,11 +287,10 @@ def test_dw_gpu_launch_rules(device, monkeypatch, case):
     tiles, the latter for a 1x7 strip: the 7x7 there takes the tile weight gradient with the GPU's
     splits), 14 columns (512 for both), 30x30 (the large-map gradient rule: a 7x1 strip; the 7x7
     there takes the tile weight gradient too), a 5x5 on a 7x7 map (4x7 tiles, the weight gradient
-    in 2x8 blocks), and the small-kernel
-    tiles of 3x3s: [8 cols, 64 channels] on wide maps, [4, 128] up to 28 columns, wider strips
-    for few channels (channel counts, rows and columns not divisible by them), and their weight
-    gradient's 8-element tiles and 512-pixel splits on 28x28; the [8, 32] strips on 2 warps of
-    56- and 40-column maps (``_narrow_strips``)."""
+    in 2x8 blocks), and the small-kernel tiles of 3x3s: [8 cols, 64 channels] on wide maps,
+    [4, 128] up to 28 columns, wider strips for few channels (channel counts, rows and columns not
+    divisible by them), and their weight gradient's 8-element tiles and 512-pixel splits on 28x28;
+    the [8, 32] strips on 2 warps of 56- and 40-column maps (``_narrow_strips``)."""
     import ops.lka.kernels as L
     if device == "cpu":
         monkeypatch.setattr(L, "interpret_mode", lambda: False)
