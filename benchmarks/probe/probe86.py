@@ -19,13 +19,10 @@ on its tile kernel, the 5x5 rows are for reference); outputs compared bit for bi
 the same order; equal under the interpreter too). Offline ``sass`` output:
 ``probe-lka-taps-split-s36-h200-2026-12-01.txt``. Not yet run on a GPU.
 """
-import collections
 import importlib
 import itertools
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -61,7 +58,7 @@ def _rows_launch(kernels, x, w, b, res, out, kernel, dil, flip, extra=None):
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, PTXAS, compile_sm90, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, sass_counts, signature
     U = unrolled_ops()
     for (b, c, sz), flip in itertools.product([(64, 64, 56), (64, 128, 28), (16, 64, 128)], (False, True)):
         cl = (c * sz * sz, 1, sz * c, c)
@@ -74,9 +71,7 @@ def sass() -> None:
                                       {**meta, "sxc": 1, "src": 1, "syc": 1}, DIVISIBLE, nw, stem="/tmp/_p86")
             regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
             spill = next(x for x in err.splitlines() if "spill stores" in x).split(",")[1].split()[0]
-            text = subprocess.run([PTXAS.replace("ptxas", "cuobjdump"), "-sass", cubin], capture_output=True,
-                                  text=True, check=True).stdout
-            n = collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", text))
+            n = sass_counts(cubin)
             print(f"B{b} C{c} {sz}x{sz} 7x7 d3 {'dx ' if flip else 'fwd'} {name}: {regs} registers, {spill} B "
                   f"spilled, {sum(n.values())} static instructions, {n['FFMA']} FFMA", flush=True)
 

@@ -729,16 +729,19 @@ def _sm_count(device_index: int | None) -> int:
 
 
 def _wgrad_splits(total: int, n_cblocks: int, item_pixels: int, device_index: int | None,
-                  min_pixels: int = 0) -> tuple[int, int]:
-    """(splits, items per split) of the weight gradient's ``total`` work items: ~4 programs per SM,
-    at most ~512 pixels per split (a split re-reads its items once per kernel column, and they
-    should stay in L1), but at least ``min_pixels`` (each split ends in one cross-thread reduction
-    per tap, which the pixels amortize). Under the interpreter two splits exercise the reduction."""
+                  min_pixels: int = 0, per_sm: int = 4, max_pixels: int | None = 512) -> tuple[int, int]:
+    """(splits, items per split) of the weight gradient's ``total`` work items: ~``per_sm``
+    programs per SM, at most ~``max_pixels`` pixels per split (the row blocks re-read a split's
+    items once per kernel column, and they should stay in L1; None: no cap), but at least
+    ``min_pixels`` (each split ends in one cross-thread reduction per tap, which the pixels
+    amortize). Under the interpreter two splits exercise the reduction."""
     if interpret_mode():
         per_split = cdiv(total, min(total, 2))
         return cdiv(total, per_split), per_split
-    nsplit = max(1, min(total, 4 * _sm_count(device_index) // n_cblocks))
-    per_split = min(cdiv(total, nsplit), max(1, 512 // item_pixels))
+    nsplit = max(1, min(total, per_sm * _sm_count(device_index) // n_cblocks))
+    per_split = cdiv(total, nsplit)
+    if max_pixels is not None:
+        per_split = min(per_split, max(1, max_pixels // item_pixels))
     per_split = min(total, max(per_split, cdiv(min_pixels, item_pixels)))
     return cdiv(total, per_split), per_split
 
@@ -825,12 +828,7 @@ def wgrad_tile_launches(shape: tuple[int, ...], dtype: torch.dtype, kernel_size:
     block_c = 32 * warps
     n_th, n_tw = cdiv(cdiv(h, dilation), th), cdiv(cdiv(w, dilation), tw)
     total, n_cblocks = bsz * dilation * dilation * n_th * n_tw, cdiv(c, block_c)
-    if interpret_mode():
-        nsplit = min(total, 2)
-    else:
-        nsplit = max(1, min(total, per_sm * _sm_count(device_index) // n_cblocks))
-    per_split = cdiv(total, nsplit)
-    nsplit = cdiv(total, per_split)
+    nsplit, per_split = _wgrad_splits(total, n_cblocks, th * tw, device_index, per_sm=per_sm, max_pixels=None)
     (sg, sx) = strides
     partials = ((nsplit, n_cblocks), (sg[0], sx[0], c, h, w, n_th, n_tw, total, per_split),
                 dict(SGH=sg[2], SGW=sg[3], SXH=sx[2], SXW=sx[3], KH=kh, KW=kw, DIL=dilation, TH=th, TW=tw,
