@@ -13,7 +13,10 @@ none``: ncu then locks the SM clock to base while it profiles
 (``probe-lka-ncu-s10-h200-2026-11-29.txt``); do not change the GPU's clocks. Session 36's
 ``probe85.py`` left a question for it: fp32 [taps, C] taps took the 5x5 tile forward from 43.3
 to 33.6 us on this map, with 4% fewer instructions (its 50 strided tap loads a program touch ~32
-lines each), while the 7x7 d3's loop lost 10% of its instructions for no gain (0.96x).
+lines each), while the 7x7 d3's loop lost 10% of its instructions for no gain (0.96x). Session 37
+ran it with and without ``bf16`` and, for the stall reasons, with ``--section WarpStateStats
+--metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio``
+(``probe-lka-stalls-taps-s37-h200-2026-12-01.txt``).
 """
 import sys
 

@@ -17,7 +17,10 @@ The unrolled kernel is ops' own with that one line changed, loaded as a second c
 (``ab.load_base``), both launched with ops' row-block rule (``dw_launch``; where ops runs the 5x5
 on its tile kernel, the 5x5 rows are for reference); outputs compared bit for bit (same FMAs in
 the same order; equal under the interpreter too). Offline ``sass`` output:
-``probe-lka-taps-split-s36-h200-2026-12-01.txt``. Not yet run on a GPU.
+``probe-lka-taps-split-s36-h200-2026-12-01.txt``. Session 37 (H200, ops at 3044015, cut at 240 s
+after three maps; ``probe-lka-stalls-taps-s37-h200-2026-12-01.txt``): unrolled 0.69-0.89x against
+the loop (B64 C64 56x56 7x7 d3 forward 61.7 -> 89.0 us), capped at 168 / 128 registers
+0.42-0.98x. Not kept.
 """
 import importlib
 import itertools
