@@ -13,10 +13,19 @@ import torch
 from triton.testing import do_bench
 
 
-def load_base(path: str):
-    """Import the ``ops`` folder at ``path`` (e.g. a worktree of an earlier commit) as ``ops_base``."""
+def load_base(path: str, edits: dict[str, dict[str, str]] | None = None):
+    """Import the ``ops`` folder at ``path`` (e.g. a worktree of an earlier commit) as ``ops_base``;
+    ``edits`` maps a file under it to {old text: new text} replacements made in the copy (each old
+    text must occur once: a probe's variant of the current kernels)."""
     root = Path(tempfile.mkdtemp())
     shutil.copytree(path, root / "ops_base", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, pairs in (edits or {}).items():
+        src = root / "ops_base" / name
+        text = src.read_text()
+        for old, new in pairs.items():
+            assert text.count(old) == 1, f"{name} changed; update the probe's edit of: {old[:60]!r}"
+            text = text.replace(old, new)
+        src.write_text(text)
     lib = root / "ops_base" / "common" / "library.py"
     lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', 'LIBRARY = "foveal_base"'))
     sys.path.insert(0, str(root))

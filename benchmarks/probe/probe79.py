@@ -279,7 +279,7 @@ def check() -> None:
 
 def sass() -> None:
     """Registers, spills and SASS size of the tile kernel (sm_90a, offline) for the LKA convs."""
-    from sm90_registers import compile_sm90, sass_counts
+    from sm90_registers import compile_sm90, ptxas_usage, sass_counts
     sig = {n: ("*bf16" if n in ("X", "R", "Y") else "*fp32" if n in ("Wt", "Bias") else "i32")
            for n in _dw_tile_kernel.arg_names}
     for (c, hw), (k, d), flip, (th, tw), mr in itertools.product(
@@ -287,8 +287,7 @@ def sass() -> None:
         consts = dict(SXH=hw * c, SXW=c, SRH=hw * c, SRW=c, SYH=hw * c, SYW=c, KH=k, KW=k, DIL=d, FLIP=flip,
                       HAS_BIAS=not flip, HAS_RES=flip, PACKED=True, EVEN_C=True, TH=th, TW=tw, BLOCK_C=64)
         err, cubin = compile_sm90(_dw_tile_kernel, sig, consts, {"C", "sxb", "srb", "syb"}, 1)
-        regs = next(line for line in err.splitlines() if "Used " in line).split("Used ")[1].split(" ")[0]
-        spill = next(line for line in err.splitlines() if "spill stores" in line).split(",")[1].split()[0]
+        regs, spill = ptxas_usage(err)
         counts = sass_counts(cubin)
         total = sum(counts.values())
         fma = counts["FFMA"]

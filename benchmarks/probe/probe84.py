@@ -96,7 +96,7 @@ def check() -> None:
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, compile_sm90, sass_counts, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, ptxas_usage, sass_counts, signature
     L._sm_count = lambda index: 132
     for (kernel, dil), c in itertools.product(CONVS, (64, 160)):
         cl = (c * 56 * 56, 1, 56 * c, c)
@@ -108,7 +108,7 @@ def sass() -> None:
             sig = {n: signature(n) for n in fn.arg_names}
             sig["PART"] = "*fp32"
             err, cubin = compile_sm90(fn, sig, {**meta, **extra}, DIVISIBLE | {"sgb"}, nw, stem=f"/tmp/_p84_{name}")
-            regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
+            regs = ptxas_usage(err)[0]
             ops_ = sass_counts(cubin)
             print(f"{kernel[0]}x{kernel[1]} d{dil} C{c} {name}: {regs} registers, {sum(ops_.values())} static "
                   f"instructions, FFMA {ops_['FFMA']}, LDG {ops_['LDG']}, ISETP {ops_['ISETP']}, PRMT {ops_['PRMT']}",

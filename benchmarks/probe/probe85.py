@@ -77,7 +77,7 @@ def _loop_counts(text: str) -> collections.Counter:
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, PTXAS, compile_sm90, signature
+    from sm90_registers import DIVISIBLE, PTXAS, compile_sm90, ptxas_usage, signature
     for (b, c, sz), (kernel, dil), flip in itertools.product([(64, 64, 56), (64, 128, 28), (16, 64, 128)], CONVS,
                                                              (False, True)):
         cl = (c * sz * sz, 1, sz * c, c)
@@ -97,7 +97,7 @@ def sass() -> None:
             # the GPU launch specializes the unit channel strides
             consts = {**meta, **extra, **{n: 1 for n in ("sxc", "src", "syc") if n in fn.arg_names}}
             err, cubin = compile_sm90(fn, sig, consts, DIVISIBLE, nw, stem="/tmp/_p85")
-            regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
+            regs = ptxas_usage(err)[0]
             text = subprocess.run([PTXAS.replace("ptxas", "cuobjdump"), "-sass", cubin], capture_output=True,
                                   text=True, check=True).stdout
             n = _loop_counts(text)

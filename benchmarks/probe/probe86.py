@@ -24,10 +24,8 @@ the loop (B64 C64 56x56 7x7 d3 forward 61.7 -> 89.0 us), capped at 168 / 128 reg
 """
 import importlib
 import itertools
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -41,13 +39,8 @@ CONVS = [((7, 7), 3), ((5, 5), 1)]
 def unrolled_ops():
     """A copy of ``ops`` whose row-block core unrolls the kernel columns, imported as ``ops_base``."""
     from ab import load_base
-    root = Path(tempfile.mkdtemp()) / "ops"
-    shutil.copytree(Path(L.__file__).parents[1], root, ignore=shutil.ignore_patterns("__pycache__"))
-    src = root / "lka" / "kernels.py"
-    text = src.read_text()
-    assert text.count(LOOP) == 1, "ops' kernel-column loop changed; update LOOP"
-    src.write_text(text.replace(LOOP, LOOP.replace("range(KW)", "tl.static_range(KW)")))
-    load_base(str(root))
+    load_base(str(Path(L.__file__).parents[1]),
+              {"lka/kernels.py": {LOOP: LOOP.replace("range(KW)", "tl.static_range(KW)")}})
     return importlib.import_module("ops_base.lka.kernels")
 
 
@@ -61,7 +54,7 @@ def _rows_launch(kernels, x, w, b, res, out, kernel, dil, flip, extra=None):
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, compile_sm90, sass_counts, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, ptxas_usage, sass_counts, signature
     U = unrolled_ops()
     for (b, c, sz), flip in itertools.product([(64, 64, 56), (64, 128, 28), (16, 64, 128)], (False, True)):
         cl = (c * sz * sz, 1, sz * c, c)
@@ -72,8 +65,7 @@ def sass() -> None:
             fn = mod._dw_rows_kernel
             err, cubin = compile_sm90(fn, {n: signature(n) for n in fn.arg_names},
                                       {**meta, "sxc": 1, "src": 1, "syc": 1}, DIVISIBLE, nw, stem="/tmp/_p86")
-            regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
-            spill = next(x for x in err.splitlines() if "spill stores" in x).split(",")[1].split()[0]
+            regs, spill = ptxas_usage(err)
             n = sass_counts(cubin)
             print(f"B{b} C{c} {sz}x{sz} 7x7 d3 {'dx ' if flip else 'fwd'} {name}: {regs} registers, {spill} B "
                   f"spilled, {sum(n.values())} static instructions, {n['FFMA']} FFMA", flush=True)

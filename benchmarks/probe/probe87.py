@@ -32,10 +32,8 @@ row blocks more registers (128 -> 165-198) and more address adds, not fewer; not
 """
 import importlib
 import itertools
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -78,19 +76,13 @@ def _dw_tiles_kernel(
 def block_ops():
     """A copy of ``ops`` whose tile conv loads its taps as one block, imported as ``ops_base``."""
     from ab import load_base
-    root = Path(tempfile.mkdtemp()) / "ops"
-    shutil.copytree(Path(L.__file__).parents[1], root, ignore=shutil.ignore_patterns("__pycache__"))
-    src = root / "lka" / "kernels.py"
-    text = src.read_text()
-    head = "@triton.jit\ndef _dw_tiles_kernel(\n"
-    assert text.count(OLD) == 1 and text.count(head) == 1, "ops' tile kernel changed; update OLD"
-    src.write_text(text.replace(OLD, NEW).replace(head, HELPER))
-    load_base(str(root))
+    load_base(str(Path(L.__file__).parents[1]),
+              {"lka/kernels.py": {OLD: NEW, "@triton.jit\ndef _dw_tiles_kernel(\n": HELPER}})
     return importlib.import_module("ops_base.lka.kernels")
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, compile_sm90, sass_counts, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, ptxas_usage, sass_counts, signature
     B = block_ops()
     for (b, c, sz), flip, tap in itertools.product([(64, 64, 56), (64, 128, 28), (128, 32, 56), (128, 512, 7)],
                                                    (False, True), ("*fp32", "*bf16")):
@@ -104,7 +96,7 @@ def sass() -> None:
             fn = mod._dw_tiles_kernel
             sig = {n: signature(n) for n in fn.arg_names} | {"Wt": tap}
             err, cubin = compile_sm90(fn, sig, meta, DIVISIBLE, nw, stem="/tmp/_p87")
-            regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
+            regs = ptxas_usage(err)[0]
             n = sass_counts(cubin)
             print(f"B{b} C{c} {sz}x{sz} 5x5 {'dx ' if flip else 'fwd'} taps {tap[1:]} {name}: {regs} registers, "
                   f"{sum(n.values())} instructions, {n['FFMA']} FFMA, {n['LDG']} LDG, {n['STS']} STS, "
@@ -114,7 +106,7 @@ def sass() -> None:
 def strides() -> None:
     """Offline: the row-block 7x7 d3 with its spatial strides compiled in as constants (immediate
     offsets for its 16 row loads a column, as the tile kernel's constexpr strides give it)."""
-    from sm90_registers import DIVISIBLE, compile_sm90, sass_counts, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, ptxas_usage, sass_counts, signature
     for (b, c, sz), flip in itertools.product([(64, 64, 56), (64, 128, 28), (16, 64, 128)], (False, True)):
         cl = (c * sz * sz, 1, sz * c, c)
         meta = dict(L.dw_launch((b, c, sz, sz), torch.bfloat16, (7, 7), 3, flip, not flip, flip, (cl, cl, cl))[2])
@@ -124,7 +116,7 @@ def strides() -> None:
                                                                 (("s%sh" % n, sz * c), ("s%sw" % n, c))})):
             err, cubin = compile_sm90(fn, {n: signature(n) for n in fn.arg_names},
                                       {**meta, "sxc": 1, "src": 1, "syc": 1, **extra}, DIVISIBLE, nw, stem="/tmp/_p87")
-            regs = next(x for x in err.splitlines() if "Used " in x).split("Used ")[1].split(" ")[0]
+            regs = ptxas_usage(err)[0]
             n = sass_counts(cubin)
             print(f"B{b} C{c} {sz}x{sz} 7x7 d3 {'dx ' if flip else 'fwd'} {name}: {regs} registers, "
                   f"{sum(n.values())} instructions, {n['FFMA']} FFMA, {n['IADD3']} IADD3", flush=True)

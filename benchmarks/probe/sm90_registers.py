@@ -67,10 +67,16 @@ def sass_counts(cubin: str) -> collections.Counter:
     return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass))
 
 
-def report(label: str, fn, consts: dict, num_warps: int, num_stages: int = 3) -> None:
-    err, _ = compile_sm90(fn, {n: signature(n) for n in fn.arg_names}, consts, DIVISIBLE, num_warps, num_stages)
+def ptxas_usage(err: str) -> tuple[str, str]:
+    """(registers, spill-store bytes) per thread from ``ptxas -v``'s report."""
     regs = next(line for line in err.splitlines() if "Used " in line).split("Used ")[1].split(" ")[0]
     spill = next(line for line in err.splitlines() if "spill stores" in line).split(",")[1].split()[0]
+    return regs, spill
+
+
+def report(label: str, fn, consts: dict, num_warps: int, num_stages: int = 3) -> None:
+    err, _ = compile_sm90(fn, {n: signature(n) for n in fn.arg_names}, consts, DIVISIBLE, num_warps, num_stages)
+    regs, spill = ptxas_usage(err)
     print(f"{label:48s} w{num_warps}: {regs:>4s} registers, {spill:>5s} B spill stores", flush=True)
 
 
