@@ -19,3 +19,14 @@ def lka_params(c: int, device: str = "cuda") -> list:
     return [torch.randn(c, 1, 5, 5, device=device) * 0.2, torch.randn(c, device=device),
             torch.randn(c, 1, 7, 7, device=device) * 0.1, torch.randn(c, device=device),
             torch.randn(c, c, 1, 1, device=device) * c ** -0.5, torch.randn(c, device=device)]
+
+
+def conv_case(b: int, c: int, size: int, kernel: tuple[int, int], tap_dtype: torch.dtype = torch.float32,
+              seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """(x, r, weight, bias) of one depthwise conv on the GPU: x and a residual r as [b, c, size,
+    size] channels-last bf16, the taps (x 0.1) and bias in ``tap_dtype``."""
+    torch.manual_seed(seed)
+    x, r = (torch.randn(b, c, size, size, device="cuda", dtype=torch.bfloat16)
+            .contiguous(memory_format=torch.channels_last) for _ in range(2))
+    return (x, r, (torch.randn(c, 1, *kernel, device="cuda") * 0.1).to(tap_dtype),
+            torch.randn(c, device="cuda").to(tap_dtype))

@@ -72,14 +72,10 @@ def sass() -> None:
 
 
 def ab() -> None:
-    from lka_case import BENCH, VAN, us
+    from lka_case import BENCH, VAN, conv_case, us
     U = unrolled_ops()
     for (b, c, sz), (kernel, dil) in itertools.product(BENCH + [s for s in VAN if s[2] >= 28], CONVS):
-        torch.manual_seed(0)
-        x, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
-                .contiguous(memory_format=torch.channels_last) for _ in range(2))
-        w = torch.randn(c, 1, *kernel, device="cuda") * 0.1
-        bias = torch.randn(c, device="cuda")
+        x, r, w, bias = conv_case(b, c, sz, kernel)
         row = []
         for flip in (False, True):
             bb, res = (None, r) if flip else (bias, None)

@@ -123,7 +123,7 @@ def strides() -> None:
 
 
 def ab() -> None:
-    from lka_case import BENCH, VAN, us
+    from lka_case import BENCH, VAN, conv_case, us
     B = block_ops()
     # the bench's maps with both tap dtypes (its own bf16, autocast's fp32), VAN's (autocast's fp32)
     cases = list(itertools.product(BENCH, (torch.bfloat16, torch.float32))) + [(s, torch.float32) for s in VAN]
@@ -132,11 +132,7 @@ def ab() -> None:
                 and L.dw_tile_launch((b, c, sz, sz), torch.bfloat16, (5, 5), 1, True, False, True,
                                      ((1,) * 4,) * 3) is None:
             continue
-        torch.manual_seed(0)
-        x, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
-                .contiguous(memory_format=torch.channels_last) for _ in range(2))
-        w = (torch.randn(c, 1, 5, 5, device="cuda") * 0.1).to(tap)
-        bias = torch.randn(c, device="cuda").to(tap)
+        x, r, w, bias = conv_case(b, c, sz, (5, 5), tap)
         row = []
         for flip in (False, True):
             bb, res = (None, r) if flip else (bias, None)

@@ -80,15 +80,11 @@ def sass() -> None:
 
 
 def ab() -> None:
-    from lka_case import BENCH, VAN, us
+    from lka_case import BENCH, VAN, conv_case, us
     from probe86 import _rows_launch
     M = imad_ops()
     for (b, c, sz), tap in itertools.product(BENCH + [s for s in VAN if s[2] >= 28], (torch.float32, torch.bfloat16)):
-        torch.manual_seed(0)
-        x, r = (torch.randn(b, c, sz, sz, device="cuda", dtype=torch.bfloat16)
-                .contiguous(memory_format=torch.channels_last) for _ in range(2))
-        w = (torch.randn(c, 1, 7, 7, device="cuda") * 0.1).to(tap)
-        bias = torch.randn(c, device="cuda").to(tap)
+        x, r, w, bias = conv_case(b, c, sz, (7, 7), tap)
         row = []
         for flip in (False, True):
             bb, res = (None, r) if flip else (bias, None)
