@@ -31,11 +31,9 @@ fp32 taps (1.26-1.29x), the row-block 7x7 d3 0.96-1.08x; ``SPLIT`` loses to ``W_
 everywhere. Neither joined ops (a transposition launch per forward for ~10 us on one map size);
 this probe needs 06ae538's ops.
 """
-import collections
 import itertools
 import re
 import statistics
-import subprocess
 import sys
 
 import torch
@@ -61,9 +59,10 @@ def _launch(x, w, b, res, out, kernel, dil, flip, extra: dict):
     return out
 
 
-def _loop_counts(text: str) -> collections.Counter:
+def _loop_counts(text: str):
     """Opcode counts of the body of the first loop (a branch to a lower address: the row blocks'
     kernel column loop), or of the whole kernel when it has none (the tile kernel)."""
+    from sm90_registers import opcode_counts
     lines = text.splitlines()
     for k, ln in enumerate(lines):
         m = re.match(r"\s+/\*([0-9a-f]{4})\*/\s+(?:@!?P\d\s+)?BRA (0x[0-9a-f]+)", ln)
@@ -72,12 +71,11 @@ def _loop_counts(text: str) -> collections.Counter:
             lines = [x for x in lines[:k + 1] if (a := re.match(r"\s+/\*([0-9a-f]{4})\*/", x))
                      and int(a.group(1), 16) >= start]
             break
-    return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)",
-                                          "\n".join(lines)))
+    return opcode_counts("\n".join(lines))
 
 
 def sass() -> None:
-    from sm90_registers import DIVISIBLE, PTXAS, compile_sm90, ptxas_usage, signature
+    from sm90_registers import DIVISIBLE, compile_sm90, ptxas_usage, sass_text, signature
     for (b, c, sz), (kernel, dil), flip in itertools.product([(64, 64, 56), (64, 128, 28), (16, 64, 128)], CONVS,
                                                              (False, True)):
         cl = (c * sz * sz, 1, sz * c, c)
@@ -98,9 +96,7 @@ def sass() -> None:
             consts = {**meta, **extra, **{n: 1 for n in ("sxc", "src", "syc") if n in fn.arg_names}}
             err, cubin = compile_sm90(fn, sig, consts, DIVISIBLE, nw, stem="/tmp/_p85")
             regs = ptxas_usage(err)[0]
-            text = subprocess.run([PTXAS.replace("ptxas", "cuobjdump"), "-sass", cubin], capture_output=True,
-                                  text=True, check=True).stdout
-            n = _loop_counts(text)
+            n = _loop_counts(sass_text(cubin))
             print(f"B{b} C{c} {sz}x{sz} {kernel[0]}x{kernel[1]} d{dil} {'flip' if flip else 'fwd '} "
                   f"{fn.__name__} {name}: {regs} registers, loop {sum(n.values())} "
                   f"instructions, {n['FFMA']} FFMA, {n['LDG']} LDG ({sum(n.values()) / n['FFMA']:.2f} per FFMA)",

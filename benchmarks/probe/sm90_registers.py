@@ -60,11 +60,20 @@ def compile_sm90(fn, signature: dict, constexprs: dict, divisible, num_warps: in
     return err, stem + ".cubin"
 
 
-def sass_counts(cubin: str) -> collections.Counter:
-    """Instruction counts by opcode (modifiers dropped) of a cubin's SASS (static: loops count once)."""
-    sass = subprocess.run([os.path.join(os.path.dirname(PTXAS), "cuobjdump"), "-sass", cubin], capture_output=True,
+def sass_text(cubin: str) -> str:
+    """A cubin's SASS listing (``cuobjdump -sass``)."""
+    return subprocess.run([os.path.join(os.path.dirname(PTXAS), "cuobjdump"), "-sass", cubin], capture_output=True,
                           text=True, check=True).stdout
+
+
+def opcode_counts(sass: str) -> collections.Counter:
+    """Instruction counts by opcode (modifiers dropped) of SASS text."""
     return collections.Counter(re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass))
+
+
+def sass_counts(cubin: str) -> collections.Counter:
+    """Instruction counts by opcode of a cubin's SASS (static: loops count once)."""
+    return opcode_counts(sass_text(cubin))
 
 
 def ptxas_usage(err: str) -> tuple[str, str]:
