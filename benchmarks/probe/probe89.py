@@ -5,6 +5,8 @@ on NA-2D large moves ~1.0 GB from L2 per call (0.204 ms: ~4.9 TB/s), and NA-3D v
 but move ~40% fewer bytes (0.61 / 12.3 GB).
 
     python benchmarks/probe/probe89.py sweep [case ...]   # forward time per (query box, key box)
+    python benchmarks/probe/probe89.py grid [case ...]    # the same over 64/128 query rows x 32/64/128
+                                                         # keys, the two boxes of fewest products each
     ncu --clock-control none --profile-from-start off -k regex:_na_fwd_kernel --section SpeedOfLight \
         --section MemoryWorkloadAnalysis python benchmarks/probe/probe89.py ncu [case ...]
 
@@ -20,6 +22,7 @@ import torch
 from triton.testing import do_bench
 
 import ops.neighborhood.kernels as K
+import ops.neighborhood.tiling as tiling
 
 # name: (q shape [B, *spatial, H, D], kernel, stride, alternative (query box, key box) over padded axes)
 CASES = {
@@ -78,6 +81,25 @@ def sweep(names):
                   f"L2 {gb:6.2f} GB = {gb / ms:5.2f} TB/s  max diff {diff:.2g}", flush=True)
 
 
+def grid(names):
+    """``sweep`` over every (query rows, key rows) in {64, 128} x {32, 64, 128}: the two boxes with
+    the fewest walked products for each (``tiling.walk_products``), the plan's first."""
+    for name in names:
+        shape, ks, st, _ = CASES[name]
+        n = len(ks)
+        plan = K._plan(shape[1:-2], n, ks, (1,) * n, st, (False,) * n, shape[-1], "fwd")
+        window = K._padded_window(ks, st, (False,) * n, n)
+        caps = tuple(1 << max(0, g - 1).bit_length() for g in plan[2])
+        alts = []
+        for m in (64, 128):
+            for kn in (32, 64, 128):
+                ranked = sorted((K.walk_products(plan[2], *window, bm, bn), bm, bn)
+                                for bm in tiling._boxes(m, caps) for bn in tiling._boxes(kn, caps))
+                alts += [(bm, bn) for _, bm, bn in ranked[:2] if (bm, bn) != tuple(plan[3:5])]
+        CASES[name] = (shape, ks, st, alts)
+    sweep(names)
+
+
 def ncu(names):
     for name in names:
         shape, ks, st, _ = CASES[name]
@@ -97,4 +119,4 @@ def ncu(names):
 if __name__ == "__main__":
     mode, *names = sys.argv[1:] or ["sweep"]
     names = names or list(CASES)
-    {"sweep": sweep, "ncu": ncu}[mode](names)
+    {"sweep": sweep, "grid": grid, "ncu": ncu}[mode](names)
