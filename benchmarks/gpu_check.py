@@ -50,6 +50,9 @@ check("gna3d 8x16x24 k(4,8,8) s(2,4,4) causal-t dil(1,2,1) GQA+extraKV", lambda 
     q(1, 7, 2, 64), q(1, 7, 2, 64))
 check("na3d 10x24x40 k(7,15,15) H4 D128", lambda a, b, c: ops.na3d(a, b, c, kernel_size=(7, 15, 15)),
       q(1, 10, 24, 40, 4, 128), q(1, 10, 24, 40, 4, 128), q(1, 10, 24, 40, 4, 128))
+# 32-key boxes (``_fwd_key_rows``) on a TMA walk of 2304 tokens
+check("na3d 12x24x40 k(7,15,15) H4 D128", lambda a, b, c: ops.na3d(a, b, c, kernel_size=(7, 15, 15)),
+      q(1, 12, 24, 40, 4, 128), q(1, 12, 24, 40, 4, 128), q(1, 12, 24, 40, 4, 128))
 check("gna2d 96x96 k16 s(8,16) H4 D128", lambda a, b, c: ops.na2d(a, b, c, kernel_size=16, stride=(8, 16)),
       q(1, 96, 96, 4, 128), q(1, 96, 96, 4, 128), q(1, 96, 96, 4, 128))
 idx = {}

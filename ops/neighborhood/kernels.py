@@ -922,12 +922,12 @@ def _pad_params(rank: int, values, fill):
 def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int, kind: str):
     """Padded per-axis sizes, dilation, group lengths and the (query box, key box) of a launch.
 
-    Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles (64 x 32 for 1-D/2-D
-    problems at head dims above 64 with windows under 512 keys), or 128 x 128 when they cost no
-    more than 5% extra products, windows hold >= 1024 keys and the walk needs no per-element
-    window test (long walks of dense tiles, as in 3-D GNA, run faster on big tiles), or 32 x 32
-    on one warp for 1-D/2-D problems at head dim 32 when they walk <= 0.7x the products (small
-    windows). dQ: 64 x 64. dK/dV: 64 owned key rows
+    Boxes come from the cost model in ``tiling.py``. Forward: 64 x 64 tiles (64 x 32 above head
+    dim 64 for 1-D/2-D windows under 512 keys and where they save products, ``_fwd_key_rows``),
+    or 128 x 128 when they cost no more than 5% extra products, windows hold >= 1024 keys and the
+    walk needs no per-element window test (long walks of dense tiles, as in 3-D GNA, run faster
+    on big tiles), or 32 x 32 on one warp for 1-D/2-D problems at head dim 32 when they walk <=
+    0.7x the products (small windows). dQ: 64 x 64. dK/dV: 64 owned key rows
     (the wgmma M side) streaming 64 query rows, 32 for head dims above 64 (dK and dV accumulate
     in registers; 64 would spill), costed as the dK/dV walk (key boxes own, query boxes are
     walked), which favours other boxes than the forward walk. ``kind``: "fwd", "dq" or "dkv".
@@ -939,12 +939,7 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
     if interpret_mode():
         options = [(16, 16)]
     elif kind == "fwd":
-        # 1-D/2-D at head dims above 64 with windows under 512 keys: 32-key boxes (136 registers
-        # against 176, half the shared memory) ran 2-23% faster on six such shapes (NA-2D large 2%,
-        # GNA-2D 5%, 1-D k31 23%), 7% slower on 2-D windows of 961-1089 keys and 10% slower on
-        # NA-3D video (probe39/43/45, session 17)
-        keys = 32 if head_dim > 64 and shape[0] == 1 and math.prod(window[0]) < 512 else 64
-        options = [(64, keys), (128, 128)] if head_dim <= 128 else [(64, 32)]
+        options = [(64, _fwd_key_rows(glen, window, head_dim)), (128, 128)] if head_dim <= 128 else [(64, 32)]
     elif kind == "dq":
         options = [(64, 64)] if head_dim <= 128 else [(64, 32)]
     else:
@@ -966,6 +961,31 @@ def _plan(spatial, rank, kernel_size, dilation, stride, is_causal, head_dim: int
         if cost2 <= 0.7 * cost:
             bm, bn = bm2, bn2
     return shape, dil, glen, bm, bn
+
+
+# 32-key boxes beyond the 1-D/2-D windows under 512 keys: where they walk <= this share of the
+# 64-key boxes' products (non-causal, head dims above 64)
+FWD_KEY32_SHARE = 0.98
+
+
+def _fwd_key_rows(glen, window, head_dim: int) -> int:
+    """Key rows of the forward's 64-row tiles: 32 or 64. Above head dim 64, 32-key boxes (136
+    registers against 176, half the shared memory) ran 2-23% faster on six 1-D/2-D shapes with
+    windows under 512 keys (probe39/43/45, session 17), so those take them. Since the TMA walks
+    they also win where they save products (probe90, session 38: walks 0.90-0.97x the 64-key
+    ones ran 0.87-0.99x the time on eight non-causal 3-D shapes, NA-3D video 0.98x, and 0.94-0.97x
+    / 0.84-0.89x on 2-D windows of 1089 and 961 keys), but not at head dim 64 (1.06-1.10x on
+    NA-3D video) nor with a causal time axis (1.01-1.17x). Windows whose walk they shorten by
+    under 2% (long 1-D windows: 0.3-0.6%) keep 64-key tiles."""
+    kernel, _, causal = window
+    if head_dim <= 64:
+        return 64
+    if glen[0] == 1 and math.prod(kernel) < 512:
+        return 32
+    if any(causal):
+        return 64
+    c32 = choose_boxes(glen, *window, 64, 32)[2]
+    return 32 if c32 <= FWD_KEY32_SHARE * choose_boxes(glen, *window, 64, 64)[2] else 64
 
 
 def _in_stride_groups(bm, stride, is_causal) -> bool:

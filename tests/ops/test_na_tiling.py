@@ -108,14 +108,17 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     """The GPU plan's forward boxes (``kernels._plan`` off the interpreter): 32x32 boxes on one warp
     for 1-D/2-D problems at head dim 32 whose 64x64 walk is >= 1/0.7 as long; 64-row boxes for
     larger head dims, larger windows and 3-D problems (probe33), with 32-key boxes for 1-D/2-D
-    problems above head dim 64 with windows under 512 keys (probe39/43/45, session 17), and 128x128
-    boxes for windows of 1024+ keys only where the walk skips the window test (probe15, session 18)."""
+    problems above head dim 64 with windows under 512 keys (probe39/43/45, session 17) and for
+    non-causal ones where they walk <= 0.98x the 64-key boxes' products (probe90, session 38), and
+    128x128 boxes for windows of 1024+ keys only where the walk skips the window test (probe15,
+    session 18)."""
     K = pytest.importorskip("ops.neighborhood.kernels")
     monkeypatch.setattr(K, "interpret_mode", lambda: False)
 
-    def fwd_boxes(spatial, kernel, head_dim):
+    def fwd_boxes(spatial, kernel, head_dim, causal=None):
         r = len(spatial)
-        _, _, _, bm, bn = K._plan(spatial, r, kernel, (1,) * r, (1,) * r, (False,) * r, head_dim, "fwd")
+        causal = causal or (False,) * r
+        _, _, _, bm, bn = K._plan(spatial, r, kernel, (1,) * r, (1,) * r, causal, head_dim, "fwd")
         return math.prod(bm), math.prod(bn)
 
     assert fwd_boxes((56, 56), (7, 7), 32) == (32, 32)      # backbone: 3.17x vs 4.85x the needed products
@@ -124,8 +127,12 @@ def test_gpu_forward_boxes_for_small_windows(monkeypatch):
     assert fwd_boxes((96, 96), (17, 17), 32) == (64, 64)    # 1.99x walk: 32x32 boxes save too little
     assert fwd_boxes((96, 96), (17, 17), 128) == (64, 32)   # 1-D/2-D above head dim 64: 32-key boxes
     assert fwd_boxes((4096,), (257,), 128) == (64, 32)
-    assert fwd_boxes((64, 64), (33, 33), 128) == (64, 64)   # unless the window holds >= 512 keys
-    assert fwd_boxes((20, 48, 80), (7, 15, 15), 128) == (64, 64)  # not 3-D (10% slower there)
+    assert fwd_boxes((64, 64), (33, 33), 128) == (64, 32)   # 1089 keys: 0.95x the 64-key walk
+    assert fwd_boxes((128, 128), (25, 25), 128) == (64, 64)  # 625 keys: 0.996x, too little saved
+    assert fwd_boxes((8192,), (513,), 128) == (64, 64)      # 0.997x
+    assert fwd_boxes((20, 48, 80), (7, 15, 15), 128) == (64, 32)  # NA-3D video: 0.957x
+    assert fwd_boxes((16, 32, 32), (5, 9, 9), 128, (True, False, False)) == (64, 64)  # not causal ones
+    assert fwd_boxes((20, 48, 80), (7, 15, 15), 64) == (64, 64)   # nor at head dim 64
     assert fwd_boxes((8, 28, 28), (3, 7, 7), 32) == (64, 64)  # slower on 3-D
     assert fwd_boxes((32768,), (2049,), 128) == (64, 64)    # 128x128 only where no window test runs:
     gna3d = K._plan((20, 48, 80), 3, (8, 16, 16), (1, 1, 1), (2, 8, 8), (False,) * 3, 128, "fwd")
