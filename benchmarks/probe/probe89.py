@@ -83,18 +83,16 @@ def sweep(names):
 
 def grid(names):
     """``sweep`` over every (query rows, key rows) in {64, 128} x {32, 64, 128}: the two boxes with
-    the fewest walked products for each (``tiling.walk_products``), the plan's first."""
+    the fewest walked products for each (``tiling.rank_boxes``), the plan's first."""
     for name in names:
         shape, ks, st, _ = CASES[name]
         n = len(ks)
         plan = K._plan(shape[1:-2], n, ks, (1,) * n, st, (False,) * n, shape[-1], "fwd")
         window = K._padded_window(ks, st, (False,) * n, n)
-        caps = tuple(1 << max(0, g - 1).bit_length() for g in plan[2])
         alts = []
         for m in (64, 128):
             for kn in (32, 64, 128):
-                ranked = sorted((K.walk_products(plan[2], *window, bm, bn), bm, bn)
-                                for bm in tiling._boxes(m, caps) for bn in tiling._boxes(kn, caps))
+                ranked = tiling.rank_boxes(plan[2], *window, m, kn)
                 alts += [(bm, bn) for _, bm, bn in ranked[:2] if (bm, bn) != tuple(plan[3:5])]
         CASES[name] = (shape, ks, st, alts)
     sweep(names)

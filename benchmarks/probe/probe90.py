@@ -3,7 +3,7 @@ with (2, 8, 4) query boxes and (8, 2, 2) key boxes (walk 1.788x the needed produ
 against 3603 for the plan's (4, 8, 2) x (2, 2, 16) (1.869x): 32-key boxes, which ``_plan`` gives
 only to 1-D/2-D windows under 512 keys (session 17 measured NA-3D video 10% slower with them,
 before the TMA walks). This times, per shape, the plan's boxes against the two 32-key boxes with
-the fewest products (both when tied; ``tiling.walk_products``), forward only (the backward keeps
+the fewest products (both when tied; ``tiling.rank_boxes``), forward only (the backward keeps
 its own boxes), bf16, medians of 3 do_bench runs, outputs compared with the plan's.
 
     python benchmarks/probe/probe90.py          # forward: plan vs 32-key boxes
@@ -50,9 +50,7 @@ def main():
         args = (ks, (1,) * n, (1,) * n, causal)
         plan = K._plan(shape[1:-2], n, *args, shape[-1], "fwd")
         window = K._padded_window(ks, (1,) * n, causal, n)
-        caps = tuple(1 << max(0, g - 1).bit_length() for g in plan[2])
-        ranked = sorted((K.walk_products(plan[2], *window, bm, bn), bm, bn)
-                        for bm in tiling._boxes(64, caps) for bn in tiling._boxes(32, caps))
+        ranked = tiling.rank_boxes(plan[2], *window, 64, 32)
         best = [(bm, bn) for c, bm, bn in ranked if c <= ranked[1][0]][:4]
         need = math.prod(shape[1:-2]) * math.prod(ks)   # upper bound at the borders; ratios only
         g = torch.Generator(device="cuda").manual_seed(0)

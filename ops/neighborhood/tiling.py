@@ -24,7 +24,7 @@ import math
 
 Box = tuple[int, int, int]
 
-__all__ = ["axis_window", "choose_boxes", "core_fraction", "query_range", "walk_products"]
+__all__ = ["axis_window", "choose_boxes", "core_fraction", "query_range", "rank_boxes", "walk_products"]
 
 
 def axis_window(i: int, length: int, kernel: int, stride: int, causal: bool) -> tuple[int, int]:
@@ -134,18 +134,22 @@ def _boxes(rows: int, caps: Box) -> list[Box]:
     return out
 
 
+def rank_boxes(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool], rows_m: int,
+               rows_n: int, by_keys: bool = False) -> list[tuple[int, Box, Box]]:
+    """Every (products, query box, key box) of ``rows_m`` / ``rows_n`` tokens, fewest products
+    first, ties to boxes longer along the last (contiguous) axis. ``lengths`` are the
+    (dilation-group) axis lengths, padded to 3 axes; ``by_keys`` costs the dK/dV walk (key boxes
+    own, query boxes are walked)."""
+    caps = tuple(1 << max(0, n - 1).bit_length() for n in lengths)
+    pairs = [(walk_products(lengths, kernel, stride, causal, bm, bn, by_keys), bm, bn)
+             for bm in _boxes(rows_m, caps) for bn in _boxes(rows_n, caps)]
+    return sorted(pairs, key=lambda p: (p[0], -p[2][2], -p[1][2]))
+
+
 @functools.lru_cache(maxsize=256)
 def choose_boxes(lengths: Box, kernel: Box, stride: Box, causal: tuple[bool, bool, bool],
                  rows_m: int, rows_n: int, by_keys: bool = False) -> tuple[Box, Box, int]:
     """The (query box, key box) of ``rows_m`` / ``rows_n`` tokens with the fewest products, and
-    that count. ``lengths`` are the (dilation-group) axis lengths, padded to 3 axes; ``by_keys``
-    costs the dK/dV walk (key boxes own, query boxes are walked)."""
-    caps = tuple(1 << max(0, n - 1).bit_length() for n in lengths)
-    best = None
-    for bm in _boxes(rows_m, caps):
-        for bn in _boxes(rows_n, caps):
-            cost = walk_products(lengths, kernel, stride, causal, bm, bn, by_keys)
-            rank = (cost, -bn[2], -bm[2])
-            if best is None or rank < best[0]:
-                best = (rank, bm, bn)
-    return best[1], best[2], best[0][0]
+    that count (the first of ``rank_boxes``)."""
+    cost, bm, bn = rank_boxes(lengths, kernel, stride, causal, rows_m, rows_n, by_keys)[0]
+    return bm, bn, cost
