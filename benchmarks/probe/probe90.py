@@ -7,6 +7,7 @@ the fewest products (both when tied; ``tiling.rank_boxes``), forward only (the b
 its own boxes), bf16, medians of 3 do_bench runs, outputs compared with the plan's.
 
     python benchmarks/probe/probe90.py          # forward: plan vs 32-key boxes
+    python benchmarks/probe/probe90.py ties     # forward: every 32-key box tied at the fewest products
     python benchmarks/probe/probe90.py dq       # forward+backward: ops vs a copy whose dQ kernel
                                                 # takes 32-key boxes on 3-D head-dim-128 problems
 
@@ -69,6 +70,45 @@ def main():
                   f"{us / base:.3f} | {diff:.2g}", flush=True)
 
 
+# (name, q shape, kernel): video-DiT-sized 3-D problems at head dim 128 for ``ties``
+TIES = [("NA-3D video 20x48x80 k7x15x15", (1, 20, 48, 80, 12, 128), (7, 15, 15)),
+        ("Wan 480p 21x30x52 k7x15x15", (1, 21, 30, 52, 12, 128), (7, 15, 15)),
+        ("Wan 720p 21x45x80 k5x11x11", (1, 21, 45, 80, 12, 128), (5, 11, 11)),
+        ("Hunyuan 33x45x80 k9x9x9", (1, 33, 45, 80, 12, 128), (9, 9, 9)),
+        ("CogVideoX 13x30x45 k5x9x9 H24", (1, 13, 30, 45, 24, 128), (5, 9, 9)),
+        ("16x32x32 k5x9x9 B2 H16", (2, 16, 32, 32, 16, 128), (5, 9, 9)),
+        ("16x32x32 k3x7x7 B2 H16", (2, 16, 32, 32, 16, 128), (3, 7, 7)),
+        ("8x64x64 k3x13x13 H16", (1, 8, 64, 64, 16, 128), (3, 13, 13))]
+
+
+def ties():
+    """The 32-key box pairs within 1.5% of the fewest products (up to 4), ``choose_boxes``' pick
+    first, with their products relative to it: does a
+    tie-break rule pick the fastest (NA-3D video: (2,8,4) x (8,2,2) 2.3% faster than the pick)?"""
+    print("case | boxes, products vs the pick's | us (median of 5 alternations) | vs pick | max diff", flush=True)
+    for name, shape, ks in TIES:
+        args = (ks, (1, 1, 1), (1, 1, 1), (False,) * 3)
+        plan = K._plan(shape[1:-2], 3, *args, shape[-1], "fwd")
+        ranked = tiling.rank_boxes(plan[2], *K._padded_window(ks, (1, 1, 1), (False,) * 3, 3), 64, 32)
+        tied = [(bm, bn) for c, bm, bn in ranked if c <= 1.015 * ranked[0][0]][:4]
+        if len(tied) < 2:
+            print(f"{name} | one box within 1.5% of the fewest products: {tied[0]}", flush=True)
+            continue
+        g = torch.Generator(device="cuda").manual_seed(0)
+        q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+        fns = [lambda b=b: K.na_forward(q, k, v, *args, shape[-1] ** -0.5, boxes=b)[0] for b in tied]
+        outs = [f().clone() for f in fns]
+        times = [[] for _ in fns]
+        for _ in range(5):
+            for t, f in zip(times, fns):
+                t.append(do_bench(f, warmup=10, rep=60))
+        med = [1e3 * statistics.median(t) for t in times]
+        for b, m, o in zip(tied, med, outs):
+            cost = tiling.walk_products(plan[2], *K._padded_window(ks, (1, 1, 1), (False,) * 3, 3), *b)
+            print(f"{name} | {b[0]} {b[1]} products {cost / ranked[0][0]:.3f} | {m:.1f} | {m / med[0]:.3f} | "
+                  f"{(o.float() - outs[0].float()).abs().max().item():.2g}", flush=True)
+
+
 DQ_EDIT = {"neighborhood/kernels.py": {
     "        options = [(64, 64)] if head_dim <= 128 else [(64, 32)]":
     "        options = [(64, 32 if shape[0] > 1 and head_dim > 64 else 64)] if head_dim <= 128 else [(64, 32)]"}}
@@ -98,4 +138,4 @@ def dq():
 
 
 if __name__ == "__main__":
-    dq() if sys.argv[1:2] == ["dq"] else main()
+    {"dq": dq, "ties": ties}.get(sys.argv[1] if sys.argv[1:] else "", main)()
