@@ -13,23 +13,25 @@ import torch
 from triton.testing import do_bench
 
 
-def load_base(path: str, edits: dict[str, dict[str, str]] | None = None):
-    """Import the ``ops`` folder at ``path`` (e.g. a worktree of an earlier commit) as ``ops_base``;
+def load_base(path: str, edits: dict[str, dict[str, str]] | None = None, package: str = "ops_base"):
+    """Import the ``ops`` folder at ``path`` (e.g. a worktree of an earlier commit) as ``package``;
     ``edits`` maps a file under it to {old text: new text} replacements made in the copy (each old
-    text must occur once: a probe's variant of the current kernels)."""
+    text must occur once: a probe's variant of the current kernels). Copies loaded under different
+    package names coexist (each registers its ops in its own ``torch.library`` namespace)."""
     root = Path(tempfile.mkdtemp())
-    shutil.copytree(path, root / "ops_base", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(path, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name, pairs in (edits or {}).items():
-        src = root / "ops_base" / name
+        src = root / package / name
         text = src.read_text()
         for old, new in pairs.items():
             assert text.count(old) == 1, f"{name} changed; update the probe's edit of: {old[:60]!r}"
             text = text.replace(old, new)
         src.write_text(text)
-    lib = root / "ops_base" / "common" / "library.py"
-    lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', 'LIBRARY = "foveal_base"'))
+    lib = root / package / "common" / "library.py"
+    namespace = "foveal_base" if package == "ops_base" else f"foveal_{package}"
+    lib.write_text(lib.read_text().replace('LIBRARY = "foveal"', f'LIBRARY = "{namespace}"'))
     sys.path.insert(0, str(root))
-    return importlib.import_module("ops_base")
+    return importlib.import_module(package)
 
 
 def cpu_ms(fn, n=50):
